@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""ChatApp entry point: parse and check the command line, then hand over to node/.
+
+    python3 ChatApp.py -s <port>
+    python3 ChatApp.py -c <name> <server-ip> <server-port> <client-port>
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import re
+import socket
+import sys
+
+
+class UserError(Exception):
+    """A mistake on the command line: one line on stderr, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ChatApp.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="UDP group chat: run a server, or a client that registers with one.",
+        epilog="examples:\n  ChatApp.py -s 6666\n  ChatApp.py -c Ann localhost 6666 7771",
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("-s", dest="server", metavar="PORT", help="run a server on UDP PORT (1024-65535)")
+    mode.add_argument(
+        "-c",
+        dest="client",
+        nargs=4,
+        metavar=("NAME", "SERVER_IP", "SERVER_PORT", "CLIENT_PORT"),
+        help="run a client called NAME, bound to CLIENT_PORT, registered with the server",
+    )
+    parser.add_argument("--ack-timeout", type=float, default=0.5, metavar="S", help="seconds to wait for an ack before retrying (default 0.5)")
+    parser.add_argument("--retries", type=int, default=5, metavar="N", help="tries in all before giving up (default 5)")
+    parser.add_argument("--bind", default="0.0.0.0", metavar="IP", help="local address to bind (default all interfaces)")
+    parser.add_argument("--no-color", action="store_true", help="no colour (also when NO_COLOR is set)")
+    return parser
+
+
+def parse_port(text: str, role: str) -> int:
+    if not re.fullmatch(r"\d{1,5}", text) or not 1024 <= int(text) <= 65535:
+        raise UserError(f"Invalid {role} port number")
+    return int(text)
+
+
+def resolve_server(text: str) -> str:
+    """An IPv4 literal, or a host name that resolves to an IPv4 address."""
+    if re.fullmatch(r"[\d.]+", text):
+        try:
+            return str(ipaddress.IPv4Address(text))
+        except ValueError:
+            raise UserError("Invalid server ip address. Try again.") from None
+    try:
+        return socket.getaddrinfo(text, None, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+    except (socket.gaierror, UnicodeError):
+        raise UserError("Invalid server ip address. Try again.") from None
+
+
+def _in_use(exc: OSError, role: str, port: int) -> UserError:
+    if exc.errno == errno.EADDRINUSE:
+        return UserError(f"{role} port {port} is already in use on this machine")
+    return UserError(f"Cannot bind {role.lower()} port {port}: {exc.strerror}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.ack_timeout <= 0 or args.retries < 1:
+        raise UserError("--ack-timeout must be positive and --retries at least 1")
+    # Imported here so that --help and argument errors stay fast (Scapy loads in ~0.1 s).
+    import asyncio
+
+    from node.reliable import RetryPolicy
+    from node.terminal import Terminal
+
+    policy = RetryPolicy(args.ack_timeout, args.retries)
+    terminal = Terminal(color=False if args.no_color else None)
+    if args.server is not None:
+        from node.runtime import run_server
+
+        port = parse_port(args.server, "server")
+
+        async def serve() -> int:
+            try:
+                return await run_server((args.bind, port), policy, terminal.show)
+            except OSError as exc:
+                raise _in_use(exc, "Server", port) from None
+
+        return asyncio.run(serve())
+
+    from node.client import ClientLogic
+    from node.names import valid_username
+    from node.runtime import run_client
+
+    name, server_ip, server_port, client_port = args.client
+    if not valid_username(name):
+        raise UserError("Invalid username")
+    server = (resolve_server(server_ip), parse_port(server_port, "server"))
+    port = parse_port(client_port, "client")
+    logic = ClientLogic(name, server, port, policy)
+
+    async def chat() -> int:
+        try:
+            return await run_client(logic, (args.bind, port), terminal)
+        except OSError as exc:
+            raise _in_use(exc, "Client", port) from None
+
+    return asyncio.run(chat())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        status = run(args)
+    except UserError as exc:
+        print(exc, file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,456 @@
+"""The chat client's protocol logic (sans-IO).
+
+Drive it with ``start(now)``, typed lines through ``command(line, now)``,
+datagrams through ``receive(data, addr, now)``, the time through
+``handle_timer(now)``, and ``shutdown(now)`` for Ctrl+C, end of input and
+signals; collect its effects with ``drain()``.  Typed commands run one at a
+time, in order: a command that waits for an answer holds the ones after it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable
+
+from proto import (
+    MAX_TEXT_BYTES,
+    MSG_TYPES,
+    STATUS_CODES,
+    STATUSES,
+    Ack,
+    ChatHeader,
+    CreateGroup,
+    JoinGroup,
+    Kick,
+    LeaveGroup,
+    ListMembers,
+    PriMsg,
+    ProtocolError,
+    SendGroup,
+    decode,
+)
+
+from .effects import Address, Effect, Exit, Show, ShowTable
+from .names import valid_group_name, text_too_long
+from .reliable import Endpoint, RetryPolicy
+from .server import CLIENT_COLUMNS
+
+HELP = (
+    "Commands:",
+    "  send <name> <message>     private message to another client",
+    "  create_group <group>      create a group (does not join it)",
+    "  list_groups               list the groups on the server",
+    "  join_group <group>        enter a group (group mode)",
+    "  send_group <message>      message everyone in your group (group mode)",
+    "  list_members              list the members of your group (group mode)",
+    "  leave_group               leave your group (group mode)",
+    "  dereg <your-name>         go offline and exit (Ctrl+C and Ctrl+D too)",
+    "  help                      this list",
+)
+
+NOT_IN_GROUP = (
+    "You're already not in the group, because the Server didn't receive your previous ack to a group message."
+)
+
+END_OF_INPUT = "\x04"  # queued after the last typed line when input ends
+
+STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
+
+# Datagrams that only the server may send to a client.
+FROM_SERVER_ONLY = {"table", "grp_msg", "probe"}
+
+
+@dataclass(frozen=True)
+class Peer:
+    addr: Address
+    online: bool
+
+
+class ClientLogic:
+    def __init__(
+        self,
+        name: str,
+        server: Address,
+        port: int = 0,
+        policy: RetryPolicy = RetryPolicy(),
+        rng: random.Random | None = None,
+    ):
+        self.name = name
+        self.server = server
+        self.net = Endpoint(name, port, policy, rng or random.SystemRandom())
+        self.registered = False
+        self.exit_status: int | None = None
+        self.group: str | None = None
+        self.table: dict[str, Peer] = {}
+        self.table_version = 0
+        self.queued: list[str] = []  # private messages received in group mode, as lines to print
+        self.drops: Counter[str] = Counter()
+        self._typed: deque[str] = deque()
+        self._busy = True  # until registration is answered
+        self._closing = False
+        self._commands: dict[str, tuple[str, Callable[[str, float], None]]] = {
+            "send": ("normal", self._cmd_send),
+            "create_group": ("normal", self._cmd_create_group),
+            "list_groups": ("normal", self._cmd_list_groups),
+            "join_group": ("normal", self._cmd_join_group),
+            "send_group": ("group", self._cmd_send_group),
+            "list_members": ("group", self._cmd_list_members),
+            "leave_group": ("group", self._cmd_leave_group),
+            "dereg": ("any", self._cmd_dereg),
+            "help": ("any", self._cmd_help),
+        }
+        self._receivers = {
+            "table": self._on_table,
+            "grp_msg": self._on_grp_msg,
+            "probe": self._on_probe,
+            "pri_msg": self._on_pri_msg,
+        }
+
+    @property
+    def prompt(self) -> str:
+        return f">>> ({self.group}) " if self.group else ">>> "
+
+    # -- driving interface ----------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self._request(self.net.header("reg"), now, self._on_registered)
+
+    def command(self, line: str, now: float) -> None:
+        if self.exit_status is None and not self._closing:
+            self._typed.append(line)
+            self._run_typed(now)
+
+    def end_of_input(self, now: float) -> None:
+        """Ctrl+D or the end of a script: run what was typed, then deregister."""
+        self.command(END_OF_INPUT, now)
+
+    def shutdown(self, now: float) -> None:
+        """Ctrl+C or a signal: drop what is under way, deregister (best effort), exit."""
+        if self.exit_status is not None or self._closing:
+            return
+        if not self.registered:
+            self._exit(1)  # nothing to undo
+            return
+        self._typed.clear()
+        self.net.cancel_all()
+        self._dereg(now)
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        if self.exit_status is not None:
+            return
+        try:
+            pkt = decode(data)
+        except ProtocolError:
+            self.drops["malformed"] += 1
+            return
+        kind = MSG_TYPES[pkt.type]
+        if kind in ("ack", "reg_ack"):
+            if not self.net.handle_ack(pkt, addr, now):
+                self.drops["stale ack"] += 1
+            return
+        handler = self._receivers.get(kind)
+        if handler is None:
+            self.drops["unexpected type"] += 1
+        elif kind in FROM_SERVER_ONLY and addr != self.server:
+            self.drops["not from server"] += 1
+        elif not self.net.answer_again(pkt, addr, now):
+            handler(pkt, addr, now)
+
+    def get_timer(self) -> float | None:
+        return None if self.exit_status is not None else self.net.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        if self.exit_status is None:
+            self.net.handle_timer(now)
+
+    def drain(self) -> list[Effect]:
+        return self.net.drain()
+
+    # -- typed commands -----------------------------------------------------------
+
+    def _run_typed(self, now: float) -> None:
+        while not self._busy and self.exit_status is None and self._typed:
+            self._execute(self._typed.popleft(), now)
+
+    def _execute(self, line: str, now: float) -> None:
+        if line is END_OF_INPUT:
+            self._dereg(now)
+            return
+        line = line.strip()
+        if not line:
+            return
+        word, _, rest = line.partition(" ")
+        mode, handler = self._commands.get(word, ("none", None))
+        allowed = mode == "any" or mode == ("group" if self.group else "normal")
+        if handler is None or not allowed:
+            self._invalid()
+            return
+        handler(rest.strip(), now)
+
+    def _cmd_send(self, rest: str, now: float) -> None:
+        parts = rest.split(maxsplit=1)
+        if len(parts) != 2:
+            self._invalid()
+            return
+        target, text = parts
+        peer = self.table.get(target)
+        if peer is None:
+            self._say(f"User {target} does not exist")
+        elif not peer.online:
+            self._say(f"User {target} is offline, message not sent")
+        elif not self._text_fits(text):
+            return
+        else:
+            pkt = self.net.header("pri_msg") / PriMsg(text=text)
+            self._busy = True
+            self.net.request(
+                pkt,
+                peer.addr,
+                now,
+                on_ack=lambda ack, now: self._finish(now, f"Message received by {target}."),
+                on_fail=lambda now: self._report_silent_peer(target, now),
+            )
+
+    def _report_silent_peer(self, target: str, now: float) -> None:
+        self._say(f"No ACK from {target}, message not delivered")
+        self._say("Report this issue to server")
+        self._request(self.net.header("kick") / Kick(target=target), now, lambda ack, now: self._finish(now))
+
+    def _cmd_create_group(self, rest: str, now: float) -> None:
+        if not rest:
+            self._invalid()
+        elif not valid_group_name(rest):
+            self._say("Group name should not contain ';'. Try again.")
+        else:
+            outcomes = {"ok": f"Group {rest} created by Server.", "group_exists": f"Group {rest} already exists."}
+            self._ask(self.net.header("create_group") / CreateGroup(group=rest), now, outcomes)
+
+    def _cmd_list_groups(self, rest: str, now: float) -> None:
+        if rest:
+            self._invalid()
+            return
+
+        def listed(ack: ChatHeader, now: float) -> None:
+            groups = [item.value for item in ack.payload.items]
+            if groups:
+                self._say("Available group chats:")
+                for group in groups:
+                    self._say(group)
+            else:
+                self._say("No available group right now")
+            self._finish(now)
+
+        self._request(self.net.header("list_groups"), now, listed)
+
+    def _cmd_join_group(self, rest: str, now: float) -> None:
+        if not rest:
+            self._invalid()
+            return
+        if not valid_group_name(rest):
+            self._say(f"Group {rest} does not exist")
+            return
+
+        def joined(ack: ChatHeader, now: float) -> None:
+            status = STATUSES.get(ack.payload.status)
+            if status == "ok":
+                self.group = rest
+                self._finish(now, f"Entered group {rest} successfully")
+            elif status == "no_such_group":
+                self._finish(now, f"Group {rest} does not exist")
+            else:
+                self._unexpected(status, now)
+
+        self._request(self.net.header("join_group") / JoinGroup(group=rest), now, joined)
+
+    def _cmd_send_group(self, rest: str, now: float) -> None:
+        if not rest:
+            self._invalid()
+        elif self._text_fits(rest):
+            outcome = {"ok": f"({self.group}) Message received by Server."}
+            self._ask(self.net.header("send_group") / SendGroup(group=self.group, text=rest), now, outcome)
+
+    def _cmd_list_members(self, rest: str, now: float) -> None:
+        if rest:
+            self._invalid()
+            return
+        group = self.group
+
+        def listed(ack: ChatHeader, now: float) -> None:
+            if self._left_behind(ack, now):
+                return
+            self._say(f"Members in the group {group}:", in_group=True)
+            for item in ack.payload.items:
+                self._say(item.value, in_group=True)
+            self._finish(now)
+
+        self._request(self.net.header("list_members") / ListMembers(group=group), now, listed)
+
+    def _cmd_leave_group(self, rest: str, now: float) -> None:
+        if rest:
+            self._invalid()
+            return
+        group = self.group
+
+        def left(ack: ChatHeader, now: float) -> None:
+            if self._left_behind(ack, now):
+                return
+            self.group = None
+            self._say(f"Leave group chat {group}")
+            self._flush_queue()
+            self._finish(now)
+
+        self._request(self.net.header("leave_group") / LeaveGroup(group=group), now, left)
+
+    def _cmd_dereg(self, rest: str, now: float) -> None:
+        if rest != self.name:
+            self._invalid()
+            return
+        self._dereg(now)
+
+    def _cmd_help(self, rest: str, now: float) -> None:
+        for line in HELP:
+            self._say(line)
+
+    # -- requests to the server -----------------------------------------------------
+
+    def _request(self, pkt: ChatHeader, now: float, on_ack: Callable[[ChatHeader, float], None]) -> None:
+        self._busy = True
+        self.net.request(pkt, self.server, now, on_ack, on_fail=self._server_gone)
+
+    def _ask(self, pkt: ChatHeader, now: float, outcomes: dict[str, str]) -> None:
+        """A request whose answer is one line per status."""
+
+        def answered(ack: ChatHeader, now: float) -> None:
+            if self._left_behind(ack, now):
+                return
+            status = STATUSES.get(ack.payload.status)
+            if status in outcomes:
+                self._finish(now, outcomes[status])
+            else:
+                self._unexpected(status, now)
+
+        self._request(pkt, now, answered)
+
+    def _left_behind(self, ack: ChatHeader, now: float) -> bool:
+        """The server dropped us from our group: say so, leave group mode, go on."""
+        if ack.payload.status != STATUS_NOT_IN_GROUP or self.group is None:
+            return False
+        self._say(NOT_IN_GROUP)
+        self.group = None
+        self._flush_queue()
+        self._finish(now)
+        return True
+
+    def _unexpected(self, status: str | None, now: float) -> None:
+        if status == "not_registered":
+            self._closing = True
+            self._exit(1, "The server no longer knows this client (it may have restarted)", "Exiting")
+        else:
+            self._finish(now, "Invalid command")
+
+    def _dereg(self, now: float) -> None:
+        self._closing = True
+        self._typed.clear()
+        self._request(self.net.header("dereg"), now, lambda ack, now: self._exit(0, "You are Offline. Bye."))
+
+    def _on_registered(self, ack: ChatHeader, now: float) -> None:
+        status = STATUSES.get(ack.payload.status)
+        if status != "ok":
+            refusals = {
+                "name_taken": "Someone has already used this name. Try another one.",
+                "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
+            }
+            self._exit(1, refusals.get(status, "Invalid username"))
+            return
+        self.net.token = ack.payload.token
+        self.registered = True
+        self._say("Welcome, You are registered.")
+        if self.table_version:
+            self._show_table()
+        self._finish(now)
+
+    def _server_gone(self, now: float) -> None:
+        self._exit(1, "Server not responding", "Exiting", in_group=True)
+
+    # -- incoming ---------------------------------------------------------------------
+
+    def _on_table(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+        update = pkt.payload
+        if update.version > self.table_version and update.base > self.table_version:
+            self._ack(pkt, addr, now, "resync")  # we missed the versions in between
+            return
+        if update.version > self.table_version:
+            for entry in update.entries:
+                self.table[entry.client] = Peer((entry.ip, entry.port), bool(entry.online))
+            self.table_version = update.version
+            if self.registered:
+                self._show_table()
+        self._ack(pkt, addr, now, "ok")
+
+    def _on_grp_msg(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+        self._ack(pkt, addr, now, "ok")
+        msg = pkt.payload
+        if msg.group == self.group:
+            self._say(f"Group_Message {msg.origin}: {msg.text}", in_group=True)
+
+    def _on_probe(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+        self._ack(pkt, addr, now, "ok")
+
+    def _on_pri_msg(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+        peer = self.table.get(pkt.sender)
+        if not self.registered or peer is None or peer.addr != addr:
+            self.drops["unknown sender"] += 1  # no ack: the sender retries once our table knows it
+            return
+        self._ack(pkt, addr, now, "ok")
+        line = f">>> {pkt.sender}: {pkt.payload.text}"
+        if self.group is None:
+            self.net.effects.append(Show(line))
+        else:
+            self.queued.append(line)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _ack(self, pkt: ChatHeader, addr: Address, now: float, status: str) -> None:
+        self.net.answer(pkt, addr, self.net.header("ack") / Ack(ack_id=pkt.msg_id, status=status), now)
+
+    def _finish(self, now: float, line: str | None = None) -> None:
+        """The current command is done: say its result, then run the next typed one."""
+        if line is not None:
+            self._say(line)
+        self._busy = False
+        self._run_typed(now)
+
+    def _text_fits(self, text: str) -> bool:
+        if text_too_long(text):
+            size = len(text.encode("utf-8"))
+            self._say(f"Message too long ({size} bytes of UTF-8; the limit is {MAX_TEXT_BYTES}), not sent")
+            return False
+        return True
+
+    def _invalid(self) -> None:
+        self._say("Invalid command", in_group=True)
+
+    def _say(self, text: str, in_group: bool = False) -> None:
+        prefix = f">>> ({self.group}) " if in_group and self.group else ">>> "
+        self.net.effects.append(Show(prefix + text))
+
+    def _show_table(self) -> None:
+        rows = tuple(
+            (name, peer.addr[0], str(peer.addr[1]), "online" if peer.online else "offline")
+            for name, peer in self.table.items()
+        )
+        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, rows))
+
+    def _flush_queue(self) -> None:
+        self.net.effects.extend(Show(line) for line in self.queued)
+        self.queued.clear()
+
+    def _exit(self, status: int, *lines: str, in_group: bool = False) -> None:
+        for line in lines:
+            self._say(line, in_group=in_group)
+        self._flush_queue()
+        self.net.cancel_all()
+        self.exit_status = status
+        self.net.effects.append(Exit(status))

@@ -1,0 +1,165 @@
+"""At-least-once delivery and exactly-once processing, shared by server and client.
+
+``Endpoint`` numbers outgoing messages, retransmits requests until the matching
+ack arrives (or gives up after the configured tries), and remembers the answer
+it gave to each request so that a retransmitted request is answered again but
+processed only once.  Like the rest of ``node``, it does no I/O: it collects
+effects and is driven with the current time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from proto import ChatHeader
+
+from .effects import Address, Effect, Send
+
+AckHandler = Callable[[ChatHeader, float], None]
+FailHandler = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    timeout: float = 0.5  # seconds between tries
+    tries: int = 5  # tries in all, the first one included
+
+    @property
+    def window(self) -> float:
+        """How long after the first try a retransmission can still be sent."""
+        return self.timeout * self.tries
+
+
+# Answers to requests are remembered this many retry windows, so a late
+# retransmission (delayed by the network) is still recognised.
+REPLY_MEMORY_WINDOWS = 4
+MAX_REMEMBERED_REPLIES = 65536
+
+
+@dataclass
+class _Pending:
+    data: bytes
+    addr: Address
+    tries_left: int
+    due: float
+    on_ack: AckHandler
+    on_fail: FailHandler
+
+
+class Endpoint:
+    def __init__(self, name: str, port: int, policy: RetryPolicy, rng: random.Random):
+        self.name = name
+        self.port = port
+        self.token = 0
+        self.policy = policy
+        self.effects: list[Effect] = []
+        self._rng = rng
+        self._next_id = rng.randrange(1, 2**32)
+        self._pending: dict[int, _Pending] = {}
+        self._timers: list[tuple[float, int]] = []  # (due, msg_id); stale rows skipped lazily
+        self._replies: dict[tuple[Address, int], tuple[float, Send]] = {}
+
+    # -- outgoing ---------------------------------------------------------
+
+    def header(self, type_name: str) -> ChatHeader:
+        """A header from this endpoint with a fresh message id."""
+        msg_id = self._next_id
+        self._next_id = self._next_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
+        return ChatHeader(type=type_name, msg_id=msg_id, port=self.port, token=self.token, sender=self.name)
+
+    def send(self, pkt: ChatHeader, addr: Address) -> None:
+        self.effects.append(Send(bytes(pkt), addr))
+
+    def request(self, pkt: ChatHeader, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
+        """Send ``pkt`` and retransmit it until acked; returns its message id."""
+        data = bytes(pkt)
+        self.effects.append(Send(data, addr))
+        due = now + self.policy.timeout
+        self._pending[pkt.msg_id] = _Pending(data, addr, self.policy.tries - 1, due, on_ack, on_fail)
+        heapq.heappush(self._timers, (due, pkt.msg_id))
+        return pkt.msg_id
+
+    def cancel(self, msg_id: int) -> None:
+        self._pending.pop(msg_id, None)
+
+    def cancel_all(self) -> None:
+        self._pending.clear()
+        self._timers.clear()
+
+    def handle_ack(self, ack: ChatHeader, addr: Address, now: float) -> bool:
+        """Match an ack or reg_ack to the request it answers; False if it answers nothing pending."""
+        pending = self._pending.get(ack.payload.ack_id)
+        if pending is None or pending.addr != addr:
+            return False
+        del self._pending[ack.payload.ack_id]
+        pending.on_ack(ack, now)
+        return True
+
+    # -- incoming requests ------------------------------------------------
+
+    def answer_again(self, request: ChatHeader, addr: Address, now: float) -> bool:
+        """If ``request`` was already answered, send the same answer again and return True."""
+        self._forget_old_replies(now)
+        remembered = self._replies.get((addr, request.msg_id))
+        if remembered is None:
+            return False
+        self.effects.append(remembered[1])
+        return True
+
+    def answer(self, request: ChatHeader, addr: Address, reply: ChatHeader, now: float) -> None:
+        """Send ``reply`` to ``request`` and remember it for retransmissions of the request."""
+        send = Send(bytes(reply), addr)
+        self.effects.append(send)
+        if len(self._replies) >= MAX_REMEMBERED_REPLIES:
+            del self._replies[next(iter(self._replies))]
+        self._replies[(addr, request.msg_id)] = (now + REPLY_MEMORY_WINDOWS * self.policy.window, send)
+
+    def _forget_old_replies(self, now: float) -> None:
+        # Insertion order is expiry order: every entry lives equally long.
+        while self._replies:
+            key, (expires, _) = next(iter(self._replies.items()))
+            if expires > now:
+                break
+            del self._replies[key]
+
+    # -- time ---------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` must next be called, or None."""
+        while self._timers:
+            due, msg_id = self._timers[0]
+            pending = self._pending.get(msg_id)
+            if pending is not None and pending.due == due:
+                return due
+            heapq.heappop(self._timers)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmit what is due; give up on requests out of tries."""
+        self._forget_old_replies(now)
+        while (due := self.get_timer()) is not None and due <= now:
+            _, msg_id = heapq.heappop(self._timers)
+            pending = self._pending[msg_id]
+            if pending.tries_left == 0:
+                del self._pending[msg_id]
+                pending.on_fail(now)
+                continue
+            pending.tries_left -= 1
+            pending.due = due + self.policy.timeout
+            heapq.heappush(self._timers, (pending.due, msg_id))
+            self.effects.append(Send(pending.data, pending.addr))
+
+    def drain(self) -> list[Effect]:
+        effects, self.effects = self.effects, []
+        return effects
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def remembered_count(self) -> int:
+        return len(self._replies)

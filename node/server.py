@@ -1,0 +1,325 @@
+"""The chat server's protocol logic (sans-IO).
+
+Feed it datagrams with ``receive(data, addr, now)`` and the time with
+``handle_timer(now)`` when ``get_timer()`` says; collect what it wants done with
+``drain()``.  It keeps the client table (name, observed address, online state,
+session token), the groups, and the table version each client has acknowledged.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from proto import (
+    MSG_TYPES,
+    Ack,
+    ChatHeader,
+    Entry,
+    GrpMsg,
+    Name,
+    ProtocolError,
+    RegAck,
+    Table,
+    decode,
+)
+
+from .effects import Address, Effect, Show, ShowTable
+from .names import SERVER_NAME, valid_group_name, valid_username
+from .reliable import Endpoint, RetryPolicy
+
+CLIENT_COLUMNS = ("name", "ip", "port", "status")
+GROUP_COLUMNS = ("group", "members")
+
+
+@dataclass
+class ClientRecord:
+    name: str
+    addr: Address
+    token: int
+    online: bool = True
+    group: str | None = None
+    changed: int = 0  # table version in which this row last changed
+    synced: int = 0  # table version this client has acknowledged
+    table_msg: int | None = None  # msg_id of the table update in flight to it
+
+
+class ServerLogic:
+    def __init__(self, port: int = 0, policy: RetryPolicy = RetryPolicy(), rng: random.Random | None = None):
+        self._rng = rng or random.SystemRandom()
+        self.net = Endpoint(SERVER_NAME, port, policy, self._rng)
+        self.clients: dict[str, ClientRecord] = {}
+        self.by_addr: dict[Address, str] = {}  # online clients only
+        self.groups: dict[str, dict[str, None]] = {}  # group -> members, in joining order
+        self.version = 0
+        self.drops: Counter[str] = Counter()
+        self._probing: set[str] = set()
+        self._handlers = {
+            "dereg": self._on_dereg,
+            "create_group": self._on_create_group,
+            "list_groups": self._on_list_groups,
+            "join_group": self._on_join_group,
+            "leave_group": self._on_leave_group,
+            "list_members": self._on_list_members,
+            "send_group": self._on_send_group,
+            "kick": self._on_kick,
+        }
+
+    # -- driving interface ----------------------------------------------------
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        try:
+            pkt = decode(data)
+        except ProtocolError as exc:
+            self._drop("malformed", addr, str(exc))
+            return
+        kind = MSG_TYPES[pkt.type]
+        if kind == "ack":
+            if not self.net.handle_ack(pkt, addr, now):
+                self.drops["stale ack"] += 1  # late or duplicate acks are normal under loss
+            return
+        if self.net.answer_again(pkt, addr, now):
+            return  # a retransmitted request: answered again, processed once
+        if kind == "reg":
+            self._on_reg(pkt, addr, now)
+            return
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self._drop("unexpected type", addr, kind)
+            return
+        record = self._authenticate(pkt, addr)
+        if record is None:
+            self._drop("unauthenticated", addr, f"{kind} claiming to be {pkt.sender!r}")
+            self._reply(pkt, addr, now, "not_registered")
+            return
+        handler(pkt, addr, now, record)
+        if record.online and record.synced < self.version and record.table_msg is None:
+            self._sync_table(record, now)  # a client that missed an update is repaired on contact
+
+    def get_timer(self) -> float | None:
+        return self.net.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.net.handle_timer(now)
+
+    def drain(self) -> list[Effect]:
+        return self.net.drain()
+
+    # -- requests ---------------------------------------------------------------
+
+    def _on_reg(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+        name = pkt.sender
+        existing = self.clients.get(name)
+        holder = self.by_addr.get(addr)
+        if not valid_username(name):
+            status = "bad_name"
+        elif existing is not None and existing.online and existing.addr != addr:
+            status = "name_taken"
+        elif holder is not None and holder != name:
+            status = "addr_taken"
+        else:
+            status = "ok"
+        if status != "ok":
+            self._answer(pkt, addr, now, RegAck(ack_id=pkt.msg_id, status=status))
+            return
+        if existing is not None:
+            self._leave_group(existing)  # a new session starts outside any group
+            self.by_addr.pop(existing.addr, None)
+            if existing.table_msg is not None:
+                self.net.cancel(existing.table_msg)
+        token = self._rng.randrange(1, 2**64)
+        record = ClientRecord(name, addr, token)
+        self.clients[name] = record
+        self.by_addr[addr] = name
+        self._answer(pkt, addr, now, RegAck(ack_id=pkt.msg_id, status="ok", token=token))
+        self._table_changed(record, now)
+
+    def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:
+        self._reply(pkt, addr, now, "ok")
+        self._go_offline(record, now)
+
+    def _on_create_group(self, pkt, addr, now, record: ClientRecord) -> None:
+        group = pkt.payload.group
+        if not valid_group_name(group):
+            self._reply(pkt, addr, now, "bad_request")
+        elif group in self.groups:
+            self._show(f"Client {record.name} creating group {group} failed, group already exists")
+            self._reply(pkt, addr, now, "group_exists")
+        else:
+            self.groups[group] = {}
+            self._show(f"Client {record.name} created group {group} successfully")
+            self._show_groups()
+            self._reply(pkt, addr, now, "ok")
+
+    def _on_list_groups(self, pkt, addr, now, record: ClientRecord) -> None:
+        self._show(f"Client {record.name} requested listing groups, current groups:")
+        for group in self.groups:
+            self._show(group)
+        self._reply(pkt, addr, now, "ok", items=list(self.groups))
+
+    def _on_join_group(self, pkt, addr, now, record: ClientRecord) -> None:
+        group = pkt.payload.group
+        if group not in self.groups:
+            self._show(f"Client {record.name} joining group {group} failed, group does not exist")
+            self._reply(pkt, addr, now, "no_such_group")
+            return
+        if record.group != group:
+            self._leave_group(record)
+            self.groups[group][record.name] = None
+            record.group = group
+        self._show(f"Client {record.name} joined group {group}")
+        self._show_groups()
+        self._reply(pkt, addr, now, "ok")
+
+    def _on_leave_group(self, pkt, addr, now, record: ClientRecord) -> None:
+        if record.group is None or record.group != pkt.payload.group:
+            self._reply(pkt, addr, now, "not_in_group")
+            return
+        self._leave_group(record)
+        self._show(f"Client {record.name} left group")
+        self._show_groups()
+        self._reply(pkt, addr, now, "ok")
+
+    def _on_list_members(self, pkt, addr, now, record: ClientRecord) -> None:
+        group = pkt.payload.group
+        if record.group != group:
+            self._reply(pkt, addr, now, "not_in_group")
+            return
+        members = list(self.groups[group])
+        self._show(f"Client {record.name} requested listing members of group {group}:")
+        for member in members:
+            self._show(member)
+        self._reply(pkt, addr, now, "ok", items=members)
+
+    def _on_send_group(self, pkt, addr, now, record: ClientRecord) -> None:
+        group, text = pkt.payload.group, pkt.payload.text
+        if record.group != group:
+            self._reply(pkt, addr, now, "not_in_group")
+            return
+        self._show(f"Client {record.name} sent group message: {text}")
+        self._reply(pkt, addr, now, "ok")
+        for member in self.groups[group]:
+            if member != record.name:
+                self._send_group_message(self.clients[member], group, record.name, text, now)
+
+    def _on_kick(self, pkt, addr, now, record: ClientRecord) -> None:
+        target = self.clients.get(pkt.payload.target)
+        if target is None:
+            self._reply(pkt, addr, now, "no_such_user")
+            return
+        self._reply(pkt, addr, now, "ok")
+        if target.online and target.name not in self._probing:
+            self._probe(target, now)
+
+    # -- server-initiated exchanges ------------------------------------------
+
+    def _send_group_message(self, member: ClientRecord, group: str, origin: str, text: str, now: float) -> None:
+        pkt = self.net.header("grp_msg") / GrpMsg(group=group, origin=origin, text=text)
+
+        def unresponsive(now: float) -> None:
+            if member.group == group:
+                self._leave_group(member)
+                self._show(f"Client {member.name} not responsive, removed from {group}")
+                self._show_groups()
+
+        self.net.request(pkt, member.addr, now, on_ack=lambda ack, now: None, on_fail=unresponsive)
+
+    def _probe(self, target: ClientRecord, now: float) -> None:
+        """A kick is only a report: believe it if the client ignores the server too."""
+        self._probing.add(target.name)
+
+        def answered(ack: ChatHeader, now: float) -> None:
+            self._probing.discard(target.name)
+
+        def unanswered(now: float) -> None:
+            self._probing.discard(target.name)
+            if target.online and self.clients.get(target.name) is target:
+                self._show(f"Client {target.name} did not answer the server's probe, marked offline")
+                self._go_offline(target, now)
+
+        self.net.request(self.net.header("probe"), target.addr, now, answered, unanswered)
+
+    def _sync_table(self, record: ClientRecord, now: float) -> None:
+        """Send ``record`` the rows changed since the version it acknowledged."""
+        if record.table_msg is not None:
+            self.net.cancel(record.table_msg)  # superseded: the new delta covers it
+        version, base = self.version, record.synced
+        entries = [
+            Entry(client=c.name, ip=c.addr[0], port=c.addr[1], online=int(c.online))
+            for c in self.clients.values()
+            if c.changed > base
+        ]
+        pkt = self.net.header("table") / Table(version=version, base=base, entries=entries)
+
+        def acked(ack: ChatHeader, now: float) -> None:
+            record.table_msg = None
+            if ack.payload.status == 0:
+                record.synced = max(record.synced, version)
+            else:  # resync: its copy is not what we thought; send everything
+                record.synced = 0
+                self._sync_table(record, now)
+
+        def failed(now: float) -> None:
+            record.table_msg = None
+
+        record.table_msg = self.net.request(pkt, record.addr, now, acked, failed)
+
+    # -- state changes ------------------------------------------------------------
+
+    def _table_changed(self, record: ClientRecord, now: float) -> None:
+        self.version += 1
+        record.changed = self.version
+        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, self.client_rows()))
+        for client in self.clients.values():
+            if client.online:
+                self._sync_table(client, now)
+
+    def _go_offline(self, record: ClientRecord, now: float) -> None:
+        record.online = False
+        self.by_addr.pop(record.addr, None)
+        if record.table_msg is not None:
+            self.net.cancel(record.table_msg)
+            record.table_msg = None
+        if record.group is not None:
+            self._leave_group(record)
+            self._show_groups()
+        self._table_changed(record, now)
+
+    def _leave_group(self, record: ClientRecord) -> None:
+        if record.group is not None:
+            self.groups[record.group].pop(record.name, None)
+            record.group = None
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _authenticate(self, pkt: ChatHeader, addr: Address) -> ClientRecord | None:
+        record = self.clients.get(pkt.sender)
+        if record is None or not record.online or record.addr != addr or record.token != pkt.token:
+            return None
+        return record
+
+    def _reply(self, pkt: ChatHeader, addr: Address, now: float, status: str, items: list[str] = ()) -> None:
+        self._answer(pkt, addr, now, Ack(ack_id=pkt.msg_id, status=status, items=[Name(value=i) for i in items]))
+
+    def _answer(self, pkt: ChatHeader, addr: Address, now: float, payload) -> None:
+        kind = "reg_ack" if isinstance(payload, RegAck) else "ack"
+        self.net.answer(pkt, addr, self.net.header(kind) / payload, now)
+
+    def _drop(self, kind: str, addr: Address, detail: str) -> None:
+        """Count a bad datagram; log only the first of each kind, so a flood cannot flood the log."""
+        self.drops[kind] += 1
+        if self.drops[kind] == 1:
+            self._show(f"Dropped {kind} datagram from {addr[0]}:{addr[1]} ({detail}); more of this kind are only counted")
+
+    def _show(self, text: str) -> None:
+        self.net.effects.append(Show(f">>> {text}"))
+
+    def _show_groups(self) -> None:
+        rows = tuple((group, ", ".join(members)) for group, members in self.groups.items())
+        self.net.effects.append(ShowTable(">>> Group table updated.", GROUP_COLUMNS, rows))
+
+    def client_rows(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(
+            (c.name, c.addr[0], str(c.addr[1]), "online" if c.online else "offline") for c in self.clients.values()
+        )

@@ -1,0 +1,103 @@
+"""Where the client and server meet the user: line input with editing and
+history on a terminal (prompt_toolkit), plain lines otherwise, and tables
+drawn with rich on a terminal or as aligned text elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+import threading
+from typing import Callable
+
+from .effects import Effect, Show, ShowTable
+
+
+def _printable(text: str) -> str:
+    """Neutralise control characters from the network (terminal escape injection)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def plain_table(table: ShowTable) -> list[str]:
+    widths = [max(len(row[i]) for row in (table.columns, *table.rows)) for i in range(len(table.columns))]
+    return ["    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (table.columns, *table.rows)]
+
+
+def rich_table(table: ShowTable, color: bool) -> str:
+    from rich.console import Console  # imported late: start-up time matters for --help
+    from rich.table import Table
+
+    grid = Table(show_header=True, header_style="bold cyan" if color else None, box=None, padding=(0, 2, 0, 4))
+    for column in table.columns:
+        grid.add_column(column)
+    for row in table.rows:
+        style = None if not color or row[-1] != "offline" else "dim"
+        grid.add_row(*row, style=style)
+    console = Console(file=io.StringIO(), force_terminal=color, no_color=not color, width=120)
+    console.print(grid)
+    return console.file.getvalue().rstrip("\n")
+
+
+class Terminal:
+    def __init__(self, color: bool | None = None, stream=None):
+        self.stream = stream or sys.stdout
+        self.interactive = sys.stdin.isatty() and self.stream.isatty() and os.environ.get("TERM") != "dumb"
+        if color is None:
+            color = self.stream.isatty() and "NO_COLOR" not in os.environ
+        self.color = color
+        self._session = None
+
+    def show(self, effect: Effect) -> None:
+        if isinstance(effect, Show):
+            lines = [_printable(effect.text)]
+        elif isinstance(effect, ShowTable):
+            rows = tuple(tuple(map(_printable, row)) for row in effect.rows)
+            table = ShowTable(effect.title, effect.columns, rows)
+            body = rich_table(table, self.color).split("\n") if self.stream.isatty() else plain_table(table)
+            lines = [effect.title, *body]
+        else:
+            return
+        print("\n".join(lines), file=self.stream, flush=True)
+        if self._session is not None and self._session.app.is_running:
+            self._session.app.invalidate()  # the prompt may have changed (group mode)
+
+    async def read(self, typed: Callable[[str], None], ended: Callable[[], None], interrupted: Callable[[], None], prompt: Callable[[], str]) -> None:
+        """Feed typed lines to ``typed``; then ``ended`` at end of input, or ``interrupted`` on Ctrl+C."""
+        if self.interactive:
+            await self._read_interactive(typed, ended, interrupted, prompt)
+        else:
+            await self._read_plain(typed)
+            ended()
+
+    async def _read_interactive(self, typed, ended, interrupted, prompt) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        self._session = PromptSession()
+        with patch_stdout(raw=True):
+            while True:
+                try:
+                    line = await self._session.prompt_async(prompt, handle_sigint=False)
+                except EOFError:
+                    ended()
+                    return
+                except KeyboardInterrupt:
+                    interrupted()
+                    return
+                typed(line)
+
+    async def _read_plain(self, typed) -> None:
+        # A daemon thread works for every kind of stdin (pipe, file, /dev/null)
+        # and never holds up the exit, unlike the loop's default executor.
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def pump_stdin() -> None:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        threading.Thread(target=pump_stdin, name="stdin", daemon=True).start()
+        while (line := await lines.get()) is not None:
+            typed(line)

@@ -1,0 +1,35 @@
+"""The chat wire format as Scapy layers (the one schema), and strict decoding."""
+
+from .chat import (
+    MAGIC,
+    MAX_NAME_BYTES,
+    MAX_TEXT_BYTES,
+    MSG_TYPES,
+    PAYLOADS,
+    STATUS_CODES,
+    STATUSES,
+    TYPE_CODES,
+    VERSION,
+    Ack,
+    ChatHeader,
+    CreateGroup,
+    Entry,
+    GrpMsg,
+    JoinGroup,
+    Kick,
+    LeaveGroup,
+    ListMembers,
+    Name,
+    PriMsg,
+    RegAck,
+    SendGroup,
+    Table,
+)
+from .codec import ProtocolError, decode, is_chat
+
+__all__ = [
+    "MAGIC", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "STATUS_CODES", "STATUSES", "TYPE_CODES",
+    "VERSION", "Ack", "ChatHeader", "CreateGroup", "Entry", "GrpMsg", "JoinGroup", "Kick",
+    "LeaveGroup", "ListMembers", "Name", "PriMsg", "RegAck", "SendGroup", "Table", "ProtocolError",
+    "decode", "is_chat",
+]

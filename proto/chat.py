@@ -1,0 +1,331 @@
+"""The ChatApp wire format, version 1: the one schema of every datagram.
+
+A datagram is a ``ChatHeader`` followed by at most one payload layer chosen by
+the header's ``type`` (see the ``bind_layers`` calls at the bottom).  Strings
+are length-prefixed UTF-8, so ``;``, ``:`` and newlines inside a message are
+plain text.  Multi-byte integers are big-endian (network order).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from scapy.fields import (
+    ByteEnumField,
+    FieldLenField,
+    IntField,
+    IPField,
+    PacketListField,
+    ShortField,
+    StrLenField,
+    XLongField,
+    XShortField,
+    ByteField,
+)
+from scapy.packet import Packet, bind_layers
+from scapy.volatile import RandNum, RandString
+
+MAGIC = 0xC4A7
+VERSION = 1
+
+MSG_TYPES = {
+    1: "reg",
+    2: "reg_ack",
+    3: "dereg",
+    4: "ack",
+    5: "table",
+    6: "create_group",
+    7: "list_groups",
+    8: "join_group",
+    9: "leave_group",
+    10: "list_members",
+    11: "send_group",
+    12: "grp_msg",
+    13: "pri_msg",
+    14: "kick",
+    15: "probe",  # the server checks a kicked client itself before believing the kick
+}
+TYPE_CODES = {name: code for code, name in MSG_TYPES.items()}
+
+# Result of a request, carried by ack and reg_ack.
+STATUSES = {
+    0: "ok",
+    1: "name_taken",
+    2: "addr_taken",
+    3: "bad_name",
+    4: "group_exists",
+    5: "no_such_group",
+    6: "not_in_group",
+    7: "no_such_user",
+    8: "not_registered",
+    9: "bad_request",
+    10: "resync",  # a table delta did not apply: send the whole table again
+}
+STATUS_CODES = {name: code for code, name in STATUSES.items()}
+
+# Limits a well-formed datagram respects (the layer's length prefixes allow more).
+MAX_NAME_BYTES = 32
+MAX_TEXT_BYTES = 4096
+
+
+class Utf8LenField(StrLenField):
+    """A length-prefixed UTF-8 string, held as ``str``.
+
+    Decoding is strict: invalid UTF-8, or a length that points past the end of
+    the datagram, raises instead of being silently repaired.
+    """
+
+    def h2i(self, pkt, x):
+        return x.decode("utf-8") if isinstance(x, bytes) else x
+
+    def any2i(self, pkt, x):
+        return self.h2i(pkt, x)
+
+    def i2m(self, pkt, x):
+        return (x or "").encode("utf-8")
+
+    def i2len(self, pkt, x):
+        return len(self.i2m(pkt, x))
+
+    def m2i(self, pkt, x):
+        return x.decode("utf-8")
+
+    def i2repr(self, pkt, x):
+        return repr(x)
+
+    def getfield(self, pkt, s):
+        length = self.length_from(pkt)
+        if length > len(s):
+            raise struct.error(f"{self.name}: length {length} past the end")
+        return s[length:], self.m2i(pkt, s[:length])
+
+    def randval(self):
+        return RandString(RandNum(0, self.max_length or 64))
+
+
+def _utf8(name, length_field):
+    return Utf8LenField(name, "", length_from=lambda pkt: getattr(pkt, length_field))
+
+
+class _Item(Packet):
+    """Base of sub-packets that sit in a list: the bytes after one item belong to the next."""
+
+    def extract_padding(self, s):
+        return b"", s
+
+
+class Name(_Item):
+    """One string in a list (group names, member names)."""
+
+    name = "Name"
+    fields_desc = [
+        FieldLenField("len", None, length_of="value", fmt="B"),
+        _utf8("value", "len"),
+    ]
+
+    def mysummary(self):
+        return self.value
+
+
+class Entry(_Item):
+    """One row of the client table: a client's name, observed address and status."""
+
+    name = "Entry"
+    fields_desc = [
+        FieldLenField("name_len", None, length_of="client", fmt="B"),
+        _utf8("client", "name_len"),
+        IPField("ip", "127.0.0.1"),
+        ShortField("port", 0),
+        ByteEnumField("online", 1, {0: "offline", 1: "online"}),
+    ]
+
+    def mysummary(self):
+        state = "online" if self.online else "offline"
+        return f"{self.client}@{self.ip}:{self.port} {state}"
+
+
+class ChatHeader(Packet):
+    """Common header of every chat datagram."""
+
+    name = "Chat"
+    fields_desc = [
+        XShortField("magic", MAGIC),
+        ByteField("version", VERSION),
+        ByteEnumField("type", 1, MSG_TYPES),
+        IntField("msg_id", 0),  # chosen by the sender; acks name it, receivers dedup on it
+        ShortField("port", 0),  # sender's listening port (informational: the source address rules)
+        XLongField("token", 0),  # session token, 0 until registered
+        FieldLenField("name_len", None, length_of="sender", fmt="B"),
+        _utf8("sender", "name_len"),
+    ]
+
+    def mysummary(self):
+        return self.sprintf(f"Chat %type% #%msg_id% from {self.sender!r}")
+
+    def hashret(self):
+        return struct.pack("!I", self.msg_id)
+
+    def answers(self, other):
+        return isinstance(self.payload, _Answer) and self.payload.answers(other)
+
+
+class _Payload(Packet):
+    """Base of the payload layers: their summary follows the header's."""
+
+    def mysummary(self):
+        return self.describe(), [ChatHeader]
+
+    def describe(self) -> str:
+        return self.name
+
+
+class _Answer(_Payload):
+    """Common part of ack and reg_ack: which request they answer, and how it went."""
+
+    def hashret(self):
+        return struct.pack("!I", self.ack_id)
+
+    def answers(self, other):
+        return isinstance(other, ChatHeader) and other.msg_id == self.ack_id
+
+
+class Ack(_Answer):
+    """Answer to a request; list requests carry their result in ``items``."""
+
+    name = "Ack"
+    fields_desc = [
+        IntField("ack_id", 0),
+        ByteEnumField("status", 0, STATUSES),
+        FieldLenField("count", None, count_of="items", fmt="H"),
+        PacketListField("items", [], Name, count_from=lambda pkt: pkt.count),
+    ]
+
+    def describe(self):
+        items = f" [{', '.join(i.value for i in self.items)}]" if self.items else ""
+        return self.sprintf("Ack #%ack_id% %status%") + items
+
+
+class RegAck(_Answer):
+    """Answer to reg, with the new session token when the status is ok."""
+
+    name = "RegAck"
+    fields_desc = [
+        IntField("ack_id", 0),
+        ByteEnumField("status", 0, STATUSES),
+        XLongField("token", 0),
+    ]
+
+    def describe(self):
+        return self.sprintf("RegAck #%ack_id% %status%")
+
+
+class Table(_Payload):
+    """Client-table update: the entries changed since version ``base`` (0: the whole table)."""
+
+    name = "Table"
+    fields_desc = [
+        IntField("version", 0),
+        IntField("base", 0),
+        FieldLenField("count", None, count_of="entries", fmt="H"),
+        PacketListField("entries", [], Entry, count_from=lambda pkt: pkt.count),
+    ]
+
+    def describe(self):
+        return f"Table v{self.version} (since v{self.base}, {len(self.entries)} entries)"
+
+
+class _GroupRequest(_Payload):
+    fields_desc = [
+        FieldLenField("group_len", None, length_of="group", fmt="B"),
+        _utf8("group", "group_len"),
+    ]
+
+    def describe(self):
+        return f"{self.name} {self.group!r}"
+
+
+class CreateGroup(_GroupRequest):
+    name = "CreateGroup"
+
+
+class JoinGroup(_GroupRequest):
+    name = "JoinGroup"
+
+
+class LeaveGroup(_GroupRequest):
+    name = "LeaveGroup"
+
+
+class ListMembers(_GroupRequest):
+    name = "ListMembers"
+
+
+class SendGroup(_Payload):
+    name = "SendGroup"
+    fields_desc = _GroupRequest.fields_desc + [
+        FieldLenField("text_len", None, length_of="text", fmt="H"),
+        _utf8("text", "text_len"),
+    ]
+
+    def describe(self):
+        return f"SendGroup {self.group!r}: {self.text!r}"
+
+
+class GrpMsg(_Payload):
+    """A group message the server forwards to one member."""
+
+    name = "GrpMsg"
+    fields_desc = _GroupRequest.fields_desc + [
+        FieldLenField("from_len", None, length_of="origin", fmt="B"),
+        _utf8("origin", "from_len"),
+        FieldLenField("text_len", None, length_of="text", fmt="H"),
+        _utf8("text", "text_len"),
+    ]
+
+    def describe(self):
+        return f"GrpMsg {self.group!r} {self.origin}: {self.text!r}"
+
+
+class PriMsg(_Payload):
+    """A private message, sent peer to peer."""
+
+    name = "PriMsg"
+    fields_desc = [
+        FieldLenField("text_len", None, length_of="text", fmt="H"),
+        _utf8("text", "text_len"),
+    ]
+
+    def describe(self):
+        return f"PriMsg {self.text!r}"
+
+
+class Kick(_Payload):
+    """A client reports that ``target`` did not answer it."""
+
+    name = "Kick"
+    fields_desc = [
+        FieldLenField("target_len", None, length_of="target", fmt="B"),
+        _utf8("target", "target_len"),
+    ]
+
+    def describe(self):
+        return f"Kick {self.target!r}"
+
+
+# The payload layer of each type; types missing here (reg, dereg, list_groups,
+# probe) carry nothing after the header.
+PAYLOADS = {
+    "reg_ack": RegAck,
+    "ack": Ack,
+    "table": Table,
+    "create_group": CreateGroup,
+    "join_group": JoinGroup,
+    "leave_group": LeaveGroup,
+    "list_members": ListMembers,
+    "send_group": SendGroup,
+    "grp_msg": GrpMsg,
+    "pri_msg": PriMsg,
+    "kick": Kick,
+}
+for _type, _layer in PAYLOADS.items():
+    bind_layers(ChatHeader, _layer, type=TYPE_CODES[_type])
