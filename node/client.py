@@ -19,22 +19,13 @@ from proto import (
     MSG_TYPES,
     STATUS_CODES,
     STATUSES,
-    Ack,
-    ChatHeader,
-    CreateGroup,
-    JoinGroup,
-    Kick,
-    LeaveGroup,
-    ListMembers,
-    PriMsg,
     ProtocolError,
-    SendGroup,
-    decode,
 )
+from proto.fastpath import Fields, parse
 
 from .effects import Address, Effect, Exit, Show, ShowTable
 from .names import valid_group_name, text_too_long
-from .reliable import Endpoint, RetryPolicy
+from .reliable import Endpoint, Outgoing, RetryPolicy
 from .server import CLIENT_COLUMNS
 
 HELP = (
@@ -56,6 +47,7 @@ NOT_IN_GROUP = (
 
 END_OF_INPUT = "\x04"  # queued after the last typed line when input ends
 
+STATUS_OK = STATUS_CODES["ok"]
 STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
 
 # Datagrams that only the server may send to a client.
@@ -86,6 +78,9 @@ class ClientLogic:
         self.table: dict[str, Peer] = {}
         self.table_version = 0
         self.queued: list[str] = []  # private messages received in group mode, as lines to print
+        # The server may forward group messages before its answer to join_group arrives: hold them.
+        self._joining: str | None = None
+        self._early: list[str] = []
         self.drops: Counter[str] = Counter()
         self._typed: deque[str] = deque()
         self._busy = True  # until registration is answered
@@ -115,7 +110,7 @@ class ClientLogic:
     # -- driving interface ----------------------------------------------------
 
     def start(self, now: float) -> None:
-        self._request(self.net.header("reg"), now, self._on_registered)
+        self._request(self.net.build("reg"), now, self._on_registered)
 
     def command(self, line: str, now: float) -> None:
         if self.exit_status is None and not self._closing:
@@ -141,7 +136,7 @@ class ClientLogic:
         if self.exit_status is not None:
             return
         try:
-            pkt = decode(data)
+            pkt = parse(data)
         except ProtocolError:
             self.drops["malformed"] += 1
             return
@@ -203,10 +198,10 @@ class ClientLogic:
         elif not self._text_fits(text):
             return
         else:
-            pkt = self.net.header("pri_msg") / PriMsg(text=text)
+            out = self.net.build("pri_msg", text=text)
             self._busy = True
             self.net.request(
-                pkt,
+                out,
                 peer.addr,
                 now,
                 on_ack=lambda ack, now: self._finish(now, f"Message received by {target}."),
@@ -216,7 +211,7 @@ class ClientLogic:
     def _report_silent_peer(self, target: str, now: float) -> None:
         self._say(f"No ACK from {target}, message not delivered")
         self._say("Report this issue to server")
-        self._request(self.net.header("kick") / Kick(target=target), now, lambda ack, now: self._finish(now))
+        self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
     def _cmd_create_group(self, rest: str, now: float) -> None:
         if not rest:
@@ -225,14 +220,16 @@ class ClientLogic:
             self._say("Group name should not contain ';'. Try again.")
         else:
             outcomes = {"ok": f"Group {rest} created by Server.", "group_exists": f"Group {rest} already exists."}
-            self._ask(self.net.header("create_group") / CreateGroup(group=rest), now, outcomes)
+            self._ask(self.net.build("create_group", group=rest), now, outcomes)
 
     def _cmd_list_groups(self, rest: str, now: float) -> None:
         if rest:
             self._invalid()
             return
 
-        def listed(ack: ChatHeader, now: float) -> None:
+        def listed(ack: Fields, now: float) -> None:
+            if self._refused(ack, now):
+                return
             groups = [item.value for item in ack.payload.items]
             if groups:
                 self._say("Available group chats:")
@@ -242,7 +239,7 @@ class ClientLogic:
                 self._say("No available group right now")
             self._finish(now)
 
-        self._request(self.net.header("list_groups"), now, listed)
+        self._request(self.net.build("list_groups"), now, listed)
 
     def _cmd_join_group(self, rest: str, now: float) -> None:
         if not rest:
@@ -252,24 +249,29 @@ class ClientLogic:
             self._say(f"Group {rest} does not exist")
             return
 
-        def joined(ack: ChatHeader, now: float) -> None:
+        def joined(ack: Fields, now: float) -> None:
             status = STATUSES.get(ack.payload.status)
+            early, self._early, self._joining = self._early, [], None
             if status == "ok":
                 self.group = rest
-                self._finish(now, f"Entered group {rest} successfully")
+                self._say(f"Entered group {rest} successfully")
+                for line in early:
+                    self._say(line, in_group=True)
+                self._finish(now)
             elif status == "no_such_group":
                 self._finish(now, f"Group {rest} does not exist")
             else:
                 self._unexpected(status, now)
 
-        self._request(self.net.header("join_group") / JoinGroup(group=rest), now, joined)
+        self._joining = rest
+        self._request(self.net.build("join_group", group=rest), now, joined)
 
     def _cmd_send_group(self, rest: str, now: float) -> None:
         if not rest:
             self._invalid()
         elif self._text_fits(rest):
             outcome = {"ok": f"({self.group}) Message received by Server."}
-            self._ask(self.net.header("send_group") / SendGroup(group=self.group, text=rest), now, outcome)
+            self._ask(self.net.build("send_group", group=self.group, text=rest), now, outcome)
 
     def _cmd_list_members(self, rest: str, now: float) -> None:
         if rest:
@@ -277,15 +279,15 @@ class ClientLogic:
             return
         group = self.group
 
-        def listed(ack: ChatHeader, now: float) -> None:
-            if self._left_behind(ack, now):
+        def listed(ack: Fields, now: float) -> None:
+            if self._left_behind(ack, now) or self._refused(ack, now):
                 return
             self._say(f"Members in the group {group}:", in_group=True)
             for item in ack.payload.items:
                 self._say(item.value, in_group=True)
             self._finish(now)
 
-        self._request(self.net.header("list_members") / ListMembers(group=group), now, listed)
+        self._request(self.net.build("list_members", group=group), now, listed)
 
     def _cmd_leave_group(self, rest: str, now: float) -> None:
         if rest:
@@ -293,15 +295,15 @@ class ClientLogic:
             return
         group = self.group
 
-        def left(ack: ChatHeader, now: float) -> None:
-            if self._left_behind(ack, now):
+        def left(ack: Fields, now: float) -> None:
+            if self._left_behind(ack, now) or self._refused(ack, now):
                 return
             self.group = None
             self._say(f"Leave group chat {group}")
             self._flush_queue()
             self._finish(now)
 
-        self._request(self.net.header("leave_group") / LeaveGroup(group=group), now, left)
+        self._request(self.net.build("leave_group", group=group), now, left)
 
     def _cmd_dereg(self, rest: str, now: float) -> None:
         if rest != self.name:
@@ -315,14 +317,14 @@ class ClientLogic:
 
     # -- requests to the server -----------------------------------------------------
 
-    def _request(self, pkt: ChatHeader, now: float, on_ack: Callable[[ChatHeader, float], None]) -> None:
+    def _request(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
         self._busy = True
-        self.net.request(pkt, self.server, now, on_ack, on_fail=self._server_gone)
+        self.net.request(out, self.server, now, on_ack, on_fail=self._server_gone)
 
-    def _ask(self, pkt: ChatHeader, now: float, outcomes: dict[str, str]) -> None:
+    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, str]) -> None:
         """A request whose answer is one line per status."""
 
-        def answered(ack: ChatHeader, now: float) -> None:
+        def answered(ack: Fields, now: float) -> None:
             if self._left_behind(ack, now):
                 return
             status = STATUSES.get(ack.payload.status)
@@ -331,9 +333,9 @@ class ClientLogic:
             else:
                 self._unexpected(status, now)
 
-        self._request(pkt, now, answered)
+        self._request(out, now, answered)
 
-    def _left_behind(self, ack: ChatHeader, now: float) -> bool:
+    def _left_behind(self, ack: Fields, now: float) -> bool:
         """The server dropped us from our group: say so, leave group mode, go on."""
         if ack.payload.status != STATUS_NOT_IN_GROUP or self.group is None:
             return False
@@ -341,6 +343,13 @@ class ClientLogic:
         self.group = None
         self._flush_queue()
         self._finish(now)
+        return True
+
+    def _refused(self, ack: Fields, now: float) -> bool:
+        """A request without per-status lines was turned down (the server forgot us, say): handle it."""
+        if ack.payload.status == STATUS_OK:
+            return False
+        self._unexpected(STATUSES.get(ack.payload.status), now)
         return True
 
     def _unexpected(self, status: str | None, now: float) -> None:
@@ -353,9 +362,9 @@ class ClientLogic:
     def _dereg(self, now: float) -> None:
         self._closing = True
         self._typed.clear()
-        self._request(self.net.header("dereg"), now, lambda ack, now: self._exit(0, "You are Offline. Bye."))
+        self._request(self.net.build("dereg"), now, lambda ack, now: self._exit(0, "You are Offline. Bye."))
 
-    def _on_registered(self, ack: ChatHeader, now: float) -> None:
+    def _on_registered(self, ack: Fields, now: float) -> None:
         status = STATUSES.get(ack.payload.status)
         if status != "ok":
             refusals = {
@@ -376,7 +385,7 @@ class ClientLogic:
 
     # -- incoming ---------------------------------------------------------------------
 
-    def _on_table(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+    def _on_table(self, pkt: Fields, addr: Address, now: float) -> None:
         update = pkt.payload
         if update.version > self.table_version and update.base > self.table_version:
             self._ack(pkt, addr, now, "resync")  # we missed the versions in between
@@ -389,16 +398,18 @@ class ClientLogic:
                 self._show_table()
         self._ack(pkt, addr, now, "ok")
 
-    def _on_grp_msg(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+    def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
         self._ack(pkt, addr, now, "ok")
         msg = pkt.payload
         if msg.group == self.group:
             self._say(f"Group_Message {msg.origin}: {msg.text}", in_group=True)
+        elif msg.group == self._joining:
+            self._early.append(f"Group_Message {msg.origin}: {msg.text}")
 
-    def _on_probe(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+    def _on_probe(self, pkt: Fields, addr: Address, now: float) -> None:
         self._ack(pkt, addr, now, "ok")
 
-    def _on_pri_msg(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+    def _on_pri_msg(self, pkt: Fields, addr: Address, now: float) -> None:
         peer = self.table.get(pkt.sender)
         if not self.registered or peer is None or peer.addr != addr:
             self.drops["unknown sender"] += 1  # no ack: the sender retries once our table knows it
@@ -412,8 +423,8 @@ class ClientLogic:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _ack(self, pkt: ChatHeader, addr: Address, now: float, status: str) -> None:
-        self.net.answer(pkt, addr, self.net.header("ack") / Ack(ack_id=pkt.msg_id, status=status), now)
+    def _ack(self, pkt: Fields, addr: Address, now: float, status: str) -> None:
+        self.net.answer(pkt, addr, self.net.build("ack", ack_id=pkt.msg_id, status=STATUS_CODES[status]), now)
 
     def _finish(self, now: float, line: str | None = None) -> None:
         """The current command is done: say its result, then run the next typed one."""

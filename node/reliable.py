@@ -14,11 +14,11 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from proto import ChatHeader
+from proto.fastpath import Fields, encode
 
 from .effects import Address, Effect, Send
 
-AckHandler = Callable[[ChatHeader, float], None]
+AckHandler = Callable[[Fields, float], None]
 FailHandler = Callable[[float], None]
 
 
@@ -37,6 +37,12 @@ class RetryPolicy:
 # retransmission (delayed by the network) is still recognised.
 REPLY_MEMORY_WINDOWS = 4
 MAX_REMEMBERED_REPLIES = 65536
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    msg_id: int
+    data: bytes
 
 
 @dataclass
@@ -61,26 +67,28 @@ class Endpoint:
         self._pending: dict[int, _Pending] = {}
         self._timers: list[tuple[float, int]] = []  # (due, msg_id); stale rows skipped lazily
         self._replies: dict[tuple[Address, int], tuple[float, Send]] = {}
+        self._alarms: list[tuple[float, int, FailHandler]] = []  # (when, seq, callback)
+        self._alarm_seq = 0
 
     # -- outgoing ---------------------------------------------------------
 
-    def header(self, type_name: str) -> ChatHeader:
-        """A header from this endpoint with a fresh message id."""
+    def build(self, type_name: str, **payload) -> Outgoing:
+        """A datagram from this endpoint with a fresh message id; ``payload`` fields by name."""
         msg_id = self._next_id
         self._next_id = self._next_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
-        return ChatHeader(type=type_name, msg_id=msg_id, port=self.port, token=self.token, sender=self.name)
+        header = {"msg_id": msg_id, "port": self.port, "token": self.token, "sender": self.name}
+        return Outgoing(msg_id, encode(type_name, header, payload))
 
-    def send(self, pkt: ChatHeader, addr: Address) -> None:
-        self.effects.append(Send(bytes(pkt), addr))
+    def send(self, out: Outgoing, addr: Address) -> None:
+        self.effects.append(Send(out.data, addr))
 
-    def request(self, pkt: ChatHeader, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
-        """Send ``pkt`` and retransmit it until acked; returns its message id."""
-        data = bytes(pkt)
-        self.effects.append(Send(data, addr))
+    def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
+        """Send ``out`` and retransmit it until acked; returns its message id."""
+        self.effects.append(Send(out.data, addr))
         due = now + self.policy.timeout
-        self._pending[pkt.msg_id] = _Pending(data, addr, self.policy.tries - 1, due, on_ack, on_fail)
-        heapq.heappush(self._timers, (due, pkt.msg_id))
-        return pkt.msg_id
+        self._pending[out.msg_id] = _Pending(out.data, addr, self.policy.tries - 1, due, on_ack, on_fail)
+        heapq.heappush(self._timers, (due, out.msg_id))
+        return out.msg_id
 
     def cancel(self, msg_id: int) -> None:
         self._pending.pop(msg_id, None)
@@ -88,8 +96,9 @@ class Endpoint:
     def cancel_all(self) -> None:
         self._pending.clear()
         self._timers.clear()
+        self._alarms.clear()
 
-    def handle_ack(self, ack: ChatHeader, addr: Address, now: float) -> bool:
+    def handle_ack(self, ack: Fields, addr: Address, now: float) -> bool:
         """Match an ack or reg_ack to the request it answers; False if it answers nothing pending."""
         pending = self._pending.get(ack.payload.ack_id)
         if pending is None or pending.addr != addr:
@@ -100,7 +109,7 @@ class Endpoint:
 
     # -- incoming requests ------------------------------------------------
 
-    def answer_again(self, request: ChatHeader, addr: Address, now: float) -> bool:
+    def answer_again(self, request: Fields, addr: Address, now: float) -> bool:
         """If ``request`` was already answered, send the same answer again and return True."""
         self._forget_old_replies(now)
         remembered = self._replies.get((addr, request.msg_id))
@@ -109,9 +118,9 @@ class Endpoint:
         self.effects.append(remembered[1])
         return True
 
-    def answer(self, request: ChatHeader, addr: Address, reply: ChatHeader, now: float) -> None:
+    def answer(self, request: Fields, addr: Address, reply: Outgoing, now: float) -> None:
         """Send ``reply`` to ``request`` and remember it for retransmissions of the request."""
-        send = Send(bytes(reply), addr)
+        send = Send(reply.data, addr)
         self.effects.append(send)
         if len(self._replies) >= MAX_REMEMBERED_REPLIES:
             del self._replies[next(iter(self._replies))]
@@ -127,8 +136,17 @@ class Endpoint:
 
     # -- time ---------------------------------------------------------------
 
+    def call_at(self, when: float, callback: FailHandler) -> None:
+        """Call ``callback(now)`` from ``handle_timer`` once ``when`` has come."""
+        self._alarm_seq += 1
+        heapq.heappush(self._alarms, (when, self._alarm_seq, callback))
+
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must next be called, or None."""
+        times = [t for t in (self._alarms[0][0] if self._alarms else None, self._next_retry()) if t is not None]
+        return min(times, default=None)
+
+    def _next_retry(self) -> float | None:
         while self._timers:
             due, msg_id = self._timers[0]
             pending = self._pending.get(msg_id)
@@ -138,9 +156,11 @@ class Endpoint:
         return None
 
     def handle_timer(self, now: float) -> None:
-        """Retransmit what is due; give up on requests out of tries."""
+        """Retransmit what is due, give up on requests out of tries, run due alarms."""
         self._forget_old_replies(now)
-        while (due := self.get_timer()) is not None and due <= now:
+        while self._alarms and self._alarms[0][0] <= now:
+            heapq.heappop(self._alarms)[2](now)
+        while (due := self._next_retry()) is not None and due <= now:
             _, msg_id = heapq.heappop(self._timers)
             pending = self._pending[msg_id]
             if pending.tries_left == 0:

@@ -12,24 +12,16 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from proto import (
-    MSG_TYPES,
-    Ack,
-    ChatHeader,
-    Entry,
-    GrpMsg,
-    Name,
-    ProtocolError,
-    RegAck,
-    Table,
-    decode,
-)
+from proto import MSG_TYPES, STATUS_CODES, ProtocolError
+from proto.fastpath import Fields, parse
 
 from .effects import Address, Effect, Show, ShowTable
 from .names import SERVER_NAME, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy
 
 CLIENT_COLUMNS = ("name", "ip", "port", "status")
+STATUS_OK = STATUS_CODES["ok"]
+MAX_SYNC_PAUSE = 30.0  # seconds between table-update rounds to a client that stopped answering
 GROUP_COLUMNS = ("group", "members")
 
 
@@ -43,6 +35,7 @@ class ClientRecord:
     changed: int = 0  # table version in which this row last changed
     synced: int = 0  # table version this client has acknowledged
     table_msg: int | None = None  # msg_id of the table update in flight to it
+    sync_pause: float = 0.0  # wait before trying again after an update went unanswered
 
 
 class ServerLogic:
@@ -70,7 +63,7 @@ class ServerLogic:
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         try:
-            pkt = decode(data)
+            pkt = parse(data)
         except ProtocolError as exc:
             self._drop("malformed", addr, str(exc))
             return
@@ -108,7 +101,7 @@ class ServerLogic:
 
     # -- requests ---------------------------------------------------------------
 
-    def _on_reg(self, pkt: ChatHeader, addr: Address, now: float) -> None:
+    def _on_reg(self, pkt: Fields, addr: Address, now: float) -> None:
         name = pkt.sender
         existing = self.clients.get(name)
         holder = self.by_addr.get(addr)
@@ -121,18 +114,19 @@ class ServerLogic:
         else:
             status = "ok"
         if status != "ok":
-            self._answer(pkt, addr, now, RegAck(ack_id=pkt.msg_id, status=status))
+            self.net.answer(pkt, addr, self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_CODES[status]), now)
             return
         if existing is not None:
             self._leave_group(existing)  # a new session starts outside any group
-            self.by_addr.pop(existing.addr, None)
+            if self.by_addr.get(existing.addr) == name:  # an offline client's old address may be someone else's now
+                del self.by_addr[existing.addr]
             if existing.table_msg is not None:
                 self.net.cancel(existing.table_msg)
         token = self._rng.randrange(1, 2**64)
         record = ClientRecord(name, addr, token)
         self.clients[name] = record
         self.by_addr[addr] = name
-        self._answer(pkt, addr, now, RegAck(ack_id=pkt.msg_id, status="ok", token=token))
+        self.net.answer(pkt, addr, self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_OK, token=token), now)
         self._table_changed(record, now)
 
     def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -215,7 +209,7 @@ class ServerLogic:
     # -- server-initiated exchanges ------------------------------------------
 
     def _send_group_message(self, member: ClientRecord, group: str, origin: str, text: str, now: float) -> None:
-        pkt = self.net.header("grp_msg") / GrpMsg(group=group, origin=origin, text=text)
+        pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
 
         def unresponsive(now: float) -> None:
             if member.group == group:
@@ -229,7 +223,7 @@ class ServerLogic:
         """A kick is only a report: believe it if the client ignores the server too."""
         self._probing.add(target.name)
 
-        def answered(ack: ChatHeader, now: float) -> None:
+        def answered(ack: Fields, now: float) -> None:
             self._probing.discard(target.name)
 
         def unanswered(now: float) -> None:
@@ -238,7 +232,7 @@ class ServerLogic:
                 self._show(f"Client {target.name} did not answer the server's probe, marked offline")
                 self._go_offline(target, now)
 
-        self.net.request(self.net.header("probe"), target.addr, now, answered, unanswered)
+        self.net.request(self.net.build("probe"), target.addr, now, answered, unanswered)
 
     def _sync_table(self, record: ClientRecord, now: float) -> None:
         """Send ``record`` the rows changed since the version it acknowledged."""
@@ -246,22 +240,32 @@ class ServerLogic:
             self.net.cancel(record.table_msg)  # superseded: the new delta covers it
         version, base = self.version, record.synced
         entries = [
-            Entry(client=c.name, ip=c.addr[0], port=c.addr[1], online=int(c.online))
+            {"client": c.name, "ip": c.addr[0], "port": c.addr[1], "online": int(c.online)}
             for c in self.clients.values()
             if c.changed > base
         ]
-        pkt = self.net.header("table") / Table(version=version, base=base, entries=entries)
+        pkt = self.net.build("table", version=version, base=base, entries=entries)
 
-        def acked(ack: ChatHeader, now: float) -> None:
+        def acked(ack: Fields, now: float) -> None:
             record.table_msg = None
-            if ack.payload.status == 0:
+            record.sync_pause = 0.0
+            if ack.payload.status == STATUS_OK:
                 record.synced = max(record.synced, version)
             else:  # resync: its copy is not what we thought; send everything
                 record.synced = 0
                 self._sync_table(record, now)
 
         def failed(now: float) -> None:
+            # Keep trying, ever more slowly, while the client counts as online: a client
+            # that only listens would otherwise keep a stale table for good.
             record.table_msg = None
+            record.sync_pause = min(MAX_SYNC_PAUSE, 2 * record.sync_pause or self.net.policy.window)
+            self.net.call_at(now + record.sync_pause, retry)
+
+        def retry(now: float) -> None:
+            if self.clients.get(record.name) is record and record.online and record.table_msg is None:
+                if record.synced < self.version:
+                    self._sync_table(record, now)
 
         record.table_msg = self.net.request(pkt, record.addr, now, acked, failed)
 
@@ -293,18 +297,15 @@ class ServerLogic:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _authenticate(self, pkt: ChatHeader, addr: Address) -> ClientRecord | None:
+    def _authenticate(self, pkt: Fields, addr: Address) -> ClientRecord | None:
         record = self.clients.get(pkt.sender)
         if record is None or not record.online or record.addr != addr or record.token != pkt.token:
             return None
         return record
 
-    def _reply(self, pkt: ChatHeader, addr: Address, now: float, status: str, items: list[str] = ()) -> None:
-        self._answer(pkt, addr, now, Ack(ack_id=pkt.msg_id, status=status, items=[Name(value=i) for i in items]))
-
-    def _answer(self, pkt: ChatHeader, addr: Address, now: float, payload) -> None:
-        kind = "reg_ack" if isinstance(payload, RegAck) else "ack"
-        self.net.answer(pkt, addr, self.net.header(kind) / payload, now)
+    def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[str] = ()) -> None:
+        reply = self.net.build("ack", ack_id=pkt.msg_id, status=STATUS_CODES[status], items=[{"value": i} for i in items])
+        self.net.answer(pkt, addr, reply, now)
 
     def _drop(self, kind: str, addr: Address, detail: str) -> None:
         """Count a bad datagram; log only the first of each kind, so a flood cannot flood the log."""

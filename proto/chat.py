@@ -160,9 +160,13 @@ class ChatHeader(Packet):
     ]
 
     def mysummary(self):
-        return self.sprintf(f"Chat %type% #%msg_id% from {self.sender!r}")
+        # The sender is user data: kept out of sprintf, where '%' or '{' would be format syntax.
+        return self.sprintf("Chat %type% #%msg_id% from ") + repr(self.sender)
 
     def hashret(self):
+        # An answer hashes like the request it answers, so Scapy's sr() and tools can pair them.
+        if isinstance(self.payload, _Answer):
+            return self.payload.hashret()
         return struct.pack("!I", self.msg_id)
 
     def answers(self, other):

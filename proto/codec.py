@@ -54,6 +54,7 @@ def _check_lists(layer: Packet) -> None:
 
 def _with_computed_lengths(pkt: Packet) -> Packet:
     clone = pkt.copy()
+    clone.clear_cache()  # else Scapy may hand back the input bytes instead of building anew
     _forget_lengths(clone)
     return clone
 

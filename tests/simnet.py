@@ -1,6 +1,14 @@
 """A deterministic simulated network for the sans-IO logic: a fake clock, no
 sockets, no sleeps.  Datagrams between nodes pass a ``fault`` hook that can
-drop, delay or duplicate them."""
+drop, delay or duplicate them.
+
+    sim = SimNet()
+    a, b = sim.client("A"), sim.client("B")
+    sim.run(1)
+    sim.type(a, "send B hi")
+    sim.run(1)
+    assert sim.lines["B"][-1] == ">>> A: hi"
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,8 @@ import random
 from collections import defaultdict
 from typing import Callable
 
-from proto import decode
+from proto import MSG_TYPES
+from proto.fastpath import parse
 from node.client import ClientLogic
 from node.effects import Exit, Send, Show, ShowTable
 from node.reliable import RetryPolicy
@@ -20,6 +29,27 @@ SERVER = ("10.9.0.1", 9000)  # simulated addresses: nothing is ever sent to them
 
 # fault(packet, src, dst, sim) -> list of extra delays, one per copy to deliver ([] drops it)
 Fault = Callable[[object, tuple, tuple, "SimNet"], list[float]]
+# match(packet, src, dst) -> bool, for the fault helpers below
+Match = Callable[[object, tuple, tuple], bool]
+
+
+def kind(pkt) -> str:
+    """The message type of a decoded chat packet, by name."""
+    return MSG_TYPES[pkt.type]
+
+
+def dropping(match: Match, first: int | None = None) -> Fault:
+    """A fault that drops the datagrams ``match`` selects (only the first ``first`` of them, if given)."""
+    dropped = 0
+
+    def fault(pkt, src, dst, sim) -> list[float]:
+        nonlocal dropped
+        if match(pkt, src, dst) and (first is None or dropped < first):
+            dropped += 1
+            return []
+        return [0.0]
+
+    return fault
 
 
 class SimNet:
@@ -28,40 +58,97 @@ class SimNet:
         self.policy = policy
         self.latency = latency
         self.rng = random.Random(seed)
-        self.nodes: dict[tuple, object] = {}
+        self.nodes: dict[tuple, object] = {}  # address -> live node; crashed and exited nodes leave
         self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> printed lines
         self.exits: dict[str, int] = {}
         self.fault: Fault | None = None
         self.sent: list[tuple[float, tuple, tuple, object]] = []  # every datagram offered to the network
         self._queue: list = []
         self._seq = itertools.count()
+        self._hosts = itertools.count(2)  # never reused, so a new client cannot take a live one's address
         self.server = self._add(SERVER, ServerLogic(SERVER[1], policy, random.Random(self.rng.random())), "server")
 
     def _add(self, addr, logic, name):
         logic._sim_name = name
+        logic._sim_addr = addr
         self.nodes[addr] = logic
         return logic
 
-    def client(self, name: str, port: int | None = None, start: bool = True) -> ClientLogic:
-        addr = (f"10.9.0.{len(self.nodes) + 1}", port or 7000 + len(self.nodes))
-        logic = self._add(addr, ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random())), name)
-        logic._sim_addr = addr
+    def client(
+        self, name: str, port: int | None = None, start: bool = True, addr: tuple | None = None, label: str | None = None
+    ) -> ClientLogic:
+        """A new client process; ``addr`` reuses an address (that of a crashed process, say), and
+        ``label`` keys its output in ``lines`` and ``exits`` when two processes use the same name."""
+        if addr is None:
+            host = next(self._hosts)
+            addr = (f"10.9.0.{host}", port or 7000 + host)
+        logic = ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random()))
+        self._add(addr, logic, label or name)
         if start:
             logic.start(self.now)
             self._collect(addr)
         return logic
 
+    def online(self, *names: str) -> list[ClientLogic]:
+        """Start a client per name and let them all register."""
+        clients = [self.client(name) for name in names]
+        self.run(1)
+        return clients
+
+    def in_group(self, clients: list[ClientLogic], group: str = "g") -> None:
+        """The first client creates ``group``, then every client joins it."""
+        self.type(clients[0], f"create_group {group}")
+        self.run(1)
+        for client in clients:
+            self.type(client, f"join_group {group}")
+        self.run(1)
+
+    @staticmethod
+    def addr(node) -> tuple:
+        return node._sim_addr
+
     def type(self, client: ClientLogic, line: str) -> None:
         client.command(line, self.now)
+        self._collect(client._sim_addr)
+
+    def end_input(self, client: ClientLogic) -> None:
+        """Ctrl+D, or the end of a piped script."""
+        client.end_of_input(self.now)
         self._collect(client._sim_addr)
 
     def shutdown(self, client: ClientLogic) -> None:
         client.shutdown(self.now)
         self._collect(client._sim_addr)
 
-    def crash(self, client: ClientLogic) -> None:
-        """The client's process dies: it stops answering, says nothing."""
-        del self.nodes[client._sim_addr]
+    def crash(self, node) -> None:
+        """The node's process dies: it stops answering, says nothing."""
+        del self.nodes[node._sim_addr]
+
+    def restart_server(self) -> ServerLogic:
+        """The server process dies and a fresh one starts on the same address, knowing nobody."""
+        self.server = self._add(SERVER, ServerLogic(SERVER[1], self.policy, random.Random(self.rng.random())), "server")
+        return self.server
+
+    def inject(self, data: bytes, src: tuple, dst: tuple) -> None:
+        """Deliver raw bytes (not necessarily a chat packet) from ``src`` to ``dst``, bypassing ``fault``."""
+        heapq.heappush(self._queue, (self.now + self.latency, next(self._seq), data, src, dst))
+
+    def sends(self, type_name: str | None = None, src=None, dst=None) -> list[tuple[float, object]]:
+        """(time, packet) of the datagrams offered so far, filtered by type name and endpoints."""
+        return [
+            (t, pkt)
+            for t, s, d, pkt in self.sent
+            if (type_name is None or kind(pkt) == type_name) and src in (None, s) and dst in (None, d)
+        ]
+
+    def converged(self) -> bool:
+        """Does every live client hold the server's client table (names, addresses, states)?"""
+        truth = {c.name: (c.addr, c.online) for c in self.server.clients.values()}
+        return all(
+            {name: (peer.addr, peer.online) for name, peer in node.table.items()} == truth
+            for node in self.nodes.values()
+            if node is not self.server and node.registered
+        )
 
     def _collect(self, addr) -> None:
         logic = self.nodes.get(addr)
@@ -81,7 +168,7 @@ class SimNet:
                 self.nodes.pop(addr, None)
 
     def _offer(self, data: bytes, src, dst) -> None:
-        pkt = decode(data)
+        pkt = parse(data)  # the logic only ever sends well-formed packets
         self.sent.append((self.now, src, dst, pkt))
         delays = self.fault(pkt, src, dst, self) if self.fault else [0.0]
         for extra in delays:

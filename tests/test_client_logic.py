@@ -1,0 +1,777 @@
+"""The client's logic: what a user types, what the user sees, and how it copes
+with a lossy network and a dead server, on the simulated network's fake clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from node.client import NOT_IN_GROUP, ClientLogic
+from node.effects import Send, Show, ShowTable
+from node.reliable import RetryPolicy
+from proto import MAX_TEXT_BYTES, STATUSES, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
+from simnet import SERVER, SimNet, dropping, kind
+
+WELCOME = ">>> Welcome, You are registered."
+
+
+def new_lines(sim: SimNet, name: str, since: int) -> list[str]:
+    return [line for line in sim.lines[name][since:] if not line.startswith(("| ", ">>> Client table updated."))]
+
+
+class Mark:
+    """Remembers where each node's output stood, to read only what came after."""
+
+    def __init__(self, sim: SimNet):
+        self.sim, self.at = sim, {name: len(lines) for name, lines in sim.lines.items()}
+
+    def __call__(self, name: str) -> list[str]:
+        return new_lines(self.sim, name, self.at.get(name, 0))
+
+
+# -- registration -----------------------------------------------------------------------
+
+
+def test_registration_welcome_then_table():
+    sim = SimNet()
+    ann = sim.client("Ann")
+    sim.run(1)
+    ip, port = sim.addr(ann)
+    assert sim.lines["Ann"] == [WELCOME, ">>> Client table updated.", f"| Ann | {ip} | {port} | online"]
+    assert ann.registered and ann.prompt == ">>> " and "Ann" not in sim.exits
+
+
+def test_name_taken_exits_1():
+    sim = SimNet()
+    sim.online("Ann")
+    sim.client("Ann", label="Ann#2")
+    sim.run(1)
+    assert sim.lines["Ann#2"] == [">>> Someone has already used this name. Try another one."]
+    assert sim.exits["Ann#2"] == 1
+    assert "Ann" not in sim.exits and sim.server.clients["Ann"].online
+
+
+def test_address_taken_exits_1():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.crash(ann)  # the server still believes Ann is online at that address
+    sim.client("Bob", addr=sim.addr(ann))
+    sim.run(1)
+    assert sim.lines["Bob"] == [">>> Someone has already used this (IP, port) combination. Try another one."]
+    assert sim.exits["Bob"] == 1
+
+
+def test_offline_name_registers_again():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.type(ann, "dereg Ann")
+    sim.run(1)
+    again = sim.client("Ann", label="Ann#2")
+    sim.run(1)
+    assert sim.lines["Ann#2"][0] == WELCOME and "Ann#2" not in sim.exits
+    assert sim.server.clients["Ann"].addr == sim.addr(again) != sim.addr(ann)
+    assert sim.server.clients["Ann"].online
+
+
+def test_invalid_username_is_refused():
+    sim = SimNet()
+    sim.client("server")
+    sim.run(1)
+    assert sim.lines["server"][-1] == ">>> Invalid username"
+    assert sim.exits["server"] == 1
+
+
+# -- private messages ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["hello", "a;b;c", "x: y", "'quoted' \"too\"", "non-ASCII é 日本語 🙂", "two  spaces   three"])
+def test_private_message_arrives_exactly(text):
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    mark = Mark(sim)
+    sim.type(ann, f"send Bob {text}")
+    sim.run(1)
+    assert mark("Bob") == [f">>> Ann: {text}"]
+    assert mark("Ann") == [">>> Message received by Bob."]
+
+
+def test_unknown_user():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    before = len(sim.sent)
+    sim.type(ann, "send Zed hi")
+    assert sim.lines["Ann"][-1] == ">>> User Zed does not exist"
+    assert len(sim.sent) == before, "nothing sent"
+
+
+def test_send_to_an_offline_user_is_refused_locally():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.type(bob, "dereg Bob")
+    sim.run(1)
+    sent = len(sim.sent)
+    sim.type(ann, "send Bob are you there")
+    assert sim.lines["Ann"][-1] == ">>> User Bob is offline, message not sent"
+    assert len(sim.sent) == sent
+
+
+def test_help_in_any_mode():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.type(ann, "help")
+    assert any("send_group <message>" in line for line in sim.lines["Ann"])
+    sim.in_group([ann])
+    sim.type(ann, "help")
+    assert sim.lines["Ann"][-1].startswith(">>>   help") and ann.group == "g"
+
+
+def test_send_in_group_mode_is_invalid():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann])
+    sim.type(ann, "send Bob hi")
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == ">>> (g) Invalid command"
+    assert sim.sends("pri_msg") == []
+
+
+def test_private_messages_in_group_mode_wait_for_leave_group():
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann])
+    mark = Mark(sim)
+    sim.type(bob, "send Ann first")
+    sim.run(1)
+    sim.type(cat, "send Ann second")
+    sim.run(1)
+    assert mark("Ann") == [], "queued, not shown in group mode"
+    assert mark("Bob") == [">>> Message received by Ann."], "acked at once all the same"
+    sim.type(ann, "leave_group")
+    sim.run(1)
+    assert mark("Ann") == [">>> Leave group chat g", ">>> Bob: first", ">>> Cat: second"]
+    assert ann.prompt == ">>> "
+
+
+@pytest.mark.parametrize("how", ["dereg", "end of input", "Ctrl+C"])
+def test_queued_private_messages_are_printed_on_exit(how):
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann])
+    sim.type(bob, "send Ann psst")
+    sim.run(1)
+    mark = Mark(sim)
+    if how == "dereg":
+        sim.type(ann, "dereg Ann")
+    elif how == "end of input":
+        sim.end_input(ann)
+    else:
+        sim.shutdown(ann)
+    sim.run(1)
+    assert mark("Ann") == [">>> You are Offline. Bye.", ">>> Bob: psst"]
+    assert sim.exits["Ann"] == 0
+
+
+def test_private_message_from_a_stranger_or_a_spoofed_address_is_ignored():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    mark = Mark(sim)
+    stranger = bytes(ChatHeader(type="pri_msg", msg_id=5, sender="Zed") / PriMsg(text="hi"))
+    spoofed = bytes(ChatHeader(type="pri_msg", msg_id=6, sender="Bob") / PriMsg(text="it's me, Bob"))
+    sim.inject(stranger, ("10.6.6.6", 666), sim.addr(ann))
+    sim.inject(spoofed, ("10.6.6.6", 666), sim.addr(ann))
+    sim.run(1)
+    assert mark("Ann") == []
+    assert ann.drops["unknown sender"] == 2
+    assert sim.sends(src=sim.addr(ann), dst=("10.6.6.6", 666)) == [], "not acked: not delivered"
+
+
+# -- dereg, end of input, shutdown ------------------------------------------------------------------
+
+
+def test_dereg_own_name():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.type(ann, "dereg Ann")
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == ">>> You are Offline. Bye."
+    assert sim.exits["Ann"] == 0
+    assert not sim.server.clients["Ann"].online and bob.table["Ann"].online is False
+
+
+@pytest.mark.parametrize("group_mode, line", [(False, ">>> Invalid command"), (True, ">>> (g) Invalid command")])
+def test_dereg_another_name_is_invalid(group_mode, line):
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    if group_mode:
+        sim.in_group([ann])
+    sim.type(ann, "dereg Bob")
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == line
+    assert "Ann" not in sim.exits and sim.server.clients["Bob"].online
+
+
+def test_end_of_input_runs_what_was_typed_then_deregisters():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    mark = Mark(sim)
+    for line in ("create_group g", "send Bob bye"):
+        sim.type(ann, line)
+    sim.end_input(ann)
+    sim.run(2)
+    assert mark("Ann") == [">>> Group g created by Server.", ">>> Message received by Bob.", ">>> You are Offline. Bye."]
+    assert sim.exits["Ann"] == 0 and not sim.server.clients["Ann"].online
+
+
+def test_shutdown_drops_what_is_under_way_and_deregisters():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.crash(bob)
+    sim.type(ann, "send Bob are you there")
+    sim.type(ann, "list_groups")
+    sim.run(0.7)
+    sim.shutdown(ann)
+    sim.run(5)
+    assert sim.exits["Ann"] == 0
+    assert sim.lines["Ann"][-1] == ">>> You are Offline. Bye."
+    assert not any("No ACK" in line or "group" in line for line in sim.lines["Ann"])
+    assert not sim.server.clients["Ann"].online
+
+
+def test_shutdown_before_registration_exits_1():
+    sim = SimNet()
+    sim.fault = dropping(lambda p, src, dst: True)
+    ann = sim.client("Ann")
+    sim.shutdown(ann)
+    assert sim.exits["Ann"] == 1
+    assert ann.get_timer() is None
+
+
+def test_commands_after_exit_or_during_dereg_are_ignored():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.type(ann, "dereg Ann")
+    sent = len(sim.sent)
+    sim.type(ann, "create_group late")
+    sim.shutdown(ann)
+    assert len(sim.sent) == sent
+    sim.run(1)
+    assert sim.exits["Ann"] == 0 and "late" not in sim.server.groups
+
+
+# -- group commands -----------------------------------------------------------------------------------
+
+
+def test_create_group_and_failures():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    mark = Mark(sim)
+    sim.type(ann, "create_group g1")
+    sim.run(1)
+    sim.type(ann, "create_group g1")
+    sim.run(1)
+    sent = len(sim.sent)
+    sim.type(ann, "create_group a;b")
+    sim.type(ann, "create_group a b")
+    assert mark("Ann") == [
+        ">>> Group g1 created by Server.",
+        ">>> Group g1 already exists.",
+        ">>> Group name should not contain ';'. Try again.",
+        ">>> Group name should not contain ';'. Try again.",
+    ]
+    assert len(sim.sent) == sent, "refused locally"
+    assert ann.prompt == ">>> ", "creating does not join"
+
+
+def test_list_groups():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.type(ann, "list_groups")
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == ">>> No available group right now"
+    for g in ("g1", "g2"):
+        sim.type(ann, f"create_group {g}")
+    sim.run(1)
+    mark = Mark(sim)
+    sim.type(ann, "list_groups")
+    sim.run(1)
+    assert mark("Ann") == [">>> Available group chats:", ">>> g1", ">>> g2"]
+
+
+def test_join_group_and_failure():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.type(ann, "join_group nope")
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == ">>> Group nope does not exist" and ann.prompt == ">>> "
+    sim.in_group([ann])
+    assert sim.lines["Ann"][-1] == ">>> Entered group g successfully"
+    assert ann.prompt == ">>> (g) "
+
+
+def test_send_group_reaches_the_other_members_only():
+    sim = SimNet()
+    ann, bob, cat, dan = sim.online("Ann", "Bob", "Cat", "Dan")
+    sim.in_group([ann, bob, cat])
+    mark = Mark(sim)
+    sim.type(ann, "send_group hi; all é")
+    sim.run(1)
+    assert mark("Ann") == [">>> (g) Message received by Server."]
+    assert mark("Bob") == [">>> (g) Group_Message Ann: hi; all é"]
+    assert mark("Cat") == [">>> (g) Group_Message Ann: hi; all é"]
+    assert mark("Dan") == []
+
+
+def test_list_members():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann, bob])
+    mark = Mark(sim)
+    sim.type(bob, "list_members")
+    sim.run(1)
+    assert mark("Bob") == [">>> (g) Members in the group g:", ">>> (g) Ann", ">>> (g) Bob"]
+
+
+def test_leave_group():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann, bob])
+    sim.type(ann, "leave_group")
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == ">>> Leave group chat g" and ann.prompt == ">>> "
+    assert list(sim.server.groups["g"]) == ["Bob"]
+    mark = Mark(sim)
+    sim.type(bob, "send_group still here?")
+    sim.run(1)
+    assert mark("Ann") == []
+
+
+@pytest.mark.parametrize(
+    "group_mode, line",
+    [
+        (False, "hello"),
+        (False, "send"),
+        (False, "send Bob"),
+        (False, "create_group"),
+        (False, "join_group"),
+        (False, "list_groups extra"),
+        (False, "send_group hi"),
+        (False, "list_members"),
+        (False, "leave_group"),
+        (False, "dereg"),
+        (True, "create_group g2"),
+        (True, "join_group g"),
+        (True, "list_groups"),
+        (True, "send_group"),
+        (True, "list_members extra"),
+        (True, "leave_group now"),
+        (True, "bogus"),
+    ],
+)
+def test_invalid_commands(group_mode, line):
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    if group_mode:
+        sim.in_group([ann])
+    sent = len(sim.sent)
+    sim.type(ann, line)
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == (">>> (g) Invalid command" if group_mode else ">>> Invalid command")
+    assert len(sim.sent) == sent, "nothing sent"
+
+
+def test_blank_lines_are_ignored():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    before = list(sim.lines["Ann"])
+    sim.type(ann, "   ")
+    sim.type(ann, "")
+    assert sim.lines["Ann"] == before
+
+
+@pytest.mark.parametrize("command", ["send Bob ", "send_group "])
+def test_too_long_message_is_refused_not_truncated(command):
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    if command.startswith("send_group"):
+        sim.in_group([ann, bob])
+    sent = len(sim.sent)
+    sim.type(ann, command + "é" * (MAX_TEXT_BYTES // 2 + 1))
+    assert "Message too long" in sim.lines["Ann"][-1] and "not sent" in sim.lines["Ann"][-1]
+    assert len(sim.sent) == sent
+    sim.type(ann, command + "é" * (MAX_TEXT_BYTES // 2))  # exactly the limit goes through
+    sim.run(1)
+    assert sim.lines["Bob"][-1].endswith("é" * (MAX_TEXT_BYTES // 2))
+
+
+def test_commands_typed_ahead_run_in_order():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    mark = Mark(sim)
+    for line in ("create_group g", "join_group g", "send_group one", "list_members", "leave_group"):
+        sim.type(ann, line)
+    sim.run(2)
+    assert mark("Ann") == [
+        ">>> Group g created by Server.",
+        ">>> Entered group g successfully",
+        ">>> (g) Message received by Server.",
+        ">>> (g) Members in the group g:",
+        ">>> (g) Ann",
+        ">>> Leave group chat g",
+    ]
+
+
+# -- the server stops answering ------------------------------------------------------------------------
+
+# request type -> (set-up typed lines, the line that sends it, in group mode?)
+REQUESTS = {
+    "reg": ([], None, False),
+    "dereg": ([], "dereg Ann", False),
+    "create_group": ([], "create_group g2", False),
+    "list_groups": ([], "list_groups", False),
+    "join_group": (["create_group g2"], "join_group g2", False),
+    "send_group": (["create_group g", "join_group g"], "send_group hello", True),
+    "list_members": (["create_group g", "join_group g"], "list_members", True),
+    "leave_group": (["create_group g", "join_group g"], "leave_group", True),
+    "dereg in group": (["create_group g", "join_group g"], "dereg Ann", True),
+    "end of input": (["create_group g", "join_group g"], "<eof>", True),
+    "kick": ([], "send Bob are you there", False),
+}
+
+
+@pytest.mark.parametrize("request_type", sorted(REQUESTS))
+def test_server_not_responding(request_type):
+    setup, line, group_mode = REQUESTS[request_type]
+    sim = SimNet()
+    if request_type == "reg":
+        sim.crash(sim.server)
+        sim.client("Ann")
+        t0 = 0.0
+    else:
+        ann, bob = sim.online("Ann", "Bob")
+        for typed in setup:
+            sim.type(ann, typed)
+            sim.run(1)
+        if group_mode:
+            sim.type(bob, "send Ann queued one")
+            sim.type(bob, "send Ann queued two")
+            sim.run(1)
+        if request_type == "kick":
+            sim.crash(bob)
+        sim.crash(sim.server)
+        t0 = sim.now
+        if line == "<eof>":
+            sim.end_input(ann)
+        else:
+            sim.type(ann, line)
+    sim.run(2.49 + (2.5 if request_type == "kick" else 0))
+    assert "Ann" not in sim.exits, "not before the last try's time is up"
+    sim.run(0.02)
+    assert sim.exits["Ann"] == 1
+    prefix = ">>> (g) " if group_mode else ">>> "
+    queued = [">>> Bob: queued one", ">>> Bob: queued two"] if group_mode else []
+    assert sim.lines["Ann"][-2 - len(queued) :] == [f"{prefix}Server not responding", f"{prefix}Exiting", *queued]
+    wanted = {"end of input": "dereg", "dereg in group": "dereg"}.get(request_type, request_type)
+    tries = [t for t, pkt in sim.sends(wanted, dst=SERVER)][-5:]
+    start = t0 + (2.5 if request_type == "kick" else 0)
+    assert tries == pytest.approx([start + 0.5 * k for k in range(5)])
+    assert len(sim.sends(wanted, dst=SERVER)) == 5
+
+
+def test_server_not_responding_with_a_custom_retry_policy():
+    sim = SimNet(policy=RetryPolicy(timeout=0.2, tries=2))
+    sim.crash(sim.server)
+    sim.client("Ann")
+    sim.run(0.39)
+    assert "Ann" not in sim.exits
+    sim.run(0.02)
+    assert sim.exits["Ann"] == 1
+    assert [t for t, _ in sim.sends("reg")] == pytest.approx([0.0, 0.2])
+
+
+def test_a_few_lost_answers_are_survived():
+    sim = SimNet()
+    sim.fault = dropping(lambda p, src, dst: src == SERVER and kind(p) in ("ack", "reg_ack"), first=4)
+    ann = sim.client("Ann")
+    sim.run(3)
+    assert sim.lines["Ann"][0] == WELCOME and "Ann" not in sim.exits
+    assert len(sim.sends("reg")) == 5 and len(sim.server.clients) == 1
+
+
+# -- a peer stops answering -------------------------------------------------------------------------------
+
+
+def test_no_ack_from_peer_then_report_and_kick():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.crash(bob)
+    mark = Mark(sim)
+    t0 = sim.now
+    sim.type(ann, "send Bob hello")
+    sim.run(2.49)
+    assert mark("Ann") == []
+    sim.run(0.02)
+    assert mark("Ann") == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server"]
+    assert [t - t0 for t, _ in sim.sends("pri_msg")] == pytest.approx([0, 0.5, 1.0, 1.5, 2.0])
+    ((t, kick),) = sim.sends("kick")
+    assert kick.payload.target == "Bob" and t == pytest.approx(t0 + 2.5)
+    sim.run(5)
+    assert "Ann" not in sim.exits
+    sim.type(ann, "list_groups")  # not held up by the finished send
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == ">>> No available group right now"
+
+
+def test_peer_that_misses_a_few_tries_sees_the_message_once():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.fault = dropping(lambda p, src, dst: src == sim.addr(bob) and kind(p) == "ack", first=3)
+    mark = Mark(sim)
+    sim.type(ann, "send Bob once")
+    sim.run(3)
+    assert mark("Bob") == [">>> Ann: once"]
+    assert mark("Ann") == [">>> Message received by Bob."]
+    assert len(sim.sends("pri_msg")) == 4 and sim.sends("kick") == []
+    answers = [repr(p) for _, p in sim.sends("ack", src=sim.addr(bob), dst=sim.addr(ann))]
+    assert len(answers) == 4 and len(set(answers)) == 1, "each retransmission answered again, identically"
+
+
+# -- removed from the group by the server ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["send_group again", "list_members", "leave_group"])
+def test_already_not_in_the_group(command):
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann, cat])
+    sim.fault = dropping(lambda p, src, dst: src == sim.addr(cat) and kind(p) == "ack" and dst == SERVER)
+    sim.type(ann, "send_group hello")
+    sim.type(bob, "send Cat queued")
+    sim.run(5)
+    assert ">>> Client Cat not responsive, removed from g" in sim.lines["server"]
+    sim.fault = None
+    mark = Mark(sim)
+    sim.type(cat, command)
+    sim.run(1)
+    assert mark("Cat") == [f">>> {NOT_IN_GROUP}", ">>> Bob: queued"]
+    assert cat.prompt == ">>> " and cat.group is None
+    assert NOT_IN_GROUP == (
+        "You're already not in the group, because the Server didn't receive your previous ack to a group message."
+    )
+    sim.type(cat, "list_groups")  # back in normal mode, and not stuck
+    sim.run(1)
+    assert sim.lines["Cat"][-1] == ">>> g"
+
+
+# -- duplicates, reordering, table versions -----------------------------------------------------------------
+
+
+def test_everything_duplicated_is_shown_once():
+    sim = SimNet()
+    sim.fault = lambda p, src, dst, sim: [0.0, 0.002, 0.3]  # three copies, one of them late
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann, bob])
+    mark = Mark(sim)
+    sim.type(ann, "send_group to all")
+    sim.type(cat, "send Bob privately")
+    sim.run(2)
+    assert mark("Ann") == [">>> (g) Message received by Server."]
+    assert mark("Bob") == [">>> (g) Group_Message Ann: to all"]
+    sim.type(bob, "leave_group")
+    sim.run(2)
+    assert mark("Bob") == [">>> (g) Group_Message Ann: to all", ">>> Leave group chat g", ">>> Cat: privately"]
+    assert mark("Cat") == [">>> Message received by Bob."]
+    assert sim.lines["server"].count(">>> Client Ann sent group message: to all") == 1
+    assert sim.lines["server"].count(">>> Client Ann created group g successfully") == 1
+    assert sim.converged()
+
+
+def table_pkt(msg_id: int, version: int, base: int, *entries: tuple[str, int]) -> bytes:
+    rows = [Entry(client=name, ip="10.0.0.9", port=port, online=1) for name, port in entries]
+    return bytes(ChatHeader(type="table", msg_id=msg_id, sender="server") / Table(version=version, base=base, entries=rows))
+
+
+def registered_client() -> ClientLogic:
+    client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    client.start(0.0)
+    (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    answer = ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9)
+    client.receive(bytes(answer), SERVER, 0.0)
+    client.drain()
+    return client
+
+
+def acks(client: ClientLogic) -> list[tuple[int, str]]:
+    return [
+        (p.payload.ack_id, STATUSES[p.payload.status])
+        for p in (decode(e.data) for e in client.drain() if isinstance(e, Send))
+        if kind(p) == "ack"
+    ]
+
+
+def test_reordered_table_update_does_not_roll_back():
+    client = registered_client()
+    client.receive(table_pkt(11, 2, 0, ("Ann", 7001), ("Bob", 7002)), SERVER, 0.1)
+    assert acks(client) == [(11, "ok")]
+    client.receive(table_pkt(10, 1, 0, ("Ann", 7001)), SERVER, 0.2)  # older, arrives late
+    assert acks(client) == [(10, "ok")], "acked, so the server stops sending it"
+    assert client.table_version == 2 and set(client.table) == {"Ann", "Bob"}
+
+
+def test_duplicated_table_update_is_applied_and_shown_once():
+    client = registered_client()
+    data = table_pkt(11, 1, 0, ("Ann", 7001))
+    client.receive(data, SERVER, 0.1)
+    first = client.drain()
+    client.receive(data, SERVER, 0.2)
+    second = client.drain()
+    assert sum(isinstance(e, ShowTable) for e in first) == 1
+    assert [e for e in second if not isinstance(e, Send)] == [] and len(second) == 1
+
+
+def test_table_update_of_a_version_already_held_is_acked_not_shown_again():
+    """The server resends the current version when it missed our ack (new message id, same version)."""
+    client = registered_client()
+    client.receive(table_pkt(11, 2, 0, ("Ann", 7001), ("Bob", 7002)), SERVER, 0.1)
+    client.drain()
+    client.receive(table_pkt(12, 2, 0, ("Ann", 7001), ("Bob", 7002)), SERVER, 5.0)
+    effects = client.drain()
+    assert not any(isinstance(e, ShowTable) for e in effects)
+    assert [(decode(e.data).payload.ack_id, STATUSES[decode(e.data).payload.status]) for e in effects] == [(12, "ok")]
+
+
+def test_table_delta_with_a_gap_asks_for_a_resync():
+    client = registered_client()
+    client.receive(table_pkt(11, 1, 0, ("Ann", 7001)), SERVER, 0.1)
+    acks(client)
+    client.receive(table_pkt(12, 4, 3, ("Dan", 7004)), SERVER, 0.2)  # versions 2 and 3 never arrived
+    assert acks(client) == [(12, "resync")]
+    assert "Dan" not in client.table and client.table_version == 1
+    client.receive(table_pkt(13, 4, 0, ("Ann", 7001), ("Bob", 7002), ("Dan", 7004)), SERVER, 0.3)
+    assert acks(client) == [(13, "ok")]
+    assert set(client.table) == {"Ann", "Bob", "Dan"} and client.table_version == 4
+
+
+def test_reordered_and_duplicated_table_updates_converge():
+    sim = SimNet(seed=5)
+    rng = random.Random(5)
+    # Table updates get random extra delays (so arrive out of order) and are sometimes duplicated.
+    sim.fault = lambda p, src, dst, sim: (
+        [rng.uniform(0, 0.4) for _ in range(rng.choice([1, 1, 2]))] if kind(p) == "table" else [0.0]
+    )
+    clients = [sim.client(name) for name in ("Ann", "Bob", "Cat", "Dan", "Eve")]
+    sim.run(0.2)
+    sim.type(clients[1], "dereg Bob")
+    sim.crash(clients[2])
+    sim.type(clients[3], "send Cat gone?")
+    sim.run(15)
+    assert not sim.server.clients["Bob"].online and not sim.server.clients["Cat"].online
+    assert sim.converged()
+
+
+def test_table_probe_and_group_messages_only_from_the_server():
+    client = registered_client()
+    stranger = ("10.6.6.6", 666)
+    client.receive(table_pkt(11, 1, 0, ("Zed", 6666)), stranger, 0.1)
+    client.receive(bytes(ChatHeader(type="probe", msg_id=12, sender="server")), stranger, 0.1)
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="g", origin="x", text="y")), stranger, 0.1)
+    assert client.drops["not from server"] == 3
+    assert client.drain() == [] and "Zed" not in client.table
+
+
+def test_probe_from_the_server_is_acked():
+    client = registered_client()
+    client.receive(bytes(ChatHeader(type="probe", msg_id=12, sender="server")), SERVER, 0.1)
+    assert acks(client) == [(12, "ok")]
+
+
+def test_group_message_for_another_group_is_acked_not_shown():
+    client = registered_client()
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="old", origin="x", text="y")), SERVER, 0.1)
+    effects = client.drain()
+    assert not any(isinstance(e, Show) for e in effects)
+    assert [STATUSES[decode(e.data).payload.status] for e in effects if isinstance(e, Send)] == ["ok"]
+
+
+def test_malformed_datagrams_are_counted_not_fatal():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    rng = random.Random(9)
+    for _ in range(20):
+        sim.inject(rng.randbytes(30), ("10.6.6.6", 666), sim.addr(ann))
+    sim.inject(bytes(ChatHeader(type="ack", sender="server") / Ack(ack_id=4242)), SERVER, sim.addr(ann))
+    sim.run(1)
+    assert ann.drops["malformed"] == 20 and ann.drops["stale ack"] == 1
+    sim.type(bob, "send Ann still fine")
+    sim.run(1)
+    assert sim.lines["Ann"][-1] == ">>> Bob: still fine"
+
+
+def test_nothing_left_behind_after_exit():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.type(ann, "send Bob bye")
+    sim.type(ann, "dereg Ann")
+    sim.run(1)
+    assert sim.exits["Ann"] == 0
+    assert ann.net.pending_count == 0 and ann.get_timer() is None
+    effects_before = len(sim.sent)
+    ann.receive(bytes(ChatHeader(type="probe", msg_id=1, sender="server")), SERVER, sim.now)
+    ann.handle_timer(sim.now + 10)
+    assert ann.drain() == [] and len(sim.sent) == effects_before, "an exited client does nothing more"
+
+
+def test_group_message_that_beats_the_join_answer_is_shown_after_it():
+    """The server forwards as soon as it adds Bob; Bob's join answer is lost once: nothing is lost."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann])
+    sim.fault = dropping(lambda p, src, dst: dst == sim.addr(bob) and kind(p) == "ack", first=1)
+    mark = Mark(sim)
+    sim.type(bob, "join_group g")
+    sim.run(0.01)
+    sim.type(ann, "send_group early bird")
+    sim.run(2)
+    assert mark("Bob") == [">>> Entered group g successfully", ">>> (g) Group_Message Ann: early bird"]
+    assert mark("Ann") == [">>> (g) Message received by Server."]
+
+
+def test_group_message_held_for_a_join_that_fails_is_not_shown():
+    client = registered_client()
+    client.command("join_group g", 0.1)
+    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="g", origin="x", text="y")), SERVER, 0.2)
+    client.receive(bytes(ChatHeader(type="ack", msg_id=14, sender="server") / Ack(ack_id=join.msg_id, status="no_such_group")), SERVER, 0.3)
+    client.command("create_group g", 0.4)
+    shown = [e.text for e in client.drain() if isinstance(e, Show)]
+    assert shown == [">>> Group g does not exist"]
+
+
+# -- the server restarted and forgot us -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "group_mode, command",
+    [
+        (False, "create_group x"),
+        (False, "list_groups"),
+        (False, "join_group x"),
+        (True, "send_group hi"),
+        (True, "list_members"),
+        (True, "leave_group"),
+    ],
+)
+def test_request_refused_as_not_registered_exits(group_mode, command):
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    if group_mode:
+        sim.in_group([ann])
+        sim.type(bob, "send Ann kept")
+        sim.run(1)
+    sim.restart_server()
+    mark = Mark(sim)
+    sim.type(ann, command)
+    sim.run(1)
+    queued = [">>> Bob: kept"] if group_mode else []
+    assert mark("Ann") == [">>> The server no longer knows this client (it may have restarted)", ">>> Exiting", *queued]
+    assert sim.exits["Ann"] == 1

@@ -1,0 +1,419 @@
+"""The wire format: every message type round-trips, and ``decode`` never lets
+anything but a well-formed packet or ``ProtocolError`` out, whatever the bytes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scapy.fields import FieldLenField, PacketListField
+from scapy.packet import NoPayload, fuzz
+
+import proto
+from proto import (
+    MAGIC,
+    MSG_TYPES,
+    PAYLOADS,
+    STATUSES,
+    TYPE_CODES,
+    VERSION,
+    Ack,
+    ChatHeader,
+    CreateGroup,
+    Entry,
+    GrpMsg,
+    JoinGroup,
+    Kick,
+    LeaveGroup,
+    ListMembers,
+    Name,
+    PriMsg,
+    ProtocolError,
+    RegAck,
+    SendGroup,
+    Table,
+    decode,
+    is_chat,
+)
+
+# -- strategies ---------------------------------------------------------------
+
+# Text that stresses a chat format: separators, newlines, quotes, non-ASCII, emoji, empty.
+TRICKY = ["", ";", ";;", "a;b", "\n", "line\nbreak", ":", "'\"", "  spaced  ", "é", "日本語", "🙂", "%s", "{x}", "%type%"]
+chars = st.characters(blacklist_categories=("Cs",))  # surrogates cannot be UTF-8 encoded
+free_text = st.one_of(st.sampled_from(TRICKY), st.text(chars, max_size=60))
+
+
+def fits(limit):
+    return lambda s: len(s.encode("utf-8")) <= limit
+
+
+names = free_text.filter(fits(255))  # one-byte length prefix
+texts = st.one_of(free_text, st.text(chars, min_size=500, max_size=1500)).filter(fits(65535))  # two-byte prefix
+u8, u16, u32, u64 = (st.integers(0, 2**bits - 1) for bits in (8, 16, 32, 64))
+statuses = st.sampled_from(sorted(STATUSES))
+
+headers = st.fixed_dictionaries({"msg_id": u32, "port": u16, "token": u64, "sender": names})
+
+entries = st.builds(
+    Entry,
+    client=names,
+    ip=st.ip_addresses(v=4).map(str),
+    port=u16,
+    online=st.sampled_from([0, 1]),
+)
+items = st.builds(Name, value=names)
+
+PAYLOAD_STRATEGIES = {
+    "reg": st.none(),
+    "dereg": st.none(),
+    "list_groups": st.none(),
+    "probe": st.none(),
+    "reg_ack": st.builds(RegAck, ack_id=u32, status=statuses, token=u64),
+    "ack": st.builds(Ack, ack_id=u32, status=statuses, items=st.lists(items, max_size=8)),
+    "table": st.builds(Table, version=u32, base=u32, entries=st.lists(entries, max_size=8)),
+    "create_group": st.builds(CreateGroup, group=names),
+    "join_group": st.builds(JoinGroup, group=names),
+    "leave_group": st.builds(LeaveGroup, group=names),
+    "list_members": st.builds(ListMembers, group=names),
+    "send_group": st.builds(SendGroup, group=names, text=texts),
+    "grp_msg": st.builds(GrpMsg, group=names, origin=names, text=texts),
+    "pri_msg": st.builds(PriMsg, text=texts),
+    "kick": st.builds(Kick, target=names),
+}
+
+
+def test_every_type_has_a_strategy():
+    assert set(PAYLOAD_STRATEGIES) == set(MSG_TYPES.values())
+
+
+@st.composite
+def packets(draw, type_name=None):
+    type_name = type_name or draw(st.sampled_from(sorted(PAYLOAD_STRATEGIES)))
+    pkt = ChatHeader(type=type_name, **draw(headers))
+    payload = draw(PAYLOAD_STRATEGIES[type_name])
+    return pkt if payload is None else pkt / payload
+
+
+def user_fields(layer):
+    """The values a sender sets, with the computed length and count fields left out."""
+    out = {}
+    for field in layer.fields_desc:
+        if field.name in ("len", "name_len", "count", "group_len", "text_len", "from_len", "target_len"):
+            continue
+        value = layer.getfieldval(field.name)
+        out[field.name] = [user_fields(v) for v in value] if isinstance(value, list) else value
+    return out
+
+
+def all_layers(pkt):
+    layers = []
+    while not isinstance(pkt, NoPayload):
+        layers.append((type(pkt), user_fields(pkt)))
+        pkt = pkt.payload
+    return layers
+
+
+# -- round trips ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_name", sorted(PAYLOAD_STRATEGIES))
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_round_trip(type_name, data):
+    pkt = data.draw(packets(type_name))
+    wire = bytes(pkt)
+    back = decode(wire)
+    assert MSG_TYPES[back.type] == type_name
+    assert all_layers(back) == all_layers(pkt)
+    assert encoded_afresh(back) == wire
+
+
+def test_round_trip_keeps_text_exactly():
+    text = "a;b:c 'q' \"dq\"\nnew line  two  spaces é 日本 🙂"
+    back = decode(bytes(ChatHeader(type="pri_msg", sender="Ann") / PriMsg(text=text)))
+    assert back.payload.text == text
+    assert isinstance(back.payload.text, str) and isinstance(back.sender, str)
+
+
+def test_largest_text_fits_and_round_trips():
+    text = "é" * (proto.MAX_TEXT_BYTES // 2)  # exactly the limit, in two-byte characters
+    pkt = ChatHeader(type="grp_msg", sender="server") / GrpMsg(group="g", origin="Ann", text=text)
+    assert decode(bytes(pkt)).payload.text == text
+
+
+def test_wire_header_layout():
+    """Magic, version and type sit where tools look for them; integers are big-endian."""
+    wire = bytes(ChatHeader(type="kick", msg_id=0x01020304, port=0x0506, token=7, sender="Ab") / Kick(target="B"))
+    assert wire[:2] == MAGIC.to_bytes(2, "big")
+    assert wire[2] == VERSION
+    assert wire[3] == TYPE_CODES["kick"]
+    assert wire[4:8] == b"\x01\x02\x03\x04"
+    assert wire[8:10] == b"\x05\x06"
+    assert wire[10:18] == (7).to_bytes(8, "big")
+    assert wire[18:21] == b"\x02Ab"
+    assert wire[21:] == b"\x01B"
+    assert is_chat(wire)
+
+
+# -- decode never lets anything else out --------------------------------------------
+
+
+def encoded_afresh(pkt) -> bytes:
+    """``pkt`` built again from its field values, every length and count recomputed.
+
+    (``bytes()`` of a dissected packet would just return Scapy's cache of the input.)"""
+    clone = pkt.copy()
+    clone.clear_cache()
+    todo = [clone]
+    while todo:
+        layer = todo.pop()
+        for field in layer.fields_desc:
+            if isinstance(field, FieldLenField):
+                del layer.fields[field.name]
+            elif isinstance(field, PacketListField):
+                todo.extend(getattr(layer, field.name))
+        if not isinstance(layer.payload, NoPayload):
+            todo.append(layer.payload)
+    return bytes(clone)
+
+
+def decode_or_error(data: bytes):
+    """Decode ``data``; the only acceptable outcomes are a packet that re-encodes to
+    the same bytes, or ``ProtocolError`` (any other exception fails the test)."""
+    try:
+        pkt = decode(data)
+    except ProtocolError:
+        return None
+    assert isinstance(pkt, ChatHeader)
+    assert encoded_afresh(pkt) == data, "decode accepted bytes that do not re-encode to themselves"
+    return pkt
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(max_size=200))
+def test_decode_random_bytes(data):
+    decode_or_error(data)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(max_size=200), st.integers(0, 255))
+def test_decode_random_bytes_behind_a_valid_magic(tail, type_code):
+    decode_or_error(MAGIC.to_bytes(2, "big") + bytes([VERSION, type_code]) + tail)
+
+
+def sample_packets(rng: random.Random) -> list[bytes]:
+    """One well-formed datagram of every type, with non-trivial contents."""
+    hdr = dict(msg_id=rng.randrange(2**32), port=7001, token=rng.randrange(2**64), sender="Ann;é")
+    payloads = {
+        "reg_ack": RegAck(ack_id=5, status="ok", token=99),
+        "ack": Ack(ack_id=6, status="ok", items=[Name(value="g1"), Name(value="日本"), Name(value="")]),
+        "table": Table(
+            version=3,
+            base=1,
+            entries=[Entry(client="Ann", ip="10.0.0.1", port=7001), Entry(client="Bob", ip="10.0.0.2", port=7002, online=0)],
+        ),
+        "create_group": CreateGroup(group="g1"),
+        "join_group": JoinGroup(group="g1"),
+        "leave_group": LeaveGroup(group="g1"),
+        "list_members": ListMembers(group="g1"),
+        "send_group": SendGroup(group="g1", text="hi; there\n🙂"),
+        "grp_msg": GrpMsg(group="g1", origin="Bob", text="hello é"),
+        "pri_msg": PriMsg(text="psst; é"),
+        "kick": Kick(target="Bob"),
+    }
+    return [
+        bytes(ChatHeader(type=t, **hdr) / payloads[t]) if t in payloads else bytes(ChatHeader(type=t, **hdr))
+        for t in TYPE_CODES
+    ]
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One random corruption of a valid datagram."""
+    b = bytearray(data)
+    if len(b) <= 19:  # already cut into the header (by an earlier mutation): cut more
+        return bytes(b[:-1])
+    how = rng.randrange(11)
+    if how == 0:  # truncation
+        return bytes(b[: rng.randrange(len(b))])
+    if how == 1:  # bit flips
+        for _ in range(rng.randint(1, 3)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    elif how == 2:  # wrong magic
+        b[rng.randrange(2)] ^= rng.randint(1, 255)
+    elif how == 3:  # wrong version
+        b[2] = rng.choice([0, 2, 255])
+    elif how == 4:  # unknown type
+        b[3] = rng.choice([0, max(MSG_TYPES) + 1, 200, 255])
+    elif how == 5:  # trailing garbage
+        b += rng.randbytes(rng.randint(1, 8))
+    elif how == 6:  # invalid UTF-8 somewhere after the header
+        i = rng.randrange(19, len(b)) if len(b) > 19 else len(b) - 1
+        b[i] = rng.choice([0x80, 0xC0, 0xFF, 0xFE])
+    elif how == 7:  # a length or count byte pushed past the end (or just off)
+        i = rng.randrange(18, len(b))
+        b[i] = min(255, b[i] + rng.randint(1, 255))
+    elif how == 8:  # sender length past the end
+        b[18] = 255
+    elif how == 9:  # random byte overwritten
+        b[rng.randrange(len(b))] = rng.randrange(256)
+    else:  # a chunk removed from the middle
+        i = rng.randrange(len(b))
+        del b[i : i + rng.randint(1, 4)]
+    return bytes(b)
+
+
+def fuzzed_packets(rng: random.Random, count: int) -> list[bytes]:
+    """Scapy's own ``fuzz()`` over every payload layer (and the header's free fields)."""
+    out = []
+    layers = sorted(PAYLOADS.items())
+    for i in range(count):
+        type_name, layer = layers[i % len(layers)]
+        if layer is Ack:
+            payload = fuzz(Ack(items=[fuzz(Name()) for _ in range(rng.randrange(3))]))
+        elif layer is Table:
+            payload = fuzz(Table(entries=[fuzz(Entry()) for _ in range(rng.randrange(3))]))
+        else:
+            payload = fuzz(layer())
+        if i % 4 == 0:  # header fuzzed too, except what makes it recognisable
+            header = fuzz(ChatHeader(magic=MAGIC, version=VERSION, type=type_name))
+        else:
+            header = ChatHeader(type=type_name, sender="A")
+        out.append(bytes(header / payload))
+    return out
+
+
+def test_decode_ten_thousand_random_and_mutated_datagrams():
+    rng = random.Random(20240601)
+    valid = sample_packets(rng)
+    corpus = [rng.randbytes(rng.randrange(64)) for _ in range(1500)]  # random bytes
+    corpus += [MAGIC.to_bytes(2, "big") + bytes([VERSION]) + rng.randbytes(rng.randrange(60)) for _ in range(1500)]
+    corpus += [mutate(rng.choice(valid), rng) for _ in range(5500)]
+    corpus += [mutate(mutate(rng.choice(valid), rng), rng) for _ in range(500)]
+    fuzzed = fuzzed_packets(rng, 1000)
+    corpus += fuzzed + [mutate(data, rng) for data in fuzzed[:500]]  # fuzz() keeps lengths right; break them
+    assert len(corpus) >= 10_000
+    accepted = sum(decode_or_error(data) is not None for data in corpus)
+    rejected = len(corpus) - accepted
+    # Both outcomes must really occur, or the corpus tests nothing.
+    assert accepted > 500 and rejected > 5000
+
+
+def test_each_kind_of_damage_is_a_protocol_error():
+    good = bytes(ChatHeader(type="pri_msg", sender="Ann") / PriMsg(text="hi"))
+    assert decode(good).payload.text == "hi"
+    damaged = {
+        "empty": b"",
+        "truncated header": good[:10],
+        "truncated text": good[:-1],
+        "wrong magic": b"\x00\x00" + good[2:],
+        "wrong version": good[:2] + b"\x02" + good[3:],
+        "unknown type": good[:3] + b"\xee" + good[4:],
+        "trailing garbage": good + b"x",
+        "bad UTF-8": good[:-2] + b"\xff\xfe",
+        "sender length past the end": good[:18] + b"\xff" + good[19:],
+        "text length past the end": good[:22] + b"\x00\x09" + good[24:],
+        "text length too short": good[:22] + b"\x00\x01" + good[24:],
+        "payload on a bodiless type": bytes(ChatHeader(type="reg", sender="Ann")) + b"\x00",
+        "missing payload": bytes(ChatHeader(type="pri_msg", sender="Ann")),
+    }
+    for what, data in damaged.items():
+        try:
+            decode(data)
+        except ProtocolError:
+            continue
+        pytest.fail(f"{what}: accepted")
+
+
+def test_list_count_past_the_end_is_an_error():
+    good = bytes(ChatHeader(type="ack", sender="server") / Ack(ack_id=1, items=[Name(value="g")]))
+    count_at = len(good) - 2 - 2  # count (2 bytes) precedes the single item (len byte + "g")
+    assert good[count_at : count_at + 2] == b"\x00\x01"
+    for count in (b"\x00\x02", b"\xff\xff", b"\x00\x00"):
+        with pytest.raises(ProtocolError):
+            decode(good[:count_at] + count + good[count_at + 2 :])
+
+
+@pytest.mark.parametrize("type_name, layer", [("ack", Ack(ack_id=1)), ("table", Table(version=1))])
+def test_count_of_an_empty_list_must_be_zero(type_name, layer):
+    good = bytes(ChatHeader(type=type_name, sender="server") / layer)
+    assert good[-2:] == b"\x00\x00"
+    for count in (b"\x00\x01", b"\x00\x05"):
+        with pytest.raises(ProtocolError):
+            decode(good[:-2] + count)
+
+
+def test_bad_utf8_inside_a_table_entry_is_an_error():
+    good = bytes(ChatHeader(type="table", sender="server") / Table(version=1, entries=[Entry(client="Ann")]))
+    bad = good.replace(b"Ann", b"A\xffn")
+    with pytest.raises(ProtocolError):
+        decode(bad)
+
+
+# -- what a student sees ------------------------------------------------------------------
+
+EXAMPLES = {
+    "reg": (ChatHeader(type="reg", msg_id=11, sender="Ann"), ["reg", "11", "Ann"]),
+    "dereg": (ChatHeader(type="dereg", msg_id=12, sender="Ann"), ["dereg", "12", "Ann"]),
+    "list_groups": (ChatHeader(type="list_groups", msg_id=13, sender="Ann"), ["list_groups", "13"]),
+    "probe": (ChatHeader(type="probe", msg_id=14, sender="server"), ["probe", "14", "server"]),
+    "reg_ack": (ChatHeader(type="reg_ack", sender="server") / RegAck(ack_id=11, status="name_taken"), ["reg_ack", "RegAck", "11", "name_taken"]),
+    "ack": (ChatHeader(type="ack", sender="server") / Ack(ack_id=13, items=[Name(value="g1"), Name(value="g2")]), ["ack", "Ack", "13", "ok", "g1", "g2"]),
+    "table": (
+        ChatHeader(type="table", sender="server") / Table(version=4, base=2, entries=[Entry(client="Bob", ip="10.0.0.2", port=7002)]),
+        ["table", "Table", "v4", "v2", "1 entries"],
+    ),
+    "create_group": (ChatHeader(type="create_group", sender="Ann") / CreateGroup(group="g1"), ["create_group", "CreateGroup", "g1"]),
+    "join_group": (ChatHeader(type="join_group", sender="Ann") / JoinGroup(group="g1"), ["join_group", "JoinGroup", "g1"]),
+    "leave_group": (ChatHeader(type="leave_group", sender="Ann") / LeaveGroup(group="g1"), ["leave_group", "LeaveGroup", "g1"]),
+    "list_members": (ChatHeader(type="list_members", sender="Ann") / ListMembers(group="g1"), ["list_members", "ListMembers", "g1"]),
+    "send_group": (ChatHeader(type="send_group", sender="Ann") / SendGroup(group="g1", text="hi all"), ["send_group", "SendGroup", "g1", "hi all"]),
+    "grp_msg": (ChatHeader(type="grp_msg", sender="server") / GrpMsg(group="g1", origin="Ann", text="hi all"), ["grp_msg", "GrpMsg", "g1", "Ann", "hi all"]),
+    "pri_msg": (ChatHeader(type="pri_msg", sender="Ann") / PriMsg(text="psst"), ["pri_msg", "PriMsg", "Ann", "psst"]),
+    "kick": (ChatHeader(type="kick", sender="Ann") / Kick(target="Bob"), ["kick", "Kick", "Bob"]),
+}
+
+
+def test_every_type_has_a_readable_example():
+    assert set(EXAMPLES) == set(MSG_TYPES.values())
+
+
+@pytest.mark.parametrize("type_name", sorted(EXAMPLES))
+def test_summary_and_show_are_readable(type_name):
+    built, expected = EXAMPLES[type_name]
+    for pkt in (built, decode(bytes(built))):
+        summary = pkt.summary()
+        for word in expected:
+            assert word in summary, (word, summary)
+        assert "Raw" not in summary and "\\x" not in summary
+        shown = pkt.show(dump=True)
+        assert f"type      = {type_name}" in shown
+        assert "magic     = 0xc4a7" in shown
+
+
+def test_table_entries_show_name_address_and_state():
+    pkt = decode(bytes(EXAMPLES["table"][0]))
+    shown = pkt.show(dump=True)
+    assert "client    = 'Bob'" in shown and "ip        = 10.0.0.2" in shown and "online    = online" in shown
+    assert pkt.payload.entries[0].summary().endswith("Bob@10.0.0.2:7002 online")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(packets())
+def test_summary_and_show_never_fail(pkt):
+    """Names and texts are user data: `%` or `{` in them must not break Scapy's formatting."""
+    pkt = decode(bytes(pkt))
+    summary = pkt.summary()
+    assert MSG_TYPES[pkt.type] in summary
+    assert repr(pkt.sender) in summary
+    pkt.show(dump=True)
+
+
+def test_answers_match_ack_to_request():
+    req = ChatHeader(type="join_group", msg_id=77, sender="Ann") / JoinGroup(group="g")
+    ack = ChatHeader(type="ack", msg_id=5, sender="server") / Ack(ack_id=77)
+    other = ChatHeader(type="ack", msg_id=6, sender="server") / Ack(ack_id=78)
+    assert ack.answers(req) and not other.answers(req) and not req.answers(ack)
+    assert ack.hashret() == req.hashret()

@@ -1,0 +1,619 @@
+"""The server's logic, driven directly (hand-made datagrams from fake clients,
+explicit ``now``) and through the simulated network for multi-node flows."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from node.effects import Send, Show, ShowTable
+from node.reliable import RetryPolicy
+from node.server import ServerLogic
+from proto import (
+    STATUSES,
+    Ack,
+    ChatHeader,
+    CreateGroup,
+    JoinGroup,
+    Kick,
+    LeaveGroup,
+    ListMembers,
+    PriMsg,
+    SendGroup,
+    decode,
+)
+from simnet import SimNet, dropping, kind
+
+# -- a server fed by hand ------------------------------------------------------------
+
+
+class Harness:
+    """A ServerLogic, a fake clock, and everything the server said and sent."""
+
+    def __init__(self, policy: RetryPolicy = RetryPolicy()):
+        self.server = ServerLogic(9000, policy, random.Random(7))
+        self.now = 0.0
+        self.lines: list[str] = []
+        self.out: list[tuple[float, tuple, object]] = []  # (time, destination, decoded packet)
+        self._ids = itertools.count(1000)
+        self._hosts = itertools.count(10)
+
+    def client(self, name: str, addr: tuple | None = None, register: bool = True) -> "Fake":
+        fake = Fake(self, name, addr or (f"10.0.0.{next(self._hosts)}", 7000))
+        if register:
+            status = fake.register()
+            assert status == "ok", status
+        return fake
+
+    def deliver(self, data: bytes, addr: tuple) -> None:
+        self.server.receive(data, addr, self.now)
+        self._collect()
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass, firing the server's timers when it asks for them."""
+        end = self.now + seconds
+        while (due := self.server.get_timer()) is not None and due <= end:
+            self.now = due
+            self.server.handle_timer(due)
+            self._collect()
+        self.now = end
+        self.server.handle_timer(end)
+        self._collect()
+
+    def _collect(self) -> None:
+        for effect in self.server.drain():
+            if isinstance(effect, Send):
+                self.out.append((self.now, effect.addr, decode(effect.data)))
+            elif isinstance(effect, Show):
+                self.lines.append(effect.text)
+            elif isinstance(effect, ShowTable):
+                self.lines.append(effect.title)
+                self.lines.extend("| " + " | ".join(row) for row in effect.rows)
+
+    def take_lines(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+    def sent(self, type_name: str | None = None, to: tuple | None = None) -> list:
+        return [p for _, addr, p in self.out if (type_name is None or kind(p) == type_name) and to in (None, addr)]
+
+
+class Fake:
+    """A hand-driven client: builds requests and reads the server's answers to it."""
+
+    def __init__(self, h: Harness, name: str, addr: tuple):
+        self.h, self.name, self.addr, self.token = h, name, addr, 0
+
+    def packet(self, type_name: str, payload=None, msg_id: int | None = None, token: int | None = None) -> bytes:
+        msg_id = next(self.h._ids) if msg_id is None else msg_id
+        hdr = ChatHeader(type=type_name, msg_id=msg_id, port=self.addr[1], token=self.token if token is None else token, sender=self.name)
+        return bytes(hdr if payload is None else hdr / payload)
+
+    def ask(self, type_name: str, payload=None, **kw) -> str:
+        """Send a request; return the status of the server's answer to it."""
+        data = self.packet(type_name, payload, **kw)
+        self.h.deliver(data, self.addr)
+        return STATUSES[self.answer_to(decode(data).msg_id).payload.status]
+
+    def answer_to(self, msg_id: int):
+        answers = [p for p in self.h.sent(to=self.addr) if kind(p) in ("ack", "reg_ack") and p.payload.ack_id == msg_id]
+        assert answers, f"no answer to #{msg_id}"
+        return answers[-1]
+
+    def register(self) -> str:
+        data = self.packet("reg")
+        self.h.deliver(data, self.addr)
+        answer = self.answer_to(decode(data).msg_id)
+        self.token = answer.payload.token
+        return STATUSES[answer.payload.status]
+
+    def ack(self, pkt, status: str = "ok") -> None:
+        self.h.deliver(bytes(ChatHeader(type="ack", msg_id=next(self.h._ids), sender=self.name, token=self.token) / Ack(ack_id=pkt.msg_id, status=status)), self.addr)
+
+    def received(self, type_name: str) -> list:
+        return self.h.sent(type_name, to=self.addr)
+
+
+def row(name, addr, state="online") -> str:
+    return f"| {name} | {addr[0]} | {addr[1]} | {state}"
+
+
+# -- registration -------------------------------------------------------------------------
+
+
+def test_registration_is_welcomed_with_a_token_and_a_table():
+    h = Harness()
+    ann = h.client("Ann", register=False)
+    assert ann.register() == "ok"
+    assert ann.token != 0
+    assert h.take_lines() == [">>> Client table updated.", row("Ann", ann.addr)]
+    (table,) = ann.received("table")
+    assert [(e.client, e.ip, e.port, e.online) for e in table.payload.entries] == [("Ann", *ann.addr, 1)]
+    assert h.server.clients["Ann"].online
+
+
+def test_name_taken_by_an_online_client_is_refused():
+    h = Harness()
+    h.client("Ann")
+    h.take_lines()
+    impostor = h.client("Ann", addr=("10.0.0.99", 7000), register=False)
+    assert impostor.register() == "name_taken"
+    assert h.server.clients["Ann"].addr != impostor.addr
+    assert h.take_lines() == [], "a refusal changes no table"
+
+
+def test_address_taken_by_another_online_client_is_refused():
+    h = Harness()
+    ann = h.client("Ann")
+    bob = h.client("Bob", addr=ann.addr, register=False)
+    assert bob.register() == "addr_taken"
+    assert "Bob" not in h.server.clients
+
+
+@pytest.mark.parametrize("name", ["server", "a;b", "a b", "", "tab\there", "x" * 33])
+def test_invalid_names_are_refused(name):
+    h = Harness()
+    assert h.client(name, register=False).register() == "bad_name"
+    assert h.server.clients == {}
+
+
+def test_offline_name_registers_again_from_a_new_address():
+    h = Harness()
+    ann = h.client("Ann")
+    assert ann.ask("dereg") == "ok"
+    again = h.client("Ann", addr=("10.0.0.77", 7777), register=False)
+    assert again.register() == "ok"
+    assert h.server.clients["Ann"].addr == again.addr and h.server.clients["Ann"].online
+    assert h.take_lines()[-2:] == [">>> Client table updated.", row("Ann", again.addr)]
+    assert ann.ask("list_groups") == "not_registered", "the old session is over"
+
+
+def test_address_freed_by_an_offline_client_stays_held_by_its_new_owner():
+    """Ann leaves; Bob gets her old address; Ann comes back elsewhere: Bob still holds it."""
+    h = Harness()
+    ann = h.client("Ann", addr=("10.0.0.5", 7000))
+    ann.ask("dereg")
+    h.client("Bob", addr=ann.addr)
+    h.client("Ann", addr=("10.0.0.6", 7000))
+    assert h.client("Cat", addr=ann.addr, register=False).register() == "addr_taken"
+    assert h.server.by_addr[ann.addr] == "Bob"
+
+
+def test_re_registration_starts_outside_any_group():
+    h = Harness()
+    ann = h.client("Ann")
+    ann.ask("create_group", CreateGroup(group="g"))
+    ann.ask("join_group", JoinGroup(group="g"))
+    ann.ask("dereg")
+    h.client("Ann", addr=ann.addr)
+    assert h.server.groups["g"] == {} and h.server.clients["Ann"].group is None
+
+
+# -- groups ----------------------------------------------------------------------------------
+
+
+def test_create_group_and_its_failures():
+    h = Harness()
+    ann = h.client("Ann")
+    h.take_lines()
+    assert ann.ask("create_group", CreateGroup(group="g1")) == "ok"
+    assert h.take_lines() == [">>> Client Ann created group g1 successfully", ">>> Group table updated.", "| g1 | "]
+    assert ann.ask("create_group", CreateGroup(group="g1")) == "group_exists"
+    assert h.take_lines() == [">>> Client Ann creating group g1 failed, group already exists"]
+    assert ann.ask("create_group", CreateGroup(group="a;b")) == "bad_request"
+    assert list(h.server.groups) == ["g1"]
+    assert h.server.clients["Ann"].group is None, "creating a group does not join it"
+
+
+def test_list_groups():
+    h = Harness()
+    ann = h.client("Ann")
+    data = ann.packet("list_groups")
+    h.deliver(data, ann.addr)
+    assert list(ann.answer_to(decode(data).msg_id).payload.items) == []
+    for g in ("g1", "g2"):
+        ann.ask("create_group", CreateGroup(group=g))
+    h.take_lines()
+    data = ann.packet("list_groups")
+    h.deliver(data, ann.addr)
+    assert [i.value for i in ann.answer_to(decode(data).msg_id).payload.items] == ["g1", "g2"]
+    assert h.take_lines() == [">>> Client Ann requested listing groups, current groups:", ">>> g1", ">>> g2"]
+
+
+def test_join_group_and_its_failure():
+    h = Harness()
+    ann = h.client("Ann")
+    ann.ask("create_group", CreateGroup(group="g1"))
+    h.take_lines()
+    assert ann.ask("join_group", JoinGroup(group="nope")) == "no_such_group"
+    assert h.take_lines() == [">>> Client Ann joining group nope failed, group does not exist"]
+    assert ann.ask("join_group", JoinGroup(group="g1")) == "ok"
+    assert h.take_lines() == [">>> Client Ann joined group g1", ">>> Group table updated.", "| g1 | Ann"]
+
+
+def test_joining_another_group_leaves_the_first():
+    h = Harness()
+    ann = h.client("Ann")
+    for g in ("g1", "g2"):
+        ann.ask("create_group", CreateGroup(group=g))
+    ann.ask("join_group", JoinGroup(group="g1"))
+    ann.ask("join_group", JoinGroup(group="g2"))
+    assert h.server.groups == {"g1": {}, "g2": {"Ann": None}}
+
+
+def make_group(h: Harness, *names: str, group: str = "g"):
+    fakes = [h.client(n) for n in names]
+    fakes[0].ask("create_group", CreateGroup(group=group))
+    for f in fakes:
+        assert f.ask("join_group", JoinGroup(group=group)) == "ok"
+    h.take_lines()
+    return fakes
+
+
+def test_list_members_in_joining_order():
+    h = Harness()
+    ann, bob, cat = make_group(h, "Ann", "Bob", "Cat")
+    data = bob.packet("list_members", ListMembers(group="g"))
+    h.deliver(data, bob.addr)
+    assert [i.value for i in bob.answer_to(decode(data).msg_id).payload.items] == ["Ann", "Bob", "Cat"]
+    assert h.take_lines() == [">>> Client Bob requested listing members of group g:", ">>> Ann", ">>> Bob", ">>> Cat"]
+
+
+def test_send_group_reaches_every_other_member_only():
+    h = Harness()
+    ann, bob, cat = make_group(h, "Ann", "Bob", "Cat")
+    outsider = h.client("Dan")
+    text = "hi; all\nsecond line é"
+    assert ann.ask("send_group", SendGroup(group="g", text=text)) == "ok"
+    assert ">>> Client Ann sent group message: " + text in h.take_lines()
+    for member in (bob, cat):
+        (msg,) = member.received("grp_msg")
+        assert (msg.payload.group, msg.payload.origin, msg.payload.text) == ("g", "Ann", text)
+    assert ann.received("grp_msg") == [] and outsider.received("grp_msg") == []
+
+
+def test_leave_group():
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    assert ann.ask("leave_group", LeaveGroup(group="g")) == "ok"
+    assert h.take_lines() == [">>> Client Ann left group", ">>> Group table updated.", "| g | Bob"]
+    bob.ask("send_group", SendGroup(group="g", text="x"))
+    assert ann.received("grp_msg") == []
+
+
+@pytest.mark.parametrize(
+    "type_name, payload",
+    [
+        ("leave_group", LeaveGroup(group="g")),
+        ("list_members", ListMembers(group="g")),
+        ("send_group", SendGroup(group="g", text="x")),
+    ],
+)
+def test_group_commands_from_a_non_member_answer_not_in_group(type_name, payload):
+    h = Harness()
+    make_group(h, "Ann")
+    bob = h.client("Bob")
+    h.out.clear()
+    assert bob.ask(type_name, payload) == "not_in_group"
+    assert h.sent("grp_msg") == []
+
+
+def test_dereg_goes_offline_leaves_the_group_and_tells_the_others():
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    bob.ack(bob.received("table")[-1])
+    h.out.clear()
+    assert ann.ask("dereg") == "ok"
+    assert h.server.groups["g"] == {"Bob": None}
+    assert not h.server.clients["Ann"].online
+    lines = h.take_lines()
+    assert ">>> Client table updated." in lines and row("Ann", ann.addr, "offline") in lines
+    assert "| g | Bob" in lines
+    (update,) = bob.received("table")
+    assert [(e.client, e.online) for e in update.payload.entries] == [("Ann", 0)]
+    assert ann.received("table") == [], "an offline client gets no more updates"
+
+
+# -- retransmitted requests ---------------------------------------------------------------------
+
+
+def test_retransmitted_request_is_processed_once_and_answered_again():
+    h = Harness()
+    ann = h.client("Ann")
+    h.take_lines()
+    h.out.clear()
+    data = ann.packet("create_group", CreateGroup(group="g1"))
+    h.deliver(data, ann.addr)
+    h.now += 0.5
+    h.deliver(data, ann.addr)
+    acks = ann.received("ack")
+    assert len(acks) == 2 and bytes(acks[0]) == bytes(acks[1]), "the same answer, sent again"
+    assert STATUSES[acks[0].payload.status] == "ok", "not 'group_exists': processed once"
+    assert h.take_lines().count(">>> Client Ann created group g1 successfully") == 1
+
+
+def test_retransmitted_send_group_is_forwarded_once():
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    data = ann.packet("send_group", SendGroup(group="g", text="once"))
+    for _ in range(3):
+        h.deliver(data, ann.addr)
+    assert len(bob.received("grp_msg")) == 1
+
+
+def test_retransmitted_reg_gets_the_same_token():
+    h = Harness()
+    ann = h.client("Ann", register=False)
+    data = ann.packet("reg")
+    h.deliver(data, ann.addr)
+    h.deliver(data, ann.addr)
+    first, second = ann.received("reg_ack")
+    assert first.payload.token == second.payload.token != 0
+    assert h.server.version == 1, "registered once"
+
+
+# -- bad datagrams --------------------------------------------------------------------------------
+
+
+def test_malformed_datagrams_are_counted_logged_once_and_not_fatal():
+    h = Harness()
+    ann = h.client("Ann")
+    h.take_lines()
+    rng = random.Random(3)
+    for _ in range(50):
+        h.deliver(rng.randbytes(rng.randrange(40)), ("10.6.6.6", 666))
+    assert h.server.drops["malformed"] == 50
+    lines = h.take_lines()
+    assert len(lines) == 1 and "malformed" in lines[0] and "10.6.6.6" in lines[0]
+    assert ann.ask("create_group", CreateGroup(group="still")) == "ok"
+
+
+@pytest.mark.parametrize("forgery", ["unknown name", "wrong token", "wrong address", "offline"])
+def test_unauthenticated_requests_are_refused_and_counted(forgery):
+    h = Harness()
+    ann = h.client("Ann")
+    if forgery == "unknown name":
+        liar = Fake(h, "Zed", ("10.0.0.66", 7000))
+    elif forgery == "wrong token":
+        liar = Fake(h, "Ann", ann.addr)
+        liar.token = ann.token ^ 1
+    elif forgery == "wrong address":
+        liar = Fake(h, "Ann", ("10.0.0.66", 7000))
+        liar.token = ann.token
+    else:
+        ann.ask("dereg")
+        liar = ann
+    h.take_lines()
+    for _ in range(3):
+        assert liar.ask("create_group", CreateGroup(group="evil")) == "not_registered"
+    assert "evil" not in h.server.groups
+    assert h.server.drops["unauthenticated"] == 3
+    assert len(h.take_lines()) == 1, "one log line per kind of problem"
+
+
+def test_unexpected_types_and_stale_acks_are_counted():
+    h = Harness()
+    ann = h.client("Ann")
+    h.deliver(ann.packet("pri_msg", PriMsg(text="to the server?")), ann.addr)
+    h.deliver(ann.packet("probe"), ann.addr)
+    assert h.server.drops["unexpected type"] == 2
+    h.deliver(bytes(ChatHeader(type="ack", sender="Ann", token=ann.token) / Ack(ack_id=123456)), ann.addr)
+    assert h.server.drops["stale ack"] == 1
+
+
+# -- kick and probe ---------------------------------------------------------------------------------
+
+
+def test_kick_makes_the_server_probe_the_target():
+    h = Harness()
+    ann, bob = h.client("Ann"), h.client("Bob")
+    assert ann.ask("kick", Kick(target="Bob")) == "ok"
+    (probe,) = bob.received("probe")
+    bob.ack(probe)
+    h.advance(5)
+    assert bob.received("probe") == [probe], "answered: no retransmission"
+    assert h.server.clients["Bob"].online
+
+
+def test_unanswered_probe_marks_the_target_offline():
+    h = Harness()
+    ann, bob = h.client("Ann"), h.client("Bob")
+    ann.ask("kick", Kick(target="Bob"))
+    h.take_lines()
+    t0 = h.now
+    h.advance(5)
+    probes = [(t, p) for t, addr, p in h.out if addr == bob.addr and kind(p) == "probe"]
+    assert [t - t0 for t, _ in probes] == pytest.approx([0, 0.5, 1.0, 1.5, 2.0])
+    assert not h.server.clients["Bob"].online
+    assert row("Bob", bob.addr, "offline") in h.take_lines()
+
+
+def test_kicks_of_unknown_offline_or_already_probed_clients():
+    h = Harness()
+    ann, bob, cat = h.client("Ann"), h.client("Bob"), h.client("Cat")
+    assert ann.ask("kick", Kick(target="Nobody")) == "no_such_user"
+    assert ann.ask("kick", Kick(target="Bob")) == "ok"
+    assert cat.ask("kick", Kick(target="Bob")) == "ok"
+    assert len(bob.received("probe")) == 1, "one probe at a time"
+    cat.ask("dereg")
+    assert ann.ask("kick", Kick(target="Cat")) == "ok"
+    assert cat.received("probe") == []
+
+
+def test_a_client_can_be_probed_again_after_a_probe_ends():
+    h = Harness()
+    ann, bob = h.client("Ann"), h.client("Bob")
+    ann.ask("kick", Kick(target="Bob"))
+    h.advance(5)  # unanswered: Bob marked offline
+    bob = h.client("Bob", addr=bob.addr)
+    ann.ask("kick", Kick(target="Bob"))
+    assert len(bob.received("probe")) == 6, "five tries of the first probe, then a new one"
+
+
+def test_a_probe_of_an_old_session_does_not_touch_the_new_one():
+    h = Harness()
+    ann, bob = h.client("Ann"), h.client("Bob")
+    ann.ask("kick", Kick(target="Bob"))
+    h.client("Bob", addr=bob.addr)  # Bob's process restarted on the same port, registered again
+    h.take_lines()
+    h.advance(5)  # the old probe goes unanswered
+    assert h.server.clients["Bob"].online and h.server.by_addr[bob.addr] == "Bob"
+    assert not any("marked offline" in line for line in h.take_lines())
+
+
+# -- table updates ------------------------------------------------------------------------------------
+
+
+def test_table_updates_are_deltas_since_the_acked_version():
+    h = Harness()
+    ann = h.client("Ann")
+    ann.ack(ann.received("table")[-1])
+    h.client("Bob")
+    update = ann.received("table")[-1]
+    assert update.payload.base == 1 and update.payload.version == 2
+    assert [e.client for e in update.payload.entries] == ["Bob"]
+
+
+def test_resync_answer_gets_the_whole_table():
+    h = Harness()
+    ann = h.client("Ann")
+    ann.ack(ann.received("table")[-1])
+    h.client("Bob")
+    ann.ack(ann.received("table")[-1], status="resync")
+    full = ann.received("table")[-1]
+    assert full.payload.base == 0 and full.payload.version == 2
+    assert [e.client for e in full.payload.entries] == ["Ann", "Bob"]
+
+
+def test_unacked_table_update_is_retransmitted_then_repaired_on_contact():
+    h = Harness()
+    ann = h.client("Ann")
+    t0 = h.now
+    h.advance(2.6)
+    times = [t - t0 for t, addr, p in h.out if addr == ann.addr and kind(p) == "table"]
+    assert times == pytest.approx([0, 0.5, 1.0, 1.5, 2.0])
+    ann.ask("list_groups")
+    assert len(ann.received("table")) == 6, "a client that missed an update gets it when it next asks"
+
+
+def test_silent_client_gets_table_rounds_with_growing_pauses():
+    h = Harness()
+    ann = h.client("Ann")
+    t0 = h.now
+    h.advance(48)  # into the fifth round
+    times = [t - t0 for t, addr, p in h.out if addr == ann.addr and kind(p) == "table"]
+    rounds = [times[i] for i in range(0, len(times), 5)]
+    # a round of 5 tries takes 2.5 s; then pauses of 2.5, 5, 10, 20 s
+    assert rounds == pytest.approx([0, 5.0, 12.5, 25.0, 47.5])
+    assert len(times) == 22  # the fifth round has sent two tries by now
+    ann.ack(ann.received("table")[-1])
+    h.advance(120)
+    assert len(ann.received("table")) == 22, "once acked, no more rounds"
+
+
+# -- through the simulated network --------------------------------------------------------------------
+
+
+def test_probe_after_kick_when_the_client_is_really_gone():
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.crash(bob)
+    sim.type(ann, "send Bob hello?")
+    sim.run(10)
+    i = sim.lines["Ann"].index(">>> No ACK from Bob, message not delivered")
+    assert sim.lines["Ann"][i + 1] == ">>> Report this issue to server"
+    assert ">>> Client Bob did not answer the server's probe, marked offline" in sim.lines["server"]
+    assert not sim.server.clients["Bob"].online
+    for client in (ann, cat):
+        assert client.table["Bob"].online is False
+    assert sim.converged()
+
+
+def test_probe_after_kick_when_only_the_path_from_the_reporter_is_broken():
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.fault = dropping(lambda p, src, dst: src == sim.addr(ann) and dst == sim.addr(bob))
+    sim.type(ann, "send Bob hello?")
+    sim.run(10)
+    assert ">>> Report this issue to server" in sim.lines["Ann"]
+    assert len(sim.sends("probe", dst=sim.addr(bob))) == 1, "Bob answered the first probe"
+    assert sim.server.clients["Bob"].online
+    assert all(c.table["Bob"].online for c in (ann, cat))
+    assert not any("marked offline" in line for line in sim.lines["server"])
+
+
+def test_group_member_that_never_acks_is_removed():
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann, bob, cat])
+    sim.fault = dropping(lambda p, src, dst: src == sim.addr(cat) and kind(p) == "ack")
+    sim.type(ann, "send_group anyone?")
+    t0 = sim.now
+    sim.run(5)
+    tries = [t - t0 for t, _ in sim.sends("grp_msg", dst=sim.addr(cat))]
+    assert tries == pytest.approx([0.001 + 0.5 * k for k in range(5)])  # the first after one network hop
+    assert ">>> Client Cat not responsive, removed from g" in sim.lines["server"]
+    assert list(sim.server.groups["g"]) == ["Ann", "Bob"]
+    assert sim.lines["Cat"].count(">>> (g) Group_Message Ann: anyone?") == 1, "shown once, though sent five times"
+    assert sim.lines["Bob"].count(">>> (g) Group_Message Ann: anyone?") == 1
+    assert sim.server.clients["Cat"].online, "removed from the group, not from the table"
+
+
+def test_group_member_that_misses_a_few_tries_stays():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann, bob])
+    sim.fault = dropping(lambda p, src, dst: kind(p) == "grp_msg", first=3)
+    sim.type(ann, "send_group are you there")
+    sim.run(5)
+    assert len(sim.sends("grp_msg")) == 4
+    assert sim.lines["Bob"].count(">>> (g) Group_Message Ann: are you there") == 1
+    assert not any("not responsive" in line for line in sim.lines["server"])
+    assert list(sim.server.groups["g"]) == ["Ann", "Bob"]
+
+
+def test_lost_table_updates_are_repaired_and_tables_converge():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.fault = dropping(lambda p, src, dst: kind(p) == "table" and dst == sim.addr(ann))
+    bob = sim.client("Bob")
+    sim.run(5)  # every try of the update to Ann is lost
+    assert "Bob" not in ann.table
+    sim.fault = None
+    sim.type(ann, "list_groups")
+    sim.run(1)
+    assert ann.table["Bob"].online and sim.converged()
+    assert bob.table.keys() == {"Ann", "Bob"}
+
+
+def test_lost_table_update_is_covered_by_the_next_one():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.fault = dropping(lambda p, src, dst: kind(p) == "table" and dst == sim.addr(ann), first=5)
+    sim.client("Bob")
+    sim.run(5)
+    sim.client("Cat")  # the next change: its delta starts from what Ann acknowledged
+    sim.run(1)
+    assert ann.table.keys() == {"Ann", "Bob", "Cat"} and sim.converged()
+
+
+def test_no_state_is_left_behind_after_a_conversation():
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann, bob, cat])
+    sim.fault = lambda p, src, dst, sim: [0.0, 0.05]  # everything duplicated: replies get remembered twice over
+    sim.type(ann, "send_group hello")
+    sim.type(bob, "send Ann hi")
+    sim.type(cat, "list_members")
+    sim.run(3)
+    sim.crash(cat)
+    sim.type(bob, "send_group anyone")
+    sim.run(60)
+    for node in sim.nodes.values():
+        assert node.net.pending_count == 0
+        assert node.net.remembered_count == 0
+        assert node.get_timer() is None
+    assert sim.server._probing == set()
+    assert ">>> Client Cat not responsive, removed from g" in sim.lines["server"]
