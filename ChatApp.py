@@ -3,6 +3,7 @@
 
     python3 ChatApp.py -s <port>
     python3 ChatApp.py -c <name> <server-ip> <server-port> <client-port>
+    python3 ChatApp.py --demo
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ChatApp.py",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="UDP group chat: run a server, or a client that registers with one.",
-        epilog="examples:\n  ChatApp.py -s 6666\n  ChatApp.py -c Ann localhost 6666 7771",
+        epilog="examples:\n  ChatApp.py -s 6666\n  ChatApp.py -c Ann localhost 6666 7771\n  ChatApp.py --demo",
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("-s", dest="server", metavar="PORT", help="run a server on UDP PORT (1024-65535)")
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "SERVER_IP", "SERVER_PORT", "CLIENT_PORT"),
         help="run a client called NAME, bound to CLIENT_PORT, registered with the server",
     )
+    mode.add_argument(
+        "--demo",
+        action="store_true",
+        help="run a server and three scripted clients on loopback, in this terminal",
+    )
     parser.add_argument("--ack-timeout", type=float, default=0.5, metavar="S", help="seconds to wait for an ack before retrying (default 0.5)")
     parser.add_argument("--retries", type=int, default=5, metavar="N", help="tries in all before giving up (default 5)")
     parser.add_argument("--bind", default="0.0.0.0", metavar="IP", help="local address to bind (default all interfaces)")
@@ -50,14 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_port(text: str, role: str) -> int:
-    if not re.fullmatch(r"\d{1,5}", text) or not 1024 <= int(text) <= 65535:
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 1024 <= int(text) <= 65535:
         raise UserError(f"Invalid {role} port number")
     return int(text)
 
 
 def resolve_server(text: str) -> str:
     """An IPv4 literal, or a host name that resolves to an IPv4 address."""
-    if re.fullmatch(r"[\d.]+", text):
+    if re.fullmatch(r"[0-9.]+", text):
         try:
             return str(ipaddress.IPv4Address(text))
         except ValueError:
@@ -77,6 +83,10 @@ def _in_use(exc: OSError, role: str, port: int) -> UserError:
 def run(args: argparse.Namespace) -> int:
     if args.ack_timeout <= 0 or args.retries < 1:
         raise UserError("--ack-timeout must be positive and --retries at least 1")
+    if args.demo:
+        from node.demo import run_demo  # lazily, like the imports below: --help stays fast
+
+        return run_demo(args)
     # Imported here so that --help and argument errors stay fast (Scapy loads in ~0.1 s).
     import asyncio
 
