@@ -1,0 +1,519 @@
+"""tools/sniff.py: the correlation logic on made-up datagrams, then real captures
+on lo while real ChatApp.py processes chat, directly and through the lossy proxy.
+
+The live captures run once per test session (fixtures ``direct`` and ``proxied``); the
+tests read what they left: the sniffer's own output and its pcap, read again
+with -r in every output mode.  test_replay.py and test_wireshark.py use them too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from proto import MSG_TYPES, Ack, ChatHeader, Entry, PriMsg, RegAck, Table, decode
+from tools import trace
+from tools.trace import Tracker
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+SNIFF = str(ROOT / "tools" / "sniff.py")
+CHATAPP = str(ROOT / "ChatApp.py")
+HOST = "127.0.0.1"
+WAIT = 15.0  # deadline for one expected event; a passing run never waits this long
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root (a raw packet socket)")
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Proc:
+    """A process with pipes; its stdout and stderr lines are collected as they come."""
+
+    def __init__(self, args: list[str], label: str):
+        self.label = label
+        env = dict(os.environ, NO_COLOR="1", TERM="dumb", PYTHONUNBUFFERED="1", LC_ALL="C.UTF-8")
+        self.popen = subprocess.Popen(
+            [PYTHON, *args], cwd=ROOT, env=env, text=True, encoding="utf-8",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.pid = self.popen.pid
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _collect(self, stream, lines: list[str]) -> None:
+        for text in stream:
+            with self._changed:
+                lines.append(text.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, stream: str = "out", timeout: float = WAIT, after: int = 0) -> int:
+        """The index of the first line of stdout (or stderr) from ``after`` on that matches ``pattern``."""
+        regex = re.compile(pattern)
+        lines = self.out if stream == "out" else self.err
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for index in range(after, len(lines)):
+                    if regex.search(lines[index]):
+                        return index
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.popen.poll() is not None and not any(r.is_alive() for r in self._readers)):
+                    raise AssertionError(f"{self.label}: no line matching /{pattern}/ in {stream}:\n" + self.dump())
+                self._changed.wait(min(left, 0.2))
+
+    def type(self, line: str) -> None:
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+
+    def finish(self, sig: int = signal.SIGINT, timeout: float = WAIT) -> int:
+        """Send ``sig`` by pid and wait for the exit and the last output."""
+        if self.popen.poll() is None:
+            os.kill(self.pid, sig)
+        status = self.popen.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return status
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def dump(self) -> str:
+        return "\n".join(self.out[-60:]) + "\n--- stderr ---\n" + "\n".join(self.err[-20:])
+
+
+class Processes:
+    def __init__(self):
+        self.procs: list[Proc] = []
+
+    def start(self, args: list[str], label: str) -> Proc:
+        proc = Proc(args, label)
+        self.procs.append(proc)
+        return proc
+
+    def sniffer(self, pcap: Path, ports: list[int]) -> Proc:
+        """sniff.py on lo, limited to this test's ports (other tests may chat on lo meanwhile)."""
+        args = [SNIFF, "-w", str(pcap)] + [arg for port in ports for arg in ("--port", str(port))]
+        proc = self.start(args, "sniff")
+        proc.wait_for(r"capturing on lo", stream="err")
+        return proc
+
+    def server(self, port: int, *flags: str) -> Proc:
+        proc = self.start([CHATAPP, "-s", str(port), "--bind", HOST, *flags], "server")
+        proc.wait_for(r"^>>> Server is online")
+        return proc
+
+    def client(self, name: str, server_port: int, port: int, *flags: str) -> Proc:
+        proc = self.start([CHATAPP, "-c", name, HOST, str(server_port), str(port), "--bind", HOST, *flags], name)
+        proc.wait_for(r"^>>> Welcome, You are registered\.")
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):  # clients before the server
+            proc.stop()
+
+
+def run_tool(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NO_COLOR="1", TERM="dumb", LC_ALL="C.UTF-8")
+    done = subprocess.run([PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+# -- one chat session captured live, once per module -----------------------------------------------
+
+
+class Capture:
+    def __init__(self, pcap: Path, lines: list[str], ports: dict[str, int], log: Path | None = None):
+        self.pcap = pcap
+        self.lines = lines  # what the live sniffer printed
+        self.ports = ports
+        self.log = log
+
+
+_recorded: dict[str, Capture] = {}  # test_replay and test_wireshark import the fixtures: record once
+
+
+@pytest.fixture(scope="session")
+def direct(tmp_path_factory) -> Capture:
+    """Ann and Bob chat through a server; sniff.py watches lo and writes a pcap."""
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root (a raw packet socket)")
+    if "direct" not in _recorded:
+        _recorded["direct"] = record_direct(tmp_path_factory)
+    return _recorded["direct"]
+
+
+def record_direct(tmp_path_factory) -> Capture:
+    pcap = tmp_path_factory.mktemp("direct") / "chat.pcap"
+    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
+    slow = ("--ack-timeout", "2")  # a loaded machine must not cause retransmissions here
+    procs = Processes()
+    try:
+        sniff = procs.sniffer(pcap, list(ports.values()))
+        procs.server(ports["server"], *slow)
+        ann = procs.client("Ann", ports["server"], ports["Ann"], *slow)
+        bob = procs.client("Bob", ports["server"], ports["Bob"], *slow)
+        ann.wait_for(r"^\s*Bob\s")  # Ann's table lists Bob: she can message him
+        ann.type("send Bob hello; there")
+        ann.wait_for(r"^>>> Message received by Bob\.")
+        bob.wait_for(r"^>>> Ann: hello; there$")
+        bob.type("create_group g1")
+        bob.wait_for(r"^>>> Group g1 created by Server\.")
+        bob.type("join_group g1")
+        bob.wait_for(r"^>>> Entered group g1 successfully")
+        ann.type("join_group g1")
+        ann.wait_for(r"^>>> Entered group g1 successfully")
+        ann.type("send_group hi all")
+        ann.wait_for(r"Message received by Server\.")
+        bob.wait_for(r"Group_Message Ann: hi all")
+        ann.type("dereg Ann")
+        ann.wait_for(r"^>>> You are Offline\. Bye\.")
+        sniff.wait_for(r"server → Ann +ack .*↩ dereg")
+        update = sniff.wait_for(r"server → Bob +table .*Ann \S+ offline")
+        sniff.wait_for(r"Bob → server +ack .*↩ table", after=update)
+        assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
+        return Capture(pcap, list(sniff.out), ports)
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture(scope="session")
+def proxied(tmp_path_factory) -> Capture:
+    """Ann messages Bob through the lossy proxy, which drops her first two tries."""
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root (a raw packet socket)")
+    from tools.lossy_proxy import ProxyThread
+
+    folder = tmp_path_factory.mktemp("proxied")
+    pcap, log = folder / "chat.pcap", folder / "proxy.jsonl"
+    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
+    procs = Processes()
+    try:
+        procs.server(ports["server"])
+        with ProxyThread(server=(HOST, ports["server"]), log_path=str(log)) as proxy:
+            ports["proxy"] = proxy.address[1]
+            sniff = procs.sniffer(pcap, list(ports.values()))
+            proxy.add_rule("drop first=2 type=pri_msg")
+            ann = procs.client("Ann", ports["proxy"], ports["Ann"])
+            procs.client("Bob", ports["proxy"], ports["Bob"])
+            ann.wait_for(r"^\s*Bob\s")
+            ann.type("send Bob hello")
+            ann.wait_for(r"^>>> Message received by Bob\.")
+            sniff.wait_for(r"Bob → Ann +ack .*↩ pri_msg #\d+ retry 2 rtt")
+            assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
+            procs.stop_all()  # while the proxy still passes the clients' deregistrations
+        return Capture(pcap, list(sniff.out), ports, log)
+    finally:
+        procs.stop_all()
+
+
+def packet_lines(lines: list[str]) -> list[str]:
+    """The per-datagram lines: those that start with the relative time, before the end-of-capture report."""
+    shown = lines[: lines.index("")] if "" in lines else lines
+    return [text for text in shown if re.match(r"^\s+\d+\.\d{3} ", text)]
+
+
+def json_records(pcap: Path) -> list[dict]:
+    """The per-datagram objects of --json (the end-of-capture objects have no "data")."""
+    records = [json.loads(text) for text in run_tool(SNIFF, "-r", str(pcap), "--json").stdout.splitlines()]
+    return [r for r in records if "data" in r]
+
+
+def find(lines: list[str], *patterns: str) -> list[int]:
+    """Indexes of the lines matching each pattern in turn, each after the previous one."""
+    found, start = [], 0
+    for pattern in patterns:
+        for i in range(start, len(lines)):
+            if re.search(pattern, lines[i]):
+                found.append(i)
+                start = i + 1
+                break
+        else:
+            raise AssertionError(f"no line /{pattern}/ after line {start}:\n" + "\n".join(lines))
+    return found
+
+
+# -- live capture -------------------------------------------------------------------------------------
+
+
+@needs_root
+def test_live_capture_shows_the_conversation_with_names_and_matched_acks(direct):
+    lines = packet_lines(direct.lines)
+    find(
+        lines,
+        r"Ann → server +reg +#\d+",
+        r"server → Ann +reg_ack +#\d+ +ok +↩ reg #\d+ rtt \d+\.\d\d ms",
+        r"server → Ann +table .*Ann 127\.0\.0\.1:",
+        r"Bob → server +reg ",
+        r"Ann → Bob +pri_msg +#\d+ +'hello; there'",
+        r"Bob → Ann +ack +#\d+ +ok +↩ pri_msg #\d+ rtt \d+\.\d\d ms",
+        r"Bob → server +create_group .*'g1'",
+        r"Ann → server +send_group .*'g1': 'hi all'",
+        r"server → Bob +grp_msg .*'g1' from Ann: 'hi all'",
+        r"Bob → server +ack .*↩ grp_msg #\d+ rtt",
+        r"Ann → server +dereg ",
+    )
+    assert not any(re.search(r"\d+\.\d+\.\d+\.\d+:\d+ →|→ \d+\.\d+\.\d+\.\d+:\d+", text) for text in lines), lines
+    assert not any("unanswered" in text for text in direct.lines)
+
+
+@needs_root
+def test_each_datagram_is_shown_once(direct):
+    lines = packet_lines(direct.lines)
+    assert not [text for text in lines if "retry" in text or "relayed" in text]
+    assert len([text for text in lines if re.search(r"→ \S+ +pri_msg ", text)]) == 1
+    assert len([text for text in lines if re.search(r"→ \S+ +grp_msg ", text)]) == 1
+    records = json_records(direct.pcap)
+    datagrams = [(r["src"], r["dst"], r["data"]) for r in records]
+    assert len(datagrams) == len(set(datagrams)) == len(lines)
+
+
+@needs_root
+def test_reading_the_pcap_prints_what_the_live_capture_printed(direct):
+    assert run_tool(SNIFF, "-r", str(direct.pcap)).stdout.splitlines() == direct.lines
+
+
+@needs_root
+def test_json_lines_carry_the_layer_fields(direct):
+    records = json_records(direct.pcap)
+    assert {r["type"] for r in records} >= {"reg", "reg_ack", "table", "ack", "pri_msg", "grp_msg", "dereg"}
+    for rec in records:
+        pkt = decode(bytes.fromhex(rec["data"]))
+        assert rec["type"] == MSG_TYPES[pkt.type] and rec["id"] == pkt.msg_id
+        assert set(rec["header"]) == {f.name for f in pkt.fields_desc}
+        assert rec["header"]["sender"] == pkt.sender and rec["header"]["token"] == pkt.token
+        assert rec["header"]["type"] == MSG_TYPES[pkt.type]
+        body = pkt.payload
+        if rec["payload"] is None:
+            assert not body.fields_desc
+            continue
+        assert rec["payload"]["layer"] == body.name
+        assert set(rec["payload"]) - {"layer"} == {f.name for f in body.fields_desc}
+        if isinstance(body, PriMsg):
+            assert rec["payload"]["text"] == body.text == "hello; there"
+        if isinstance(body, Table):
+            assert [e["client"] for e in rec["payload"]["entries"]] == [e.client for e in body.entries]
+        if isinstance(body, Ack):
+            assert rec["answers"]["id"] == body.ack_id and rec["rtt_ms"] >= 0
+
+
+@needs_root
+def test_filters_choose_what_is_shown(direct):
+    shown = run_tool(SNIFF, "-r", str(direct.pcap), "--type", "pri_msg", "--type", "ack", "--name", "Bob").stdout
+    lines = packet_lines(shown.splitlines())
+    assert lines and all(re.search(r"(Bob → \w+|\w+ → Bob) +(pri_msg|ack) ", text) for text in lines), lines
+    assert any("↩ pri_msg" in text for text in lines)  # matched although the request is filtered out
+    counted = packet_lines(run_tool(SNIFF, "-r", str(direct.pcap), "--count", "3").stdout.splitlines())
+    assert len(counted) == 3
+    dumped = run_tool(SNIFF, "-r", str(direct.pcap), "--count", "1", "--hexdump").stdout.splitlines()
+    assert re.match(r"0000  C4 A7 01 01 ", dumped[1]), dumped  # magic, version, type reg
+
+
+@needs_root
+def test_stats_count_types_nodes_and_round_trips(direct):
+    out = run_tool(SNIFF, "-r", str(direct.pcap), "--stats").stdout
+    assert "packets per type" in out and "packets per node" in out
+    for name in ("Ann", "Bob", "server"):
+        assert re.search(rf"^\s+{name}\s+\d+\s+\d+\s*$", out, re.MULTILINE), out
+    assert re.search(r"retransmissions 0, unanswered 0, rtt median \d+\.\d\d ms, p99 \d+\.\d\d ms", out), out
+
+
+@needs_root
+def test_ladder_and_svg_show_every_node(direct, tmp_path):
+    svg = tmp_path / "ladder.svg"
+    out = run_tool(SNIFF, "-r", str(direct.pcap), "--ladder", "--svg", str(svg)).stdout
+    header = out.splitlines()[0]
+    assert header.split() == ["Ann", "server", "Bob"]
+    assert re.search(r"│─+ pri_msg 'hello; there' ─+▶│", out), out
+    text = "".join(ET.parse(svg).getroot().itertext()).replace("\xa0", " ")
+    for name in ("Ann", "Bob", "server"):
+        assert name in text
+
+
+@needs_root
+def test_retries_through_the_lossy_proxy(proxied):
+    lines = packet_lines(proxied.lines)
+    first, _, _, ack = find(
+        lines,
+        r"Ann → Bob +pri_msg +#(\d+) +'hello'$",
+        r"Ann → Bob +pri_msg .*'hello'  retry 1$",
+        r"Ann → Bob +pri_msg .*'hello'  retry 2$",
+        r"Bob → Ann +ack .*↩ pri_msg #\d+ retry 2 rtt \d+\.\d\d ms",
+    )
+    msg_id = re.search(r"#(\d+)", lines[first]).group(1)
+    assert f"↩ pri_msg #{msg_id} retry 2" in lines[ack]
+
+
+@needs_root
+def test_proxy_drops_end_in_a_cross_on_the_ladder(proxied, tmp_path):
+    svg = tmp_path / "ladder.svg"
+    out = run_tool(SNIFF, "-r", str(proxied.pcap), "--ladder", "--proxy-log", str(proxied.log), "--svg", str(svg)).stdout
+    crossed = [text for text in packet_lines(out.splitlines()) if "✕" in text]
+    assert len(crossed) == 2 and "pri_msg 'hello' dropped" in crossed[0] and "(retry 1)" in crossed[1], out
+    assert re.search(r"pri_msg 'hello' \(retry 2\) ─+▶│", out), out
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    assert "✕" in "".join(root.itertext())
+
+
+def test_the_documented_ladder_is_drawn_from_the_demo_capture():
+    docs = ROOT / "docs"
+    out = run_tool(SNIFF, "-r", str(docs / "demo.pcap"), "--ladder", "--proxy-log", str(docs / "demo-proxy.jsonl")).stdout
+    assert out.count("✕") >= 2 and "(retry 2)" in out
+    svg = ET.parse(docs / "ladder.svg").getroot()
+    drawn = "".join(svg.itertext()).replace("\xa0", " ")
+    assert "".join(out.split()) in "".join(drawn.split()), "docs/ladder.svg is out of date: see docs/tools-visibility.md"
+
+
+# -- the command line --------------------------------------------------------------------------------
+
+
+def test_user_mistakes_get_one_line_and_no_traceback(tmp_path):
+    bad = tmp_path / "not.pcap"
+    bad.write_text("hello\n")
+    for args, status, message in [
+        (["-r", str(tmp_path / "missing.pcap")], 1, "cannot read"),
+        (["-r", str(bad)], 1, "cannot read"),
+        (["-i", "nosuch0"], 1, "no such interface 'nosuch0'"),
+        (["--type", "bogus"], 2, "invalid choice: 'bogus'"),
+        (["--count", "0"], 2, "not a positive number"),
+        (["-r", str(bad), "--proxy-log", "x.jsonl"], 2, "--proxy-log draws on the ladder"),
+    ]:
+        done = run_tool(SNIFF, *args, check=False)
+        assert done.returncode == status and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping CAP_NET_RAW needs root")
+def test_without_raw_socket_rights_it_says_so():
+    done = subprocess.run(
+        ["setpriv", "--bounding-set", "-net_raw", PYTHON, SNIFF, "--count", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1 and "needs root" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_help_names_every_option():
+    out = run_tool(SNIFF, "--help").stdout
+    for option in ("-i IFACE", "-r FILE.pcap", "-w FILE.pcap", "--type", "--name", "--count", "--timeout",
+                   "--json", "--ladder", "--svg", "--stats", "--proxy-log", "--hexdump", "--wireshark-dissector"):
+        assert option in out
+
+
+# -- the logic, on made-up datagrams ----------------------------------------------------------------
+
+SERVER, ANN, BOB, MIRROR = (HOST, 6000), (HOST, 7001), (HOST, 7002), (HOST, 9001)
+
+
+def header(kind: str, msg_id: int, sender: str, port: int) -> ChatHeader:
+    return ChatHeader(type=kind, msg_id=msg_id, sender=sender, port=port)
+
+
+def test_names_come_from_senders_roles_and_tables():
+    t = Tracker()
+    reg = t.feed(0, ANN, SERVER, bytes(header("reg", 1, "Ann", ANN[1])))
+    assert (reg.src_name, reg.dst_name) == ("Ann", "server")  # only servers get registrations
+    table = Table(version=1, entries=[Entry(client="Bob", ip=BOB[0], port=BOB[1])])
+    t.feed(1000, SERVER, ANN, bytes(header("table", 9, "server", SERVER[1]) / table))
+    msg = t.feed(2000, ANN, BOB, bytes(header("pri_msg", 2, "Ann", ANN[1]) / PriMsg(text="hi")))
+    assert (msg.src_name, msg.dst_name) == ("Ann", "Bob")
+    assert t.name((HOST, 1)) == "127.0.0.1:1"
+
+
+def test_retries_acks_round_trips_and_unanswered():
+    t = Tracker()
+    data = bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi"))
+    tries = [t.feed(1_000_000 + i * 500_000, ANN, BOB, data) for i in range(3)]
+    assert [e.retry for e in tries] == [0, 1, 2]
+    ack = t.feed(2_000_300, BOB, ANN, bytes(header("ack", 70, "Bob", BOB[1]) / Ack(ack_id=5)))
+    assert ack.request is tries[2] and ack.rtt == 300
+    assert "↩ pri_msg #5 retry 2 rtt 0.30 ms" in trace.line(ack).plain
+    again = t.feed(2_000_900, BOB, ANN, bytes(header("ack", 70, "Bob", BOB[1]) / Ack(ack_id=5)))
+    assert again.repeat == 1
+    lost = t.feed(3_000_000, ANN, SERVER, bytes(header("dereg", 6, "Ann", ANN[1])))
+    assert [ex.tries for ex in t.unanswered()] == [[lost]]
+    stats = t.stats()
+    assert (stats.retransmissions, stats.unanswered, stats.rtt_median, stats.rtt_p99) == (2, 1, 300, 300)
+    assert stats.per_node["Ann"] == (4, 2) and stats.per_type["pri_msg"] == 3
+
+
+def test_an_ack_answers_the_request_on_its_own_path_only():
+    t = Tracker()
+    t.feed(0, ANN, MIRROR, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
+    hop = t.feed(100, MIRROR, BOB, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
+    assert hop.relayed and hop.retry == 0  # the proxy's copy is not a retransmission
+    ack = t.feed(400, BOB, MIRROR, bytes(header("ack", 1, "Bob", BOB[1]) / Ack(ack_id=5)))
+    assert ack.request is hop and ack.rtt == 300
+    assert len(t.unanswered()) == 1  # Ann's hop waits for the ack the proxy relays
+
+
+def test_percentile_is_nearest_rank():
+    assert trace.percentile(list(range(1, 101)), 99) == 99
+    assert trace.percentile([5, 1, 9], 50) == 5
+    assert trace.percentile([7], 99) == 7
+
+
+def test_proxy_log_marks_drops_and_adds_unseen_ones():
+    t = Tracker()
+    t.feed(0, BOB, SERVER, bytes(header("reg", 1, "Bob", BOB[1])))  # names Bob's address
+    data = bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi"))
+    events = [t.feed(1_000_000, ANN, BOB, data), t.feed(1_500_000, ANN, BOB, data)]
+    rows = [
+        {"time": 1.0002, "from": "Ann", "to": "Bob", "type": "pri_msg", "id": 5, "action": "drop"},
+        {"time": 1.5002, "from": "Ann", "to": "Bob", "type": "pri_msg", "id": 5, "action": "pass"},
+        {"time": 2.0, "from": "Bob", "to": "Ann", "type": "ack", "id": 8, "action": "drop"},
+    ]
+    unseen = trace.apply_proxy_log(t, events, rows)
+    assert [e.dropped for e in events] == [True, False]
+    assert [(e.src_name, e.dst_name, e.kind, e.rel) for e in unseen] == [("Bob", "Ann", "ack", 2_000_000)]
+    drawn = [text.plain for text in trace.ladder(t, events + unseen)]
+    assert drawn[0].split() == ["Ann", "Bob"]
+    assert "✕" in drawn[2] and "✕" in drawn[4] and "▶" in drawn[3]
+
+
+def test_malformed_chat_datagrams_are_shown_not_fatal():
+    t = Tracker()
+    whole = bytes(header("reg_ack", 1, "server", SERVER[1]) / RegAck(ack_id=9))
+    event = t.feed(0, SERVER, ANN, whole[:-3])
+    assert event.kind == "malformed" and event.error
+    assert "malformed" in trace.line(event).plain
+    assert trace.record(event)["error"] == event.error

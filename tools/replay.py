@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Resend the chat datagrams of a capture to one address, from one local socket,
+and show what was sent and what came back, decoded.
+
+Datagrams keep their original spacing (--speed 2: twice as fast; --fast: no
+waiting).  Bytes are sent exactly as captured: the same message ids, names and
+tokens, which is what a replay attack does.  Replies are matched to what they
+answer, with the round-trip time, as in sniff.py.
+
+examples:
+  replay.py chat.pcap --to 127.0.0.1:6666
+  replay.py chat.pcap --to 127.0.0.1:6666 --type reg --type pri_msg --fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import socket
+import sys
+import time
+from pathlib import Path
+
+if not __package__:  # run as a script: make the checkout's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PROG = "replay.py"
+LOCAL_NAME = "replay"
+
+
+class UserError(Exception):
+    """A mistake the user can fix: one line on stderr, no traceback."""
+
+
+def load(path: str, types: set[str]) -> list[tuple[int, bytes]]:
+    """(capture time in µs, bytes) of each chat datagram in the capture, of the chosen types."""
+    from scapy.error import Scapy_Exception
+    from scapy.layers import inet, l2  # noqa: F401  (registers the link types a capture can have)
+    from scapy.utils import PcapReader
+
+    from proto import MSG_TYPES, ProtocolError, decode
+    from tools.sniff import udp_datagram
+
+    try:
+        reader = PcapReader(path)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except Scapy_Exception as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    datagrams = []
+    with reader:
+        for frame in reader:
+            found = udp_datagram(frame, set())
+            if found is None:
+                continue
+            when, _, _, data = found
+            if types:
+                try:
+                    kind = MSG_TYPES[decode(data).type]
+                except ProtocolError:
+                    kind = "malformed"
+                if kind not in types:
+                    continue
+            datagrams.append((when, data))
+    return datagrams
+
+
+def replay(datagrams: list[tuple[int, bytes]], target: tuple[str, int], sock: socket.socket, speed: float | None,
+           wait: float, show) -> tuple[int, int]:
+    """Send with the capture's spacing divided by ``speed`` (None: at once); ``show(direction, event)``
+    for each datagram sent and received.  Returns (sent, received)."""
+    from tools.trace import Tracker
+
+    tracker = Tracker()
+    tracker.pin(sock.getsockname()[:2], LOCAL_NAME)
+    start = time.monotonic()
+    first = datagrams[0][0]
+    received = 0
+
+    def now_us() -> int:
+        return round((time.monotonic() - start) * 1_000_000)
+
+    def receive_until(deadline: float) -> None:
+        """Show what arrives until ``deadline``, and what has already arrived."""
+        nonlocal received
+        while select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            try:
+                data, addr = sock.recvfrom(65535)
+            except OSError:
+                continue  # an ICMP error for an earlier datagram: nothing arrived
+            received += 1
+            show("recv", tracker.feed(now_us(), addr[:2], sock.getsockname()[:2], data))
+
+    for when, data in datagrams:
+        if speed is not None:
+            receive_until(start + (when - first) / 1_000_000 / speed)
+        receive_until(time.monotonic())
+        try:
+            sock.sendto(data, target)
+        except OSError as exc:
+            raise UserError(f"cannot send to {target[0]}:{target[1]}: {exc.strerror}") from None
+        show("sent", tracker.feed(now_us(), sock.getsockname()[:2], target, data))
+    receive_until(time.monotonic() + wait)
+    return len(datagrams), received
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT")
+    try:
+        return socket.gethostbyname(host or "127.0.0.1"), int(port)
+    except (socket.gaierror, UnicodeError):
+        raise argparse.ArgumentTypeError(f"cannot resolve '{host}'") from None
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from proto import MSG_TYPES
+
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=__doc__[__doc__.index("examples:"):],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("capture", metavar="FILE.pcap", help="a capture, e.g. from sniff.py -w or tcpdump")
+    parser.add_argument("--to", type=_address, required=True, metavar="HOST:PORT", help="where to send the datagrams")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--fast", action="store_true", help="send as fast as possible")
+    pace.add_argument("--speed", type=_speed, default=1.0, metavar="X", help="X times the original pace (default 1)")
+    parser.add_argument("--type", action="append", default=[], choices=[*MSG_TYPES.values(), "malformed"],
+                        metavar="T", help="replay only this message type (repeatable)")
+    parser.add_argument("--bind", type=_address, default=("0.0.0.0", 0), metavar="HOST:PORT",
+                        help="local address to send from (default: any, a free port)")
+    parser.add_argument("--wait", type=float, default=1.0, metavar="S",
+                        help="how long to listen for answers after the last datagram (default 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    from tools.trace import line
+
+    console = Console(highlight=False, soft_wrap=True)
+
+    def show(direction: str, event) -> None:
+        console.print(direction, line(event, replayed=direction == "sent"))
+
+    try:
+        datagrams = load(args.capture, set(args.type))
+        if not datagrams:
+            raise UserError(f"no chat datagrams{' of these types' if args.type else ''} in {args.capture}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(args.bind)
+            except OSError as exc:
+                raise UserError(f"cannot bind {args.bind[0]}:{args.bind[1]}: {exc.strerror}") from None
+            try:
+                sent, received = replay(datagrams, args.to, sock, None if args.fast else args.speed, args.wait, show)
+            except KeyboardInterrupt:
+                return 130
+    except UserError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    console.print(f"sent {sent} datagrams to {args.to[0]}:{args.to[1]}, received {received}", style="dim")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,575 @@
+#!/usr/bin/env python3
+"""Live protocol inspector for ChatApp: one line per chat datagram, with names,
+ack matching, round-trip times, retransmissions and unanswered requests.
+
+Chat datagrams are recognised by the layer's magic and version on any UDP port.
+Live capture (root) uses a Linux packet socket, no libpcap needed; on a loopback
+interface each datagram passes twice (outgoing and incoming) and is shown once.
+
+examples:
+  sniff.py                              watch lo until Ctrl+C
+  sniff.py -w chat.pcap --stats         save a capture, print statistics at the end
+  sniff.py -r chat.pcap --type pri_msg --type ack
+  sniff.py -r chat.pcap --ladder --svg ladder.svg --proxy-log proxy.jsonl
+  sniff.py --json --count 20 | jq .type
+  sniff.py --wireshark-dissector > chat.lua && tshark -X lua_script:chat.lua -r chat.pcap
+
+filters: --port limits what is captured (and written with -w); --type and --name
+only choose what is shown: acks are still matched to requests that are not shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+if not __package__:  # run as a script: make the checkout's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PROG = "sniff.py"
+ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
+PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
+SO_RCVBUFFORCE = 33  # root may raise the receive buffer past net.core.rmem_max
+CAPTURE_BUFFER = 4 << 20  # bursts must not overflow the socket while a line is printed
+
+
+class UserError(Exception):
+    """A mistake the user can fix: one line on stderr, no traceback."""
+
+
+# -- from captured frames to datagrams ------------------------------------------------------
+
+
+def udp_datagram(frame, ports: set[int]):
+    """(time in µs, source, destination, payload) of a chat datagram in an IPv4/UDP frame, else None."""
+    from scapy.layers.inet import IP, UDP
+
+    from proto import is_chat
+
+    ip = frame.getlayer(IP)
+    udp = ip.payload if ip is not None else None
+    if type(udp) is not UDP:  # also skips the UDP header quoted inside an ICMP error
+        return None
+    if ports and udp.sport not in ports and udp.dport not in ports:
+        return None
+    data = bytes(udp.payload)
+    if udp.len:
+        data = data[: udp.len - 8]  # Ethernet padding is not part of the datagram
+    if not is_chat(data):
+        return None
+    return round(frame.time * 1_000_000), (ip.src, udp.sport), (ip.dst, udp.dport), data
+
+
+def open_live_socket(iface: str):
+    """A packet socket on ``iface`` that drops the outgoing copy of each loopback datagram."""
+    from scapy.arch.linux import L2ListenSocket, get_last_packet_timestamp
+
+    class OncePerDatagram(L2ListenSocket):
+        # By packet type, never by comparing bytes and times: retransmissions are
+        # byte-identical copies and must stay visible.
+        def recv_raw(self, x=65535):
+            data, sa_ll, ts = self._recv_raw(self.ins, x)
+            if sa_ll[2] == PACKET_OUTGOING and sa_ll[3] == ARPHRD_LOOPBACK:
+                return None, None, None
+            return self.LL, data, ts if ts is not None else get_last_packet_timestamp(self.ins)
+
+    try:
+        socket.if_nametoindex(iface)
+    except OSError:
+        raise UserError(f"no such interface '{iface}'") from None
+    try:
+        sock = OncePerDatagram(iface=iface)
+    except PermissionError:
+        raise UserError(
+            "live capture needs root (a raw packet socket): run it with sudo, or read a capture with -r FILE"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot capture on '{iface}': {exc.strerror or exc}") from None
+    with contextlib.suppress(OSError):
+        sock.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER)
+    return sock
+
+
+# -- what to do with each datagram -----------------------------------------------------------
+
+
+class Inspector:
+    """Feeds datagrams to the tracker and prints, writes and remembers what the options ask for."""
+
+    def __init__(self, args: argparse.Namespace, console):
+        from tools.trace import Tracker
+
+        self.args = args
+        self.console = console
+        self.tracker = Tracker()
+        self.ports = set(args.port)
+        self.types = set(args.type)
+        self.names = set(args.name)
+        self.shown: list = []  # events drawn by the ladder
+        self.count = 0
+        self.done = False
+        self.writer = None
+        self.written = False
+        self.stop_at: int | None = None  # -r with --timeout: the capture time to stop at
+        if args.write:
+            from scapy.utils import PcapWriter
+
+            try:
+                self.writer = PcapWriter(args.write, sync=True)
+            except OSError as exc:
+                raise UserError(f"cannot write {args.write}: {exc.strerror}") from None
+
+    def frame(self, frame) -> None:
+        datagram = udp_datagram(frame, self.ports)
+        if datagram is None or self.done:
+            return
+        time_us = datagram[0]
+        if self.args.read and self.args.timeout and self.stop_at is None:
+            self.stop_at = time_us + round(self.args.timeout * 1_000_000)
+        if self.stop_at is not None and time_us > self.stop_at:
+            self.done = True
+            return
+        event = self.tracker.feed(*datagram)
+        if self.writer is not None:
+            if not self.written:
+                self.writer.write_header(frame)  # the link type of the first frame
+                self.written = True
+            # The capture time as shown, to the microsecond: -r of this file prints the same times.
+            sec, usec = divmod(time_us, 1_000_000)
+            self.writer.write_packet(frame, sec=sec, usec=usec)
+        if not self.wanted(event):
+            return
+        self.count += 1
+        self.show(event)
+        if self.args.count and self.count >= self.args.count:
+            self.done = True
+
+    def wanted(self, event) -> bool:
+        if self.types and event.kind not in self.types:
+            return False
+        return not self.names or event.src_name in self.names or event.dst_name in self.names
+
+    def show(self, event) -> None:
+        from tools.trace import line, record
+
+        if self.args.ladder or self.args.svg:
+            self.shown.append(event)
+        if self.args.json:
+            self.console.file.write(json.dumps(record(event), ensure_ascii=False) + "\n")
+            self.console.file.flush()
+        elif not self.args.ladder:
+            self.console.print(line(event))
+            if self.args.hexdump:
+                from scapy.utils import hexdump
+
+                self.console.print(hexdump(event.data, dump=True), style="dim", markup=False)
+            self.console.file.flush()
+
+    def finish(self) -> None:
+        from tools import trace
+
+        if self.writer is not None:
+            self.writer.close()
+        if self.args.ladder or self.args.svg:
+            self.draw_ladder()
+        first_tries = [ex for ex in self.tracker.unanswered() if self.wanted(ex.tries[0])]
+        if self.args.json:
+            for exchange in first_tries:
+                print(json.dumps(trace.unanswered_record(self.tracker, exchange), ensure_ascii=False))
+            if self.args.stats:
+                print(json.dumps({"stats": trace.stats_record(self.tracker.stats())}))
+            return
+        if first_tries:
+            self.console.print()
+            for text in trace.unanswered_lines(self.tracker, first_tries):
+                self.console.print(text)
+        if self.args.stats:
+            print_stats(self.console, self.tracker.stats())
+
+    def draw_ladder(self) -> None:
+        from tools.trace import apply_proxy_log, ladder
+
+        extra = apply_proxy_log(self.tracker, self.shown, read_proxy_log(self.args.proxy_log)) if self.args.proxy_log else []
+        rows = ladder(self.tracker, self.shown + extra)
+        if self.args.ladder:
+            for row in rows:
+                self.console.print(row)
+        if self.args.svg:
+            save_svg(rows, self.args.svg, self.args.read or f"live capture on {self.args.iface}")
+
+
+def read_proxy_log(path: str) -> list[dict]:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, text in enumerate(f, 1):
+                if text.strip():
+                    try:
+                        row = json.loads(text)
+                        rows.append({k: row[k] for k in ("time", "from", "to", "type", "id", "action")})
+                    except (ValueError, KeyError, TypeError):
+                        raise UserError(f"{path}:{number}: not a line of the lossy proxy's --log") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    return rows
+
+
+def save_svg(rows, path: str, source: str) -> None:
+    import io
+
+    from rich.console import Console
+
+    width = max((row.cell_len for row in rows), default=40) + 2
+    # A height too: with only a width, rich falls back to 80 columns when TERM is dumb.
+    console = Console(record=True, file=io.StringIO(), width=width, height=len(rows) + 1, force_terminal=True,
+                      color_system="truecolor")
+    for row in rows:
+        console.print(row, soft_wrap=True)
+    try:
+        Path(path).write_text(console.export_svg(title=f"chat ladder: {source}"), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def print_stats(console, stats) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from tools.trace import ms
+
+    console.print()
+    types = Table(title="packets per type", box=box.SIMPLE_HEAD, title_justify="left")
+    types.add_column("type")
+    types.add_column("packets", justify="right")
+    for kind, n in stats.per_type.items():
+        types.add_row(kind, str(n))
+    console.print(types)
+    nodes = Table(title="packets per node", box=box.SIMPLE_HEAD, title_justify="left")
+    nodes.add_column("node")
+    nodes.add_column("sent", justify="right")
+    nodes.add_column("received", justify="right")
+    for name, (sent, received) in stats.per_node.items():
+        nodes.add_row(name, str(sent), str(received))
+    console.print(nodes)
+    rtt = "no answers seen"
+    if stats.rtt_median is not None:
+        rtt = f"median {ms(stats.rtt_median)}, p99 {ms(stats.rtt_p99)} ({stats.rtt_samples} answered)"
+    console.print(f"packets {stats.packets}, retransmissions {stats.retransmissions}, "
+                  f"unanswered {stats.unanswered}, rtt {rtt}")
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+
+def read_capture(path: str, inspector: Inspector) -> None:
+    from scapy.error import Scapy_Exception
+    from scapy.layers import inet, l2  # noqa: F401  (registers the link types a capture can have)
+    from scapy.utils import PcapReader
+
+    try:
+        reader = PcapReader(path)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except Scapy_Exception as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    with reader:
+        for frame in reader:
+            inspector.frame(frame)
+            if inspector.done:
+                break
+
+
+def capture_live(args: argparse.Namespace, inspector: Inspector) -> None:
+    from scapy.layers import inet  # noqa: F401  (IPv4 and UDP dissection)
+    from scapy.sendrecv import AsyncSniffer
+
+    sock = open_live_socket(args.iface)
+    failure: list[BaseException] = []
+
+    def each(frame) -> None:
+        try:
+            inspector.frame(frame)
+        except Exception as exc:  # raised again in the main thread, where it can be reported
+            failure.append(exc)
+            inspector.done = True
+
+    def started() -> None:
+        print(f"{PROG}: capturing on {args.iface} (Ctrl+C to stop)", file=sys.stderr, flush=True)
+
+    sniffer = AsyncSniffer(
+        opened_socket=sock, prn=each, store=False, started_callback=started, stop_filter=lambda _: inspector.done
+    )
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    sniffer.start()
+    try:
+        while sniffer.thread.is_alive() and (deadline is None or time.monotonic() < deadline):
+            sniffer.thread.join(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if sniffer.running:
+            sniffer.stop()
+        sock.close()
+    if failure:
+        raise failure[0]
+
+
+# -- Wireshark ---------------------------------------------------------------------------------------
+
+_INTEGERS = {"B": ("uint8", 1), "H": ("uint16", 2), "I": ("uint32", 4), "Q": ("uint64", 8),
+             "b": ("int8", 1), "h": ("int16", 2), "i": ("int32", 4), "q": ("int64", 8)}
+
+_LUA_HEAD = """\
+-- ChatApp dissector for Wireshark and tshark.
+-- Generated from the Scapy layer (proto/chat.py) by `tools/sniff.py --wireshark-dissector`: do not edit,
+-- generate it again when the layer changes.
+--   tshark -X lua_script:chat.lua -r capture.pcap -V
+--   wireshark -X lua_script:chat.lua capture.pcap   (or copy it to ~/.local/lib/wireshark/plugins/)
+-- Chat datagrams are recognised on any UDP port by magic and version (a heuristic dissector);
+-- if another dissector claims a port first, enable 'Try heuristic sub-dissectors first' for UDP.
+
+local chat = Proto("chat", "ChatApp")
+local fields = {}"""
+
+_LUA_MAIN = """
+local payload_by_{key} = {{ {payloads} }}
+
+function chat.dissector(buf, pinfo, tree)
+    pinfo.cols.protocol = "CHAT"
+    local top = tree:add(chat, buf())
+    local off, h = dissect.chat(buf, 0, top)
+    local name = {types}[h.{key}] or tostring(h.{key})
+    local info = name .. " #" .. tostring(h.msg_id) .. " from " .. h.sender
+    pinfo.cols.info = info
+    top:append_text(", " .. info)
+    local payload = payload_by_{key}[h.{key}]
+    if payload then off = payload(buf, off, top) end
+    if off < buf:len() then
+        top:add_expert_info(PI_MALFORMED, PI_WARN, (buf:len() - off) .. " bytes after the chat packet")
+    end
+    return off
+end
+
+local function heuristic(buf, pinfo, tree)
+    if buf:len() < {minimum} then return false end
+    if buf(0, 2):uint() ~= 0x{magic:04X} or buf(2, 1):uint() ~= {version} then return false end
+    chat.dissector(buf, pinfo, tree)
+    return true
+end
+
+chat:register_heuristic("udp", heuristic)
+DissectorTable.get("udp.port"):add_for_decode_as(chat)
+"""
+
+
+class _Lua:
+    """Lua source for one dissector, written from Scapy layer classes."""
+
+    def __init__(self, header):
+        self.header = header
+        self.lines: list[str] = []
+        self.enums: dict[tuple, str] = {}  # value strings by content: Ack and RegAck share the status names
+
+    @staticmethod
+    def title(cls) -> str:
+        return cls().name  # the class attribute is Scapy's slot; an instance holds the name
+
+    def lname(self, cls) -> str:
+        return "chat" if cls is self.header else self.title(cls).lower()
+
+    def abbrev(self, cls, fld) -> str:
+        return f"chat.{fld.name}" if cls is self.header else f"chat.{self.lname(cls)}.{fld.name}"
+
+    def var(self, cls, fld) -> str:
+        return f"f_{self.lname(cls)}_{fld.name}"
+
+    def enum(self, fld) -> str:
+        values = tuple(sorted(fld.i2s.items()))
+        if values not in self.enums:
+            self.enums[values] = f"vs_{len(self.enums)}"
+            entries = ", ".join(f"[{k}] = {json.dumps(v)}" for k, v in values)
+            self.lines.append(f"local {self.enums[values]} = {{ {entries} }}")
+        return self.enums[values]
+
+    def declare(self, cls) -> None:
+        """A ProtoField per field of ``cls`` (list fields are their items' fields)."""
+        from scapy.fields import EnumField, IPField, PacketListField, StrLenField, XByteField, XIntField, XLongField, XShortField
+
+        for fld in cls.fields_desc:
+            name = fld.name if cls is self.header else f"{self.title(cls)} {fld.name}"
+            head = f'"{self.abbrev(cls, fld)}", "{name}"'
+            if isinstance(fld, PacketListField):
+                continue
+            if isinstance(fld, StrLenField):
+                ctor = f"ProtoField.string({head}, base.UNICODE)"
+            elif isinstance(fld, IPField):
+                ctor = f"ProtoField.ipv4({head})"
+            elif fld.fmt.lstrip("!<>=@") in _INTEGERS:
+                kind, _ = _INTEGERS[fld.fmt.lstrip("!<>=@")]
+                strings = self.enum(fld) if isinstance(fld, EnumField) else "nil"
+                base = "base.HEX" if isinstance(fld, (XByteField, XShortField, XIntField, XLongField)) else "base.DEC"
+                ctor = f"ProtoField.{kind}({head}, {base}, {strings})"
+            else:
+                raise NotImplementedError(f"{cls.__name__}.{fld.name}: no Lua type for {type(fld).__name__}")
+            self.lines += [f"local {self.var(cls, fld)} = {ctor}", f"fields[#fields + 1] = {self.var(cls, fld)}"]
+
+    def dissect(self, cls) -> None:
+        """``dissect.NAME(buf, off, tree)``: adds the fields of ``cls`` at ``off``; returns the new offset and the values."""
+        from scapy.fields import FieldLenField, IPField, PacketListField, StrLenField
+
+        sizes = {fld.length_of or fld.count_of: fld.name for fld in cls.fields_desc if isinstance(fld, FieldLenField)}
+        out = self.lines
+        out += ["", f"-- {cls.__name__}", f"dissect.{self.lname(cls)} = function(buf, off, tree)", "    local v = {}",
+                f'    local item = tree:add(chat, buf(off), "{self.title(cls)}")', "    local start = off"]
+        for fld in cls.fields_desc:
+            var = self.var(cls, fld)
+            if isinstance(fld, (PacketListField, StrLenField)) and fld.name not in sizes:
+                raise NotImplementedError(f"{cls.__name__}.{fld.name}: no field gives its length or count")
+            if isinstance(fld, PacketListField):
+                out.append(f"    for _ = 1, v.{sizes[fld.name]} do off = dissect.{self.lname(fld.cls)}(buf, off, item) end")
+            elif isinstance(fld, StrLenField):
+                size = f"v.{sizes[fld.name]}"
+                out += [f"    v.{fld.name} = buf(off, {size}):string(ENC_UTF_8)",
+                        f"    item:add_packet_field({var}, buf(off, {size}), ENC_UTF_8)", f"    off = off + {size}"]
+            elif isinstance(fld, IPField):
+                out += [f"    item:add({var}, buf(off, 4))", "    off = off + 4"]
+            else:
+                kind, size = _INTEGERS[fld.fmt.lstrip("!<>=@")]
+                reader = ("uint" if kind.startswith("u") else "int") + ("64" if size == 8 else "")
+                out += [f"    v.{fld.name} = buf(off, {size}):{reader}()", f"    item:add({var}, buf(off, {size}))",
+                        f"    off = off + {size}"]
+        out += ["    item:set_len(off - start)", "    return off, v", "end"]
+
+
+def lua_dissector() -> str:
+    """A Lua dissector for Wireshark and tshark, generated from the Scapy layer's fields and bindings."""
+    from scapy.fields import PacketListField
+
+    from proto import MAGIC, VERSION, ChatHeader
+    from proto.codec import HEADER_MIN
+
+    header = bytes(ChatHeader())
+    if int.from_bytes(header[:2], "big") != MAGIC or header[2] != VERSION:
+        raise NotImplementedError("the heuristic expects magic and version in the first three bytes")
+    layers, dispatch, key = [ChatHeader], {}, None
+    for fields, cls in ChatHeader.payload_guess:
+        if len(fields) != 1:
+            raise NotImplementedError(f"{cls.__name__} is bound by more than one field")
+        (key, value), = fields.items()
+        dispatch[value] = cls
+        layers.append(cls)
+    for cls in layers:  # grows as it goes: the items of lists, and of lists in those
+        layers += [f.cls for f in cls.fields_desc if isinstance(f, PacketListField) and f.cls not in layers]
+    lua = _Lua(ChatHeader)
+    lua.lines.append(_LUA_HEAD)
+    for cls in layers:
+        lua.declare(cls)
+    lua.lines += ["chat.fields = fields", "", "local dissect = {}"]
+    for cls in layers:
+        lua.dissect(cls)
+    payloads = ", ".join(f"[{value}] = dissect.{lua.lname(cls)}" for value, cls in sorted(dispatch.items()))
+    types = lua.enums[tuple(sorted(ChatHeader().get_field(key).i2s.items()))]
+    lua.lines.append(_LUA_MAIN.format(key=key, payloads=payloads, types=types, minimum=HEADER_MIN, magic=MAGIC,
+                                      version=VERSION))
+    return "\n".join(lua.lines)
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive(kind):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a positive number")
+        return value
+
+    return convert
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a UDP port")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from proto import MSG_TYPES
+
+    types = [*MSG_TYPES.values(), "malformed"]
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                     epilog=__doc__[__doc__.index("examples:"):], formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("-i", dest="iface", default="lo", metavar="IFACE", help="capture live on IFACE (default lo; needs root)")
+    source.add_argument("-r", dest="read", metavar="FILE.pcap", help="read a capture (pcap or pcapng, e.g. from -w or tcpdump)")
+    parser.add_argument("-w", dest="write", metavar="FILE.pcap", help="also write the chat datagrams to a pcap file")
+    parser.add_argument("--type", action="append", default=[], choices=types, metavar="T", help="show only this message type (repeatable)")
+    parser.add_argument("--name", action="append", default=[], metavar="N", help="show only datagrams from or to this node (repeatable)")
+    parser.add_argument("--port", action="append", default=[], type=_port, metavar="P", help="capture only datagrams from or to this UDP port (repeatable)")
+    parser.add_argument("--count", type=_positive(int), metavar="N", help="stop after N datagrams shown")
+    parser.add_argument("--timeout", type=_positive(float), metavar="S", help="stop after S seconds (of capture time with -r)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per datagram, with every decoded field")
+    output.add_argument("--ladder", action="store_true", help="draw a ladder diagram (at the end of the capture)")
+    parser.add_argument("--svg", metavar="FILE", help="save the ladder diagram as an SVG image")
+    parser.add_argument("--proxy-log", metavar="FILE", help="the lossy proxy's --log: draw its drops as arrows ending in a cross")
+    parser.add_argument("--stats", action="store_true", help="at the end: packets per type and node, retransmissions, RTTs")
+    parser.add_argument("--hexdump", action="store_true", help="a hex dump under each line")
+    parser.add_argument("--wireshark-dissector", action="store_true", help="print a Lua dissector for Wireshark/tshark and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.wireshark_dissector:
+        sys.stdout.write(lua_dissector())
+        return 0
+    if args.proxy_log and not (args.ladder or args.svg):
+        parser.error("--proxy-log draws on the ladder: add --ladder or --svg")
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        inspector = Inspector(args, console)
+        try:
+            if args.read:
+                read_capture(args.read, inspector)
+            else:
+                capture_live(args, inspector)
+        except KeyboardInterrupt:
+            pass  # Ctrl+C while reading a file: report what was read
+        inspector.finish()
+    except UserError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, and keep Python's exit flush quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())
