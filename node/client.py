@@ -397,6 +397,9 @@ class ClientLogic:
             if self.registered:
                 self._show_table()
         self._ack(pkt, addr, now, "ok")
+        me = self.table.get(self.name)
+        if self.registered and not self._closing and me is not None and not me.online:
+            self._exit(1, "The server marked this client offline (it did not answer the server's probe)", "Exiting")
 
     def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
         self._ack(pkt, addr, now, "ok")

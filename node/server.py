@@ -231,6 +231,7 @@ class ServerLogic:
             if target.online and self.clients.get(target.name) is target:
                 self._show(f"Client {target.name} did not answer the server's probe, marked offline")
                 self._go_offline(target, now)
+                self._sync_table(target, now)  # tell it too, in case only its answers were lost
 
         self.net.request(self.net.build("probe"), target.addr, now, answered, unanswered)
 

@@ -1,6 +1,8 @@
 """A deterministic simulated network for the sans-IO logic: a fake clock, no
-sockets, no sleeps.  Datagrams between nodes pass a ``fault`` hook that can
-drop, delay or duplicate them.
+sockets, no sleeps.  Datagrams between nodes pass either a ``fault`` hook that can
+drop, delay or duplicate them, or a ``plan``: the lossy proxy's own rules
+(tools/lossy_proxy.py), so the simulator and the proxy mean the same thing by
+``drop p=0.2`` or ``reorder``.
 
     sim = SimNet()
     a, b = sim.client("A"), sim.client("B")
@@ -24,6 +26,7 @@ from node.client import ClientLogic
 from node.effects import Exit, Send, Show, ShowTable
 from node.reliable import RetryPolicy
 from node.server import ServerLogic
+from tools.lossy_proxy import FaultPlan
 
 SERVER = ("10.9.0.1", 9000)  # simulated addresses: nothing is ever sent to them
 
@@ -62,8 +65,13 @@ class SimNet:
         self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> printed lines
         self.exits: dict[str, int] = {}
         self.fault: Fault | None = None
+        self.plan: FaultPlan | None = None  # the lossy proxy's rules, applied to every datagram
+        self.max_hold = 1.0  # the longest a reordered datagram waits, as in the proxy
+        self._held: dict[tuple, list[int]] = {}  # flow -> queue seqs of held datagrams
+        self._released: set[int] = set()  # held datagrams already sent on early
         self.sent: list[tuple[float, tuple, tuple, object]] = []  # every datagram offered to the network
         self._queue: list = []
+        self._names: dict[tuple, str] = {}
         self._seq = itertools.count()
         self._hosts = itertools.count(2)  # never reused, so a new client cannot take a live one's address
         self.server = self._add(SERVER, ServerLogic(SERVER[1], policy, random.Random(self.rng.random())), "server")
@@ -72,6 +80,7 @@ class SimNet:
         logic._sim_name = name
         logic._sim_addr = addr
         self.nodes[addr] = logic
+        self._names[addr] = name
         return logic
 
     def client(
@@ -142,12 +151,12 @@ class SimNet:
         ]
 
     def converged(self) -> bool:
-        """Does every live client hold the server's client table (names, addresses, states)?"""
+        """Does every live client the server counts as online hold the server's client table?"""
         truth = {c.name: (c.addr, c.online) for c in self.server.clients.values()}
         return all(
             {name: (peer.addr, peer.online) for name, peer in node.table.items()} == truth
             for node in self.nodes.values()
-            if node is not self.server and node.registered
+            if node is not self.server and node.registered and truth.get(node.name, (None, False))[1]
         )
 
     def _collect(self, addr) -> None:
@@ -167,12 +176,40 @@ class SimNet:
                 self.exits[name] = effect.status
                 self.nodes.pop(addr, None)
 
+    def name_of(self, addr) -> str:
+        """The name of the (last) node at ``addr``, live or gone."""
+        return self._names.get(addr) or f"{addr[0]}:{addr[1]}"
+
     def _offer(self, data: bytes, src, dst) -> None:
         pkt = parse(data)  # the logic only ever sends well-formed packets
         self.sent.append((self.now, src, dst, pkt))
-        delays = self.fault(pkt, src, dst, self) if self.fault else [0.0]
-        for extra in delays:
-            heapq.heappush(self._queue, (self.now + self.latency + extra, next(self._seq), data, src, dst))
+        if self.plan is not None:
+            decision = self.plan.decide(data, kind(pkt), self.name_of(src), self.name_of(dst))
+            if decision.hold:
+                self._hold(data, src, dst)
+                return
+            copies = decision.copies
+        else:
+            copies = [(extra, data) for extra in (self.fault(pkt, src, dst, self) if self.fault else [0.0])]
+        for extra, copy in copies:
+            self._push(self.now + self.latency + extra, copy, src, dst)
+        if copies:
+            self._release((src, dst))
+
+    def _push(self, when: float, data: bytes, src, dst) -> int:
+        seq = next(self._seq)
+        heapq.heappush(self._queue, (when, seq, data, src, dst))
+        return seq
+
+    def _hold(self, data: bytes, src, dst) -> None:
+        """Reorder, as the proxy does: deliver after the flow's next datagram, or after max_hold."""
+        self._held.setdefault((src, dst), []).append(self._push(self.now + self.max_hold, data, src, dst))
+
+    def _release(self, flow) -> None:
+        for seq in self._held.pop(flow, []):
+            self._released.add(seq)
+            data = next(item[2] for item in self._queue if item[1] == seq)
+            self._push(self.now + self.latency * 1.5, data, *flow)
 
     def _next_event(self) -> float | None:
         times = [t for t in (logic.get_timer() for logic in self.nodes.values()) if t is not None]
@@ -186,7 +223,13 @@ class SimNet:
         while (t := self._next_event()) is not None and t <= end:
             self.now = max(self.now, t)
             while self._queue and self._queue[0][0] <= self.now:
-                _, _, data, src, dst = heapq.heappop(self._queue)
+                _, seq, data, src, dst = heapq.heappop(self._queue)
+                if seq in self._released:
+                    self._released.discard(seq)  # sent on early already
+                    continue
+                for held in self._held.values():
+                    if seq in held:
+                        held.remove(seq)
                 if dst in self.nodes:
                     self.nodes[dst].receive(data, src, self.now)
                     self._collect(dst)

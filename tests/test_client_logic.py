@@ -775,3 +775,21 @@ def test_request_refused_as_not_registered_exits(group_mode, command):
     queued = [">>> Bob: kept"] if group_mode else []
     assert mark("Ann") == [">>> The server no longer knows this client (it may have restarted)", ">>> Exiting", *queued]
     assert sim.exits["Ann"] == 1
+
+
+def test_client_the_server_marked_offline_is_told_and_exits():
+    sim = SimNet()
+    ann, cat = sim.online("Ann", "Cat")
+    # Ann cannot reach Cat, and Cat's answers to the server are lost: the probe fails
+    sim.fault = dropping(
+        lambda p, src, dst: (src == sim.addr(ann) and dst == sim.addr(cat))
+        or (src == sim.addr(cat) and dst == SERVER and kind(p) == "ack")
+    )
+    sim.type(ann, "send Cat hello?")
+    sim.run(10)
+    assert ">>> Client Cat did not answer the server's probe, marked offline" in sim.lines["server"]
+    assert sim.lines["Cat"][-2:] == [
+        ">>> The server marked this client offline (it did not answer the server's probe)",
+        ">>> Exiting",
+    ]
+    assert sim.exits["Cat"] == 1
