@@ -15,6 +15,8 @@ import re
 import socket
 import sys
 
+from node.limits import Limits  # light: no Scapy behind it
+
 
 class UserError(Exception):
     """A mistake on the command line: one line on stderr, exit status 1."""
@@ -52,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retries", type=int, default=5, metavar="N", help="tries in all before giving up (default 5)")
     parser.add_argument("--bind", default="0.0.0.0", metavar="IP", help="local address to bind (default all interfaces)")
     parser.add_argument("--no-color", action="store_true", help="no colour (also when NO_COLOR is set)")
+    limits = parser.add_argument_group("server limits")
+    limits.add_argument("--max-clients", type=int, default=Limits.max_clients, metavar="N", help=f"registered names at most (default {Limits.max_clients})")
+    limits.add_argument("--max-groups", type=int, default=Limits.max_groups, metavar="N", help=f"groups at most (default {Limits.max_groups})")
+    limits.add_argument(
+        "--rate-limit",
+        type=float,
+        default=Limits.rate,
+        metavar="N",
+        help=f"datagrams per second one source may send, clients too; 0: no limit (default {Limits.rate:g})",
+    )
     return parser
 
 
@@ -83,6 +95,8 @@ def _in_use(exc: OSError, role: str, port: int) -> UserError:
 def run(args: argparse.Namespace) -> int:
     if args.ack_timeout <= 0 or args.retries < 1:
         raise UserError("--ack-timeout must be positive and --retries at least 1")
+    if args.max_clients < 1 or args.max_groups < 0 or args.rate_limit < 0:
+        raise UserError("--max-clients must be at least 1, --max-groups and --rate-limit not negative")
     if args.demo:
         from node.demo import run_demo  # lazily, like the imports below: --help stays fast
 
@@ -94,15 +108,17 @@ def run(args: argparse.Namespace) -> int:
     from node.terminal import Terminal
 
     policy = RetryPolicy(args.ack_timeout, args.retries)
+    limits = Limits(args.max_clients, args.max_groups, args.rate_limit, burst=2 * args.rate_limit)
     terminal = Terminal(color=False if args.no_color else None)
     if args.server is not None:
         from node.runtime import run_server
+        from node.server import ServerLogic
 
         port = parse_port(args.server, "server")
 
         async def serve() -> int:
             try:
-                return await run_server((args.bind, port), policy, terminal.show)
+                return await run_server(ServerLogic(port, policy, limits=limits), (args.bind, port), terminal.show)
             except OSError as exc:
                 raise _in_use(exc, "Server", port) from None
 
@@ -117,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("Invalid username")
     server = (resolve_server(server_ip), parse_port(server_port, "server"))
     port = parse_port(client_port, "client")
-    logic = ClientLogic(name, server, port, policy)
+    logic = ClientLogic(name, server, port, policy, limits=limits)
 
     async def chat() -> int:
         try:

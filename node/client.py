@@ -24,8 +24,9 @@ from proto import (
 from proto.fastpath import Fields, parse
 
 from .effects import Address, Effect, Exit, Show, ShowTable
-from .names import valid_group_name, text_too_long
-from .reliable import Endpoint, Outgoing, RetryPolicy
+from .limits import Limits, RateLimiter
+from .names import sendable, text_too_long, valid_group_name
+from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
 from .server import CLIENT_COLUMNS
 
 HELP = (
@@ -58,6 +59,7 @@ FROM_SERVER_ONLY = {"table", "grp_msg", "probe"}
 class Peer:
     addr: Address
     online: bool
+    session: int
 
 
 class ClientLogic:
@@ -68,6 +70,7 @@ class ClientLogic:
         port: int = 0,
         policy: RetryPolicy = RetryPolicy(),
         rng: random.Random | None = None,
+        limits: Limits = Limits(),
     ):
         self.name = name
         self.server = server
@@ -82,6 +85,9 @@ class ClientLogic:
         self._joining: str | None = None
         self._early: list[str] = []
         self.drops: Counter[str] = Counter()
+        self.session = 0  # our public session number, from the server
+        self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
+        self._rate = RateLimiter(limits.rate, limits.burst)
         self._typed: deque[str] = deque()
         self._busy = True  # until registration is answered
         self._closing = False
@@ -114,7 +120,7 @@ class ClientLogic:
 
     def command(self, line: str, now: float) -> None:
         if self.exit_status is None and not self._closing:
-            self._typed.append(line)
+            self._typed.append(sendable(line))
             self._run_typed(now)
 
     def end_of_input(self, now: float) -> None:
@@ -134,6 +140,9 @@ class ClientLogic:
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         if self.exit_status is not None:
+            return
+        if not self._rate.allow(addr, now):
+            self.drops["rate-limited"] += 1
             return
         try:
             pkt = parse(data)
@@ -198,7 +207,7 @@ class ClientLogic:
         elif not self._text_fits(text):
             return
         else:
-            out = self.net.build("pri_msg", text=text)
+            out = self.net.build("pri_msg", secret=False, session=self.session, text=text)
             self._busy = True
             self.net.request(
                 out,
@@ -219,7 +228,11 @@ class ClientLogic:
         elif not valid_group_name(rest):
             self._say("Group name should not contain ';'. Try again.")
         else:
-            outcomes = {"ok": f"Group {rest} created by Server.", "group_exists": f"Group {rest} already exists."}
+            outcomes = {
+                "ok": f"Group {rest} created by Server.",
+                "group_exists": f"Group {rest} already exists.",
+                "too_many_groups": f"Group {rest} not created: the server has too many groups.",
+            }
             self._ask(self.net.build("create_group", group=rest), now, outcomes)
 
     def _cmd_list_groups(self, rest: str, now: float) -> None:
@@ -370,10 +383,12 @@ class ClientLogic:
             refusals = {
                 "name_taken": "Someone has already used this name. Try another one.",
                 "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
+                "server_full": "The server is full. Try again later.",
             }
             self._exit(1, refusals.get(status, "Invalid username"))
             return
         self.net.token = ack.payload.token
+        self.session = ack.payload.session
         self.registered = True
         self._say("Welcome, You are registered.")
         if self.table_version:
@@ -392,7 +407,7 @@ class ClientLogic:
             return
         if update.version > self.table_version:
             for entry in update.entries:
-                self.table[entry.client] = Peer((entry.ip, entry.port), bool(entry.online))
+                self.table[entry.client] = Peer((entry.ip, entry.port), bool(entry.online), entry.session)
             self.table_version = update.version
             if self.registered:
                 self._show_table()
@@ -414,9 +429,15 @@ class ClientLogic:
 
     def _on_pri_msg(self, pkt: Fields, addr: Address, now: float) -> None:
         peer = self.table.get(pkt.sender)
-        if not self.registered or peer is None or peer.addr != addr:
+        session = pkt.payload.session
+        if not self.registered or peer is None or not peer.online or (peer.addr, peer.session) != (addr, session):
             self.drops["unknown sender"] += 1  # no ack: the sender retries once our table knows it
             return
+        last = self._last_from.get(pkt.sender)
+        if last is not None and last[0] == session and not is_newer(pkt.msg_id, last[1]):
+            self.drops["replayed"] += 1  # older than a message of the session already shown
+            return
+        self._last_from[pkt.sender] = (session, pkt.msg_id)
         self._ack(pkt, addr, now, "ok")
         line = f">>> {pkt.sender}: {pkt.payload.text}"
         if self.group is None:
@@ -427,7 +448,8 @@ class ClientLogic:
     # -- helpers ------------------------------------------------------------------------
 
     def _ack(self, pkt: Fields, addr: Address, now: float, status: str) -> None:
-        self.net.answer(pkt, addr, self.net.build("ack", ack_id=pkt.msg_id, status=STATUS_CODES[status]), now)
+        ack = self.net.build("ack", secret=addr == self.server, ack_id=pkt.msg_id, status=STATUS_CODES[status])
+        self.net.answer(pkt, addr, ack, now)
 
     def _finish(self, now: float, line: str | None = None) -> None:
         """The current command is done: say its result, then run the next typed one."""

@@ -23,3 +23,12 @@ def valid_group_name(name: str) -> bool:
 
 def text_too_long(text: str) -> bool:
     return len(text.encode("utf-8")) > MAX_TEXT_BYTES
+
+
+def sendable(line: str) -> str:
+    """Typed bytes that are not UTF-8 reach us as lone surrogates (surrogateescape), which
+    cannot be encoded into a message: make them U+FFFD instead of failing later."""
+    try:
+        return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return line.encode("utf-8", "replace").decode("utf-8")

@@ -39,6 +39,11 @@ REPLY_MEMORY_WINDOWS = 4
 MAX_REMEMBERED_REPLIES = 65536
 
 
+def is_newer(msg_id: int, than: int) -> bool:
+    """Serial-number order of 32-bit message ids (RFC 1982), so ids may wrap around."""
+    return 0 < (msg_id - than) % 2**32 < 2**31
+
+
 @dataclass(frozen=True)
 class Outgoing:
     msg_id: int
@@ -72,11 +77,13 @@ class Endpoint:
 
     # -- outgoing ---------------------------------------------------------
 
-    def build(self, type_name: str, **payload) -> Outgoing:
-        """A datagram from this endpoint with a fresh message id; ``payload`` fields by name."""
+    def build(self, type_name: str, secret: bool = True, **payload) -> Outgoing:
+        """A datagram from this endpoint with a fresh message id; ``payload`` fields by name.
+
+        ``secret=False`` leaves the session token out, for datagrams to peers."""
         msg_id = self._next_id
         self._next_id = self._next_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
-        header = {"msg_id": msg_id, "port": self.port, "token": self.token, "sender": self.name}
+        header = {"msg_id": msg_id, "port": self.port, "token": self.token if secret else 0, "sender": self.name}
         return Outgoing(msg_id, encode(type_name, header, payload))
 
     def send(self, out: Outgoing, addr: Address) -> None:

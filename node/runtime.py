@@ -9,7 +9,7 @@ from typing import Callable, Protocol
 
 from .client import ClientLogic
 from .effects import Address, Effect, Exit, Send, Show
-from .reliable import RetryPolicy
+from .limits import drop_report
 from .server import ServerLogic
 
 
@@ -75,9 +75,8 @@ async def open_node(logic: Logic, show: Callable[[Effect], None], bind: Address)
     return protocol, done
 
 
-async def run_server(bind: Address, policy: RetryPolicy, show: Callable[[Effect], None]) -> int:
+async def run_server(logic: ServerLogic, bind: Address, show: Callable[[Effect], None]) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status."""
-    logic = ServerLogic(bind[1], policy)
     node, done = await open_node(logic, show, bind)
     show(Show(">>> Server is online"))
     loop = asyncio.get_running_loop()
@@ -87,6 +86,8 @@ async def run_server(bind: Address, policy: RetryPolicy, show: Callable[[Effect]
         return await done
     finally:
         node.transport.close()
+        if report := drop_report(logic.drops):
+            show(report)
 
 
 async def run_client(logic: ClientLogic, bind: Address, terminal) -> int:
@@ -111,9 +112,20 @@ async def run_client(logic: ClientLogic, bind: Address, terminal) -> int:
     logic.start(node.now())
     node.pump()
     reader = asyncio.ensure_future(terminal.read(typed, ended, shutdown, lambda: logic.prompt))
+
+    def reader_done(task: asyncio.Future) -> None:
+        # A failure while reading or running a typed command would leave a client that
+        # is online but deaf to the keyboard: report it (with its traceback) and go offline.
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler({"message": "reading typed commands failed", "exception": task.exception()})
+            shutdown()
+
+    reader.add_done_callback(reader_done)
     try:
         return await done
     finally:
+        if report := drop_report(logic.drops):
+            terminal.show(report)
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         node.transport.close()

@@ -9,6 +9,7 @@ session token), the groups, and the table version each client has acknowledged.
 from __future__ import annotations
 
 import random
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 
@@ -16,8 +17,9 @@ from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import Fields, parse
 
 from .effects import Address, Effect, Show, ShowTable
+from .limits import Limits, RateLimiter
 from .names import SERVER_NAME, valid_group_name, valid_username
-from .reliable import Endpoint, RetryPolicy
+from .reliable import Endpoint, RetryPolicy, is_newer
 
 CLIENT_COLUMNS = ("name", "ip", "port", "status")
 STATUS_OK = STATUS_CODES["ok"]
@@ -29,7 +31,10 @@ GROUP_COLUMNS = ("group", "members")
 class ClientRecord:
     name: str
     addr: Address
-    token: int
+    token: int  # secret: requests must carry it
+    session: int  # public: peers see it in the table
+    reg_ids: tuple[int, ...] = ()  # msg ids of this name's latest registrations, to refuse replays
+    last_id: int = 0  # msg id of the latest request processed for this session
     online: bool = True
     group: str | None = None
     changed: int = 0  # table version in which this row last changed
@@ -39,9 +44,17 @@ class ClientRecord:
 
 
 class ServerLogic:
-    def __init__(self, port: int = 0, policy: RetryPolicy = RetryPolicy(), rng: random.Random | None = None):
+    def __init__(
+        self,
+        port: int = 0,
+        policy: RetryPolicy = RetryPolicy(),
+        rng: random.Random | None = None,
+        limits: Limits = Limits(),
+    ):
         self._rng = rng or random.SystemRandom()
         self.net = Endpoint(SERVER_NAME, port, policy, self._rng)
+        self.limits = limits
+        self._rate = RateLimiter(limits.rate, limits.burst)
         self.clients: dict[str, ClientRecord] = {}
         self.by_addr: dict[Address, str] = {}  # online clients only
         self.groups: dict[str, dict[str, None]] = {}  # group -> members, in joining order
@@ -62,6 +75,9 @@ class ServerLogic:
     # -- driving interface ----------------------------------------------------
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
+        if not self._rate.allow(addr, now):
+            self._drop("rate-limited", addr, "too many datagrams from one source")
+            return
         try:
             pkt = parse(data)
         except ProtocolError as exc:
@@ -81,11 +97,10 @@ class ServerLogic:
         if handler is None:
             self._drop("unexpected type", addr, kind)
             return
-        record = self._authenticate(pkt, addr)
+        record = self._authenticate(pkt, addr, now)
         if record is None:
-            self._drop("unauthenticated", addr, f"{kind} claiming to be {pkt.sender!r}")
-            self._reply(pkt, addr, now, "not_registered")
             return
+        record.last_id = pkt.msg_id
         handler(pkt, addr, now, record)
         if record.online and record.synced < self.version and record.table_msg is None:
             self._sync_table(record, now)  # a client that missed an update is repaired on contact
@@ -105,8 +120,13 @@ class ServerLogic:
         name = pkt.sender
         existing = self.clients.get(name)
         holder = self.by_addr.get(addr)
+        if existing is not None and pkt.msg_id in existing.reg_ids:
+            self._drop("replayed", addr, f"reg #{pkt.msg_id} of {name!r} seen before")
+            return
         if not valid_username(name):
             status = "bad_name"
+        elif existing is None and len(self.clients) >= self.limits.max_clients:
+            status = "server_full"
         elif existing is not None and existing.online and existing.addr != addr:
             status = "name_taken"
         elif holder is not None and holder != name:
@@ -122,11 +142,13 @@ class ServerLogic:
                 del self.by_addr[existing.addr]
             if existing.table_msg is not None:
                 self.net.cancel(existing.table_msg)
-        token = self._rng.randrange(1, 2**64)
-        record = ClientRecord(name, addr, token)
+        token, session = secrets.randbits(64) or 1, secrets.randbits(32)
+        reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pkt.msg_id,)
+        record = ClientRecord(name, addr, token, session, reg_ids, last_id=pkt.msg_id)
         self.clients[name] = record
         self.by_addr[addr] = name
-        self.net.answer(pkt, addr, self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_OK, token=token), now)
+        answer = self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_OK, token=token, session=session)
+        self.net.answer(pkt, addr, answer, now)
         self._table_changed(record, now)
 
     def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -140,6 +162,9 @@ class ServerLogic:
         elif group in self.groups:
             self._show(f"Client {record.name} creating group {group} failed, group already exists")
             self._reply(pkt, addr, now, "group_exists")
+        elif len(self.groups) >= self.limits.max_groups:
+            self._show(f"Client {record.name} creating group {group} failed, too many groups")
+            self._reply(pkt, addr, now, "too_many_groups")
         else:
             self.groups[group] = {}
             self._show(f"Client {record.name} created group {group} successfully")
@@ -241,7 +266,7 @@ class ServerLogic:
             self.net.cancel(record.table_msg)  # superseded: the new delta covers it
         version, base = self.version, record.synced
         entries = [
-            {"client": c.name, "ip": c.addr[0], "port": c.addr[1], "online": int(c.online)}
+            {"client": c.name, "ip": c.addr[0], "port": c.addr[1], "online": int(c.online), "session": c.session}
             for c in self.clients.values()
             if c.changed > base
         ]
@@ -298,11 +323,28 @@ class ServerLogic:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _authenticate(self, pkt: Fields, addr: Address) -> ClientRecord | None:
+    def _authenticate(self, pkt: Fields, addr: Address, now: float) -> ClientRecord | None:
+        """The session a request belongs to, or None (then the request was answered or dropped).
+
+        Name, token and source address must all match an online client, and the request must
+        be newer than the last one of the session (older ones are replays: a genuine
+        retransmission was answered from the remembered replies already)."""
         record = self.clients.get(pkt.sender)
-        if record is None or not record.online or record.addr != addr or record.token != pkt.token:
-            return None
-        return record
+        kind = MSG_TYPES[pkt.type]
+        if record is None or not record.online or record.addr != addr:
+            # No session of that name at that address (an old session, a restarted server,
+            # or someone using another's name): say so, a genuine client can tell its user.
+            self._drop("unregistered", addr, f"{kind} from no session of {pkt.sender!r} at that address")
+            self._reply(pkt, addr, now, "not_registered")
+        elif record.token != pkt.token:
+            # The right address with the wrong token: a forged source address.  An answer
+            # would go to the real client, so there is none.
+            self._drop("forged", addr, f"{kind} in the name of {pkt.sender!r} with a wrong token")
+        elif not is_newer(pkt.msg_id, record.last_id):
+            self._drop("replayed", addr, f"{kind} #{pkt.msg_id} of {pkt.sender!r} is older than the session's last")
+        else:
+            return record
+        return None
 
     def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[str] = ()) -> None:
         reply = self.net.build("ack", ack_id=pkt.msg_id, status=STATUS_CODES[status], items=[{"value": i} for i in items])

@@ -19,6 +19,7 @@ from scapy.fields import (
     ShortField,
     StrLenField,
     XLongField,
+    XIntField,
     XShortField,
     ByteField,
 )
@@ -60,6 +61,8 @@ STATUSES = {
     8: "not_registered",
     9: "bad_request",
     10: "resync",  # a table delta did not apply: send the whole table again
+    11: "server_full",  # the server holds as many clients as it is allowed to
+    12: "too_many_groups",  # the server holds as many groups as it is allowed to
 }
 STATUS_CODES = {name: code for code, name in STATUSES.items()}
 
@@ -137,6 +140,7 @@ class Entry(_Item):
         IPField("ip", "127.0.0.1"),
         ShortField("port", 0),
         ByteEnumField("online", 1, {0: "offline", 1: "online"}),
+        XIntField("session", 0),  # public number of this registration; peers check pri_msg against it
     ]
 
     def mysummary(self):
@@ -154,7 +158,7 @@ class ChatHeader(Packet):
         ByteEnumField("type", 1, MSG_TYPES),
         IntField("msg_id", 0),  # chosen by the sender; acks name it, receivers dedup on it
         ShortField("port", 0),  # sender's listening port (informational: the source address rules)
-        XLongField("token", 0),  # session token, 0 until registered
+        XLongField("token", 0),  # secret session token on requests to the server, 0 until registered
         FieldLenField("name_len", None, length_of="sender", fmt="B"),
         _utf8("sender", "name_len"),
     ]
@@ -210,13 +214,15 @@ class Ack(_Answer):
 
 
 class RegAck(_Answer):
-    """Answer to reg, with the new session token when the status is ok."""
+    """Answer to reg: when the status is ok, the secret token the client's requests must
+    carry from now on, and the public session number its peers will see in the table."""
 
     name = "RegAck"
     fields_desc = [
         IntField("ack_id", 0),
         ByteEnumField("status", 0, STATUSES),
         XLongField("token", 0),
+        XIntField("session", 0),
     ]
 
     def describe(self):
@@ -295,6 +301,7 @@ class PriMsg(_Payload):
 
     name = "PriMsg"
     fields_desc = [
+        XIntField("session", 0),  # the sender's session number, as in its table entry
         FieldLenField("text_len", None, length_of="text", fmt="H"),
         _utf8("text", "text_len"),
     ]

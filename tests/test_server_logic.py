@@ -387,10 +387,69 @@ def test_unauthenticated_requests_are_refused_and_counted(forgery):
         liar = ann
     h.take_lines()
     for _ in range(3):
-        assert liar.ask("create_group", CreateGroup(group="evil")) == "not_registered"
+        if forgery == "wrong token":
+            # the right address with a wrong token is a forged source: answering would reach Ann
+            before = len(h.sent(to=ann.addr))
+            h.deliver(liar.packet("create_group", CreateGroup(group="evil")), liar.addr)
+            assert len(h.sent(to=ann.addr)) == before
+        else:
+            assert liar.ask("create_group", CreateGroup(group="evil")) == "not_registered"
     assert "evil" not in h.server.groups
-    assert h.server.drops["unauthenticated"] == 3
+    assert h.server.drops["forged" if forgery == "wrong token" else "unregistered"] == 3
     assert len(h.take_lines()) == 1, "one log line per kind of problem"
+
+
+def test_replayed_request_of_a_live_session_is_dropped():
+    h = Harness()
+    ann = h.client("Ann")
+    first = ann.packet("create_group", CreateGroup(group="g1"))
+    h.deliver(first, ann.addr)
+    assert ann.ask("create_group", CreateGroup(group="g2")) == "ok"
+    h.advance(60)  # the remembered answer to the first request has expired
+    h.take_lines()
+    before = len(h.out)
+    h.deliver(first, ann.addr)
+    assert len(h.out) == before, "no answer and no effect"
+    assert h.server.drops["replayed"] == 1
+    assert ann.ask("create_group", CreateGroup(group="g3")) == "ok", "the session goes on"
+
+
+def test_replayed_registration_is_dropped():
+    h = Harness()
+    ann = h.client("Ann", register=False)
+    reg = ann.packet("reg")
+    h.deliver(reg, ann.addr)
+    ann.token = ann.answer_to(decode(reg).msg_id).payload.token
+    assert ann.ask("dereg") == "ok"
+    h.advance(60)
+    h.deliver(reg, ann.addr)
+    assert not h.server.clients["Ann"].online, "a replayed registration registers nobody"
+    assert h.server.drops["replayed"] == 1
+
+
+def test_server_full_and_too_many_groups():
+    from node.limits import Limits
+
+    h = Harness()
+    h.server.limits = Limits(max_clients=2, max_groups=1)
+    ann, bob = h.client("Ann"), h.client("Bob")
+    cat = h.client("Cat", register=False)
+    assert cat.register() == "server_full"
+    assert ann.ask("create_group", CreateGroup(group="g1")) == "ok"
+    assert ann.ask("create_group", CreateGroup(group="g2")) == "too_many_groups"
+    assert ann.ask("dereg") == "ok"
+    again = h.client("Ann", addr=("10.0.0.99", 7999), register=False)
+    assert again.register() == "ok", "a known name may come back when the server is full"
+
+
+def test_flood_from_one_source_is_rate_limited_without_hurting_others():
+    h = Harness()
+    ann, bob = h.client("Ann"), h.client("Bob")
+    flood = ann.packet("list_groups")
+    for _ in range(5000):  # all at one instant: far beyond the burst
+        h.deliver(flood, ("10.6.6.6", 666))
+    assert h.server.drops["rate-limited"] >= 5000 - h.server.limits.burst
+    assert bob.ask("create_group", CreateGroup(group="calm")) == "ok"
 
 
 def test_unexpected_types_and_stale_acks_are_counted():
