@@ -16,7 +16,8 @@ Rules (checked in order, first match wins; no match means pass):
     actions:  drop | pass | delay D[±J] | duplicate N | reorder | corrupt [N] | replay AFTER
     matches:  type=T[,T...]  from=NAME[,NAME...]  to=NAME[,NAME...]  (names learned from
               the traffic; the server is "server")
-              p=P        with probability P (from --seed)
+              p=P        with probability P (--seed N: each flow, a sender, a receiver and
+                         a type, gets the same choices on every run with that N)
               first=N    the first N datagrams the rule's type/from/to select
               nth=N      only the Nth of them
               after=N    all of them after the first N
@@ -54,6 +55,8 @@ from typing import Iterable
 
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.cli import host_port  # noqa: E402  (after the path is set)
 
 Address = tuple[str, int]
 
@@ -117,9 +120,11 @@ class Rule:
                 raise RuleError(f"'{action}' needs an argument in rule '{text}'")
             arg, rest = rest[0], rest[1:]
             if action in ("delay", "replay"):
-                base, _, jitter = arg.replace("+-", "±").partition("±")
+                base, sep, jitter = arg.replace("+-", "±").partition("±")
                 rule.delay = parse_duration(base, text)
-                rule.jitter = parse_duration(jitter, text) if jitter else 0.0
+                if sep and not jitter:
+                    raise RuleError(f"bad duration '{arg}' in rule '{text}' (a jitter after ±, e.g. 300ms±50ms)")
+                rule.jitter = parse_duration(jitter, text) if sep else 0.0
                 if action == "replay" and jitter:
                     raise RuleError(f"bad duration '{arg}' in rule '{text}' (replay takes no jitter)")
             else:
@@ -181,26 +186,38 @@ class FaultPlan:
     """The rule list and the seeded randomness: decides the fate of each chat datagram."""
 
     def __init__(self, rules: Iterable[str | Rule] = (), seed: int | None = None):
-        self.rng = random.Random(seed)
+        self.seed = seed
         self.rules: list[Rule] = [r if isinstance(r, Rule) else Rule.parse(r) for r in rules]
+        self._streams: dict[tuple[str, str, str], random.Random] = {}
+
+    def stream(self, kind: str, src: str, dst: str) -> random.Random:
+        """The random stream of one (sender, receiver, type).  Real nodes' flows reach the
+        proxy in a different interleaving on every run; a single stream would then give
+        each datagram a different fate, while one per flow repeats as long as each flow does."""
+        key = (src, dst, kind)
+        rng = self._streams.get(key)
+        if rng is None:
+            rng = self._streams[key] = random.Random(None if self.seed is None else f"{self.seed}|{src}|{dst}|{kind}")
+        return rng
 
     def decide(self, data: bytes, kind: str, src: str, dst: str) -> Decision:
+        rng = self.stream(kind, src, dst)
         for index, rule in enumerate(self.rules):
-            if rule.take(kind, src, dst, self.rng):
-                return Decision(rule.action, index, self._copies(rule, data), hold=rule.action == "reorder")
+            if rule.take(kind, src, dst, rng):
+                return Decision(rule.action, index, self._copies(rule, data, rng), hold=rule.action == "reorder")
         return Decision("pass", None, [(0.0, data)])
 
-    def _copies(self, rule: Rule, data: bytes) -> list[tuple[float, bytes]]:
+    def _copies(self, rule: Rule, data: bytes, rng: random.Random) -> list[tuple[float, bytes]]:
         if rule.action == "drop":
             return []
         if rule.action == "delay":
-            return [(max(0.0, rule.delay + self.rng.uniform(-rule.jitter, rule.jitter)), data)]
+            return [(max(0.0, rule.delay + rng.uniform(-rule.jitter, rule.jitter)), data)]
         if rule.action == "duplicate":
             return [(0.0, data)] * (rule.copies + 1)
         if rule.action == "corrupt":
             flipped = bytearray(data)
             for _ in range(rule.copies):
-                flipped[self.rng.randrange(len(flipped))] ^= 1 << self.rng.randrange(8)
+                flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
             return [(0.0, bytes(flipped))]
         if rule.action == "replay":
             return [(0.0, data), (rule.delay, data)]
@@ -406,16 +423,6 @@ class ProxyThread:
 # -- command line ----------------------------------------------------------------------------
 
 
-def _address(text: str) -> Address:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT")
-    try:
-        return socket.gethostbyname(host or "127.0.0.1"), int(port)
-    except (socket.gaierror, UnicodeError):
-        raise argparse.ArgumentTypeError(f"cannot resolve '{host}'") from None
-
-
 def _print_stats(proxy: LossyProxy) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -437,8 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__[__doc__.index("Rules"):],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT", help="address clients use as the server's (port 0: any)")
-    parser.add_argument("--server", type=_address, required=True, metavar="HOST:PORT", help="the real server")
+    parser.add_argument("--listen", type=host_port, required=True, metavar="HOST:PORT", help="address clients use as the server's (port 0: any)")
+    parser.add_argument("--server", type=host_port, required=True, metavar="HOST:PORT", help="the real server")
     parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule (repeatable; see below)")
     parser.add_argument("--rules", metavar="FILE", help="rules from a file, one per line, # comments")
     parser.add_argument("--seed", type=int, help="seed for the random choices (p=, jitter, corrupt)")
@@ -452,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.rules, encoding="utf-8") as f:
                 texts += [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
         rules = [Rule.parse(t) for t in texts]
+        if args.log:
+            open(args.log, "a", encoding="utf-8").close()  # fail here, not as a listening error later
     except (RuleError, OSError) as exc:
         print(f"lossy_proxy.py: {exc}", file=sys.stderr)
         return 2

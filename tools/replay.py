@@ -24,31 +24,19 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.cli import UserError, host_port, open_capture  # noqa: E402  (after the path is set)
+
 PROG = "replay.py"
 LOCAL_NAME = "replay"
 
 
-class UserError(Exception):
-    """A mistake the user can fix: one line on stderr, no traceback."""
-
-
 def load(path: str, types: set[str]) -> list[tuple[int, bytes]]:
     """(capture time in µs, bytes) of each chat datagram in the capture, of the chosen types."""
-    from scapy.error import Scapy_Exception
-    from scapy.layers import inet, l2  # noqa: F401  (registers the link types a capture can have)
-    from scapy.utils import PcapReader
-
     from proto import MSG_TYPES, ProtocolError, decode
     from tools.sniff import udp_datagram
 
-    try:
-        reader = PcapReader(path)
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    except Scapy_Exception as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
     datagrams = []
-    with reader:
+    with open_capture(path) as reader:
         for frame in reader:
             found = udp_datagram(frame, set())
             if found is None:
@@ -104,16 +92,6 @@ def replay(datagrams: list[tuple[int, bytes]], target: tuple[str, int], sock: so
     return len(datagrams), received
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT")
-    try:
-        return socket.gethostbyname(host or "127.0.0.1"), int(port)
-    except (socket.gaierror, UnicodeError):
-        raise argparse.ArgumentTypeError(f"cannot resolve '{host}'") from None
-
-
 def _speed(text: str) -> float:
     try:
         value = float(text)
@@ -137,13 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=__doc__[__doc__.index("examples:"):],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("capture", metavar="FILE.pcap", help="a capture, e.g. from sniff.py -w or tcpdump")
-    parser.add_argument("--to", type=_address, required=True, metavar="HOST:PORT", help="where to send the datagrams")
+    parser.add_argument("--to", type=host_port, required=True, metavar="HOST:PORT", help="where to send the datagrams")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--fast", action="store_true", help="send as fast as possible")
     pace.add_argument("--speed", type=_speed, default=1.0, metavar="X", help="X times the original pace (default 1)")
     parser.add_argument("--type", action="append", default=[], choices=[*MSG_TYPES.values(), "malformed"],
                         metavar="T", help="replay only this message type (repeatable)")
-    parser.add_argument("--bind", type=_address, default=("0.0.0.0", 0), metavar="HOST:PORT",
+    parser.add_argument("--bind", type=host_port, default=("0.0.0.0", 0), metavar="HOST:PORT",
                         help="local address to send from (default: any, a free port)")
     parser.add_argument("--wait", type=float, default=1.0, metavar="S",
                         help="how long to listen for answers after the last datagram (default 1)")

@@ -33,15 +33,13 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.cli import UserError, open_capture  # noqa: E402  (after the path is set)
+
 PROG = "sniff.py"
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
 SO_RCVBUFFORCE = 33  # root may raise the receive buffer past net.core.rmem_max
 CAPTURE_BUFFER = 4 << 20  # bursts must not overflow the socket while a line is printed
-
-
-class UserError(Exception):
-    """A mistake the user can fix: one line on stderr, no traceback."""
 
 
 # -- from captured frames to datagrams ------------------------------------------------------
@@ -269,17 +267,7 @@ def print_stats(console, stats) -> None:
 
 
 def read_capture(path: str, inspector: Inspector) -> None:
-    from scapy.error import Scapy_Exception
-    from scapy.layers import inet, l2  # noqa: F401  (registers the link types a capture can have)
-    from scapy.utils import PcapReader
-
-    try:
-        reader = PcapReader(path)
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    except Scapy_Exception as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    with reader:
+    with open_capture(path) as reader:
         for frame in reader:
             inspector.frame(frame)
             if inspector.done:
