@@ -25,10 +25,11 @@ def plain_table(table: ShowTable) -> list[str]:
 
 
 def rich_table(table: ShowTable, color: bool) -> str:
-    from rich.console import Console  # imported late: start-up time matters for --help
+    from rich import box  # imported late: start-up time matters for --help
+    from rich.console import Console
     from rich.table import Table
 
-    grid = Table(show_header=True, header_style="bold cyan" if color else None, box=None, padding=(0, 2, 0, 4))
+    grid = Table(show_header=True, header_style="bold cyan" if color else None, box=box.SIMPLE_HEAD, show_edge=False)
     for column in table.columns:
         grid.add_column(column)
     for row in table.rows:
@@ -40,35 +41,59 @@ def rich_table(table: ShowTable, color: bool) -> str:
 
 
 class Terminal:
-    def __init__(self, color: bool | None = None, stream=None):
-        self.stream = stream or sys.stdout
-        self.interactive = sys.stdin.isatty() and self.stream.isatty() and os.environ.get("TERM") != "dumb"
+    def __init__(self, color: bool | None = None):
+        self.tty = sys.stdout.isatty()
+        self.interactive = sys.stdin.isatty() and self.tty and os.environ.get("TERM") != "dumb"
         if color is None:
-            color = self.stream.isatty() and "NO_COLOR" not in os.environ
+            color = self.tty and "NO_COLOR" not in os.environ
         self.color = color
         self._session = None
+        self._lost = False
+
+    def lost(self) -> bool:
+        """True once the terminal has hung up (window closed): from then on every write
+        to it fails with EIO.  Writing nothing finds out without printing anything; it
+        must be asked before printing, because while prompting the printing is done
+        by patch_stdout's thread, which dies with a traceback on that error."""
+        if self.tty and not self._lost:
+            try:
+                os.write(sys.__stdout__.fileno(), b"")
+            except (OSError, ValueError):
+                self._lost = True
+        return self._lost
 
     def show(self, effect: Effect) -> None:
+        if self.lost():
+            return
         if isinstance(effect, Show):
             lines = [_printable(effect.text)]
         elif isinstance(effect, ShowTable):
             rows = tuple(tuple(map(_printable, row)) for row in effect.rows)
             table = ShowTable(effect.title, effect.columns, rows)
-            body = rich_table(table, self.color).split("\n") if self.stream.isatty() else plain_table(table)
+            body = rich_table(table, self.color).split("\n") if self.tty else plain_table(table)
             lines = [effect.title, *body]
         else:
             return
-        print("\n".join(lines), file=self.stream, flush=True)
+        # sys.stdout is looked up now: while prompting, patch_stdout has replaced it
+        # with a proxy that prints above the line being typed.
+        try:
+            sys.stdout.write("\n".join(lines) + "\n")  # one write: a table is never split by other output
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # the terminal is gone (window closed): keep going, deregistration is under way
         if self._session is not None and self._session.app.is_running:
             self._session.app.invalidate()  # the prompt may have changed (group mode)
 
     async def read(self, typed: Callable[[str], None], ended: Callable[[], None], interrupted: Callable[[], None], prompt: Callable[[], str]) -> None:
         """Feed typed lines to ``typed``; then ``ended`` at end of input, or ``interrupted`` on Ctrl+C."""
-        if self.interactive:
-            await self._read_interactive(typed, ended, interrupted, prompt)
-        else:
+        try:
+            if self.interactive:
+                await self._read_interactive(typed, ended, interrupted, prompt)
+                return
             await self._read_plain(typed)
-            ended()
+        except OSError:
+            pass  # the terminal went away: the same as end of input
+        ended()
 
     async def _read_interactive(self, typed, ended, interrupted, prompt) -> None:
         from prompt_toolkit import PromptSession
@@ -94,9 +119,21 @@ class Terminal:
         lines: asyncio.Queue[str | None] = asyncio.Queue()
 
         def pump_stdin() -> None:
-            for line in sys.stdin:
-                loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
-            loop.call_soon_threadsafe(lines.put_nowait, None)
+            try:
+                # A strict decoder would end this thread on the first byte that is not in
+                # the terminal's encoding; surrogateescape would make lines that cannot be sent.
+                sys.stdin.reconfigure(errors="replace")
+            except (AttributeError, ValueError):
+                pass  # not a text stream we can adjust: read it as it is
+            try:
+                for line in sys.stdin:
+                    loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
+            except OSError:
+                pass  # the terminal hung up (EIO): that is the end of input too
+            try:
+                loop.call_soon_threadsafe(lines.put_nowait, None)
+            except RuntimeError:
+                pass  # the loop has finished already: nobody is waiting for input
 
         threading.Thread(target=pump_stdin, name="stdin", daemon=True).start()
         while (line := await lines.get()) is not None:

@@ -1,0 +1,533 @@
+"""A small harness for end-to-end tests: real ``ChatApp.py`` processes in
+pseudo-terminals (pexpect), on ports the OS hands out, stopped by pid.
+
+Output is read into one text per process with a cursor: ``expect`` searches
+after the cursor and moves it past the match, so a test reads a process's
+output in order.  For plain processes (TERM=dumb) the text is the output with
+ANSI escapes and carriage returns removed; for interactive (prompt_toolkit)
+ones it is what a tiny terminal emulator, ``Screen``, shows: what the user sees.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unicodedata
+from pathlib import Path
+from typing import Callable
+
+import pexpect
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHATAPP = str(ROOT / "ChatApp.py")
+PYTHON = sys.executable
+HOST = "127.0.0.1"
+
+# Deadline for one expected event.  Generous so that a loaded 2-core machine
+# does not fail a correct program; a passing test never waits this long.
+WAIT = 10.0
+# Short retry flags, so that failure paths (no ack after all tries) finish fast.
+FAST = ("--ack-timeout", "0.1", "--retries", "3")
+
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_=>78])")
+SEPARATOR = re.compile(r"^[\s\u2500-\u257f-]+$")  # the rule under a rich table's header
+
+
+def free_port() -> int:
+    """A UDP port the OS just handed out on 127.0.0.1 (closed again, so it can clash, rarely)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def clean(text: str) -> str:
+    return ANSI.sub("", text).replace("\r", "")
+
+
+def base_env(interactive: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8")  # as on a user's UTF-8 terminal
+    env.pop("NO_COLOR", None)  # colours on, as by default: escapes are stripped when reading
+    if interactive:
+        env["TERM"] = "xterm"  # prompt_toolkit's questions (cursor position) are answered by Screen
+    else:
+        env["TERM"] = "dumb"  # plain line input: no prompt_toolkit redraws in the output
+    return env
+
+
+def run_plain(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run ChatApp.py with pipes (stdout and stderr apart), for checks of the command line."""
+    return subprocess.run(
+        [PYTHON, CHATAPP, *args],
+        cwd=ROOT,
+        env=base_env(False),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Screen:
+    """Just enough of a VT100 to replay prompt_toolkit's redraws: it draws with
+    carriage returns, relative cursor moves and erase-below, never absolute
+    positions.  Scrolling is ignored (the screen grows downwards).  Like a real
+    terminal it answers cursor position requests (CPR): see ``answers``."""
+
+    _SEQ = re.compile(r"\x1b\[([0-?]*)[ -/]*([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[@-Z\\-_=>78]")
+    _PARTIAL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|[()])?\Z")
+
+    def __init__(self, width: int, height: int):
+        self.width = width
+        self.height = height
+        self.rows: list[list[str]] = [[]]
+        self.row = self.col = 0
+        self.autowrap = True
+        self.answers: list[str] = []  # what the terminal must send back to the program
+        self._rest = ""
+
+    def feed(self, text: str) -> None:
+        text, self._rest = self._rest + text, ""
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "\x1b":
+                m = self._SEQ.match(text, i)
+                if m is None:
+                    if self._PARTIAL.match(text, i):
+                        self._rest = text[i:]  # the rest of the sequence comes with the next read
+                        return
+                    i += 1
+                    continue
+                if m.group(2):
+                    self._csi(m.group(1), m.group(2))
+                i = m.end()
+                continue
+            if ch == "\r":
+                self.col = 0
+            elif ch == "\n":
+                self._goto_row(self.row + 1)
+            elif ch == "\b":
+                self.col = max(0, self.col - 1)
+            elif ch >= " ":
+                self._put(ch)
+            i += 1
+
+    def _csi(self, params: str, final: str) -> None:
+        if params.startswith("?"):
+            if params[1:] == "7" and final in "hl":
+                self.autowrap = final == "h"
+            return
+        numbers = [int(p) if p else 0 for p in params.split(";")] if params else []
+        n = max(numbers[0], 1) if numbers else 1
+        if final == "A":
+            self.row = max(0, self.row - n)
+        elif final == "B":
+            self._goto_row(self.row + n)
+        elif final == "C":
+            self.col = min(self.width - 1, self.col + n)
+        elif final == "D":
+            self.col = max(0, self.col - n)
+        elif final == "G":
+            self.col = min(self.width - 1, n - 1)
+        elif final == "J" and (not numbers or numbers[0] == 0):
+            del self.rows[self.row][self.col :]
+            del self.rows[self.row + 1 :]
+        elif final == "K" and (not numbers or numbers[0] == 0):
+            del self.rows[self.row][self.col :]
+        elif final == "n" and numbers == [6]:
+            # Past the last row a real terminal has scrolled: the cursor is on its bottom row.
+            self.answers.append(f"\x1b[{min(self.row + 1, self.height)};{self.col + 1}R")
+        # colours (m), modes and the rest do not change the text
+
+    def _goto_row(self, row: int) -> None:
+        while len(self.rows) <= row:
+            self.rows.append([])
+        self.row = row
+
+    def _put(self, ch: str) -> None:
+        wide = unicodedata.east_asian_width(ch) in "WF"
+        if self.col + (2 if wide else 1) > self.width:
+            if not self.autowrap:
+                return
+            self._goto_row(self.row + 1)
+            self.col = 0
+        line = self.rows[self.row]
+        line.extend(" " * (self.col - len(line)))
+        cells = [ch, ""] if wide else [ch]
+        line[self.col : self.col + len(cells)] = cells
+        self.col += len(cells)
+
+    def lines(self) -> list[str]:
+        """The screen's text, trailing blank lines dropped."""
+        text = ["".join(row).rstrip() for row in self.rows]
+        while text and not text[-1]:
+            text.pop()
+        return text
+
+
+class Proc:
+    """One ChatApp.py process in a pseudo-terminal."""
+
+    def __init__(
+        self, args: list[str], label: str, interactive: bool = False, columns: int = 200, stderr: str | None = None
+    ):
+        self.label = label
+        self.args = args
+        self.interactive = interactive
+        command, argv = PYTHON, [CHATAPP, *args]
+        if stderr is not None:
+            # For tests of a lost terminal: what the program says on stderr must not be lost with it.
+            command, argv = "/bin/sh", ["-c", 'exec "$0" "$@" 2>"$STDERR_FILE"', PYTHON, *argv]
+        env = base_env(interactive)
+        if stderr is not None:
+            env["STDERR_FILE"] = stderr
+        self.child = pexpect.spawn(
+            command,
+            argv,
+            cwd=str(ROOT),
+            env=env,
+            echo=False,  # plain mode: keep typed commands out of the output (prompt_toolkit echoes itself)
+            dimensions=(50, columns),
+        )
+        self.pid = self.child.pid
+        # pexpect's pauses before each write and after close are for slow old programs;
+        # every wait in these tests is on a condition instead.
+        self.child.delaybeforesend = None
+        self.child.delayafterclose = self.child.ptyproc.delayafterclose = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.raw = ""
+        self.text = ""
+        self.pos = 0
+        self.eof = False
+        self.screen = Screen(columns, 50) if interactive else None
+        self.status: int | None = None  # exit code, or -signal
+
+    # -- reading -------------------------------------------------------------
+
+    def _read(self, timeout: float) -> bool:
+        """Read what is there (waiting up to ``timeout``); False if nothing came."""
+        if self.eof:
+            time.sleep(min(timeout, 0.02))  # only the exit status can still change
+            return False
+        try:
+            data = self.child.read_nonblocking(65536, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return False
+        except pexpect.EOF:
+            self.eof = True
+            return False
+        chunk = self._decoder.decode(data)
+        self.raw += chunk
+        if self.screen is None:
+            self.text = clean(self.raw)
+        else:
+            # prompt_toolkit redraws its prompt in place: read what the screen shows.  The
+            # rows above the prompt never change, so offsets into them stay valid.
+            self.screen.feed(chunk)
+            self.text = "\n".join(self.screen.lines()) + "\n"
+            while self.screen.answers:
+                self.child.send(self.screen.answers.pop(0).encode())
+        return True
+
+    def _fail(self, what: str) -> None:
+        tail = self.text[max(0, self.pos - 1500) : self.pos]
+        rest = self.text[self.pos :]
+        state = "exited" if self.eof else "running"
+        raise AssertionError(
+            f"{self.label} ({state}): {what}\n--- already read ---\n{tail}\n--- not matched yet ---\n{rest}"
+        )
+
+    def wait_until(self, check: Callable[[], object], what: str, timeout: float = WAIT, output: bool = True):
+        """Read output until ``check()`` returns something true; return it.  With
+        ``output`` (the check looks at the output), give up as soon as the output ends."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            left = deadline - time.monotonic()
+            if left <= 0 or (output and self.eof and not self._read(0)):
+                # One last look: the output may have ended with what we wait for.
+                result = check()
+                if result:
+                    return result
+                self._fail(f"timed out waiting for {what}" if left <= 0 else f"exited before {what}")
+            self._read(min(left, 0.2))
+
+    def expect(self, pattern: str, timeout: float = WAIT, flags: int = 0) -> re.Match:
+        """Search ``pattern`` (a regex) after the cursor; move the cursor past the match."""
+        regex = re.compile(pattern, flags)
+
+        def found():
+            return regex.search(self.text, self.pos)
+
+        match = self.wait_until(found, f"/{pattern}/", timeout)
+        self.pos = match.end()
+        return match
+
+    def expect_line(self, line: str, timeout: float = WAIT) -> re.Match:
+        """A whole output line, exactly."""
+        return self.expect(r"^" + re.escape(line) + r"\n", timeout, re.MULTILINE)
+
+    def expect_lines(self, *lines: str, timeout: float = WAIT) -> re.Match:
+        """Consecutive whole lines, exactly and in this order."""
+        return self.expect(r"^" + "".join(re.escape(line) + r"\n" for line in lines), timeout, re.MULTILINE)
+
+    def mark(self) -> int:
+        return len(self.text)
+
+    def lines_since(self, mark: int) -> list[str]:
+        return self.text[mark:].split("\n")
+
+    def _tables(self, title: str, since: int):
+        """Each table titled ``title`` after ``since``: (end offset, rows as lists of cells)."""
+        for match in re.finditer(r"^" + re.escape(title) + r"\n", self.text[since:], re.MULTILINE):
+            start = since + match.end()
+            rows, end, header = [], start, False
+            for line in self.text[start:].split("\n")[:-1]:  # complete lines only
+                if line.startswith(">>>"):
+                    break
+                end += len(line) + 1
+                if not line.strip() or SEPARATOR.match(line):
+                    continue
+                if not header:
+                    header = True  # column names
+                    continue
+                rows.append(re.split(r"\s{2,}", line.strip()))
+            yield end, rows
+
+    def expect_table(
+        self,
+        title: str,
+        check: Callable[[list[list[str]]], bool],
+        what: str,
+        timeout: float = WAIT,
+        since: int | None = None,
+    ):
+        """Wait for a table that passes ``check``, after the cursor (or after ``since``,
+        a ``mark()``, for output whose order does not matter); the cursor moves past it."""
+
+        def found():
+            for end, rows in self._tables(title, self.pos if since is None else since):
+                if check(rows):
+                    return end, rows
+            return None
+
+        self.wait_until(found, f"a table '{title}' with {what}", timeout)
+        # The check may have passed on a table read in part: the node printed it with one
+        # write, so the rest is already waiting.  Read it, then take the table again, whole.
+        while self._read(0):
+            pass
+        end, rows = found()
+        self.pos = max(self.pos, end)
+        return rows
+
+    def expect_clients(
+        self, expected: dict[str, str], timeout: float = WAIT, since: int | None = None
+    ) -> dict[str, tuple[str, int, str]]:
+        """Wait for a client table in which each named client has the given status;
+        returns the table as {name: (ip, port, status)}."""
+
+        def as_dict(rows):
+            return {row[0]: (row[1], int(row[2]), row[3]) for row in rows if len(row) == 4 and row[2].isdigit()}
+
+        def check(rows):
+            table = as_dict(rows)
+            return all(name in table and table[name][2] == status for name, status in expected.items())
+
+        rows = self.expect_table(">>> Client table updated.", check, str(expected), timeout, since)
+        return as_dict(rows)
+
+    def expect_groups(
+        self, expected: dict[str, list[str]], timeout: float = WAIT, since: int | None = None
+    ) -> dict[str, list[str]]:
+        """Wait for a group table with exactly these members in the named groups."""
+
+        def as_dict(rows):
+            return {row[0]: (row[1].split(", ") if len(row) > 1 else []) for row in rows}
+
+        def check(rows):
+            table = as_dict(rows)
+            return all(table.get(group) == members for group, members in expected.items())
+
+        rows = self.expect_table(">>> Group table updated.", check, str(expected), timeout, since)
+        return as_dict(rows)
+
+    def wait_screen(self, check: Callable[[list[str]], bool], what: str, timeout: float = WAIT) -> list[str]:
+        """Interactive processes: wait until the emulated screen satisfies ``check``."""
+        assert self.screen is not None, "not an interactive process"
+
+        def found():
+            lines = self.screen.lines()
+            return lines if check(lines) else None
+
+        try:
+            return self.wait_until(found, what, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- screen ---\n" + "\n".join(self.screen.lines()[-20:])) from None
+
+    # -- writing and signals --------------------------------------------------
+
+    def send(self, text: str) -> None:
+        self.child.send(text.encode("utf-8"))
+
+    def sendline(self, text: str) -> None:
+        self.send(text + "\r")
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def hang_up(self) -> None:
+        """Close the terminal, as a terminal emulator does when its window closes:
+        the kernel sends SIGHUP and later writes to the terminal fail."""
+        self.child.ptyproc.fileobj.close()  # the master side of the pty
+        self.child.ptyproc.closed = self.child.closed = True
+        self.eof = True
+
+    # -- ending ----------------------------------------------------------------
+
+    def alive(self) -> bool:
+        if self.status is not None:
+            return False
+        try:
+            alive = self.child.isalive()
+        except pexpect.ExceptionPexpect:  # already reaped, or the pty closed under it
+            alive = False
+        if not alive:
+            code, sig = self.child.exitstatus, self.child.signalstatus
+            self.status = -sig if sig is not None else (code if code is not None else -1)
+        return alive
+
+    def wait_exit(self, timeout: float = WAIT) -> int:
+        """Read output until the process has exited; its exit code (or -signal)."""
+        self.wait_until(lambda: not self.alive(), "the process to exit", timeout, output=False)
+        while self._read(0):  # whatever it printed last
+            pass
+        return self.status
+
+    def stop(self) -> None:
+        """Terminate by pid, wait, then kill: whatever state the test left it in."""
+        stop_all([self])
+
+    def close(self) -> None:
+        self.stop()
+        if not self.child.closed:
+            self.child.close(force=True)
+
+
+def stop_all(procs: list[Proc], grace: float = 5.0) -> None:
+    """SIGTERM to each by pid, all at once (a client deregisters meanwhile), wait;
+    then SIGKILL to any left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        live = [proc for proc in procs if proc.alive()]
+        for proc in live:
+            for each in (sig, signal.SIGCONT):  # SIGCONT: a test may have left it stopped
+                try:
+                    os.kill(proc.pid, each)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        while any(proc.alive() for proc in live) and time.monotonic() < deadline:
+            for proc in live:
+                proc._read(0.01)  # keep each pty drained so that none blocks on a write
+
+
+class Cluster:
+    """The processes of one test; every one is stopped at the end of the test."""
+
+    def __init__(self):
+        self.procs: list[Proc] = []
+
+    def spawn(self, args: list[str], label: str, interactive: bool = False, stderr: str | None = None) -> Proc:
+        proc = Proc(args, label, interactive, stderr=stderr)
+        self.procs.append(proc)
+        return proc
+
+    def server(self, *flags: str) -> Proc:
+        """A server on a free port of 127.0.0.1, up and listening."""
+        for _ in range(5):
+            port = free_port()
+            proc = self.spawn(["-s", str(port), "--bind", HOST, *flags], f"server:{port}")
+            match = proc.expect(r">>> Server is online\n|already in use")
+            if match.group(0).startswith(">>>"):
+                proc.port = port
+                return proc
+            proc.wait_exit()  # someone took the port in between: try another one
+        raise AssertionError("no free server port after 5 tries")
+
+    def client(
+        self,
+        name: str,
+        server: Proc,
+        *flags: str,
+        port: int | None = None,
+        interactive: bool = False,
+        register: bool = True,
+        stderr: str | None = None,
+    ) -> Proc:
+        """A client of ``server`` on 127.0.0.1; with ``register``, wait until it
+        is welcomed and its table shows it online."""
+        for _ in range(5 if port is None else 1):
+            proc = self._start_client(name, server, flags, port, interactive, stderr)
+            if not register or self._registered(proc):
+                return proc
+        raise AssertionError("no free client port after 5 tries")
+
+    def clients(self, names: list[str], server: Proc, *flags: str) -> list[Proc]:
+        """Plain clients started together (start-up is the slow part), each registered
+        and each knowing all the others online."""
+        procs = [self._start_client(name, server, flags) for name in names]
+        for i, proc in enumerate(procs):
+            for _ in range(5):
+                if self._registered(proc):
+                    break
+                proc = procs[i] = self._start_client(proc.name, server, flags)
+            else:
+                raise AssertionError("no free client port after 5 tries")
+        for proc in procs:
+            # From the start of its output: they registered in no particular order.
+            proc.expect_clients({name: "online" for name in names}, since=0)
+        return procs
+
+    def _start_client(self, name, server, flags, port=None, interactive=False, stderr=None) -> Proc:
+        port = port or free_port()
+        args = ["-c", name, HOST, str(server.port), str(port), "--bind", HOST, *flags]
+        proc = self.spawn(args, f"{name}:{port}", interactive, stderr)
+        proc.port = port
+        proc.name = name
+        return proc
+
+    def _registered(self, proc: Proc) -> bool:
+        """Welcomed, with itself online in its table; False if its port was taken meanwhile."""
+        match = proc.expect(r">>> Welcome, You are registered\.\n|already in use|>>> Someone.*\n")
+        if match.group(0).startswith("already"):
+            proc.wait_exit()
+            return False
+        assert match.group(0).startswith(">>> Welcome"), f"{proc.label} refused: {match.group(0)}"
+        table = proc.expect_clients({proc.name: "online"})
+        assert table[proc.name] == (HOST, proc.port, "online"), table
+        return True
+
+    def stop_all(self) -> None:
+        # Clients first, while the server can still acknowledge their dereg.
+        stop_all([proc for proc in self.procs if proc.args[0] != "-s"])
+        stop_all([proc for proc in self.procs if proc.args[0] == "-s"])
+        for proc in self.procs:
+            proc.close()
+
+
+@pytest.fixture
+def cluster():
+    nodes = Cluster()
+    yield nodes
+    nodes.stop_all()
+    for proc in nodes.procs:  # shown by pytest only when the test failed
+        print(f"----- {proc.label} (pid {proc.pid}, status {proc.status}) -----\n{proc.text}")
