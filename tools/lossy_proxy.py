@@ -468,12 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     async def serve() -> None:
         proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold)
         proxy.start()
-        host, port = proxy.address
-        print(f"lossy proxy on {host}:{port} -> server {args.server[0]}:{args.server[1]} ({len(rules)} rules)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        host, port = proxy.address
+        # Only now: whoever waits for this line may stop the proxy at once.
+        print(f"lossy proxy on {host}:{port} -> server {args.server[0]}:{args.server[1]} ({len(rules)} rules)", flush=True)
         await stop.wait()
         proxy.stop()
         if args.stats:
