@@ -10,11 +10,13 @@ time, in order: a command that waits for an answer holds the ones after it.
 from __future__ import annotations
 
 import random
+import sys
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable
 
 from proto import (
+    MAX_NAME_BYTES,
     MAX_TEXT_BYTES,
     MSG_TYPES,
     STATUS_CODES,
@@ -23,11 +25,11 @@ from proto import (
 )
 from proto.fastpath import Fields, parse
 
-from .effects import Address, Effect, Exit, Show, ShowTable
+from .effects import Address, Effect, Exit, LazyRows, Show, ShowTable
 from .limits import Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
-from .server import CLIENT_COLUMNS
+from .server import CLIENT_COLUMNS, SHOW_PAUSE_PER_ROW, SHOWN_AT_ONCE
 
 HELP = (
     "Commands:",
@@ -49,6 +51,7 @@ NOT_IN_GROUP = (
 END_OF_INPUT = "\x04"  # queued after the last typed line when input ends
 
 STATUS_OK = STATUS_CODES["ok"]
+STATUS_MORE = STATUS_CODES["more"]
 STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
 
 # Datagrams that only the server may send to a client.
@@ -60,6 +63,13 @@ class Peer:
     addr: Address
     online: bool
     session: int
+
+
+# Equal table rows are one object in the process, and names are interned: a process that runs
+# many clients (the simulator, the benchmark's thousands) holds each row once, not once per
+# client.  Cleared when full: it only saves memory.
+_PEERS: dict[tuple, Peer] = {}
+MAX_SHARED_PEERS = 1 << 16
 
 
 class ClientLogic:
@@ -91,6 +101,8 @@ class ClientLogic:
         self._typed: deque[str] = deque()
         self._busy = True  # until registration is answered
         self._closing = False
+        self._show_after = 0.0  # when a long table may be shown again
+        self._show_later = False
         self._commands: dict[str, tuple[str, Callable[[str, float], None]]] = {
             "send": ("normal", self._cmd_send),
             "create_group": ("normal", self._cmd_create_group),
@@ -225,8 +237,10 @@ class ClientLogic:
     def _cmd_create_group(self, rest: str, now: float) -> None:
         if not rest:
             self._invalid()
-        elif not valid_group_name(rest):
+        elif ";" in rest or any(ch.isspace() for ch in rest):
             self._say("Group name should not contain ';'. Try again.")
+        elif not valid_group_name(rest):
+            self._say(f"Group name should be at most {MAX_NAME_BYTES} bytes of printable UTF-8. Try again.")
         else:
             outcomes = {
                 "ok": f"Group {rest} created by Server.",
@@ -240,10 +254,7 @@ class ClientLogic:
             self._invalid()
             return
 
-        def listed(ack: Fields, now: float) -> None:
-            if self._refused(ack, now):
-                return
-            groups = [item.value for item in ack.payload.items]
+        def listed(groups: list[str], now: float) -> None:
             if groups:
                 self._say("Available group chats:")
                 for group in groups:
@@ -252,7 +263,7 @@ class ClientLogic:
                 self._say("No available group right now")
             self._finish(now)
 
-        self._request(self.net.build("list_groups"), now, listed)
+        self._list(self.net.build("list_groups"), "list_groups", "", now, listed)
 
     def _cmd_join_group(self, rest: str, now: float) -> None:
         if not rest:
@@ -292,15 +303,13 @@ class ClientLogic:
             return
         group = self.group
 
-        def listed(ack: Fields, now: float) -> None:
-            if self._left_behind(ack, now) or self._refused(ack, now):
-                return
+        def listed(members: list[str], now: float) -> None:
             self._say(f"Members in the group {group}:", in_group=True)
-            for item in ack.payload.items:
-                self._say(item.value, in_group=True)
+            for member in members:
+                self._say(member, in_group=True)
             self._finish(now)
 
-        self._request(self.net.build("list_members", group=group), now, listed)
+        self._list(self.net.build("list_members", group=group), "list_members", group, now, listed)
 
     def _cmd_leave_group(self, rest: str, now: float) -> None:
         if rest:
@@ -333,6 +342,23 @@ class ClientLogic:
     def _request(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
         self._busy = True
         self.net.request(out, self.server, now, on_ack, on_fail=self._server_gone)
+
+    def _list(self, first: Outgoing, kind: str, group: str, now: float, listed: Callable[[list[str], float], None]) -> None:
+        """Ask for a list, then for its next part while an answer says ``more`` (a long list
+        comes in parts that each fit one datagram); ``listed`` gets all of it."""
+        items: list[str] = []
+
+        def answered(ack: Fields, now: float) -> None:
+            more = ack.payload.status == STATUS_MORE
+            if not more and (self._left_behind(ack, now) or self._refused(ack, now)):
+                return
+            items.extend(item.value for item in ack.payload.items)
+            if more and ack.payload.items and len(items) <= 0xFFFF:  # start is 16 bits: a list stops there
+                self._request(self.net.build("list_more", list=kind, start=len(items), group=group), now, answered)
+            else:
+                listed(items, now)
+
+        self._request(first, now, answered)
 
     def _ask(self, out: Outgoing, now: float, outcomes: dict[str, str]) -> None:
         """A request whose answer is one line per status."""
@@ -406,11 +432,18 @@ class ClientLogic:
             self._ack(pkt, addr, now, "resync")  # we missed the versions in between
             return
         if update.version > self.table_version:
+            table, peers = self.table, _PEERS
             for entry in update.entries:
-                self.table[entry.client] = Peer((entry.ip, entry.port), bool(entry.online), entry.session)
+                key = (entry.ip, entry.port, entry.online, entry.session)
+                peer = peers.get(key)
+                if peer is None:
+                    if len(peers) >= MAX_SHARED_PEERS:
+                        peers.clear()
+                    peer = peers[key] = Peer((entry.ip, entry.port), bool(entry.online), entry.session)
+                table[sys.intern(entry.client)] = peer
             self.table_version = update.version
             if self.registered:
-                self._show_table()
+                self._table_updated(now)
         self._ack(pkt, addr, now, "ok")
         me = self.table.get(self.name)
         if self.registered and not self._closing and me is not None and not me.online:
@@ -432,6 +465,9 @@ class ClientLogic:
         session = pkt.payload.session
         if not self.registered or peer is None or not peer.online or (peer.addr, peer.session) != (addr, session):
             self.drops["unknown sender"] += 1  # no ack: the sender retries once our table knows it
+            return
+        if text_too_long(pkt.payload.text):
+            self.drops["oversized"] += 1  # no ack: a well-behaved sender refuses it before sending
             return
         last = self._last_from.get(pkt.sender)
         if last is not None and last[0] == session and not is_newer(pkt.msg_id, last[1]):
@@ -472,12 +508,27 @@ class ClientLogic:
         prefix = f">>> ({self.group}) " if in_group and self.group else ">>> "
         self.net.effects.append(Show(prefix + text))
 
-    def _show_table(self) -> None:
-        rows = tuple(
-            (name, peer.addr[0], str(peer.addr[1]), "online" if peer.online else "offline")
-            for name, peer in self.table.items()
-        )
-        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, rows))
+    def _table_updated(self, now: float) -> None:
+        """Show the table on every update while it is short; a long one (it arrives in many
+        parts) at most now and then, the latest."""
+        if len(self.table) <= SHOWN_AT_ONCE or now >= self._show_after:
+            self._show_table(now)
+        elif not self._show_later:
+            self._show_later = True
+            self.net.call_at(self._show_after, self._show_table)
+
+    def _show_table(self, now: float | None = None) -> None:
+        if now is not None:
+            self._show_later = False
+            self._show_after = now + max(1.0, len(self.table) * SHOW_PAUSE_PER_ROW)
+        table = self.table
+
+        def rows():
+            return tuple(
+                (name, peer.addr[0], str(peer.addr[1]), "online" if peer.online else "offline") for name, peer in table.items()
+            )
+
+        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(rows)))
 
     def _flush_queue(self) -> None:
         self.net.effects.extend(Show(line) for line in self.queued)

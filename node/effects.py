@@ -4,6 +4,7 @@ socket, a terminal or a clock; it returns these instead."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 Address = tuple[str, int]
 
@@ -23,13 +24,26 @@ class Show:
     text: str
 
 
+class LazyRows:
+    """Table rows made when they are read, as they are at that moment: a shell that does not
+    print them (the benchmark's thousands of simulated clients) never pays for a long table."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], tuple[tuple[str, ...], ...]]):
+        self._make = make
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        return iter(self._make())
+
+
 @dataclass(frozen=True)
 class ShowTable:
     """Print a title line and a table (the shell chooses plain text or rich)."""
 
     title: str
     columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
+    rows: Iterable[tuple[str, ...]]  # read once, right after the logic is drained
 
 
 @dataclass(frozen=True)

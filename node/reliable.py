@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -71,7 +72,9 @@ class Endpoint:
         self._next_id = rng.randrange(1, 2**32)
         self._pending: dict[int, _Pending] = {}
         self._timers: list[tuple[float, int]] = []  # (due, msg_id); stale rows skipped lazily
-        self._replies: dict[tuple[Address, int], tuple[float, Send]] = {}
+        # An OrderedDict, not a dict: taking the oldest entry off a dict again and again
+        # makes finding the next oldest slower each time (the emptied slots stay in front).
+        self._replies: OrderedDict[tuple[Address, int], tuple[float, Send]] = OrderedDict()
         self._alarms: list[tuple[float, int, FailHandler]] = []  # (when, seq, callback)
         self._alarm_seq = 0
 
@@ -130,16 +133,17 @@ class Endpoint:
         send = Send(reply.data, addr)
         self.effects.append(send)
         if len(self._replies) >= MAX_REMEMBERED_REPLIES:
-            del self._replies[next(iter(self._replies))]
+            self._replies.popitem(last=False)
         self._replies[(addr, request.msg_id)] = (now + REPLY_MEMORY_WINDOWS * self.policy.window, send)
 
     def _forget_old_replies(self, now: float) -> None:
         # Insertion order is expiry order: every entry lives equally long.
-        while self._replies:
-            key, (expires, _) = next(iter(self._replies.items()))
+        replies = self._replies
+        while replies:
+            expires, _ = replies[next(iter(replies))]
             if expires > now:
                 break
-            del self._replies[key]
+            replies.popitem(last=False)
 
     # -- time ---------------------------------------------------------------
 

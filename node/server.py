@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError
@@ -18,16 +18,23 @@ from proto.fastpath import Fields, parse
 
 from .effects import Address, Effect, Show, ShowTable
 from .limits import Limits, RateLimiter
-from .names import SERVER_NAME, valid_group_name, valid_username
+from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy, is_newer
+from .tables import TableVersions, entry, page
 
 CLIENT_COLUMNS = ("name", "ip", "port", "status")
 STATUS_OK = STATUS_CODES["ok"]
+SHOWN_AT_ONCE = 100  # a client table of up to this many rows is printed on every change; a longer one at most
+SHOW_PAUSE_PER_ROW = 0.001  # once every rows x this many seconds (1 s at least): printing it costs that much
 MAX_SYNC_PAUSE = 30.0  # seconds between table-update rounds to a client that stopped answering
+# Table parts in flight at once, all clients together: after a change, thousands of clients
+# are due one each, and sending them all at once would be a burst (12 MB for 10,000) that
+# overflows buffers and comes back as retransmissions.  The others wait their turn.
+TABLE_WINDOW = 256
 GROUP_COLUMNS = ("group", "members")
 
 
-@dataclass
+@dataclass(slots=True)  # slots: thousands of these, each a few hundred bytes smaller
 class ClientRecord:
     name: str
     addr: Address
@@ -41,6 +48,7 @@ class ClientRecord:
     synced: int = 0  # table version this client has acknowledged
     table_msg: int | None = None  # msg_id of the table update in flight to it
     sync_pause: float = 0.0  # wait before trying again after an update went unanswered
+    row: bytes = b""  # this client's table row as it goes on the wire, encoded when it changes
 
 
 class ServerLogic:
@@ -58,7 +66,16 @@ class ServerLogic:
         self.clients: dict[str, ClientRecord] = {}
         self.by_addr: dict[Address, str] = {}  # online clients only
         self.groups: dict[str, dict[str, None]] = {}  # group -> members, in joining order
-        self.version = 0
+        self._versions = TableVersions(self.clients)
+        # Table updates are sent when the shell drains the effects, so the changes of a burst of
+        # datagrams go out as one update per client; each client has at most one in flight.
+        self._waiting: dict[str, ClientRecord] = {}  # online, nothing in flight: to update on a change
+        self._due: OrderedDict[str, ClientRecord] = OrderedDict()  # to update at the next drain, in turn
+        self._changed = False  # the table changed since the last drain
+        self._flying: set[str] = set()  # clients with a table part in flight (at most TABLE_WINDOW)
+        self._now = 0.0  # the time the logic was last told
+        self._show_after = 0.0  # when a long table may be printed again
+        self._show_later = False
         self.drops: Counter[str] = Counter()
         self._probing: set[str] = set()
         self._handlers = {
@@ -70,11 +87,18 @@ class ServerLogic:
             "list_members": self._on_list_members,
             "send_group": self._on_send_group,
             "kick": self._on_kick,
+            "list_more": self._on_list_more,
         }
 
     # -- driving interface ----------------------------------------------------
 
+    @property
+    def version(self) -> int:
+        """The client table's version: how many changes it has seen."""
+        return self._versions.version
+
     def receive(self, data: bytes, addr: Address, now: float) -> None:
+        self._now = now
         if not self._rate.allow(addr, now):
             self._drop("rate-limited", addr, "too many datagrams from one source")
             return
@@ -109,9 +133,11 @@ class ServerLogic:
         return self.net.get_timer()
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         self.net.handle_timer(now)
 
     def drain(self) -> list[Effect]:
+        self._send_table_updates(self._now)
         return self.net.drain()
 
     # -- requests ---------------------------------------------------------------
@@ -142,11 +168,14 @@ class ServerLogic:
                 del self.by_addr[existing.addr]
             if existing.table_msg is not None:
                 self.net.cancel(existing.table_msg)
+            self._waiting.pop(name, None)
+            self._flying.discard(name)
         token, session = secrets.randbits(64) or 1, secrets.randbits(32)
         reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pkt.msg_id,)
         record = ClientRecord(name, addr, token, session, reg_ids, last_id=pkt.msg_id)
         self.clients[name] = record
         self.by_addr[addr] = name
+        self._due[name] = record
         answer = self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_OK, token=token, session=session)
         self.net.answer(pkt, addr, answer, now)
         self._table_changed(record, now)
@@ -175,7 +204,7 @@ class ServerLogic:
         self._show(f"Client {record.name} requested listing groups, current groups:")
         for group in self.groups:
             self._show(group)
-        self._reply(pkt, addr, now, "ok", items=list(self.groups))
+        self._reply_list(pkt, addr, now, list(self.groups), 0)
 
     def _on_join_group(self, pkt, addr, now, record: ClientRecord) -> None:
         group = pkt.payload.group
@@ -209,10 +238,23 @@ class ServerLogic:
         self._show(f"Client {record.name} requested listing members of group {group}:")
         for member in members:
             self._show(member)
-        self._reply(pkt, addr, now, "ok", items=members)
+        self._reply_list(pkt, addr, now, members, 0)
+
+    def _on_list_more(self, pkt, addr, now, record: ClientRecord) -> None:
+        """The rest of a list that did not fit one answer (printed once, when it was asked for)."""
+        more = pkt.payload
+        if MSG_TYPES[more.list] == "list_groups":
+            self._reply_list(pkt, addr, now, list(self.groups), more.start)
+        elif record.group == more.group:
+            self._reply_list(pkt, addr, now, list(self.groups[more.group]), more.start)
+        else:
+            self._reply(pkt, addr, now, "not_in_group")
 
     def _on_send_group(self, pkt, addr, now, record: ClientRecord) -> None:
         group, text = pkt.payload.group, pkt.payload.text
+        if text_too_long(text):  # a well-behaved client refuses it before sending
+            self._reply(pkt, addr, now, "bad_request")
+            return
         if record.group != group:
             self._reply(pkt, addr, now, "not_in_group")
             return
@@ -261,32 +303,37 @@ class ServerLogic:
         self.net.request(self.net.build("probe"), target.addr, now, answered, unanswered)
 
     def _sync_table(self, record: ClientRecord, now: float) -> None:
-        """Send ``record`` the rows changed since the version it acknowledged."""
+        """Send ``record`` the next part of the rows changed since the version it acknowledged
+        (the first datagram's worth: the next part goes when this one is acknowledged)."""
         if record.table_msg is not None:
             self.net.cancel(record.table_msg)  # superseded: the new delta covers it
-        version, base = self.version, record.synced
-        entries = [
-            {"client": c.name, "ip": c.addr[0], "port": c.addr[1], "online": int(c.online), "session": c.session}
-            for c in self.clients.values()
-            if c.changed > base
-        ]
-        pkt = self.net.build("table", version=version, base=base, entries=entries)
+        self._waiting.pop(record.name, None)
+        self._flying.add(record.name)
+        base = record.synced
+        version, rows = self._versions.delta(base)
+        pkt = self.net.build("table", version=version, base=base, entries=rows)
 
         def acked(ack: Fields, now: float) -> None:
             record.table_msg = None
+            self._flying.discard(record.name)
             record.sync_pause = 0.0
             if ack.payload.status == STATUS_OK:
                 record.synced = max(record.synced, version)
             else:  # resync: its copy is not what we thought; send everything
                 record.synced = 0
-                self._sync_table(record, now)
+            if self.clients.get(record.name) is record and record.online:
+                # the next part, or what changed meanwhile, goes at the drain; else it waits for a change
+                (self._due if record.synced < self.version else self._waiting)[record.name] = record
 
         def failed(now: float) -> None:
             # Keep trying, ever more slowly, while the client counts as online: a client
             # that only listens would otherwise keep a stale table for good.
             record.table_msg = None
+            self._flying.discard(record.name)
             record.sync_pause = min(MAX_SYNC_PAUSE, 2 * record.sync_pause or self.net.policy.window)
             self.net.call_at(now + record.sync_pause, retry)
+            if self.clients.get(record.name) is record and record.online:
+                self._waiting[record.name] = record  # the next change reaches it sooner than the retry
 
         def retry(now: float) -> None:
             if self.clients.get(record.name) is record and record.online and record.table_msg is None:
@@ -298,19 +345,50 @@ class ServerLogic:
     # -- state changes ------------------------------------------------------------
 
     def _table_changed(self, record: ClientRecord, now: float) -> None:
-        self.version += 1
-        record.changed = self.version
+        record.row = entry(record.name, record.addr, record.online, record.session)
+        self._versions.change(record)
+        self._changed = True  # updates go out, and the table is printed, when the shell drains
+
+    def _send_table_updates(self, now: float) -> None:
+        """One round for the changes since the last drain: a part to each online client that has
+        none in flight (the others get theirs when they acknowledge the one they have)."""
+        if self._changed:
+            self._changed = False
+            self._due.update(self._waiting)
+            self._waiting.clear()
+            self._show_table(now)
+        while self._due and len(self._flying) < TABLE_WINDOW:
+            name, record = self._due.popitem(last=False)
+            if self.clients.get(name) is not record or not record.online or record.table_msg is not None:
+                continue
+            if record.synced < self.version:
+                self._sync_table(record, now)
+            else:
+                self._waiting[name] = record
+
+    def _show_table(self, now: float) -> None:
+        """Print the client table: on every change while it is short; a long one at most now and
+        then (the latest), or printing it would cost more than serving the clients in it."""
+        if len(self.clients) <= SHOWN_AT_ONCE or now >= self._show_after:
+            self._print_table(now)
+        elif not self._show_later:
+            self._show_later = True
+            self.net.call_at(self._show_after, self._print_table)
+
+    def _print_table(self, now: float) -> None:
+        self._show_later = False
+        self._show_after = now + max(1.0, len(self.clients) * SHOW_PAUSE_PER_ROW)
         self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, self.client_rows()))
-        for client in self.clients.values():
-            if client.online:
-                self._sync_table(client, now)
 
     def _go_offline(self, record: ClientRecord, now: float) -> None:
         record.online = False
         self.by_addr.pop(record.addr, None)
+        self._waiting.pop(record.name, None)
+        self._due.pop(record.name, None)
         if record.table_msg is not None:
             self.net.cancel(record.table_msg)
             record.table_msg = None
+            self._flying.discard(record.name)
         if record.group is not None:
             self._leave_group(record)
             self._show_groups()
@@ -346,9 +424,15 @@ class ServerLogic:
             return record
         return None
 
-    def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[str] = ()) -> None:
-        reply = self.net.build("ack", ack_id=pkt.msg_id, status=STATUS_CODES[status], items=[{"value": i} for i in items])
+    def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[bytes] = ()) -> None:
+        reply = self.net.build("ack", ack_id=pkt.msg_id, status=STATUS_CODES[status], items=items)
         self.net.answer(pkt, addr, reply, now)
+
+    def _reply_list(self, pkt: Fields, addr: Address, now: float, items: list[str], start: int) -> None:
+        """Answer with the items from ``start`` on: all of them, or as many as fit one datagram with
+        status ``more`` (the client asks ``list_more`` for the rest)."""
+        part, more = page(items, start)
+        self._reply(pkt, addr, now, "more" if more else "ok", part)
 
     def _drop(self, kind: str, addr: Address, detail: str) -> None:
         """Count a bad datagram; log only the first of each kind, so a flood cannot flood the log."""

@@ -16,6 +16,8 @@ from .effects import Effect, Show, ShowTable
 
 def _printable(text: str) -> str:
     """Neutralise control characters from the network (terminal escape injection)."""
+    if text.isprintable():
+        return text  # the usual case, checked at C speed
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 

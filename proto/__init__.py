@@ -2,6 +2,7 @@
 
 from .chat import (
     MAGIC,
+    MAX_DATAGRAM,
     MAX_NAME_BYTES,
     MAX_TEXT_BYTES,
     MSG_TYPES,
@@ -19,6 +20,7 @@ from .chat import (
     Kick,
     LeaveGroup,
     ListMembers,
+    ListMore,
     Name,
     PriMsg,
     RegAck,
@@ -28,8 +30,8 @@ from .chat import (
 from .codec import ProtocolError, decode, is_chat
 
 __all__ = [
-    "MAGIC", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "STATUS_CODES", "STATUSES", "TYPE_CODES",
+    "MAGIC", "MAX_DATAGRAM", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "STATUS_CODES", "STATUSES", "TYPE_CODES",
     "VERSION", "Ack", "ChatHeader", "CreateGroup", "Entry", "GrpMsg", "JoinGroup", "Kick",
-    "LeaveGroup", "ListMembers", "Name", "PriMsg", "RegAck", "SendGroup", "Table", "ProtocolError",
+    "LeaveGroup", "ListMembers", "ListMore", "Name", "PriMsg", "RegAck", "SendGroup", "Table", "ProtocolError",
     "decode", "is_chat",
 ]

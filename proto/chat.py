@@ -45,6 +45,7 @@ MSG_TYPES = {
     13: "pri_msg",
     14: "kick",
     15: "probe",  # the server checks a kicked client itself before believing the kick
+    16: "list_more",  # the next part of a list that did not fit one datagram
 }
 TYPE_CODES = {name: code for code, name in MSG_TYPES.items()}
 
@@ -63,12 +64,17 @@ STATUSES = {
     10: "resync",  # a table delta did not apply: send the whole table again
     11: "server_full",  # the server holds as many clients as it is allowed to
     12: "too_many_groups",  # the server holds as many groups as it is allowed to
+    13: "more",  # ok, and the list goes on: ask list_more for the items after these
 }
 STATUS_CODES = {name: code for code, name in STATUSES.items()}
 
 # Limits a well-formed datagram respects (the layer's length prefixes allow more).
 MAX_NAME_BYTES = 32
 MAX_TEXT_BYTES = 4096
+# UDP payload a datagram stays within, so it crosses real networks unfragmented: the
+# client table and the group and member lists are sent in parts that fit.  Only a chat
+# message whose text is longer than that makes a longer datagram.
+MAX_DATAGRAM = 1200
 
 
 class Utf8LenField(StrLenField):
@@ -323,6 +329,21 @@ class Kick(_Payload):
         return f"Kick {self.target!r}"
 
 
+class ListMore(_Payload):
+    """Asks for the items of a list from ``start`` on, after an answer with status ``more``."""
+
+    name = "ListMore"
+    fields_desc = [
+        ByteEnumField("list", 7, {7: "list_groups", 10: "list_members"}),  # the request whose answer goes on
+        ShortField("start", 0),  # how many items the client has already
+        FieldLenField("group_len", None, length_of="group", fmt="B"),
+        _utf8("group", "group_len"),  # the group, for list_members
+    ]
+
+    def describe(self):
+        return self.sprintf("ListMore %list% from %start% ") + repr(self.group)
+
+
 # The payload layer of each type; types missing here (reg, dereg, list_groups,
 # probe) carry nothing after the header.
 PAYLOADS = {
@@ -337,6 +358,7 @@ PAYLOADS = {
     "grp_msg": GrpMsg,
     "pri_msg": PriMsg,
     "kick": Kick,
+    "list_more": ListMore,
 }
 for _type, _layer in PAYLOADS.items():
     bind_layers(ChatHeader, _layer, type=TYPE_CODES[_type])

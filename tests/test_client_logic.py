@@ -660,7 +660,7 @@ def test_reordered_and_duplicated_table_updates_converge():
         [rng.uniform(0, 0.4) for _ in range(rng.choice([1, 1, 2]))] if kind(p) == "table" else [0.0]
     )
     clients = [sim.client(name) for name in ("Ann", "Bob", "Cat", "Dan", "Eve")]
-    sim.run(0.2)
+    sim.run(0.5)  # the first updates have arrived (each client has one in flight at a time): Dan knows Cat
     sim.type(clients[1], "dereg Bob")
     sim.crash(clients[2])
     sim.type(clients[3], "send Cat gone?")

@@ -28,6 +28,7 @@ from proto import (
     Kick,
     LeaveGroup,
     ListMembers,
+    ListMore,
     Name,
     PriMsg,
     ProtocolError,
@@ -82,6 +83,7 @@ PAYLOAD_STRATEGIES = {
     "grp_msg": st.builds(GrpMsg, group=names, origin=names, text=texts),
     "pri_msg": st.builds(PriMsg, text=texts),
     "kick": st.builds(Kick, target=names),
+    "list_more": st.builds(ListMore, list=st.sampled_from([7, 10]), start=u16, group=names),
 }
 
 
@@ -223,6 +225,7 @@ def sample_packets(rng: random.Random) -> list[bytes]:
         "grp_msg": GrpMsg(group="g1", origin="Bob", text="hello é"),
         "pri_msg": PriMsg(text="psst; é"),
         "kick": Kick(target="Bob"),
+        "list_more": ListMore(list="list_members", start=40, group="g1"),
     }
     return [
         bytes(ChatHeader(type=t, **hdr) / payloads[t]) if t in payloads else bytes(ChatHeader(type=t, **hdr))
@@ -373,6 +376,10 @@ EXAMPLES = {
     "grp_msg": (ChatHeader(type="grp_msg", sender="server") / GrpMsg(group="g1", origin="Ann", text="hi all"), ["grp_msg", "GrpMsg", "g1", "Ann", "hi all"]),
     "pri_msg": (ChatHeader(type="pri_msg", sender="Ann") / PriMsg(text="psst"), ["pri_msg", "PriMsg", "Ann", "psst"]),
     "kick": (ChatHeader(type="kick", sender="Ann") / Kick(target="Bob"), ["kick", "Kick", "Bob"]),
+    "list_more": (
+        ChatHeader(type="list_more", sender="Ann") / ListMore(list="list_members", start=40, group="g1"),
+        ["list_more", "ListMore", "list_members", "40", "g1"],
+    ),
 }
 
 

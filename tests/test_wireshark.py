@@ -25,6 +25,7 @@ from proto import (
     Kick,
     LeaveGroup,
     ListMembers,
+    ListMore,
     Name,
     PriMsg,
     RegAck,
@@ -81,6 +82,7 @@ def every_type() -> list[ChatHeader]:
         "pri_msg": PriMsg(text=""),
         "kick": Kick(target="Bob"),
         "probe": None,
+        "list_more": ListMore(list="list_members", start=40, group="g1"),
     }
     packets = []
     for n, (kind, payload) in enumerate(payloads.items()):

@@ -1,0 +1,74 @@
+"""tools/bench.py runs every scenario end to end in a tiny configuration and
+prints one sane JSON object.  No durations are asserted: those belong to the
+benchmark itself, not to the tests."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = str(ROOT / "tools" / "bench.py")
+
+TINY = {
+    "codec": ["--types", "pri_msg", "table", "--repeat", "1", "--budget", "0.001"],
+    "latency": ["--count", "5", "--typed", "2", "--startups", "1"],
+    "throughput": ["--clients", "1", "2", "--duration", "0.2", "--rates", "500", "--open-clients", "2", "--rounds", "1"],
+    "fanout": ["--members", "3", "--messages", "2", "--duration", "0.2"],
+    "scale": ["--clients", "20", "40", "--timeout", "60"],
+}
+
+
+def bench(*args: str) -> dict:
+    result = subprocess.run([sys.executable, BENCH, "--json", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("scenario", sorted(TINY))
+def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
+    report = bench(scenario, *TINY[scenario])
+    assert report["scenarios"] == [scenario]
+    assert report["machine"]["cpus"] >= 1 and report["machine"]["cpu_model"]
+    figures = report["figures"]
+    assert figures and all(f["scenario"] == scenario for f in figures)
+    for f in figures:
+        assert f["name"] and f["unit"]
+        assert f["value"] is not None and math.isfinite(f["value"]) and f["value"] >= 0, f
+        if f["baseline"] is not None:
+            assert f["ratio"] == pytest.approx(f["value"] / f["baseline"])
+        assert f["met"] in (True, False, None)
+    assert not [pid for pid in report["pids"] if alive(pid)], "every process the benchmark started is stopped"
+    if scenario == "scale":
+        converged = [f for f in figures if f["name"].endswith("every table converged")]
+        assert len(converged) == 2 and all(f["met"] for f in converged)
+        assert all(f["value"] <= 1200 for f in figures if f["name"].endswith("largest datagram"))
+    if scenario == "codec":
+        assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
+
+
+def test_help_names_every_scenario():
+    result = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0
+    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "all"):
+        assert scenario in result.stdout
+
+
+def test_a_scenario_rejects_unknown_options():
+    result = subprocess.run([sys.executable, BENCH, "scale", "--clients", "many"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 2 and "invalid int value" in result.stderr

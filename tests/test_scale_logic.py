@@ -1,0 +1,308 @@
+"""What lets one server serve thousands of clients: tables and lists split into
+parts that fit one datagram, table updates coalesced, a bounded number of parts
+in flight, long tables printed now and then, small records."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from node import server as server_module
+from node.client import ClientLogic
+from node.effects import Send, ShowTable
+from node.limits import Limits
+from node.reliable import RetryPolicy
+from node.server import ClientRecord, ServerLogic
+from node.tables import TableVersions, entry, page
+from proto import MAX_DATAGRAM, MSG_TYPES, STATUSES, Entry, decode
+from proto.fastpath import encode, encode_item, parse
+from simnet import SimNet, kind
+
+LONG = "x" * 24  # a long name prefix, so that few rows fit a datagram
+
+
+class Server:
+    """A ServerLogic fed by hand, as the asyncio shell feeds it: datagrams in batches, one drain per batch."""
+
+    def __init__(self, **limits):
+        self.logic = ServerLogic(9000, RetryPolicy(), random.Random(3), Limits(rate=0, **limits))
+        self.now = 0.0
+        self.tokens: dict[str, int] = {}
+        self.sent: list[Send] = []
+        self.shown: list[ShowTable] = []
+
+    def addr(self, name: str) -> tuple[str, int]:
+        return ("10.1.0.1", 1024 + int(name.rsplit("-", 1)[1]))
+
+    def batch(self, datagrams: list[tuple[bytes, tuple]]) -> list[Send]:
+        for data, addr in datagrams:
+            self.logic.receive(data, addr, self.now)
+        out = []
+        for effect in self.logic.drain():
+            if isinstance(effect, Send):
+                out.append(effect)
+                if kind(parse(effect.data)) == "reg_ack":
+                    self.tokens[self.name_at(effect.addr)] = parse(effect.data).payload.token
+            elif isinstance(effect, ShowTable) and effect.title == ">>> Client table updated.":
+                self.shown.append(effect)
+        self.sent += out
+        return out
+
+    def name_at(self, addr) -> str:
+        return self.logic.by_addr.get(addr) or f"{LONG}-{addr[1] - 1024}"
+
+    def reg(self, name: str) -> tuple[bytes, tuple]:
+        return encode("reg", {"msg_id": 1, "sender": name}), self.addr(name)
+
+    def acks(self, sends: list[Send]) -> list[tuple[bytes, tuple]]:
+        """Every client's ack of the table parts in ``sends``."""
+        out = []
+        for send in sends:
+            msg = parse(send.data)
+            if kind(msg) == "table":
+                name = self.name_at(send.addr)
+                out.append((encode("ack", {"msg_id": 1, "sender": name, "token": self.tokens[name]}, {"ack_id": msg.msg_id}), send.addr))
+        return out
+
+    def settle(self, sends: list[Send]) -> None:
+        """Everyone acks everything until nothing more is sent."""
+        while sends:
+            sends = self.batch(self.acks(sends))
+
+
+def tables_to(sends: list[Send], addr) -> list:
+    return [parse(s.data) for s in sends if s.addr == addr and kind(parse(s.data)) == "table"]
+
+
+# -- the client table in parts -------------------------------------------------------------
+
+
+def test_a_new_client_gets_the_whole_table_in_parts_that_each_fit_a_datagram():
+    sim = SimNet()
+    clients = [sim.client(f"{LONG}-{i}") for i in range(120)]
+    sim.run(5)
+    assert sim.converged() and all(len(c.table) == 120 for c in clients)
+    newcomer = sim.client(f"{LONG}-new")
+    sim.run(2)
+    parts = [p for _, p in sim.sends("table", dst=sim.addr(newcomer))]
+    assert len(parts) >= 4, "120 long rows do not fit one datagram"
+    assert all(len(_reencode(p)) <= MAX_DATAGRAM for p in parts)
+    # a chain: each part starts where the one before ended, the first from nothing
+    assert parts[0].payload.base == 0
+    assert all(b.payload.base == a.payload.version for a, b in zip(parts, parts[1:]))
+    assert len(newcomer.table) == 121 and sim.converged()
+    assert max(len(_reencode(p)) for _, p in sim.sends()) <= MAX_DATAGRAM
+
+
+def _reencode(msg) -> bytes:
+    """The datagram as it was on the wire (simnet keeps them decoded)."""
+    header = {k: v for k, v in vars(msg).items() if k not in ("payload", "magic", "version", "type", "name_len")}
+    payload = {k: v for k, v in vars(msg.payload).items()}
+    return encode(MSG_TYPES[msg.type], header, payload)
+
+
+def test_each_part_applies_on_its_own():
+    """A copy that took only the first k parts holds exactly the rows changed up to their version."""
+    rows = {}
+    versions = TableVersions(rows)
+
+    class Row:
+        def __init__(self, name):
+            self.name, self.changed, self.row = name, 0, b""
+
+    for i in range(60):
+        row = rows[f"{LONG}-{i}"] = Row(f"{LONG}-{i}")
+        row.row = entry(row.name, ("10.0.0.1", 1000 + i), True, i)
+        versions.change(row)
+    for i in range(0, 60, 7):  # some rows change again: they move to the end
+        rows[f"{LONG}-{i}"].row = entry(f"{LONG}-{i}", ("10.0.0.2", 2000 + i), False, i)
+        versions.change(rows[f"{LONG}-{i}"])
+    base, copy, parts = 0, {}, 0
+    while base < versions.version:
+        version, part = versions.delta(base)
+        assert part and sum(map(len, part)) <= MAX_DATAGRAM - len(encode("table", {"sender": "server"}, {}))
+        for data in part:
+            msg = parse(encode("table", {"sender": "server"}, {"entries": [data]}))
+            copy[msg.payload.entries[0].client] = data
+        # every row changed at or before this version is in the copy, as it is now
+        assert all(copy.get(r.name) == r.row for r in rows.values() if r.changed <= version)
+        base, parts = version, parts + 1
+    assert parts > 1 and copy == {name: r.row for name, r in rows.items()}
+
+
+def test_a_delta_skips_rows_that_changed_again_and_the_log_stays_small():
+    rows = {}
+    versions = TableVersions(rows)
+
+    class Row:
+        def __init__(self, name):
+            self.name, self.changed, self.row = name, 0, b""
+
+    row = rows["a"] = Row("a")
+    for i in range(1000):
+        row.row = entry("a", ("10.0.0.1", 1000 + i % 7), bool(i % 2), i)
+        versions.change(row)
+    assert versions.delta(0) == (1000, [row.row])
+    assert versions.delta(1000) == (1000, [])
+    assert len(versions._log) <= 2 * len(rows) + 64
+
+
+# -- coalescing ------------------------------------------------------------------------------
+
+
+def test_a_burst_of_registrations_costs_each_client_one_update():
+    s = Server()
+    s.settle(s.batch([s.reg(f"{LONG}-{i}") for i in range(30)]))
+    before = len(s.sent)
+    burst = s.batch([s.reg(f"{LONG}-{i}") for i in range(30, 50)])  # read in one go, drained once
+    for i in range(30):
+        (update,) = tables_to(burst, s.addr(f"{LONG}-{i}"))
+        assert update.payload.version == s.logic.version and len(update.payload.entries) == 20
+    assert len(s.shown) == 2, "the table is printed once per burst"
+    assert len(s.sent) - before == 20 + 30 + 20, "20 reg_acks, one update each for the 30, a first part each for the 20"
+
+
+def test_changes_while_an_update_is_in_flight_wait_for_its_ack():
+    s = Server()
+    first = s.batch([s.reg(f"{LONG}-0")])
+    s.batch([s.reg(f"{LONG}-1")])
+    s.batch([s.reg(f"{LONG}-2")])
+    ann = s.addr(f"{LONG}-0")
+    assert len(tables_to(s.sent, ann)) == 1, "one in flight: the later changes wait"
+    after_ack = s.batch(s.acks(first))
+    (update,) = tables_to(after_ack, ann)
+    assert update.payload.base == 1 and update.payload.version == 3 and len(update.payload.entries) == 2
+
+
+def table_bytes_per_registration(n: int) -> float:
+    s = Server(max_clients=n)
+    sends = []
+    for i in range(0, n, 10):  # registrations arrive in bursts of ten, acks come back at once
+        sends = s.batch([s.reg(f"{LONG}-{j}") for j in range(i, min(n, i + 10))] + s.acks(sends))
+    s.settle(sends)
+    return sum(len(x.data) for x in s.sent if kind(parse(x.data)) == "table") / n
+
+
+def test_server_bytes_per_registration_grow_linearly():
+    small, big = table_bytes_per_registration(50), table_bytes_per_registration(200)
+    assert big / small < 6, f"{small:.0f} -> {big:.0f} bytes per registration: 4x the clients should cost about 4x, not 16x"
+
+
+def test_at_most_a_window_of_table_parts_in_flight(monkeypatch):
+    monkeypatch.setattr(server_module, "TABLE_WINDOW", 8)
+    s = Server()
+    sends = s.batch([s.reg(f"{LONG}-{i}") for i in range(40)])
+    assert len([x for x in sends if kind(parse(x.data)) == "table"]) == 8
+    assert len(s.logic.net._pending) == 8
+    s.settle(sends)  # the others got theirs as slots came free
+    assert all(r.synced == s.logic.version for r in s.logic.clients.values())
+
+
+# -- lists in parts --------------------------------------------------------------------------
+
+
+def long_lists(groups: int, members: int) -> tuple[SimNet, list]:
+    sim = SimNet()
+    clients = sim.online(*[f"{LONG}-{i}" for i in range(members)])
+    sim.run(5)
+    for i in range(groups):
+        sim.type(clients[0], f"create_group {LONG}g{i}")
+        sim.run(0.1)
+    sim.in_group(clients, f"{LONG}g0")
+    return sim, clients
+
+
+def test_long_group_and_member_lists_come_in_parts():
+    sim, clients = long_lists(groups=80, members=60)
+    first = clients[1]
+    sim.type(first, "leave_group")
+    sim.run(1)
+    mark = len(sim.lines[first.name])
+    sim.type(first, "list_groups")
+    sim.run(2)
+    shown = sim.lines[first.name][mark:]
+    assert shown == [">>> Available group chats:"] + [f">>> {LONG}g{i}" for i in range(80)]
+    pages = [p for _, p in sim.sends("ack", dst=sim.addr(first)) if p.payload.items]
+    assert len(pages) > 1 and [STATUSES[p.payload.status] for p in pages][-1] == "ok"
+    assert {STATUSES[p.payload.status] for p in pages[:-1]} == {"more"}
+    assert len(sim.sends("list_more", src=sim.addr(first))) == len(pages) - 1
+
+    member = clients[2]
+    mark = len(sim.lines[member.name])
+    sim.type(member, "list_members")
+    sim.run(2)
+    prefix = f">>> ({LONG}g0) "
+    expected = [f"{prefix}Members in the group {LONG}g0:"] + [f"{prefix}{c.name}" for c in clients if c is not first]
+    assert sim.lines[member.name][mark:] == expected
+    assert max(len(_reencode(p)) for _, p in sim.sends()) <= MAX_DATAGRAM
+
+
+def test_list_more_of_a_group_one_is_not_in_is_refused():
+    s = Server()
+    s.settle(s.batch([s.reg(f"{LONG}-0")]))
+    name = f"{LONG}-0"
+    more = encode("list_more", {"msg_id": 9, "sender": name, "token": s.tokens[name]}, {"list": "list_members", "group": "g"})
+    (answer,) = s.batch([(more, s.addr(name))])
+    assert STATUSES[parse(answer.data).payload.status] == "not_in_group"
+
+
+def test_pages_cover_the_list_once_in_order():
+    items = [f"name{i:04d}" + "y" * (i % 30) for i in range(500)]
+    seen, start = [], 0
+    while True:
+        part, more = page(items, start)
+        assert sum(map(len, part)) <= MAX_DATAGRAM
+        seen += [parse(encode("ack", {}, {"items": [p]})).payload.items[0].value for p in part]
+        start = len(seen)
+        if not more:
+            break
+    assert seen == items
+
+
+# -- printing long tables, memory ------------------------------------------------------------
+
+
+def test_a_long_table_is_printed_now_and_then_the_latest_last():
+    s = Server(max_clients=400)
+    for i in range(0, 300, 10):
+        s.batch([s.reg(f"{LONG}-{j}") for j in range(i, i + 10)])
+        s.now += 0.01
+    printed = [len(tuple(t.rows)) for t in s.shown]
+    assert printed[:10] == [10 * (k + 1) for k in range(10)], "short: printed on every change"
+    assert len(printed) < 15, "long: not on every change"
+    s.logic.handle_timer(s.now + 5)
+    s.batch([])
+    assert len(tuple(s.shown[-1].rows)) == 300, "the latest table is printed in the end"
+
+
+def test_a_client_shows_a_long_table_now_and_then():
+    server = ("10.9.0.1", 9000)
+    client = ClientLogic("me", server, 7000, RetryPolicy(), random.Random(1), Limits(rate=0))
+    client.start(0.0)
+    reg = parse(client.drain()[0].data)
+    client.receive(encode("reg_ack", {"msg_id": 1, "sender": "server"}, {"ack_id": reg.msg_id, "token": 5}), server, 0.0)
+    client.drain()
+    shown = []  # rows of each table shown, read when shown
+    for v in range(1, 301):  # one new row per update, 10 ms apart
+        row = {"client": f"c{v}", "ip": "10.0.0.1", "port": 1000 + v, "session": v}
+        update = encode("table", {"msg_id": 100 + v, "sender": "server"}, {"version": v, "base": v - 1, "entries": [row]})
+        client.receive(update, server, v * 0.01)
+        shown += [len(tuple(e.rows)) for e in client.drain() if isinstance(e, ShowTable)]
+    assert shown[:100] == list(range(1, 101)), "short: shown on every update"
+    assert len(shown) < 110, "long: at most once a second"
+    client.handle_timer(10.0)
+    shown += [len(tuple(e.rows)) for e in client.drain() if isinstance(e, ShowTable)]
+    assert shown[-1] == 300, "the latest table is shown in the end"
+
+
+def test_client_records_have_no_instance_dict():
+    record = ClientRecord("a", ("10.0.0.1", 1), 1, 1)
+    assert not hasattr(record, "__dict__")
+
+
+def test_encoded_items_are_the_same_bytes_as_dict_items():
+    row = {"client": "Ann", "ip": "10.0.0.7", "port": 7001, "online": 1, "session": 99}
+    header = {"msg_id": 5, "sender": "server"}
+    assert encode("table", header, {"entries": [encode_item(Entry, row)]}) == encode("table", header, {"entries": [row]})
+    assert decode(encode("table", header, {"entries": [encode_item(Entry, row)]})).payload.entries[0].client == "Ann"

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Measure ChatApp's speed, cost and scale on loopback, each figure beside a
+baseline measured in the same run (so ratios hold on a noisy machine).
+
+    python3 tools/bench.py codec        µs per build/dissect: Scapy, proto.fastpath, plain struct
+    python3 tools/bench.py latency      request->ack, private message->ack, typed command->output
+    python3 tools/bench.py throughput   requests/s answered, closed and open loop, vs a bare echo server
+    python3 tools/bench.py fanout       one send_group to 10/100/1,000 acking members; messages/s
+    python3 tools/bench.py scale        registration storm: convergence, bytes, largest datagram, RSS
+    python3 tools/bench.py all          everything above
+
+The server under test is a real ``ChatApp.py -s PORT`` process (with the per-source
+rate limit off); simulated clients are the project's own ClientLogic, many to a
+process.  Everything runs on 127.0.0.1, and every process started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+
+if not __package__:  # run as a script: make the checkout's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.perf import codec, fanout, latency, scale, throughput  # noqa: E402
+from tools.perf.figures import Figure  # noqa: E402
+from tools.perf.processes import STARTED  # noqa: E402
+
+SCENARIOS = {"codec": codec, "latency": latency, "throughput": throughput, "fanout": fanout, "scale": scale}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Each scenario has its own options: bench.py SCENARIO --help.",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    sub = parser.add_subparsers(dest="scenario", required=True, metavar="{codec,latency,throughput,fanout,scale,all}")
+    for name, module in SCENARIOS.items():
+        scenario = sub.add_parser(name, help=module.__doc__.split("\n")[0].partition(": ")[2])
+        scenario.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+        module.add_arguments(scenario)
+    every = sub.add_parser("all", help="every scenario with its default options")
+    every.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    return parser
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "python": platform.python_version(), "load": os.getloadavg()[0]}
+
+
+class Progress:
+    """A rich progress bar on a terminal (stderr); silent otherwise."""
+
+    def __init__(self, enabled: bool):
+        self._bar = None
+        if enabled:
+            from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+            self._bar = Bar(TextColumn("{task.description:<32}"), BarColumn(), TimeElapsedColumn(), transient=True)
+            self._task = self._bar.add_task("starting", total=1.0)
+            self._bar.start()
+
+    def __call__(self, description: str, fraction: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=description, completed=fraction)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def defaults(name: str) -> argparse.Namespace:
+    return build_parser().parse_args([name])
+
+
+def table(figures: list[Figure]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(x: float | None) -> str:
+        if x is None:
+            return "-"
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+    grid = Table(title="ChatApp benchmark (medians)", title_justify="left")
+    for column in ("scenario", "figure", "value", "unit", "baseline", "ratio", "target", "met", "note"):
+        grid.add_column(column, justify="right" if column in ("value", "baseline", "ratio") else "left")
+    for f in figures:
+        met = {True: "yes", False: "NO", None: ""}[f.met]
+        baseline = f"{num(f.baseline)} ({f.baseline_name})" if f.baseline is not None else ""
+        ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
+        grid.add_row(f.scenario, f.name, num(f.value), f.unit, baseline, ratio, f.target, met, f.note)
+    Console(width=max(160, Console().width)).print(grid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl+C, so every process a scenario started is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    # thousands of simulated clients need thousands of sockets
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    progress = Progress(sys.stderr.isatty() and not args.json)
+    figures: list[Figure] = []
+    started = time.monotonic()
+    try:
+        for name in names:
+            options = args if args.scenario == name else defaults(name)
+            figures += SCENARIOS[name].run(options, progress)
+    except KeyboardInterrupt:
+        progress.stop()
+        print("bench.py: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        progress.stop()
+    elapsed = time.monotonic() - started
+    if args.json:
+        print(json.dumps({"machine": machine(), "scenarios": names, "seconds": round(elapsed, 1),
+                          "figures": [f.as_json() for f in figures], "pids": STARTED}))
+    else:
+        table(figures)
+        m = machine()
+        print(f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, load {m['load']:.2f}; {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

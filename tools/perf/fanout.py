@@ -1,0 +1,212 @@
+"""fanout: one send_group to 10/100/1,000 acking members; group messages/s
+
+A sender and M members, all ClientLogic clients of the swarm, in one group of the
+real server.  Per message: the time until the last member's client logic has it
+(each member acks it at once), and the time until the server holds every ack:
+the sender asks ``list_groups`` as soon as the last ack has left, and the server,
+reading its socket in order, answers only after the acks (an upper bound by one
+one-way trip).  Then messages/s sustained: the sender sends its next message as
+soon as the server has acknowledged the previous one.  Baseline: the bare asyncio
+relay of tools/perf/echo.py with the same number of members answering each copy."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+from .figures import Busy, Figure, check, median
+from .processes import HOST, ChatServer, EchoServer
+from .swarm import Swarm
+
+TARGET_RATE_10 = ">= 10000"  # group messages/s to 10 acking members
+TARGET_LAST_MS = {10: "< 0.5", 50: "< 1"}  # last member reached, median
+TARGET_ACKED_1000_MS = "< 500"
+
+
+class Group:
+    """A sender and ``size`` members in group ``g``, registered and with settled tables."""
+
+    def __init__(self, swarm: Swarm, size: int):
+        self.swarm = swarm
+        self.sender = swarm.add("sender")
+        self.members = [swarm.add(f"m{i}") for i in range(size)]
+        everyone = [self.sender, *self.members]
+        if not swarm.run_until(lambda: all(n.logic.registered for n in everyone), 60):
+            raise RuntimeError("fanout: clients did not register")
+        swarm.command(self.sender, "create_group g")
+        swarm.run_until(lambda: not self.sender.logic._busy, 10)
+        for node in everyone:
+            swarm.command(node, "join_group g")
+        if not swarm.run_until(lambda: all(n.logic.group == "g" for n in everyone), 60):
+            raise RuntimeError("fanout: clients did not join")
+        # table updates must be over, or they would be measured too
+        swarm.run_until(lambda: all(len(n.logic.table) == size + 1 for n in everyone), 120)
+        swarm.run_for(0.5)
+        self.received: dict[int, float] = {}  # member fd -> when its logic showed the message
+        self.answers: list[float] = []  # when the sender's requests were answered
+        swarm.on_show = self._shown
+
+    def _shown(self, node, text: str, now: float) -> None:
+        if node is self.sender:
+            if text.startswith((">>> (g) Message received by Server", ">>> (g) Members in the group")):
+                self.answers.append(now)
+        elif "Group_Message" in text:
+            self.received[node.sock.fileno()] = now
+
+    def one_message(self, text: str) -> tuple[float, float]:
+        """(last member reached, server holds every ack), in seconds after sending."""
+        self.received.clear()
+        self.answers.clear()
+        start = time.monotonic()
+        self.swarm.command(self.sender, f"send_group {text}")
+        self.swarm.run_until(lambda: len(self.received) == len(self.members) and self.answers, 10)
+        last = max(self.received.values())
+        self.swarm.command(self.sender, "list_members")
+        self.swarm.run_until(lambda: len(self.answers) >= 2, 10)
+        self.swarm.run_until(lambda: not self.sender.logic._busy, 10)
+        return last - start, self.answers[-1] - start
+
+    def sustained(self, seconds: float) -> float:
+        """Messages/s delivered to every member, the sender one message ahead of the server's ack."""
+        delivered, sent, acked = 0, 0, 0
+
+        def shown(node, text, now):
+            nonlocal delivered, acked
+            if node is self.sender:
+                acked += "Message received by Server" in text
+            elif "Group_Message" in text:
+                delivered += 1
+
+        def next_message():
+            nonlocal sent
+            if acked == sent and time.monotonic() < end:
+                sent += 1
+                self.swarm.command(self.sender, f"send_group s{sent}")
+
+        self.swarm.on_show = shown
+        start = time.monotonic()
+        end = start + seconds
+        next_message()
+        self.swarm.run_until(lambda: time.monotonic() >= end, seconds + 1, tick=next_message)
+        self.swarm.run_until(lambda: delivered >= sent * len(self.members), 5)
+        elapsed = time.monotonic() - start
+        self.swarm.on_show = self._shown
+        return delivered / len(self.members) / elapsed
+
+
+class RelayGroup:
+    """The baseline: raw sockets around the bare relay, members answering every copy."""
+
+    def __init__(self, relay: tuple[str, int], size: int):
+        self.relay = relay
+        self.poller = select.epoll()
+        self.sender = self._socket()
+        self.members = [self._socket() for _ in range(size)]
+        for s in [self.sender, *self.members]:
+            s.sendto(b"J", relay)
+            s.setblocking(True)
+            s.recv(16)
+            s.setblocking(False)
+            self.poller.register(s.fileno(), select.EPOLLIN)
+        self.member_fds = {s.fileno(): s for s in self.members}
+
+    def _socket(self) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((HOST, 0))
+        return s
+
+    def _pump(self, on_copy, on_answer, timeout: float) -> None:
+        for fd, _ in self.poller.poll(timeout):
+            s = self.member_fds.get(fd) or self.sender
+            while True:
+                try:
+                    data = s.recv(65536)
+                except BlockingIOError:
+                    break
+                if s is self.sender:
+                    on_answer()
+                else:
+                    s.sendto(b"A", self.relay)
+                    on_copy()
+
+    def one_message(self) -> float:
+        got = [0]
+        start = time.monotonic()
+        self.sender.sendto(b"M one", self.relay)
+        last = start
+        while got[0] < len(self.members) and time.monotonic() - start < 10:
+
+            def copy():
+                nonlocal last
+                got[0] += 1
+                last = time.monotonic()
+
+            self._pump(copy, lambda: None, 0.01)
+        return last - start
+
+    def sustained(self, seconds: float) -> float:
+        delivered = [0]
+        start = time.monotonic()
+        end = start + seconds
+        sent = [start]
+
+        def send():
+            sent[0] = time.monotonic()
+            if sent[0] < end:
+                self.sender.sendto(b"M msg", self.relay)
+
+        def copy():
+            delivered[0] += 1
+
+        send()
+        while time.monotonic() < end + 0.5:
+            self._pump(copy, send, 0.01)
+            if time.monotonic() - sent[0] > 0.2:
+                send()  # no retransmission in the bare relay: a lost message would stop the loop
+        return delivered[0] / len(self.members) / (time.monotonic() - start - 0.5)
+
+    def close(self) -> None:
+        self.poller.close()
+        for s in [self.sender, *self.members]:
+            s.close()
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--members", type=int, nargs="+", default=[10, 50, 100, 1000], help="group sizes (default 10 50 100 1000)")
+    parser.add_argument("--messages", type=int, default=30, help="timed single messages per group size (default 30; 5 for 1,000 members)")
+    parser.add_argument("--duration", type=float, default=2.0, metavar="S", help="seconds of sustained sending per group size (default 2)")
+
+
+def run(args, progress) -> list[Figure]:
+    figures = []
+    for step, size in enumerate(args.members):
+        progress(f"fanout: {size} members", step / len(args.members))
+        count = args.messages if size < 1000 else min(args.messages, 5)
+        with ChatServer(max_clients=size + 10) as server, Swarm(server.address) as swarm:
+            group = Group(swarm, size)
+            timings = [group.one_message(f"hello{i}") for i in range(count)]
+            busy = Busy(server)
+            rate = group.sustained(args.duration)
+            server_cpu, bench_cpu = busy.share()
+        with EchoServer(relay=True) as relay:
+            bare = RelayGroup(relay.address, size)
+            try:
+                bare_last = median(bare.one_message() for _ in range(count))
+                bare_rate = bare.sustained(args.duration)
+            finally:
+                bare.close()
+        last = median(t[0] for t in timings) * 1000
+        acked = median(t[1] for t in timings) * 1000
+        target = TARGET_LAST_MS.get(size, "")
+        figures.append(Figure("fanout", f"{size} members: last member reached", last, "ms", bare_last * 1000, "relay",
+                              target, check(last, target)))
+        target = TARGET_ACKED_1000_MS if size == 1000 else ""
+        figures.append(Figure("fanout", f"{size} members: server holds every ack (<=)", acked, "ms", target=target,
+                              met=check(acked, target)))
+        target = TARGET_RATE_10 if size == 10 else ""
+        figures.append(Figure("fanout", f"{size} members: sustained", rate, "msgs/s", bare_rate, "relay", target,
+                              check(rate, target), note=f"server busy {server_cpu:.0%} of a core, simulated members "
+                              f"{bench_cpu:.0%}", also={"server_cpu_share": server_cpu, "members_cpu_share": bench_cpu}))
+    progress("fanout", 1.0)
+    return figures

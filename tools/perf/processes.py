@@ -1,0 +1,122 @@
+"""The processes a benchmark starts: the real server (``ChatApp.py -s PORT``) and
+the bare echo server, each on a loopback port, each stopped by its pid.
+
+The server runs as its own process, as users run it: it gets its own interpreter
+(no GIL shared with the load generator, so on two cores each side has one), and its
+memory and CPU time can be read from /proc without counting the generator's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+READY_WITHIN = 20.0  # seconds; the machine may be busy
+STARTED: list[int] = []  # the pid of every process a benchmark started, for the report
+
+
+def free_port() -> int:
+    """A UDP port nobody holds right now (the OS picks it; a race with others is retried)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A child process whose output goes to a temporary file, ready once it prints ``ready``."""
+
+    def __init__(self, argv_for_port, ready: str):
+        self.output = tempfile.NamedTemporaryFile("w+b", prefix="bench-", suffix=".log", delete=False)
+        for _ in range(5):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                argv_for_port(self.port),
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=self.output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
+            )
+            STARTED.append(self.proc.pid)
+            if self._wait_ready(ready.encode()):
+                return
+            self.stop()
+        raise RuntimeError(f"{argv_for_port(0)[1:3]} did not start: {self.log()[-300:]!r}")
+
+    def _wait_ready(self, ready: bytes) -> bool:
+        deadline = time.monotonic() + READY_WITHIN
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if ready in Path(self.output.name).read_bytes():
+                return True
+            time.sleep(0.01)
+        return False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return HOST, self.port
+
+    def log(self) -> str:
+        return Path(self.output.name).read_text(errors="replace")
+
+    def status(self) -> dict[str, int]:
+        """VmRSS and VmHWM (peak) of the process, in bytes."""
+        fields = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024
+        return fields
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.output.close()
+        Path(self.output.name).unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ChatServer(Process):
+    """``ChatApp.py -s PORT`` on loopback, without the per-source rate limit (the benchmark
+    measures capacity; the limit exists to share it fairly among many sources)."""
+
+    def __init__(self, max_clients: int = 10_000, *extra: str):
+        super().__init__(
+            lambda port: [
+                sys.executable, str(ROOT / "ChatApp.py"), "-s", str(port), "--bind", HOST,
+                "--rate-limit", "0", "--max-clients", str(max_clients), *extra,
+            ],
+            "Server is online",
+        )
+
+
+class EchoServer(Process):
+    """The bare asyncio UDP echo (or relay) server of tools/perf/echo.py."""
+
+    def __init__(self, relay: bool = False):
+        super().__init__(
+            lambda port: [sys.executable, "-m", "tools.perf.echo", "--port", str(port), *(["--relay"] if relay else [])],
+            "ready",
+        )

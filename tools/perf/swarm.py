@@ -1,0 +1,158 @@
+"""Many simulated clients in one process: each a real ``ClientLogic`` (the
+project's own client, not a second implementation of the protocol) on its own
+UDP socket, all driven by one epoll loop.
+
+This is a shell, like node/runtime.py, only leaner: one process can hold
+thousands of clients.  ``on_show`` sees every line a client would print, with
+the time its logic produced it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import select
+import socket
+import time
+from typing import Callable
+
+from node.client import ClientLogic
+from node.effects import Exit, Send, Show
+from node.limits import Limits
+from node.reliable import RetryPolicy
+
+from .processes import HOST
+
+BATCH = 32  # datagrams read from one socket before moving on to the next
+NO_LIMITS = Limits(rate=0.0)  # simulated clients measure capacity; see ChatServer
+
+
+class Node:
+    __slots__ = ("logic", "sock", "scheduled", "exit_status")
+
+    def __init__(self, logic: ClientLogic, sock: socket.socket):
+        self.logic = logic
+        self.sock = sock
+        self.scheduled: float | None = None  # the timer entry in the heap that counts
+        self.exit_status: int | None = None
+
+
+class Swarm:
+    def __init__(self, server: tuple[str, int], policy: RetryPolicy = RetryPolicy(), seed: int = 1):
+        self.server = server
+        self.policy = policy
+        self.rng = random.Random(seed)
+        self.epoll = select.epoll()
+        self.nodes: dict[int, Node] = {}  # fd -> node
+        self._timers: list[tuple[float, int, int]] = []  # (when, seq, fd)
+        self._seq = itertools.count()
+        self.on_show: Callable[[Node, str, float], None] | None = None
+        self.on_receive: Callable[[Node, bytes, float], None] | None = None
+        self.from_server = [0, 0, 0]  # datagrams, bytes, largest
+        self.send_errors = 0
+
+    def add(self, name: str, start: bool = True) -> Node:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((HOST, 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        logic = ClientLogic(name, self.server, port, self.policy, random.Random(self.rng.random()), NO_LIMITS)
+        node = Node(logic, sock)
+        self.nodes[sock.fileno()] = node
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
+        if start:
+            logic.start(time.monotonic())
+            self.pump(node, time.monotonic())
+        return node
+
+    def command(self, node: Node, line: str) -> None:
+        now = time.monotonic()
+        node.logic.command(line, now)
+        self.pump(node, now)
+
+    def pump(self, node: Node, now: float) -> None:
+        """Carry out what the node's logic asked for, then note its next timer."""
+        for effect in node.logic.drain():
+            kind = type(effect)
+            if kind is Send:
+                try:
+                    node.sock.sendto(effect.data, effect.addr)
+                except OSError:
+                    self.send_errors += 1  # a full buffer: loss, which the protocol repairs
+            elif kind is Show:
+                if self.on_show is not None:
+                    self.on_show(node, effect.text, now)
+            elif kind is Exit:
+                node.exit_status = effect.status
+        when = node.logic.get_timer()
+        if when is not None and (node.scheduled is None or when < node.scheduled):
+            node.scheduled = when
+            heapq.heappush(self._timers, (when, next(self._seq), node.sock.fileno()))
+
+    def step(self, timeout: float) -> None:
+        """Deliver what has arrived (waiting at most ``timeout``), then fire due timers."""
+        if self._timers:
+            timeout = max(0.0, min(timeout, self._timers[0][0] - time.monotonic()))
+        for fd, _ in self.epoll.poll(timeout, len(self.nodes) + 1):
+            node = self.nodes[fd]
+            now = time.monotonic()
+            self._read(node, now)
+            self.pump(node, now)
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            when, _, fd = heapq.heappop(self._timers)
+            node = self.nodes.get(fd)
+            if node is None or node.scheduled != when:
+                continue  # superseded by an earlier timer of the same node
+            node.scheduled = None
+            # What already waits in the node's socket counts before its timer, as in a client
+            # process of its own: a busy swarm must not make a client give up on an answer it has.
+            self._read(node, now)
+            node.logic.handle_timer(now)
+            self.pump(node, now)
+
+    def _read(self, node: Node, now: float) -> None:
+        server, counts = self.server, self.from_server
+        receive, recvfrom = node.logic.receive, node.sock.recvfrom
+        for _ in range(BATCH):
+            try:
+                data, addr = recvfrom(65536)
+            except BlockingIOError:
+                break
+            if addr == server:
+                counts[0] += 1
+                counts[1] += len(data)
+                counts[2] = max(counts[2], len(data))
+            if self.on_receive is not None:
+                self.on_receive(node, data, now)
+            receive(data, addr, now)
+
+    def run_until(self, done: Callable[[], bool], timeout: float, tick: Callable[[], None] | None = None) -> bool:
+        """Run until ``done()`` (checked every few milliseconds) or ``timeout`` seconds; True if done."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            self.step(0.005)
+            if tick is not None:
+                tick()
+        return True
+
+    def run_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.step(min(0.005, end - time.monotonic()))
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            self.epoll.unregister(node.sock.fileno())
+            node.sock.close()
+        self.nodes.clear()
+        self.epoll.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
