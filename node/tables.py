@@ -59,17 +59,17 @@ class TableVersions:
     def delta(self, base: int, room: int = TABLE_ROOM) -> tuple[int, list[bytes]]:
         """(version, rows): the rows changed since ``base`` that fit in ``room`` bytes, oldest change
         first, and the version a copy at ``base`` is at once it has them."""
-        rows, size, rows_of = [], 0, self.rows
+        rows, size, last, rows_of = [], 0, base, self.rows
         for i in range(bisect_right(self._log, base, key=lambda e: e[0]), len(self._log)):
             version, name = self._log[i]
             row = rows_of.get(name)
             if row is None or row.changed != version:
                 continue  # changed again later: it comes with that version
-            if size + len(row.row) > room:
-                return rows_version, rows
+            if rows and size + len(row.row) > room:
+                return last, rows
             rows.append(row.row)
             size += len(row.row)
-            rows_version = version
+            last = version
         return self.version, rows
 
 

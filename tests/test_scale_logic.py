@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from node import server as server_module
 from node.client import ClientLogic
 from node.effects import Send, ShowTable

@@ -121,7 +121,7 @@ class RelayGroup:
             s = self.member_fds.get(fd) or self.sender
             while True:
                 try:
-                    data = s.recv(65536)
+                    s.recv(65536)
                 except BlockingIOError:
                     break
                 if s is self.sender:

@@ -128,16 +128,20 @@ PAUSE = 0.3
 CPR = "\x1b[6n"  # prompt_toolkit asks the terminal where the cursor is, and waits for the answer
 
 
-def read_until(child, text: str, timeout: float = 10.0) -> None:
-    """Read ``child``'s output until ``text`` appears, answering cursor position requests as a terminal does."""
+def read_until(child, text: str | None, timeout: float = 10.0) -> None:
+    """Read ``child``'s output until ``text`` appears (None: for ``timeout`` seconds), answering
+    cursor position requests at once, as a terminal does (prompt_toolkit waits for the answers)."""
     import pexpect
 
     seen, deadline = "", time.monotonic() + timeout
-    while text not in seen:
-        if time.monotonic() > deadline:
+    while text is None or text not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            if text is None:
+                return
             raise TimeoutError(f"no {text!r} in {seen[-300:]!r}")
         try:
-            chunk = child.read_nonblocking(65536, timeout=0.5)
+            chunk = child.read_nonblocking(65536, timeout=min(left, 0.5))
         except pexpect.TIMEOUT:
             continue
         seen += chunk
@@ -161,8 +165,10 @@ def typed_latency(server, count: int, progress) -> dict[str, list[float]]:
     cat = spawn(["cat"])
     try:
         read_until(chat, "Welcome")
+        chat.send("list_groups\r")  # the first command loads code the later ones find ready: not timed
+        read_until(chat, "No available group right now")
         for i in range(count):
-            time.sleep(PAUSE)
+            read_until(chat, None, PAUSE)
             start = time.perf_counter()
             chat.send("list_groups\r")
             read_until(chat, "No available group right now")

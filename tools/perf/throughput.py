@@ -127,8 +127,8 @@ def open_loop(socks, supply: list[bytes], address, rate: float, duration: float,
 def add_arguments(parser) -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64], help="closed-loop client counts (default 1 8 64)")
     parser.add_argument("--duration", type=float, default=2.0, metavar="S", help="seconds per measurement (default 2)")
-    parser.add_argument("--rates", type=float, nargs="+", default=[5000, 10000, 20000, 40000], metavar="R",
-                        help="open-loop offered requests/s (default 5000 10000 20000 40000)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[5000, 10000, 20000, 40000, 80000], metavar="R",
+                        help="open-loop offered requests/s (default 5000 10000 20000 40000 80000)")
     parser.add_argument("--open-clients", type=int, default=8, help="sockets the open-loop load is spread over (default 8)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating chat/echo rounds per closed-loop figure; medians (default 3)")
 
