@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -531,3 +532,89 @@ def cluster():
     nodes.stop_all()
     for proc in nodes.procs:  # shown by pytest only when the test failed
         print(f"----- {proc.label} (pid {proc.pid}, status {proc.status}) -----\n{proc.text}")
+
+
+class Piped:
+    """A Python process with pipes (no terminal); its stdout and stderr lines are collected as they come."""
+
+    def __init__(self, args: list[str], label: str, **env_extra: str):
+        self.label = label
+        env = dict(os.environ, NO_COLOR="1", TERM="dumb", PYTHONUNBUFFERED="1", LC_ALL="C.UTF-8", **env_extra)
+        self.popen = subprocess.Popen(
+            [PYTHON, *args], cwd=ROOT, env=env, text=True, encoding="utf-8", errors="replace",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.pid = self.popen.pid
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _collect(self, stream, lines: list[str]) -> None:
+        for text in stream:
+            with self._changed:
+                lines.append(text.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, stream: str = "out", timeout: float = WAIT, after: int = 0) -> int:
+        """The index of the first line of stdout (or stderr) from ``after`` on that matches ``pattern``."""
+        regex = re.compile(pattern)
+        lines = self.out if stream == "out" else self.err
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for index in range(after, len(lines)):
+                    if regex.search(lines[index]):
+                        return index
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.popen.poll() is not None and not any(r.is_alive() for r in self._readers)):
+                    raise AssertionError(f"{self.label}: no line matching /{pattern}/ in {stream}:\n" + self.dump())
+                self._changed.wait(min(left, 0.2))
+
+    def type(self, line: str) -> None:
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+
+    def wait(self, timeout: float = 60) -> int:
+        """The exit status, once the process has ended and its output is read."""
+        status = self.popen.wait(timeout)
+        for reader in self._readers:
+            reader.join(WAIT)
+        return status
+
+    def interrupt(self) -> int:
+        """Ctrl+C by pid, then the exit status once its output is read."""
+        return self.finish(signal.SIGINT)
+
+    def finish(self, sig: int = signal.SIGINT, timeout: float = WAIT) -> int:
+        """Send ``sig`` by pid and wait for the exit and the last output."""
+        if self.popen.poll() is None:
+            os.kill(self.pid, sig)
+        status = self.popen.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return status
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def dump(self) -> str:
+        return "\n".join(self.out[-60:]) + "\n--- stderr ---\n" + "\n".join(self.err[-20:])

@@ -9,8 +9,6 @@ import re
 import signal
 import socket
 import struct
-import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 from proto import MSG_TYPES, STATUSES, ChatHeader, ProtocolError
 from proto.fastpath import Fields, parse
-from tests.procs import HOST, PYTHON, ROOT, WAIT, Proc
+from tests.procs import HOST, ROOT, WAIT, Piped, Proc
 
 TOOLS = Path(ROOT) / "tools"
 DROPPED = re.compile(r"^>>> Dropped datagrams: (.*)$", re.MULTILINE)
@@ -194,74 +192,11 @@ def spoof(data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
 # -- helper processes -------------------------------------------------------------------------
 
 
-class Tool:
+class Tool(Piped):
     """A tools/*.py process with pipes; its output lines are collected as they come."""
 
     def __init__(self, script: str, *args: str):
-        env = dict(os.environ, NO_COLOR="1", TERM="dumb", PYTHONUNBUFFERED="1", LC_ALL="C.UTF-8", COLUMNS="200")
-        self.popen = subprocess.Popen(
-            [PYTHON, str(TOOLS / script), *args], cwd=ROOT, env=env, text=True, encoding="utf-8",
-            errors="replace", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        self.pid = self.popen.pid
-        self.label = script
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._changed = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
-            for stream, lines in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _collect(self, stream, lines: list[str]) -> None:
-        for text in stream:
-            with self._changed:
-                lines.append(text.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, pattern: str, stream: str = "out", after: int = 0, timeout: float = WAIT) -> int:
-        """Index of the first line (from ``after`` on) matching ``pattern``."""
-        regex = re.compile(pattern)
-        lines = self.out if stream == "out" else self.err
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for index in range(after, len(lines)):
-                    if regex.search(lines[index]):
-                        return index
-                left = deadline - time.monotonic()
-                ended = self.popen.poll() is not None and not any(r.is_alive() for r in self._readers)
-                if left <= 0 or ended:
-                    raise AssertionError(f"{self.label}: no line /{pattern}/ in its {stream}:\n{self.dump()}")
-                self._changed.wait(min(left, 0.2))
-
-    def wait(self, timeout: float = 60) -> int:
-        status = self.popen.wait(timeout)
-        for reader in self._readers:
-            reader.join(WAIT)
-        return status
-
-    def interrupt(self) -> int:
-        """Ctrl+C by pid, then the exit status once its output is read."""
-        if self.popen.poll() is None:
-            os.kill(self.pid, signal.SIGINT)
-        return self.wait(WAIT)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
-
-    def dump(self) -> str:
-        return "\n".join(self.out[-80:]) + "\n--- stderr ---\n" + "\n".join(self.err[-20:])
+        super().__init__([str(TOOLS / script), *args], script, COLUMNS="200")
 
 
 @pytest.fixture

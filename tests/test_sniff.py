@@ -15,8 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import pytest
 from proto import MSG_TYPES, Ack, ChatHeader, Entry, PriMsg, RegAck, Table, decode
 from tools import trace
 from tools.trace import Tracker
+from tests.procs import Piped
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -45,103 +44,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Proc:
-    """A process with pipes; its stdout and stderr lines are collected as they come."""
-
-    def __init__(self, args: list[str], label: str):
-        self.label = label
-        env = dict(os.environ, NO_COLOR="1", TERM="dumb", PYTHONUNBUFFERED="1", LC_ALL="C.UTF-8")
-        self.popen = subprocess.Popen(
-            [PYTHON, *args], cwd=ROOT, env=env, text=True, encoding="utf-8",
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        self.pid = self.popen.pid
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._changed = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
-            for stream, lines in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _collect(self, stream, lines: list[str]) -> None:
-        for text in stream:
-            with self._changed:
-                lines.append(text.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, pattern: str, stream: str = "out", timeout: float = WAIT, after: int = 0) -> int:
-        """The index of the first line of stdout (or stderr) from ``after`` on that matches ``pattern``."""
-        regex = re.compile(pattern)
-        lines = self.out if stream == "out" else self.err
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for index in range(after, len(lines)):
-                    if regex.search(lines[index]):
-                        return index
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.popen.poll() is not None and not any(r.is_alive() for r in self._readers)):
-                    raise AssertionError(f"{self.label}: no line matching /{pattern}/ in {stream}:\n" + self.dump())
-                self._changed.wait(min(left, 0.2))
-
-    def type(self, line: str) -> None:
-        self.popen.stdin.write(line + "\n")
-        self.popen.stdin.flush()
-
-    def finish(self, sig: int = signal.SIGINT, timeout: float = WAIT) -> int:
-        """Send ``sig`` by pid and wait for the exit and the last output."""
-        if self.popen.poll() is None:
-            os.kill(self.pid, sig)
-        status = self.popen.wait(timeout)
-        for reader in self._readers:
-            reader.join(timeout)
-        return status
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-    def dump(self) -> str:
-        return "\n".join(self.out[-60:]) + "\n--- stderr ---\n" + "\n".join(self.err[-20:])
-
-
 class Processes:
     def __init__(self):
-        self.procs: list[Proc] = []
+        self.procs: list[Piped] = []
 
-    def start(self, args: list[str], label: str) -> Proc:
-        proc = Proc(args, label)
+    def start(self, args: list[str], label: str) -> Piped:
+        proc = Piped(args, label)
         self.procs.append(proc)
         return proc
 
-    def sniffer(self, pcap: Path, ports: list[int]) -> Proc:
+    def sniffer(self, pcap: Path, ports: list[int]) -> Piped:
         """sniff.py on lo, limited to this test's ports (other tests may chat on lo meanwhile)."""
         args = [SNIFF, "-w", str(pcap)] + [arg for port in ports for arg in ("--port", str(port))]
         proc = self.start(args, "sniff")
         proc.wait_for(r"capturing on lo", stream="err")
         return proc
 
-    def server(self, port: int, *flags: str) -> Proc:
+    def server(self, port: int, *flags: str) -> Piped:
         proc = self.start([CHATAPP, "-s", str(port), "--bind", HOST, *flags], "server")
         proc.wait_for(r"^>>> Server is online")
         return proc
 
-    def client(self, name: str, server_port: int, port: int, *flags: str) -> Proc:
+    def client(self, name: str, server_port: int, port: int, *flags: str) -> Piped:
         proc = self.start([CHATAPP, "-c", name, HOST, str(server_port), str(port), "--bind", HOST, *flags], name)
         proc.wait_for(r"^>>> Welcome, You are registered\.")
         return proc
