@@ -21,6 +21,7 @@ from .effects import Address, Effect, Send
 
 AckHandler = Callable[[Fields, float], None]
 FailHandler = Callable[[float], None]
+EachFailHandler = Callable[[Address, float], None]
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,14 @@ class Outgoing:
     data: bytes
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     data: bytes
-    addr: Address
+    waiting: set[Address]  # the receivers that have not acknowledged it yet
     tries_left: int
     due: float
-    on_ack: AckHandler
-    on_fail: FailHandler
+    on_ack: AckHandler | None  # called once every receiver has acknowledged
+    on_fail: EachFailHandler  # called for each receiver that never did
 
 
 class Endpoint:
@@ -94,9 +95,22 @@ class Endpoint:
 
     def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
         """Send ``out`` and retransmit it until acked; returns its message id."""
-        self.effects.append(Send(out.data, addr))
+        return self._track(out, {addr}, now, on_ack, lambda addr, now: on_fail(now))
+
+    def request_each(self, out: Outgoing, addrs: list[Address], now: float, on_fail: EachFailHandler) -> int:
+        """Send ``out`` to every address and retransmit it to each until that one acks.
+
+        One datagram, one message id and one retransmission timer for all of them (a group
+        message to its members): encoding and tracking it once per receiver was most of the
+        server's work per group message.  ``on_fail(addr, now)`` for each that never acks."""
+        return self._track(out, set(addrs), now, None, on_fail)
+
+    def _track(self, out: Outgoing, addrs: set[Address], now: float, on_ack, on_fail) -> int:
+        data, effects = out.data, self.effects
+        for addr in addrs:
+            effects.append(Send(data, addr))
         due = now + self.policy.timeout
-        self._pending[out.msg_id] = _Pending(out.data, addr, self.policy.tries - 1, due, on_ack, on_fail)
+        self._pending[out.msg_id] = _Pending(data, addrs, self.policy.tries - 1, due, on_ack, on_fail)
         heapq.heappush(self._timers, (due, out.msg_id))
         return out.msg_id
 
@@ -111,10 +125,13 @@ class Endpoint:
     def handle_ack(self, ack: Fields, addr: Address, now: float) -> bool:
         """Match an ack or reg_ack to the request it answers; False if it answers nothing pending."""
         pending = self._pending.get(ack.payload.ack_id)
-        if pending is None or pending.addr != addr:
+        if pending is None or addr not in pending.waiting:
             return False
-        del self._pending[ack.payload.ack_id]
-        pending.on_ack(ack, now)
+        pending.waiting.discard(addr)
+        if not pending.waiting:
+            del self._pending[ack.payload.ack_id]
+            if pending.on_ack is not None:
+                pending.on_ack(ack, now)
         return True
 
     # -- incoming requests ------------------------------------------------
@@ -154,8 +171,11 @@ class Endpoint:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must next be called, or None."""
-        times = [t for t in (self._alarms[0][0] if self._alarms else None, self._next_retry()) if t is not None]
-        return min(times, default=None)
+        retry = self._next_retry()
+        if not self._alarms:
+            return retry
+        alarm = self._alarms[0][0]
+        return alarm if retry is None or alarm < retry else retry
 
     def _next_retry(self) -> float | None:
         while self._timers:
@@ -176,12 +196,13 @@ class Endpoint:
             pending = self._pending[msg_id]
             if pending.tries_left == 0:
                 del self._pending[msg_id]
-                pending.on_fail(now)
+                for addr in pending.waiting:
+                    pending.on_fail(addr, now)
                 continue
             pending.tries_left -= 1
             pending.due = due + self.policy.timeout
             heapq.heappush(self._timers, (pending.due, msg_id))
-            self.effects.append(Send(pending.data, pending.addr))
+            self.effects.extend(Send(pending.data, addr) for addr in pending.waiting)
 
     def drain(self) -> list[Effect]:
         effects, self.effects = self.effects, []
@@ -190,6 +211,10 @@ class Endpoint:
     @property
     def pending_count(self) -> int:
         return len(self._pending)
+
+    def awaited(self) -> set[Address]:
+        """The addresses that still owe an ack."""
+        return {addr for pending in self._pending.values() for addr in pending.waiting}
 
     @property
     def remembered_count(self) -> int:

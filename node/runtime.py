@@ -92,7 +92,7 @@ class Node:
     def pump(self) -> None:
         """Carry out what the logic asked for, then arm its next timer."""
         for effect in self.logic.drain():
-            if isinstance(effect, Send):
+            if type(effect) is Send:
                 self._send(effect.data, effect.addr)
             elif isinstance(effect, Exit):
                 if not self.done.done():
@@ -100,10 +100,13 @@ class Node:
             else:
                 self.show(effect)
         when = self.logic.get_timer()
-        if when != self._timer_when:  # re-armed only when it moved: most datagrams leave it where it was
+        # Re-armed only when the logic wants to be called sooner: a timer that comes too late
+        # (the retransmission it was for got acked) finds nothing due and costs one call, while
+        # moving it on every acked datagram would cost a cancel and a new timer each time.
+        if when is not None and (self._timer_when is None or when < self._timer_when):
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
+            self._timer = self.loop.call_at(when, self._on_timer)
             self._timer_when = when
 
     def _on_timer(self) -> None:

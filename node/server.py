@@ -260,9 +260,7 @@ class ServerLogic:
             return
         self._show(f"Client {record.name} sent group message: {text}")
         self._reply(pkt, addr, now, "ok")
-        for member in self.groups[group]:
-            if member != record.name:
-                self._send_group_message(self.clients[member], group, record.name, text, now)
+        self._send_group_message(group, record.name, text, now)
 
     def _on_kick(self, pkt, addr, now, record: ClientRecord) -> None:
         target = self.clients.get(pkt.payload.target)
@@ -275,16 +273,22 @@ class ServerLogic:
 
     # -- server-initiated exchanges ------------------------------------------
 
-    def _send_group_message(self, member: ClientRecord, group: str, origin: str, text: str, now: float) -> None:
-        pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
+    def _send_group_message(self, group: str, origin: str, text: str, now: float) -> None:
+        """One datagram for every other member; each acks it, or leaves the group."""
+        clients = self.clients
+        members = {clients[name].addr: clients[name] for name in self.groups[group] if name != origin}
+        if not members:
+            return
 
-        def unresponsive(now: float) -> None:
+        def unresponsive(addr: Address, now: float) -> None:
+            member = members[addr]  # the session it was sent to, even if another holds the address now
             if member.group == group:
                 self._leave_group(member)
                 self._show(f"Client {member.name} not responsive, removed from {group}")
                 self._show_groups()
 
-        self.net.request(pkt, member.addr, now, on_ack=lambda ack, now: None, on_fail=unresponsive)
+        pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
+        self.net.request_each(pkt, list(members), now, on_fail=unresponsive)
 
     def _probe(self, target: ClientRecord, now: float) -> None:
         """A kick is only a report: believe it if the client ignores the server too."""

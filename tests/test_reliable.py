@@ -118,6 +118,36 @@ def test_several_requests_retry_independently():
     assert calls.fails == pytest.approx([2.7])
 
 
+THIRD = ("10.0.0.4", 7004)
+
+
+def test_one_request_to_several_is_sent_once_to_each_and_retried_to_the_silent_ones():
+    ep, failed = endpoint(), []
+    pkt = ep.build("grp_msg", group="g", origin="Ann", text="hi")
+    msg_id = ep.request_each(pkt, [PEER, OTHER, THIRD], 0.0, on_fail=lambda addr, now: failed.append((addr, now)))
+    assert sorted(ep.drain(), key=lambda s: s.addr) == [Send(pkt.data, a) for a in sorted([PEER, OTHER, THIRD])]
+    assert ep.handle_ack(ack_for(msg_id), PEER, 0.1)
+    assert not ep.handle_ack(ack_for(msg_id), PEER, 0.2), "a duplicate ack answers nothing"
+    assert ep.awaited() == {OTHER, THIRD}
+    resent = run_until(ep, 0.6)
+    assert sorted(s.addr for _, s in resent) == sorted([OTHER, THIRD]) and all(s.data == pkt.data for _, s in resent)
+    assert ep.handle_ack(ack_for(msg_id), OTHER, 0.7)
+    resent = run_until(ep, 100)
+    assert {s.addr for _, s in resent} == {THIRD} and len(resent) == 3  # tries 3, 4 and 5
+    assert failed == [(THIRD, pytest.approx(2.5))]
+    assert ep.pending_count == 0 and ep.awaited() == set()
+
+
+def test_one_request_to_several_acked_by_all_is_done():
+    ep, failed = endpoint(), []
+    msg_id = ep.request_each(ep.build("grp_msg", group="g", origin="Ann", text="hi"), [PEER, OTHER], 0.0,
+                             on_fail=lambda addr, now: failed.append(addr))
+    ep.drain()
+    assert not ep.handle_ack(ack_for(msg_id), THIRD, 0.1), "only the receivers' acks count"
+    assert ep.handle_ack(ack_for(msg_id), OTHER, 0.1) and ep.handle_ack(ack_for(msg_id), PEER, 0.1)
+    assert run_until(ep, 100) == [] and failed == [] and ep.pending_count == 0
+
+
 def test_late_timer_call_keeps_the_schedule():
     """A timer served late retransmits once, and the next try stays on the 500 ms grid."""
     ep, calls = endpoint(), Calls()

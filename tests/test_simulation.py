@@ -122,7 +122,7 @@ def violations(sim: SimNet, script: Script) -> list[str]:
     # seemed gone) that the server still counts as online: only a kick report tells it otherwise
     live = {node._sim_name for node in sim.nodes.values()}
     gone_online = {c.addr for c in sim.server.clients.values() if c.online and c.name not in live}
-    leftover = [p.addr for p in sim.server.net._pending.values() if p.addr not in gone_online]
+    leftover = sim.server.net.awaited() - gone_online
     for node in sim.nodes.values():
         if node is not sim.server and (node.net.pending_count or node.net.remembered_count):
             problems.append(f"{node.name} still holds state")

@@ -33,8 +33,8 @@ class Process:
     """A child process whose output goes to a temporary file, ready once it prints ``ready``."""
 
     def __init__(self, argv_for_port, ready: str):
-        self.output = tempfile.NamedTemporaryFile("w+b", prefix="bench-", suffix=".log", delete=False)
         for _ in range(5):
+            self.output = tempfile.NamedTemporaryFile("w+b", prefix="bench-", suffix=".log", delete=False)
             self.port = free_port()
             self.proc = subprocess.Popen(
                 argv_for_port(self.port),
@@ -47,8 +47,9 @@ class Process:
             STARTED.append(self.proc.pid)
             if self._wait_ready(ready.encode()):
                 return
-            self.stop()
-        raise RuntimeError(f"{argv_for_port(0)[1:3]} did not start: {self.log()[-300:]!r}")
+            log = self.log()
+            self.stop()  # another process took the port meanwhile, or it failed: try again
+        raise RuntimeError(f"{argv_for_port(0)[1:3]} did not start: {log[-300:]!r}")
 
     def _wait_ready(self, ready: bytes) -> bool:
         deadline = time.monotonic() + READY_WITHIN
