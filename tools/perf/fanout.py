@@ -244,13 +244,8 @@ def run(args, progress) -> list[Figure]:
             busy = Busy(server)
             rate = group.sustained(args.duration, lean=True)
             server_cpu, bench_cpu = busy.share()
-        with EchoServer(relay=True) as relay:
-            bare = RelayGroup(relay.address, size)
-            try:
-                bare_last = median(bare.one_message() for _ in range(count))
-                bare_rate = bare.sustained(args.duration)
-            finally:
-                bare.close()
+        bare_last, bare_rate = relayed(size, count, args.duration, plain=False)
+        _, floor_rate = relayed(size, 0, args.duration, plain=True)
         last = median(t[0] for t in timings) * 1000
         acked = median(t[1] for t in timings) * 1000
         target = TARGET_LAST_MS.get(size, "")
@@ -266,5 +261,18 @@ def run(args, progress) -> list[Figure]:
         figures.append(Figure("fanout", f"{size} members: sustained, members run whole clients", full_rate, "msgs/s",
                               bare_rate, "relay", note=busy_note(*full_cpu),
                               also={"server_cpu_share": full_cpu[0], "members_cpu_share": full_cpu[1]}))
+        figures.append(Figure("fanout", f"{size} members: sustained, bare relay without asyncio", floor_rate, "msgs/s",
+                              note=f"no protocol: about the most Python gets through this loopback; the server reaches {rate / floor_rate:.0%}"))
     progress("fanout", 1.0)
     return figures
+
+
+def relayed(size: int, count: int, duration: float, plain: bool) -> tuple[float | None, float]:
+    """The bare relay's (median last member reached over ``count`` messages, sustained rate)."""
+    with EchoServer(relay=True, plain=plain) as relay:
+        bare = RelayGroup(relay.address, size)
+        try:
+            last = median(bare.one_message() for _ in range(count)) if count else None
+            return last, bare.sustained(duration)
+        finally:
+            bare.close()

