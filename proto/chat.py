@@ -288,7 +288,7 @@ class SendGroup(_Payload):
 
 
 class GrpMsg(_Payload):
-    """A group message the server forwards to one member."""
+    """A group message the server forwards: the same datagram, one message id, to every other member; each acks it."""
 
     name = "GrpMsg"
     fields_desc = _GroupRequest.fields_desc + [
