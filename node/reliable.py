@@ -13,7 +13,7 @@ import heapq
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from proto.fastpath import Fields, encode
 
@@ -97,7 +97,7 @@ class Endpoint:
         """Send ``out`` and retransmit it until acked; returns its message id."""
         return self._track(out, {addr}, now, on_ack, lambda addr, now: on_fail(now))
 
-    def request_each(self, out: Outgoing, addrs: list[Address], now: float, on_fail: EachFailHandler) -> int:
+    def request_each(self, out: Outgoing, addrs: Iterable[Address], now: float, on_fail: EachFailHandler) -> int:
         """Send ``out`` to every address and retransmit it to each until that one acks.
 
         One datagram, one message id and one retransmission timer for all of them (a group

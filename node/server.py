@@ -288,7 +288,7 @@ class ServerLogic:
                 self._show_groups()
 
         pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
-        self.net.request_each(pkt, list(members), now, on_fail=unresponsive)
+        self.net.request_each(pkt, members, now, on_fail=unresponsive)
 
     def _probe(self, target: ClientRecord, now: float) -> None:
         """A kick is only a report: believe it if the client ignores the server too."""
