@@ -450,7 +450,7 @@ class ClientLogic:
             self._exit(1, "The server marked this client offline (it did not answer the server's probe)", "Exiting")
 
     def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
-        self._ack(pkt, addr, now, "ok")
+        self.net.acknowledge(pkt, addr, now)  # with the next ones, if they come close together
         msg = pkt.payload
         if msg.group == self.group:
             self._say(f"Group_Message {msg.origin}: {msg.text}", in_group=True)

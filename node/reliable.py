@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from proto import STATUS_CODES
 from proto.fastpath import Fields, encode
 
 from .effects import Address, Effect, Send
@@ -22,6 +23,7 @@ from .effects import Address, Effect, Send
 AckHandler = Callable[[Fields, float], None]
 FailHandler = Callable[[float], None]
 EachFailHandler = Callable[[Address, float], None]
+STATUS_OK = STATUS_CODES["ok"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,15 @@ class RetryPolicy:
         """How long after the first try a retransmission can still be sent."""
         return self.timeout * self.tries
 
+    @property
+    def ack_delay(self) -> float:
+        """How long an ack may wait to go with others (``Endpoint.acknowledge``): a small part
+        of the time the sender waits before retransmitting."""
+        return min(ACK_DELAY, self.timeout / 10)
+
+
+ACK_DELAY = 0.005  # seconds; see RetryPolicy.ack_delay
+ACK_BATCH = 16  # message ids one ack answers at most (Ack.also holds up to 255)
 
 # Answers to requests are remembered this many retry windows, so a late
 # retransmission (delayed by the network) is still recognised.
@@ -62,6 +73,42 @@ class _Pending:
     on_fail: EachFailHandler  # called for each receiver that never did
 
 
+class _Acks:
+    """What ``Endpoint.acknowledge`` did for one sender: the message ids it acknowledged, to
+    recognise retransmissions, and the acks waiting to go together.
+
+    Each id is remembered at least ``memory`` seconds (at most twice that) in two generations
+    of plain sets, the older dropped whole: cheaper than an entry per id with its own expiry,
+    like the remembered replies, when a busy group brings thousands of ids a second."""
+
+    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at")
+
+    def __init__(self, memory: float, now: float):
+        self.memory = memory
+        self.since = now  # when ``current`` was started: its ids were added within ``memory`` after
+        self.current: set[int] = set()
+        self.previous: set[int] = set()
+        self.waiting: list[int] = []  # acknowledged, the ack not sent yet
+        self.sent_at: float | None = None  # when the last ack went
+
+    def age(self, now: float) -> None:
+        """Start a new generation when the current one is ``memory`` old (or full)."""
+        if now - self.since >= self.memory or len(self.current) >= MAX_REMEMBERED_REPLIES // 2:
+            young = now - self.since < 2 * self.memory  # some of ``current`` are still to be kept
+            self.previous, self.current, self.since = self.current if young else set(), set(), now
+
+    def add(self, msg_id: int, now: float) -> None:
+        self.age(now)
+        self.current.add(msg_id)
+        self.waiting.append(msg_id)
+
+    def seen(self, msg_id: int) -> bool:
+        return msg_id in self.current or msg_id in self.previous
+
+    def __len__(self) -> int:
+        return len(self.current) + len(self.previous)
+
+
 class Endpoint:
     def __init__(self, name: str, port: int, policy: RetryPolicy, rng: random.Random):
         self.name = name
@@ -76,6 +123,9 @@ class Endpoint:
         # An OrderedDict, not a dict: taking the oldest entry off a dict again and again
         # makes finding the next oldest slower each time (the emptied slots stay in front).
         self._replies: OrderedDict[tuple[Address, int], tuple[float, Send]] = OrderedDict()
+        self._memory = REPLY_MEMORY_WINDOWS * policy.window  # how long answers are remembered
+        self._acks: dict[Address, _Acks] = {}  # see ``acknowledge``; the server's address only, in a client
+        self._ack_delay = policy.ack_delay
         self._alarms: list[tuple[float, int, FailHandler]] = []  # (when, seq, callback)
         self._alarm_seq = 0
 
@@ -119,17 +169,25 @@ class Endpoint:
 
     def cancel_all(self) -> None:
         self._pending.clear()
+        for acks in self._acks.values():
+            acks.waiting.clear()
         self._timers.clear()
         self._alarms.clear()
 
     def handle_ack(self, ack: Fields, addr: Address, now: float) -> bool:
-        """Match an ack or reg_ack to the request it answers; False if it answers nothing pending."""
-        pending = self._pending.get(ack.payload.ack_id)
+        """Match an ack or reg_ack to the requests it answers; False if it answers nothing pending."""
+        matched = self._acked(ack.payload.ack_id, ack, addr, now)
+        for more in getattr(ack.payload, "also", ()):  # a reg_ack answers one request only
+            matched = self._acked(more.id, ack, addr, now) or matched
+        return matched
+
+    def _acked(self, msg_id: int, ack: Fields, addr: Address, now: float) -> bool:
+        pending = self._pending.get(msg_id)
         if pending is None or addr not in pending.waiting:
             return False
         pending.waiting.discard(addr)
         if not pending.waiting:
-            del self._pending[ack.payload.ack_id]
+            del self._pending[msg_id]
             if pending.on_ack is not None:
                 pending.on_ack(ack, now)
         return True
@@ -140,9 +198,15 @@ class Endpoint:
         """If ``request`` was already answered, send the same answer again and return True."""
         self._forget_old_replies(now)
         remembered = self._replies.get((addr, request.msg_id))
-        if remembered is None:
+        if remembered is not None:
+            self.effects.append(remembered[1])
+            return True
+        acks = self._acks.get(addr)
+        if acks is None or not acks.seen(request.msg_id):
             return False
-        self.effects.append(remembered[1])
+        if request.msg_id not in acks.waiting:
+            acks.waiting.append(request.msg_id)  # its ack was lost: no waiting this time
+        self._send_acks(addr, acks, now)
         return True
 
     def answer(self, request: Fields, addr: Address, reply: Outgoing, now: float) -> None:
@@ -151,7 +215,39 @@ class Endpoint:
         self.effects.append(send)
         if len(self._replies) >= MAX_REMEMBERED_REPLIES:
             self._replies.popitem(last=False)
-        self._replies[(addr, request.msg_id)] = (now + REPLY_MEMORY_WINDOWS * self.policy.window, send)
+        self._replies[(addr, request.msg_id)] = (now + self._memory, send)
+
+    def acknowledge(self, request: Fields, addr: Address, now: float) -> None:
+        """Acknowledge ``request`` (status ok), if need be together with the requests that follow
+        it from the same address: one ack datagram for several messages of a busy stream.
+
+        The ack goes at once when none went to ``addr`` in the last ``policy.ack_delay``;
+        otherwise it waits until that much time has passed since the last one, or until
+        ACK_BATCH wait.  Like a request, the ack carries the session token: for the server's
+        messages only."""
+        acks = self._acks.get(addr)
+        if acks is None:
+            acks = self._acks[addr] = _Acks(self._memory, now)
+        acks.add(request.msg_id, now)
+        last = acks.sent_at
+        if len(acks.waiting) >= ACK_BATCH or last is None or now >= last + self._ack_delay:
+            self._send_acks(addr, acks, now)
+        elif len(acks.waiting) == 1:
+
+            def due(now: float) -> None:
+                if acks.sent_at == last:  # else a full batch went meanwhile, and this wait is over
+                    self._send_acks(addr, acks, now)
+
+            self.call_at(last + self._ack_delay, due)
+
+    def _send_acks(self, addr: Address, acks: _Acks, now: float) -> None:
+        if not acks.waiting:
+            return  # dropped by cancel_all
+        first, *also = acks.waiting
+        acks.waiting = []
+        acks.sent_at = now
+        ack = self.build("ack", ack_id=first, status=STATUS_OK, also=[{"id": msg_id} for msg_id in also])
+        self.effects.append(Send(ack.data, addr))
 
     def _forget_old_replies(self, now: float) -> None:
         # Insertion order is expiry order: every entry lives equally long.
@@ -161,6 +257,8 @@ class Endpoint:
             if expires > now:
                 break
             replies.popitem(last=False)
+        for acks in self._acks.values():
+            acks.age(now)
 
     # -- time ---------------------------------------------------------------
 
@@ -218,4 +316,4 @@ class Endpoint:
 
     @property
     def remembered_count(self) -> int:
-        return len(self._replies)
+        return len(self._replies) + sum(map(len, self._acks.values()))

@@ -21,6 +21,7 @@ from .chat import (
     LeaveGroup,
     ListMembers,
     ListMore,
+    MsgId,
     Name,
     PriMsg,
     RegAck,
@@ -32,6 +33,6 @@ from .codec import ProtocolError, decode, is_chat
 __all__ = [
     "MAGIC", "MAX_DATAGRAM", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "STATUS_CODES", "STATUSES", "TYPE_CODES",
     "VERSION", "Ack", "ChatHeader", "CreateGroup", "Entry", "GrpMsg", "JoinGroup", "Kick",
-    "LeaveGroup", "ListMembers", "ListMore", "Name", "PriMsg", "RegAck", "SendGroup", "Table", "ProtocolError",
+    "LeaveGroup", "ListMembers", "ListMore", "MsgId", "Name", "PriMsg", "RegAck", "SendGroup", "Table", "ProtocolError",
     "decode", "is_chat",
 ]

@@ -136,6 +136,16 @@ class Name(_Item):
         return self.value
 
 
+class MsgId(_Item):
+    """One more message id that an ack answers (see ``Ack.also``)."""
+
+    name = "MsgId"
+    fields_desc = [IntField("id", 0)]
+
+    def mysummary(self):
+        return f"#{self.id}"
+
+
 class Entry(_Item):
     """One row of the client table: a client's name, observed address and status."""
 
@@ -204,7 +214,11 @@ class _Answer(_Payload):
 
 
 class Ack(_Answer):
-    """Answer to a request; list requests carry their result in ``items``."""
+    """Answer to a request; list requests carry their result in ``items``.
+
+    ``also``: more message ids answered with the same status.  A member acknowledges the
+    group messages of a busy group several at a time (like QUIC's ACK frames), so that ten
+    members do not send ten datagrams for every message."""
 
     name = "Ack"
     fields_desc = [
@@ -212,11 +226,17 @@ class Ack(_Answer):
         ByteEnumField("status", 0, STATUSES),
         FieldLenField("count", None, count_of="items", fmt="H"),
         PacketListField("items", [], Name, count_from=lambda pkt: pkt.count),
+        FieldLenField("also_count", None, count_of="also", fmt="B"),
+        PacketListField("also", [], MsgId, count_from=lambda pkt: pkt.also_count),
     ]
 
     def describe(self):
         items = f" [{', '.join(i.value for i in self.items)}]" if self.items else ""
-        return self.sprintf("Ack #%ack_id% %status%") + items
+        also = f" also {' '.join(f'#{m.id}' for m in self.also)}" if self.also else ""
+        return self.sprintf("Ack #%ack_id% %status%") + items + also
+
+    def answers(self, other):
+        return super().answers(other) or isinstance(other, ChatHeader) and any(m.id == other.msg_id for m in self.also)
 
 
 class RegAck(_Answer):

@@ -736,6 +736,28 @@ def test_group_message_that_beats_the_join_answer_is_shown_after_it():
     assert mark("Ann") == [">>> (g) Message received by Server."]
 
 
+def test_group_messages_close_together_are_acknowledged_in_one_datagram():
+    client = registered_client()
+    delay = client.net.policy.ack_delay
+
+    def grp_msg(msg_id: int, now: float) -> None:
+        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="x", text="y"))
+        client.receive(data, SERVER, now)
+
+    grp_msg(20, 1.0)
+    assert acks(client) == [(20, "ok")], "after a quiet spell: at once"
+    grp_msg(21, 1.001)
+    grp_msg(22, 1.002)
+    assert acks(client) == []
+    assert client.get_timer() == pytest.approx(1.0 + delay)
+    client.handle_timer(1.0 + delay)
+    (batch,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    assert (batch.payload.ack_id, [m.id for m in batch.payload.also]) == (21, [22])
+    assert batch.token == 9, "to the server, with the session token"
+    grp_msg(21, 1.5)  # the server did not get that ack: its retransmission is acknowledged at once
+    assert acks(client) == [(21, "ok")]
+
+
 def test_group_message_held_for_a_join_that_fails_is_not_shown():
     client = registered_client()
     client.command("join_group g", 0.1)

@@ -8,17 +8,23 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scapy.fields import FieldLenField
 
-from proto import MSG_TYPES, ProtocolError, decode
+from proto import MSG_TYPES, PAYLOADS, ChatHeader, Entry, MsgId, Name, ProtocolError, decode
 from proto.fastpath import encode, parse
 from test_proto import PAYLOAD_STRATEGIES, fuzzed_packets, mutate, packets, sample_packets, user_fields
+
+
+# length and count fields: user_fields leaves them out too
+COMPUTED = {f.name for layer in (ChatHeader, Entry, MsgId, Name, *PAYLOADS.values())
+            for f in layer.fields_desc if isinstance(f, FieldLenField)}
 
 
 def as_plain(fields) -> dict:
     """A parsed message's values in the shape ``user_fields`` gives for a Scapy layer."""
     out = {}
     for name, value in vars(fields).items():
-        if name in ("payload", "len", "name_len", "count", "group_len", "text_len", "from_len", "target_len"):
+        if name == "payload" or name in COMPUTED:
             continue
         out[name] = [as_plain(v) for v in value] if isinstance(value, list) else value
     return out

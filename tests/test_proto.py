@@ -29,6 +29,7 @@ from proto import (
     LeaveGroup,
     ListMembers,
     ListMore,
+    MsgId,
     Name,
     PriMsg,
     ProtocolError,
@@ -73,7 +74,8 @@ PAYLOAD_STRATEGIES = {
     "list_groups": st.none(),
     "probe": st.none(),
     "reg_ack": st.builds(RegAck, ack_id=u32, status=statuses, token=u64),
-    "ack": st.builds(Ack, ack_id=u32, status=statuses, items=st.lists(items, max_size=8)),
+    "ack": st.builds(Ack, ack_id=u32, status=statuses, items=st.lists(items, max_size=8),
+                     also=st.lists(st.builds(MsgId, id=u32), max_size=8)),
     "table": st.builds(Table, version=u32, base=u32, entries=st.lists(entries, max_size=8)),
     "create_group": st.builds(CreateGroup, group=names),
     "join_group": st.builds(JoinGroup, group=names),
@@ -103,7 +105,7 @@ def user_fields(layer):
     """The values a sender sets, with the computed length and count fields left out."""
     out = {}
     for field in layer.fields_desc:
-        if field.name in ("len", "name_len", "count", "group_len", "text_len", "from_len", "target_len"):
+        if isinstance(field, FieldLenField):
             continue
         value = layer.getfieldval(field.name)
         out[field.name] = [user_fields(v) for v in value] if isinstance(value, list) else value
@@ -332,20 +334,26 @@ def test_each_kind_of_damage_is_a_protocol_error():
 
 def test_list_count_past_the_end_is_an_error():
     good = bytes(ChatHeader(type="ack", sender="server") / Ack(ack_id=1, items=[Name(value="g")]))
-    count_at = len(good) - 2 - 2  # count (2 bytes) precedes the single item (len byte + "g")
+    count_at = len(good) - 1 - 2 - 2  # count (2 bytes), the single item (len byte + "g"), also_count (1 byte)
     assert good[count_at : count_at + 2] == b"\x00\x01"
     for count in (b"\x00\x02", b"\xff\xff", b"\x00\x00"):
         with pytest.raises(ProtocolError):
             decode(good[:count_at] + count + good[count_at + 2 :])
 
 
-@pytest.mark.parametrize("type_name, layer", [("ack", Ack(ack_id=1)), ("table", Table(version=1))])
-def test_count_of_an_empty_list_must_be_zero(type_name, layer):
+@pytest.mark.parametrize(
+    "type_name, layer, tail, counts",
+    [
+        ("ack", Ack(ack_id=1), b"\x00\x00\x00", (b"\x00\x01\x00", b"\x00\x05\x00", b"\x00\x00\x01", b"\x00\x00\xff")),
+        ("table", Table(version=1), b"\x00\x00", (b"\x00\x01", b"\x00\x05")),
+    ],
+)
+def test_count_of_an_empty_list_must_be_zero(type_name, layer, tail, counts):
     good = bytes(ChatHeader(type=type_name, sender="server") / layer)
-    assert good[-2:] == b"\x00\x00"
-    for count in (b"\x00\x01", b"\x00\x05"):
+    assert good.endswith(tail)  # the ack's counts: items (2 bytes), also (1 byte)
+    for count in counts:
         with pytest.raises(ProtocolError):
-            decode(good[:-2] + count)
+            decode(good[: -len(tail)] + count)
 
 
 def test_bad_utf8_inside_a_table_entry_is_an_error():

@@ -9,7 +9,7 @@ import pytest
 from node import reliable
 from node.effects import Send
 from node.reliable import REPLY_MEMORY_WINDOWS, Endpoint, RetryPolicy
-from proto import Ack, ChatHeader, PriMsg, decode
+from proto import Ack, ChatHeader, MsgId, PriMsg, decode
 
 PEER = ("10.0.0.2", 7002)
 OTHER = ("10.0.0.3", 7003)
@@ -227,3 +227,96 @@ def test_remembered_answers_are_bounded(monkeypatch):
     assert ep.remembered_count == 3
     assert not ep.answer_again(request_from("B", 1), PEER, 0.0), "the oldest were forgotten first"
     assert ep.answer_again(request_from("B", 5), PEER, 0.0)
+
+
+# -- acknowledging several messages in one ack ----------------------------------------------
+
+
+def acked_ids(sends) -> list[list[int]]:
+    """The message ids each ack datagram answers, in order."""
+    out = []
+    for send in sends:
+        ack = decode(send.data).payload
+        out.append([ack.ack_id, *(m.id for m in ack.also)])
+    return out
+
+
+def acks_until(ep: Endpoint, end: float) -> list[tuple[float, list[int]]]:
+    return [(t, ids) for t, send in run_until(ep, end) for ids in acked_ids([send])]
+
+
+def test_an_ack_after_a_quiet_spell_goes_at_once():
+    ep = endpoint()
+    delay = ep.policy.ack_delay
+    ep.acknowledge(request_from("S", 1), PEER, 0.0)
+    assert acked_ids(ep.drain()) == [[1]]
+    ep.acknowledge(request_from("S", 2), PEER, 0.0 + delay)
+    assert acked_ids(ep.drain()) == [[2]], "a whole ack delay later: no waiting"
+    assert acks_until(ep, 100) == []
+
+
+def test_acks_close_together_wait_for_each_other_at_most_the_ack_delay():
+    ep = endpoint()
+    ep.token = 77
+    delay = ep.policy.ack_delay
+    ep.acknowledge(request_from("S", 1), PEER, 0.0)
+    ep.drain()
+    for msg_id, t in ((2, 0.001), (3, 0.002)):
+        ep.acknowledge(request_from("S", msg_id), PEER, t)
+        assert ep.drain() == []
+    ep.handle_timer(delay / 2)
+    assert ep.drain() == [], "the alarm is not early"
+    (t, send), = run_until(ep, 100)
+    assert t == pytest.approx(delay) and acked_ids([send]) == [[2, 3]], "one datagram, a delay after the last ack"
+    assert decode(send.data).token == 77 and send.addr == PEER
+
+
+def test_acks_go_as_soon_as_a_batch_is_full():
+    ep = endpoint()
+    ep.acknowledge(request_from("S", 100), PEER, 0.0)
+    ep.drain()
+    for msg_id in range(1, reliable.ACK_BATCH + 2):
+        ep.acknowledge(request_from("S", msg_id), PEER, 0.0001 * msg_id)
+        if msg_id == reliable.ACK_BATCH:
+            assert acked_ids(ep.drain()) == [list(range(1, reliable.ACK_BATCH + 1))]
+    assert ep.drain() == []
+    ((t, ids),) = acks_until(ep, 100)
+    assert ids == [reliable.ACK_BATCH + 1] and t <= 0.0001 * reliable.ACK_BATCH + ep.policy.ack_delay
+
+
+def test_acks_to_different_addresses_are_separate():
+    ep = endpoint()
+    for addr in (PEER, OTHER):
+        ep.acknowledge(request_from("S", 1), addr, 0.0)
+    assert sorted(s.addr for s in ep.drain()) == sorted([PEER, OTHER])
+
+
+def test_a_retransmitted_message_is_acknowledged_again_at_once_and_processed_once():
+    ep = endpoint()
+    ep.acknowledge(request_from("S", 1), PEER, 0.0)
+    ep.acknowledge(request_from("S", 2), PEER, 0.001)
+    ep.drain()
+    assert ep.answer_again(request_from("S", 2), PEER, 0.002), "known: not processed again"
+    assert acked_ids(ep.drain()) == [[2]], "its ack was still waiting: sent now, once"
+    assert ep.answer_again(request_from("S", 1), PEER, 0.6)
+    assert acked_ids(ep.drain()) == [[1]]
+    assert acks_until(ep, 100) == []
+
+
+def test_the_ack_delay_is_a_small_part_of_the_retry_timeout():
+    assert RetryPolicy().ack_delay == reliable.ACK_DELAY
+    assert RetryPolicy(timeout=0.01).ack_delay == pytest.approx(0.001)
+
+
+def test_one_ack_can_answer_several_requests():
+    ep, calls, failed = endpoint(), Calls(), []
+    ids = [ep.request(ep.build("probe"), PEER, 0.0, calls.on_ack, calls.on_fail) for _ in range(3)]
+    group = ep.request_each(ep.build("grp_msg", group="g", origin="Ann", text="hi"), [PEER, OTHER], 0.0,
+                            on_fail=lambda addr, now: failed.append(addr))
+    ep.drain()
+    batch = ChatHeader(type="ack", msg_id=9, sender="B") / Ack(ack_id=ids[0], also=[MsgId(id=ids[2]), MsgId(id=group)])
+    assert ep.handle_ack(decode(bytes(batch)), PEER, 0.1)
+    assert len(calls.acks) == 2 and ep.pending_count == 2, "the middle probe and the group message (OTHER) remain"
+    assert not ep.handle_ack(decode(bytes(batch)), PEER, 0.2), "all answered already"
+    resent = run_until(ep, 0.6)
+    assert sorted((decode(s.data).msg_id, s.addr) for _, s in resent) == sorted([(ids[1], PEER), (group, OTHER)])

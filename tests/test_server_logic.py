@@ -20,6 +20,7 @@ from proto import (
     Kick,
     LeaveGroup,
     ListMembers,
+    MsgId,
     PriMsg,
     SendGroup,
     decode,
@@ -272,6 +273,21 @@ def test_send_group_reaches_every_other_member_only():
         (msg,) = member.received("grp_msg")
         assert (msg.payload.group, msg.payload.origin, msg.payload.text) == ("g", "Ann", text)
     assert ann.received("grp_msg") == [] and outsider.received("grp_msg") == []
+
+
+def test_one_ack_from_a_member_answers_several_group_messages():
+    h = Harness()
+    ann, bob, cat = make_group(h, "Ann", "Bob", "Cat")
+    for text in ("one", "two", "three"):
+        assert ann.ask("send_group", SendGroup(group="g", text=text)) == "ok"
+    first, *rest = bob.received("grp_msg")
+    batch = Ack(ack_id=first.msg_id, also=[MsgId(id=m.msg_id) for m in rest])
+    h.deliver(bytes(ChatHeader(type="ack", msg_id=next(h._ids), sender="Bob", token=bob.token) / batch), bob.addr)
+    for msg in cat.received("grp_msg"):
+        cat.ack(msg)
+    h.out.clear()
+    h.advance(1.0)
+    assert h.sent("grp_msg") == [], "nothing left to retransmit, to Bob or Cat"
 
 
 def test_leave_group():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from proto import MSG_TYPES, Ack, ChatHeader, Entry, PriMsg, RegAck, Table, decode
+from proto import MSG_TYPES, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table, decode
 from tools import trace
 from tools.trace import Tracker
 from tests.procs import Piped
@@ -326,7 +326,7 @@ def test_the_documented_ladder_is_drawn_from_the_demo_capture():
     assert out.count("✕") >= 2 and "(retry 2)" in out
     svg = ET.parse(docs / "ladder.svg").getroot()
     drawn = "".join(svg.itertext()).replace("\xa0", " ")
-    assert "".join(out.split()) in "".join(drawn.split()), "docs/ladder.svg is out of date: see docs/tools-visibility.md"
+    assert "".join(out.split()) in "".join(drawn.split()), "docs/ladder.svg is out of date: see README, Ladder diagrams"
 
 
 # -- the command line --------------------------------------------------------------------------------
@@ -398,6 +398,21 @@ def test_retries_acks_round_trips_and_unanswered():
     stats = t.stats()
     assert (stats.retransmissions, stats.unanswered, stats.rtt_median, stats.rtt_p99) == (2, 1, 300, 300)
     assert stats.per_node["Ann"] == (4, 2) and stats.per_type["pri_msg"] == 3
+
+
+def test_one_ack_answering_several_group_messages_is_matched_to_each():
+    t = Tracker()
+    grp_msg = [bytes(header("grp_msg", i, "server", SERVER[1]) / GrpMsg(group="g", origin="Bob", text="hi")) for i in (1, 2, 3)]
+    sent = [t.feed(1000 * i, SERVER, ANN, data) for i, data in enumerate(grp_msg)]
+    batch = Ack(ack_id=1, also=[MsgId(id=3), MsgId(id=99)])  # 99: a request the capture did not see
+    ack = t.feed(5000, ANN, SERVER, bytes(header("ack", 70, "Ann", ANN[1]) / batch))
+    assert ack.request is sent[0] and ack.also == [sent[2]] and ack.rtt == 5000
+    line = trace.line(ack).plain
+    assert "ok also #3 #99" in line and "↩ grp_msg #1 rtt 5.00 ms, and 1 more" in line, line
+    assert [ex.tries for ex in t.unanswered()] == [[sent[1]]]
+    assert t.stats().rtt_samples == 2
+    rec = trace.record(ack)
+    assert rec["answers"]["id"] == 1 and rec["also_answers"] == [{"type": "grp_msg", "id": 3, "retry": 0}]
 
 
 def test_an_ack_answers_the_request_on_its_own_path_only():

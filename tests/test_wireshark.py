@@ -26,6 +26,7 @@ from proto import (
     LeaveGroup,
     ListMembers,
     ListMore,
+    MsgId,
     Name,
     PriMsg,
     RegAck,
@@ -67,7 +68,8 @@ def every_type() -> list[ChatHeader]:
         "reg": None,
         "reg_ack": RegAck(ack_id=7, status="ok", token=0xFEDCBA9876543210),
         "dereg": None,
-        "ack": Ack(ack_id=8, status="not_in_group", items=[Name(value="g1"), Name(value="ünï"), Name(value="")]),
+        "ack": Ack(ack_id=8, status="not_in_group", items=[Name(value="g1"), Name(value="ünï"), Name(value="")],
+                   also=[MsgId(id=9), MsgId(id=4_000_000_000)]),
         "table": Table(version=3, base=1, entries=[
             Entry(client="Ann", ip="10.1.2.3", port=7001, online=1),
             Entry(client="Zoë", ip="127.0.0.1", port=65535, online=0),
@@ -115,7 +117,9 @@ def expected_fields(pkt) -> dict[str, list]:
 def kinds() -> dict[str, str]:
     """How tshark prints each field: 'text', 'ip' or 'int'."""
     out = {}
-    for cls in {type(p) for p in every_type()} | {type(p.payload) for p in every_type()} | {Entry, Name}:
+    layers = {type(p) for p in every_type()} | {type(p.payload) for p in every_type()}
+    items = {fld.cls for cls in layers for fld in cls.fields_desc if isinstance(fld, PacketListField)}
+    for cls in layers | items:
         prefix = "chat" if cls is ChatHeader else f"chat.{cls().name.lower()}"
         for fld in cls.fields_desc:
             if not isinstance(fld, PacketListField):

@@ -92,6 +92,7 @@ class Event:
     retry: int = 0  # requests: earlier tries seen on the same path
     exchange: Exchange | None = None  # requests: their exchange; answers: the one they answer
     request: "Event | None" = None  # answers: the latest try of the request they answer
+    also: list["Event"] = field(default_factory=list)  # acks: the latest tries of the others they answer
     rtt: int | None = None  # answers: microseconds since that try
     repeat: int = 0  # answers: earlier answers to the same request
     dropped: bool = False  # the proxy's log says it dropped this datagram
@@ -174,7 +175,8 @@ class Tracker:
         event = Event(self.count, time, time - self.origin, src, dst, self.name(src), self.name(dst), kind,
                       pkt.msg_id, pkt=pkt, data=data, relayed=pkt.port not in (0, src[1]))
         if kind in ANSWERS:
-            self._answer(event, (dst, src, pkt.payload.ack_id))
+            for msg_id in (pkt.payload.ack_id, *(more.id for more in getattr(pkt.payload, "also", ()))):
+                self._answer(event, (dst, src, msg_id))
         else:
             self._request(event, (src, dst, pkt.msg_id))
         return event
@@ -191,15 +193,19 @@ class Tracker:
         event.exchange = exchange
 
     def _answer(self, event: Event, key: tuple[Address, Address, int]) -> None:
+        """Match an answer to one request it answers (an ack may answer several)."""
         exchange = self._exchanges.get(key)
         if exchange is None:
             return
-        event.exchange = exchange
-        event.request = exchange.tries[-1]
-        event.rtt = event.time - event.request.time
-        event.repeat = len(exchange.answers)
+        request = exchange.tries[-1]
+        if event.request is None:
+            event.exchange, event.request = exchange, request
+            event.rtt = event.time - request.time
+            event.repeat = len(exchange.answers)
+        else:
+            event.also.append(request)
         if not exchange.answers:
-            self._rtts.append(event.rtt)
+            self._rtts.append(event.time - request.time)  # for a batched ack, its wait included
         exchange.answers.append(event)
 
     # -- results ------------------------------------------------------------------------
@@ -261,7 +267,8 @@ def summary(event: Event) -> str:
     if kind in ANSWERS:
         status = STATUSES.get(body.status, str(body.status))
         items = [printable(i.value) for i in getattr(body, "items", [])]
-        return status + (f" [{', '.join(items)}]" if items else "")
+        also = [f"#{more.id}" for more in getattr(body, "also", [])]
+        return status + (f" [{', '.join(items)}]" if items else "") + (f" also {' '.join(also)}" if also else "")
     if kind == "table":
         rows = [f"{printable(e.client)} {e.ip}:{e.port}{'' if e.online else ' offline'}" for e in body.entries]
         shown = ", ".join(rows[:3]) + (f", +{len(rows) - 3} more" if len(rows) > 3 else "")
@@ -292,6 +299,8 @@ def answer_note(event: Event) -> str:
     note += f" rtt {ms(event.rtt)}"
     if event.repeat:
         note += f" (answered again, {event.repeat + 1}x)"
+    if event.also:
+        note += f", and {len(event.also)} more"
     return note
 
 
@@ -376,6 +385,7 @@ def record(event: Event) -> dict:
     else:
         req = event.request
         rec["answers"] = None if req is None else {"type": req.kind, "id": req.msg_id, "retry": req.retry}
+        rec["also_answers"] = [{"type": r.kind, "id": r.msg_id, "retry": r.retry} for r in event.also]
         rec["rtt_ms"] = None if event.rtt is None else event.rtt / 1000
         rec["repeat"] = event.repeat
     rec["header"] = field_values(event.pkt)
