@@ -315,5 +315,10 @@ class Endpoint:
         return {addr for pending in self._pending.values() for addr in pending.waiting}
 
     @property
+    def acks_waiting(self) -> int:
+        """Acknowledged messages whose ack has not gone yet (``acknowledge``)."""
+        return sum(len(acks.waiting) for acks in self._acks.values())
+
+    @property
     def remembered_count(self) -> int:
         return len(self._replies) + sum(map(len, self._acks.values()))

@@ -265,9 +265,10 @@ def test_acks_close_together_wait_for_each_other_at_most_the_ack_delay():
         ep.acknowledge(request_from("S", msg_id), PEER, t)
         assert ep.drain() == []
     ep.handle_timer(delay / 2)
-    assert ep.drain() == [], "the alarm is not early"
+    assert ep.drain() == [] and ep.acks_waiting == 2, "the alarm is not early"
     (t, send), = run_until(ep, 100)
     assert t == pytest.approx(delay) and acked_ids([send]) == [[2, 3]], "one datagram, a delay after the last ack"
+    assert ep.acks_waiting == 0
     assert decode(send.data).token == 77 and send.addr == PEER
 
 
