@@ -3,8 +3,9 @@
 ``Endpoint`` numbers outgoing messages, retransmits requests until the matching
 ack arrives (or gives up after the configured tries), and remembers the answer
 it gave to each request so that a retransmitted request is answered again but
-processed only once.  Like the rest of ``node``, it does no I/O: it collects
-effects and is driven with the current time.
+processed only once.  A stream of messages from one sender (the server's group
+messages) may be acknowledged several at a time (``acknowledge``).  Like the rest
+of ``node``, it does no I/O: it collects effects and is driven with the current time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ AckHandler = Callable[[Fields, float], None]
 FailHandler = Callable[[float], None]
 EachFailHandler = Callable[[Address, float], None]
 STATUS_OK = STATUS_CODES["ok"]
+ACK_DELAY = 0.005  # seconds an ack may wait to go with others; see RetryPolicy.ack_delay
+ACK_BATCH = 16  # message ids one ack answers at most (Ack.also holds up to 255)
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,6 @@ class RetryPolicy:
         of the time the sender waits before retransmitting."""
         return min(ACK_DELAY, self.timeout / 10)
 
-
-ACK_DELAY = 0.005  # seconds; see RetryPolicy.ack_delay
-ACK_BATCH = 16  # message ids one ack answers at most (Ack.also holds up to 255)
 
 # Answers to requests are remembered this many retry windows, so a late
 # retransmission (delayed by the network) is still recognised.
