@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import socket
+
 import pytest
 
-from tests.procs import cluster  # noqa: F401  (cluster is a fixture)
+from node.names import SERVER_NAME
+from node.reliable import Endpoint, Outgoing, RetryPolicy
+from proto import MSG_TYPES, STATUS_CODES
+from proto.fastpath import parse
+from tests.procs import FAST, HOST, WAIT, cluster, free_port  # noqa: F401  (cluster is a fixture)
 
 
 @pytest.fixture
@@ -163,3 +170,116 @@ def test_private_messages_queued_until_dereg(trio):
     assert bob.wait_exit() == 0
     server.expect_groups({"g": []})  # deregistering leaves the group
     server.expect_clients({"Bob": "offline"})
+
+
+# -- acknowledgements in batches, on the wire -------------------------------------------------------
+
+
+class ScriptedServer:
+    """A UDP socket on 127.0.0.1 that plays the server for one real client, datagram by datagram,
+    built with the project's own endpoint."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.sock.settimeout(WAIT)
+        self.port = self.sock.getsockname()[1]
+        self.net = Endpoint(SERVER_NAME, self.port, RetryPolicy(), random.Random(3))
+
+    def receive(self, type_name: str):
+        """The next datagram of that type (acks of table updates and the like are skipped)."""
+        while True:
+            data, addr = self.sock.recvfrom(65536)
+            msg = parse(data)
+            if MSG_TYPES[msg.type] == type_name:
+                return msg, addr
+
+    def send(self, addr, type_name: str, **payload) -> Outgoing:
+        out = self.net.build(type_name, **payload)
+        self.sock.sendto(out.data, addr)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_burst_of_group_messages_is_acknowledged_in_a_few_datagrams(cluster):
+    fake = ScriptedServer()
+    try:
+        port = free_port()
+        bob = cluster.spawn(["-c", "Bob", HOST, str(fake.port), str(port), "--bind", HOST, *FAST], f"Bob:{port}")
+        reg, addr = fake.receive("reg")
+        ok = STATUS_CODES["ok"]
+        fake.send(addr, "reg_ack", ack_id=reg.msg_id, status=ok, token=77, session=5)
+        fake.send(addr, "table", version=1, base=0,
+                  entries=[{"client": "Bob", "ip": HOST, "port": addr[1], "online": 1, "session": 5}])
+        bob.expect_line(">>> Welcome, You are registered.")
+        bob.sendline("join_group g")
+        join, _ = fake.receive("join_group")
+        fake.send(addr, "ack", ack_id=join.msg_id, status=ok)
+        bob.expect_line(">>> Entered group g successfully")
+
+        burst = [fake.send(addr, "grp_msg", group="g", origin="Ann", text=f"m{i}") for i in range(6)]
+        ids = sorted(out.msg_id for out in burst)
+        answered: list[list[int]] = []  # the ids each ack datagram answers
+        while sorted(i for acked in answered for i in acked) != ids:
+            ack, _ = fake.receive("ack")
+            assert ack.token == 77 and ack.payload.status == ok
+            answered.append([ack.payload.ack_id, *(more.id for more in ack.payload.also)])
+        assert answered[0] == [burst[0].msg_id], "after a quiet spell the ack goes at once"
+        assert len(answered) < len(burst), f"the others wait to go together: {answered}"
+        bob.expect_lines(*(f">>> (g) Group_Message Ann: m{i}" for i in range(6)))
+
+        fake.sock.sendto(burst[3].data, addr)  # as if that ack had been lost: a retransmission
+        again, _ = fake.receive("ack")
+        assert (again.payload.ack_id, again.payload.also) == (burst[3].msg_id, [])
+        bob.sendline("list_members")  # whatever Bob prints next comes after any second showing
+        members, _ = fake.receive("list_members")
+        fake.send(addr, "ack", ack_id=members.msg_id, status=ok, items=[{"value": "Bob"}])
+        bob.expect_line(">>> (g) Bob")
+        assert bob.text.count("Group_Message Ann: m3") == 1
+    finally:
+        fake.close()
+
+
+def test_the_server_takes_one_ack_for_several_group_messages(cluster):
+    server = cluster.server(*FAST)  # a member whose acks it missed would be retried within 0.1 s
+    ann = cluster.client("Ann", server, *FAST)
+    ann.sendline("create_group g")
+    ann.expect_line(">>> Group g created by Server.")
+    join(ann, "g")
+    member = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    member.bind((HOST, 0))
+    member.settimeout(WAIT)
+    try:
+        net = Endpoint("Bob", member.getsockname()[1], RetryPolicy(), random.Random(4))
+        to_server = (HOST, server.port)
+
+        def receive(type_name: str):
+            while True:
+                msg = parse(member.recv(65536))
+                if MSG_TYPES[msg.type] == "table":  # acknowledged, or the server would keep sending it
+                    member.sendto(net.build("ack", ack_id=msg.msg_id, status=STATUS_CODES["ok"]).data, to_server)
+                elif MSG_TYPES[msg.type] == type_name:
+                    return msg
+
+        member.sendto(net.build("reg", secret=False).data, to_server)
+        net.token = receive("reg_ack").payload.token
+        member.sendto(net.build("join_group", group="g").data, to_server)
+        assert receive("ack").payload.status == STATUS_CODES["ok"]
+        server.expect_groups({"g": ["Ann", "Bob"]})
+        for text in ("one", "two", "three"):
+            ann.sendline(f"send_group {text}")
+            ann.expect_line(">>> (g) Message received by Server.")
+        first, *rest = [receive("grp_msg") for _ in range(3)]
+        batch = net.build("ack", ack_id=first.msg_id, status=STATUS_CODES["ok"], also=[{"id": m.msg_id} for m in rest])
+        member.sendto(batch.data, to_server)
+
+        member.settimeout(10 * 0.1)  # ten retry timeouts: a message the server still waits for comes again
+        with pytest.raises(socket.timeout):
+            receive("grp_msg")
+        ann.sendline("list_members")
+        ann.expect_lines(">>> (g) Members in the group g:", ">>> (g) Ann", ">>> (g) Bob")
+        assert "not responsive" not in server.text
+    finally:
+        member.close()

@@ -18,7 +18,7 @@ import socket
 import time
 from typing import Callable
 
-from proto import TYPE_CODES
+from proto import TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 
 from .figures import Busy, Figure, check, median
@@ -134,8 +134,11 @@ def ack_copies(swarm: Swarm, member, copied: Callable[[], None]) -> Callable[[fl
             data, addr = recvfrom(65536)
         except BlockingIOError:
             return
-        msg = parse(data)
-        if msg.type != grp_msg or addr != server:
+        try:
+            msg = parse(data)
+        except ProtocolError:
+            msg = None  # the client logic counts it
+        if msg is None or msg.type != grp_msg or addr != server:
             logic.receive(data, addr, now)
         elif not net.answer_again(msg, addr, now):
             net.acknowledge(msg, addr, now)
