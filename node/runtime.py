@@ -93,7 +93,7 @@ class Node:
         """Carry out what the logic asked for, then arm its next timer."""
         for effect in self.logic.drain():
             if type(effect) is Send:
-                self._send(effect.data, effect.addr)
+                self._send(*effect)
             elif isinstance(effect, Exit):
                 if not self.done.done():
                     self.done.set_result(effect.status)

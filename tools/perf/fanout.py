@@ -143,6 +143,8 @@ def ack_copies(swarm: Swarm, member, copied: Callable[[], None]) -> Callable[[fl
         elif not net.answer_again(msg, addr, now):
             net.acknowledge(msg, addr, now)
             copied()
+            if not net.effects and net.acks_waiting > 1:
+                return  # it joined a wait already timed: nothing for the shell to do
         swarm.pump(member, now)
 
     return readable
