@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHATAPP = str(ROOT / "ChatApp.py")
+PROXY = str(ROOT / "tools" / "lossy_proxy.py")
 PYTHON = sys.executable
 HOST = "127.0.0.1"
 
@@ -618,3 +620,33 @@ class Piped:
 
     def dump(self) -> str:
         return "\n".join(self.out[-60:]) + "\n--- stderr ---\n" + "\n".join(self.err[-20:])
+
+
+class ProxyProcess:
+    """tools/lossy_proxy.py as a process, stopped by its pid."""
+
+    def __init__(self, server: tuple[str, int], *args: str):
+        self.proc = subprocess.Popen(
+            [PYTHON, PROXY, "--listen", f"{HOST}:0", "--server", f"{HOST}:{server[1]}", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        ready, _, _ = select.select([self.proc.stdout], [], [], WAIT)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("lossy proxy on "):
+            self.stop()
+            raise AssertionError(f"the proxy did not start: {line!r} {self.stderr!r}")
+        host, port = line.split()[3].rsplit(":", 1)
+        self.address = (host, int(port))
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+        try:
+            out, self.stderr = self.proc.communicate(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            out, self.stderr = self.proc.communicate()
+        return self.proc.returncode

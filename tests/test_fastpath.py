@@ -12,7 +12,7 @@ from scapy.fields import FieldLenField
 
 from proto import MSG_TYPES, PAYLOADS, ChatHeader, Entry, MsgId, Name, ProtocolError, decode
 from proto.fastpath import encode, parse
-from test_proto import PAYLOAD_STRATEGIES, fuzzed_packets, mutate, packets, sample_packets, user_fields
+from tests.packets import PAYLOAD_STRATEGIES, fuzzed_packets, mutate, packets, sample_packets, user_fields
 
 
 # length and count fields: user_fields leaves them out too

@@ -10,7 +10,6 @@ receiver gets before the sentinel is all it will ever get of what came earlier.
 from __future__ import annotations
 
 import json
-import os
 import select
 import signal
 import socket
@@ -23,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from proto import PAYLOADS, ChatHeader, decode
+from tests.procs import PROXY, ProxyProcess
 from tools.lossy_proxy import FaultPlan, ProxyThread, Rule, RuleError
 
 ROOT = Path(__file__).resolve().parent.parent
-PROXY = str(ROOT / "tools" / "lossy_proxy.py")
 HOST = "127.0.0.1"
 WAIT = 10.0  # deadline for one expected datagram; a passing test never waits this long
 
@@ -393,36 +392,6 @@ def test_a_bad_line_in_a_rules_file(tmp_path):
     rules.write_text("# loss\ndrop p=0.1   # some\n\ndrop type=grp_msg too=C\n")
     done = run_cli("--listen", f"{HOST}:0", "--server", f"{HOST}:9", "--rules", str(rules))
     assert done.returncode == 2 and "bad word 'too=C'" in done.stderr
-
-
-class ProxyProcess:
-    """tools/lossy_proxy.py as a process, stopped by its pid."""
-
-    def __init__(self, server: tuple[str, int], *args: str):
-        self.proc = subprocess.Popen(
-            [sys.executable, PROXY, "--listen", f"{HOST}:0", "--server", f"{HOST}:{server[1]}", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        ready, _, _ = select.select([self.proc.stdout], [], [], WAIT)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("lossy proxy on "):
-            self.stop()
-            raise AssertionError(f"the proxy did not start: {line!r} {self.stderr!r}")
-        host, port = line.split()[3].rsplit(":", 1)
-        self.address = (host, int(port))
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-        try:
-            out, self.stderr = self.proc.communicate(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            out, self.stderr = self.proc.communicate()
-        return self.proc.returncode
 
 
 @contextmanager

@@ -19,8 +19,7 @@ from collections import Counter
 
 import pytest
 
-from test_lossy_proxy import ProxyProcess
-from tests.procs import HOST, Cluster, Proc, cluster, free_port  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST, Cluster, Proc, ProxyProcess, cluster, free_port  # noqa: F401  (cluster is a fixture)
 from tools.lossy_proxy import ProxyThread
 
 DEFAULT: tuple[str, ...] = ()  # 500 ms x 5 tries

@@ -13,7 +13,8 @@ from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
 from proto import MSG_TYPES, Ack, ChatHeader, PriMsg, ProtocolError, RegAck, decode
-from test_sniff import HOST, SNIFF, Processes, direct, free_port, needs_root, run_tool  # noqa: F401
+from tests.captures import SNIFF, Processes, needs_root, run_tool
+from tests.procs import HOST, free_port
 
 REPLAY = SNIFF.replace("sniff.py", "replay.py")
 
@@ -112,7 +113,7 @@ def test_replay_mistakes_get_one_line_and_no_traceback(capture, tmp_path):
 
 
 @needs_root
-def test_replaying_a_live_capture_to_a_server_sends_the_same_datagrams(direct, tmp_path):  # noqa: F811
+def test_replaying_a_live_capture_to_a_server_sends_the_same_datagrams(direct, tmp_path):
     """Registrations from the capture, replayed to a fresh server and captured again."""
     registrations = [bytes(f[UDP].payload) for f in rdpcap(str(direct.pcap)) if decode(bytes(f[UDP].payload)).type == 1]
     assert len(registrations) == 2

@@ -1,9 +1,10 @@
 """tools/sniff.py: the correlation logic on made-up datagrams, then real captures
 on lo while real ChatApp.py processes chat, directly and through the lossy proxy.
 
-The live captures run once per test session (fixtures ``direct`` and ``proxied``); the
-tests read what they left: the sniffer's own output and its pcap, read again
-with -r in every output mode.  test_replay.py and test_wireshark.py use them too.
+The live captures run once per test session (fixtures ``direct`` and ``proxied``, in
+tests/conftest.py, recorded by tests/captures.py); the tests read what they left: the
+sniffer's own output and its pcap, read again with -r in every output mode.
+test_replay.py and test_wireshark.py use them too.
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,152 +21,8 @@ import pytest
 from proto import MSG_TYPES, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table, decode
 from tools import trace
 from tools.trace import Tracker
-from tests.procs import Piped
-
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-SNIFF = str(ROOT / "tools" / "sniff.py")
-CHATAPP = str(ROOT / "ChatApp.py")
-HOST = "127.0.0.1"
-WAIT = 15.0  # deadline for one expected event; a passing run never waits this long
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root (a raw packet socket)")
-
-
-# -- processes ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-class Processes:
-    def __init__(self):
-        self.procs: list[Piped] = []
-
-    def start(self, args: list[str], label: str) -> Piped:
-        proc = Piped(args, label)
-        self.procs.append(proc)
-        return proc
-
-    def sniffer(self, pcap: Path, ports: list[int]) -> Piped:
-        """sniff.py on lo, limited to this test's ports (other tests may chat on lo meanwhile)."""
-        args = [SNIFF, "-w", str(pcap)] + [arg for port in ports for arg in ("--port", str(port))]
-        proc = self.start(args, "sniff")
-        proc.wait_for(r"capturing on lo", stream="err")
-        return proc
-
-    def server(self, port: int, *flags: str) -> Piped:
-        proc = self.start([CHATAPP, "-s", str(port), "--bind", HOST, *flags], "server")
-        proc.wait_for(r"^>>> Server is online")
-        return proc
-
-    def client(self, name: str, server_port: int, port: int, *flags: str) -> Piped:
-        proc = self.start([CHATAPP, "-c", name, HOST, str(server_port), str(port), "--bind", HOST, *flags], name)
-        proc.wait_for(r"^>>> Welcome, You are registered\.")
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):  # clients before the server
-            proc.stop()
-
-
-def run_tool(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NO_COLOR="1", TERM="dumb", LC_ALL="C.UTF-8")
-    done = subprocess.run([PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
-
-
-# -- one chat session captured live, once per module -----------------------------------------------
-
-
-class Capture:
-    def __init__(self, pcap: Path, lines: list[str], ports: dict[str, int], log: Path | None = None):
-        self.pcap = pcap
-        self.lines = lines  # what the live sniffer printed
-        self.ports = ports
-        self.log = log
-
-
-_recorded: dict[str, Capture] = {}  # test_replay and test_wireshark import the fixtures: record once
-
-
-@pytest.fixture(scope="session")
-def direct(tmp_path_factory) -> Capture:
-    """Ann and Bob chat through a server; sniff.py watches lo and writes a pcap."""
-    if os.geteuid() != 0:
-        pytest.skip("live capture on lo needs root (a raw packet socket)")
-    if "direct" not in _recorded:
-        _recorded["direct"] = record_direct(tmp_path_factory)
-    return _recorded["direct"]
-
-
-def record_direct(tmp_path_factory) -> Capture:
-    pcap = tmp_path_factory.mktemp("direct") / "chat.pcap"
-    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
-    slow = ("--ack-timeout", "2")  # a loaded machine must not cause retransmissions here
-    procs = Processes()
-    try:
-        sniff = procs.sniffer(pcap, list(ports.values()))
-        procs.server(ports["server"], *slow)
-        ann = procs.client("Ann", ports["server"], ports["Ann"], *slow)
-        bob = procs.client("Bob", ports["server"], ports["Bob"], *slow)
-        ann.wait_for(r"^\s*Bob\s")  # Ann's table lists Bob: she can message him
-        ann.type("send Bob hello; there")
-        ann.wait_for(r"^>>> Message received by Bob\.")
-        bob.wait_for(r"^>>> Ann: hello; there$")
-        bob.type("create_group g1")
-        bob.wait_for(r"^>>> Group g1 created by Server\.")
-        bob.type("join_group g1")
-        bob.wait_for(r"^>>> Entered group g1 successfully")
-        ann.type("join_group g1")
-        ann.wait_for(r"^>>> Entered group g1 successfully")
-        ann.type("send_group hi all")
-        ann.wait_for(r"Message received by Server\.")
-        bob.wait_for(r"Group_Message Ann: hi all")
-        ann.type("dereg Ann")
-        ann.wait_for(r"^>>> You are Offline\. Bye\.")
-        sniff.wait_for(r"server → Ann +ack .*↩ dereg")
-        update = sniff.wait_for(r"server → Bob +table .*Ann \S+ offline")
-        sniff.wait_for(r"Bob → server +ack .*↩ table", after=update)
-        assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
-        return Capture(pcap, list(sniff.out), ports)
-    finally:
-        procs.stop_all()
-
-
-@pytest.fixture(scope="session")
-def proxied(tmp_path_factory) -> Capture:
-    """Ann messages Bob through the lossy proxy, which drops her first two tries."""
-    if os.geteuid() != 0:
-        pytest.skip("live capture on lo needs root (a raw packet socket)")
-    from tools.lossy_proxy import ProxyThread
-
-    folder = tmp_path_factory.mktemp("proxied")
-    pcap, log = folder / "chat.pcap", folder / "proxy.jsonl"
-    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
-    procs = Processes()
-    try:
-        procs.server(ports["server"])
-        with ProxyThread(server=(HOST, ports["server"]), log_path=str(log)) as proxy:
-            ports["proxy"] = proxy.address[1]
-            sniff = procs.sniffer(pcap, list(ports.values()))
-            proxy.add_rule("drop first=2 type=pri_msg")
-            ann = procs.client("Ann", ports["proxy"], ports["Ann"])
-            procs.client("Bob", ports["proxy"], ports["Bob"])
-            ann.wait_for(r"^\s*Bob\s")
-            ann.type("send Bob hello")
-            ann.wait_for(r"^>>> Message received by Bob\.")
-            sniff.wait_for(r"Bob → Ann +ack .*↩ pri_msg #\d+ retry 2 rtt")
-            assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
-            procs.stop_all()  # while the proxy still passes the clients' deregistrations
-        return Capture(pcap, list(sniff.out), ports, log)
-    finally:
-        procs.stop_all()
+from tests.captures import SNIFF, needs_root, run_tool
+from tests.procs import HOST, PYTHON, ROOT
 
 
 def packet_lines(lines: list[str]) -> list[str]:

@@ -34,7 +34,7 @@ from proto import (
     Table,
     decode,
 )
-from test_sniff import SNIFF, direct, run_tool  # noqa: F401  (direct: the live capture fixture)
+from tests.captures import SNIFF, run_tool
 
 SEPARATOR = "\x1f"  # between the values of a field that occurs more than once (list items)
 
@@ -176,7 +176,7 @@ def test_tshark_decodes_every_field_of_every_type(tshark, dissector, tmp_path):
     check(tshark_fields(tshark, dissector, pcap, sorted(kinds())), packets)
 
 
-def test_tshark_decodes_a_capture_made_by_sniff(tshark, dissector, direct):  # noqa: F811
+def test_tshark_decodes_a_capture_made_by_sniff(tshark, dissector, direct):
     from scapy.utils import rdpcap
 
     packets = [decode(bytes(frame[UDP].payload)) for frame in rdpcap(str(direct.pcap))]
