@@ -29,7 +29,8 @@ from .effects import Address, Effect, Exit, LazyRows, Show, ShowTable
 from .limits import Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
-from .server import CLIENT_COLUMNS, SHOW_PAUSE_PER_ROW, SHOWN_AT_ONCE
+from .server import CLIENT_COLUMNS
+from .tables import TablePrinter
 
 HELP = (
     "Commands:",
@@ -101,8 +102,7 @@ class ClientLogic:
         self._typed: deque[str] = deque()
         self._busy = True  # until registration is answered
         self._closing = False
-        self._show_after = 0.0  # when a long table may be shown again
-        self._show_later = False
+        self._printer = TablePrinter(self.net.call_at, lambda: len(self.table), self._show_table)
         self._commands: dict[str, tuple[str, Callable[[str, float], None]]] = {
             "send": ("normal", self._cmd_send),
             "create_group": ("normal", self._cmd_create_group),
@@ -443,7 +443,7 @@ class ClientLogic:
                 table[sys.intern(entry.client)] = peer
             self.table_version = update.version
             if self.registered:
-                self._table_updated(now)
+                self._printer.changed(now)
         self._ack(pkt, addr, now, "ok")
         me = self.table.get(self.name)
         if self.registered and not self._closing and me is not None and not me.online:
@@ -508,19 +508,7 @@ class ClientLogic:
         prefix = f">>> ({self.group}) " if in_group and self.group else ">>> "
         self.net.effects.append(Show(prefix + text))
 
-    def _table_updated(self, now: float) -> None:
-        """Show the table on every update while it is short; a long one (it arrives in many
-        parts) at most now and then, the latest."""
-        if len(self.table) <= SHOWN_AT_ONCE or now >= self._show_after:
-            self._show_table(now)
-        elif not self._show_later:
-            self._show_later = True
-            self.net.call_at(self._show_after, self._show_table)
-
-    def _show_table(self, now: float | None = None) -> None:
-        if now is not None:
-            self._show_later = False
-            self._show_after = now + max(1.0, len(self.table) * SHOW_PAUSE_PER_ROW)
+    def _show_table(self) -> None:
         table = self.table
 
         def rows():

@@ -140,9 +140,6 @@ class Endpoint:
         header = {"msg_id": msg_id, "port": self.port, "token": self.token if secret else 0, "sender": self.name}
         return Outgoing(msg_id, encode(type_name, header, payload))
 
-    def send(self, out: Outgoing, addr: Address) -> None:
-        self.effects.append(Send(out.data, addr))
-
     def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
         """Send ``out`` and retransmit it until acked; returns its message id."""
         return self._track(out, {addr}, now, on_ack, lambda addr, now: on_fail(now))
@@ -241,8 +238,6 @@ class Endpoint:
             self.call_at(last + self._ack_delay, due)
 
     def _send_acks(self, addr: Address, acks: _Acks, now: float) -> None:
-        if not acks.waiting:
-            return  # dropped by cancel_all
         first, *also = acks.waiting
         acks.waiting = []
         acks.sent_at = now

@@ -20,12 +20,10 @@ from .effects import Address, Effect, Show, ShowTable
 from .limits import Limits, RateLimiter
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy, is_newer
-from .tables import TableVersions, entry, page
+from .tables import TablePrinter, TableVersions, entry, page
 
 CLIENT_COLUMNS = ("name", "ip", "port", "status")
 STATUS_OK = STATUS_CODES["ok"]
-SHOWN_AT_ONCE = 100  # a client table of up to this many rows is printed on every change; a longer one at most
-SHOW_PAUSE_PER_ROW = 0.001  # once every rows x this many seconds (1 s at least): printing it costs that much
 MAX_SYNC_PAUSE = 30.0  # seconds between table-update rounds to a client that stopped answering
 # Table parts in flight at once, all clients together: after a change, thousands of clients
 # are due one each, and sending them all at once would be a burst (12 MB for 10,000) that
@@ -74,8 +72,7 @@ class ServerLogic:
         self._changed = False  # the table changed since the last drain
         self._flying: set[str] = set()  # clients with a table part in flight (at most TABLE_WINDOW)
         self._now = 0.0  # the time the logic was last told
-        self._show_after = 0.0  # when a long table may be printed again
-        self._show_later = False
+        self._printer = TablePrinter(self.net.call_at, lambda: len(self.clients), self._print_table)
         self.drops: Counter[str] = Counter()
         self._probing: set[str] = set()
         self._handlers = {
@@ -360,7 +357,7 @@ class ServerLogic:
             self._changed = False
             self._due.update(self._waiting)
             self._waiting.clear()
-            self._show_table(now)
+            self._printer.changed(now)
         while self._due and len(self._flying) < TABLE_WINDOW:
             name, record = self._due.popitem(last=False)
             if self.clients.get(name) is not record or not record.online or record.table_msg is not None:
@@ -370,18 +367,7 @@ class ServerLogic:
             else:
                 self._waiting[name] = record
 
-    def _show_table(self, now: float) -> None:
-        """Print the client table: on every change while it is short; a long one at most now and
-        then (the latest), or printing it would cost more than serving the clients in it."""
-        if len(self.clients) <= SHOWN_AT_ONCE or now >= self._show_after:
-            self._print_table(now)
-        elif not self._show_later:
-            self._show_later = True
-            self.net.call_at(self._show_after, self._print_table)
-
-    def _print_table(self, now: float) -> None:
-        self._show_later = False
-        self._show_after = now + max(1.0, len(self.clients) * SHOW_PAUSE_PER_ROW)
+    def _print_table(self) -> None:
         self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, self.client_rows()))
 
     def _go_offline(self, record: ClientRecord, now: float) -> None:

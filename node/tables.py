@@ -8,12 +8,14 @@ to date by the rows changed since, oldest change first, cut into parts of at mos
 the delta ``base`` -> ``v``: it carries every row changed in between (current
 values, which a later change overwrites anyway), so each part applies on its own
 and the next one starts where it ended.
+
+Also how often a node prints a long client table (``TablePrinter``).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Protocol
+from typing import Callable, Protocol
 
 from proto import MAX_DATAGRAM, Entry, Name
 from proto.fastpath import encode, encode_item
@@ -31,6 +33,9 @@ def _room(type_name: str, **payload) -> int:
     """Bytes left for list items in a datagram of the server's of type ``type_name``."""
     return MAX_DATAGRAM - len(encode(type_name, {"sender": SERVER_NAME}, payload))
 
+
+SHOWN_AT_ONCE = 100  # a client table of up to this many rows is printed on every change; a longer one at most
+SHOW_PAUSE_PER_ROW = 0.001  # once every rows x this many seconds (1 s at least): printing it costs that much
 
 TABLE_ROOM = _room("table")
 LIST_ROOM = _room("ack")
@@ -71,6 +76,32 @@ class TableVersions:
             size += len(row.row)
             last = version
         return self.version, rows
+
+
+class TablePrinter:
+    """Prints the client table on every change while it is short; a long one (10,000 rows, in
+    many parts) at most now and then, the latest, or printing it would cost more than serving
+    the clients in it.  ``call_at`` is the endpoint's; ``show()`` prints the table as it is."""
+
+    def __init__(self, call_at: Callable[[float, Callable[[float], None]], None], size: Callable[[], int],
+                 show: Callable[[], None]):
+        self._call_at = call_at
+        self._size = size
+        self._show = show
+        self._after = 0.0  # when a long table may be printed again
+        self._later = False  # a printing is already set for then
+
+    def changed(self, now: float) -> None:
+        if self._size() <= SHOWN_AT_ONCE or now >= self._after:
+            self._show_now(now)
+        elif not self._later:
+            self._later = True
+            self._call_at(self._after, self._show_now)
+
+    def _show_now(self, now: float) -> None:
+        self._later = False
+        self._after = now + max(1.0, self._size() * SHOW_PAUSE_PER_ROW)
+        self._show()
 
 
 def page(items: list[str], start: int, room: int = LIST_ROOM) -> tuple[list[bytes], bool]:
