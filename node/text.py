@@ -29,6 +29,7 @@ def inert(text: str) -> bool:
 
 
 def escaped(text: str) -> str:
+    """``text`` with every character that is not printable written as its escape."""
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

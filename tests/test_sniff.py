@@ -4,7 +4,8 @@ on lo while real ChatApp.py processes chat, directly and through the lossy proxy
 The live captures run once per test session (fixtures ``direct`` and ``proxied``, in
 tests/conftest.py, recorded by tests/captures.py); the tests read what they left: the
 sniffer's own output and its pcap, read again with -r in every output mode.
-test_replay.py and test_wireshark.py use them too.
+test_replay.py and test_wireshark.py use them too.  A third capture, ``hostile`` (names that look
+like markup, escape sequences), is recorded at the end of this module for the tests after it.
 """
 
 from __future__ import annotations

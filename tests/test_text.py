@@ -34,6 +34,7 @@ SEQUENCES = [
 ]
 
 COLUMNS = ("name", "ip", "port", "status")
+HOST = "127.0.0.1"
 
 
 @pytest.mark.parametrize("name", MARKUP_NAMES)
@@ -70,16 +71,17 @@ def test_json_lines_are_safe_on_a_terminal_and_keep_every_value():
 @pytest.mark.parametrize("color", [True, False])
 @pytest.mark.parametrize("name", MARKUP_NAMES)
 def test_rich_tables_draw_names_literally(name, color):
-    rows = [("Zed", "127.0.0.1", "1", "online"), (name, "127.0.0.1", "2", "offline"), ("Amy", "127.0.0.1", "3", "online")]
+    rows = [("Zed", HOST, "1", "online"), (name, HOST, "2", "offline"), ("Amy", HOST, "3", "online")]
     drawn = rich_table(ShowTable("t", COLUMNS, rows), color)
     assert "\x1b]8;" not in drawn  # no OSC 8 hyperlink
-    lines = [line for line in drawn.split("\n") if "127.0.0.1" in line]
+    lines = [line for line in drawn.split("\n") if HOST in line]
     assert len(lines) == 3, drawn  # one line per row: nothing read as markup ate or added one
-    assert [_uncoloured(line) for line in lines] == ["Zed 127.0.0.1 1 online", f"{name} 127.0.0.1 2 offline", "Amy 127.0.0.1 3 online"], drawn
+    expected = ["Zed 127.0.0.1 1 online", f"{name} 127.0.0.1 2 offline", "Amy 127.0.0.1 3 online"]
+    assert [_uncoloured(line) for line in lines] == expected, drawn
 
 
 def test_a_rich_table_escapes_control_sequences_in_cells():
-    rows = [(raw, "127.0.0.1", "1", "online") for raw, _ in SEQUENCES]
+    rows = [(raw, HOST, "1", "online") for raw, _ in SEQUENCES]
     drawn = rich_table(ShowTable("t", COLUMNS, rows), True)
     without_styles = _uncoloured(drawn)
     for _, shown in SEQUENCES:
