@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .text import escaped
+
 CHATAPP = Path(__file__).resolve().parent.parent / "ChatApp.py"
 LOOPBACK = "127.0.0.1"
 STEP_TIMEOUT = 15.0  # generous: a step needs one round trip, or 2.5 s if a datagram is lost
@@ -70,6 +72,8 @@ class Printer:
     def line(self, who: str, sep: str, text: str) -> None:
         if self._broken:
             return
+        # What the processes print carries names and messages from the network.
+        text = escaped(text)
         try:
             if self._console is None:
                 print(f"{who:<{WIDTH}} {sep} {text}", file=self.stream, flush=True)

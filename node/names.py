@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES
 
+from .text import inert
+
 SERVER_NAME = "server"
 
 
 def _plain_name(name: str) -> bool:
-    return bool(name) and len(name.encode("utf-8")) <= MAX_NAME_BYTES and ";" not in name and not any(
-        ch.isspace() or not ch.isprintable() for ch in name
-    )
+    # inert(): a name shows as it is on every terminal; it refuses every whitespace but the space.
+    size = len(name.encode("utf-8"))
+    return 0 < size <= MAX_NAME_BYTES and ";" not in name and " " not in name and inert(name)
 
 
 def valid_username(name: str) -> bool:

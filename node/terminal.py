@@ -12,13 +12,7 @@ import threading
 from typing import Callable
 
 from .effects import Effect, Show, ShowTable
-
-
-def _printable(text: str) -> str:
-    """Neutralise control characters from the network (terminal escape injection)."""
-    if text.isprintable():
-        return text  # the usual case, checked at C speed
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+from .text import escaped, rich_text
 
 
 def plain_table(table: ShowTable) -> list[str]:
@@ -27,6 +21,7 @@ def plain_table(table: ShowTable) -> list[str]:
 
 
 def rich_table(table: ShowTable, color: bool) -> str:
+    """Cells are network text: each goes to rich as a ``Text``, never as markup."""
     from rich import box  # imported late: start-up time matters for --help
     from rich.console import Console
     from rich.table import Table
@@ -36,7 +31,7 @@ def rich_table(table: ShowTable, color: bool) -> str:
         grid.add_column(column)
     for row in table.rows:
         style = None if not color or row[-1] != "offline" else "dim"
-        grid.add_row(*row, style=style)
+        grid.add_row(*map(rich_text, row), style=style)
     console = Console(file=io.StringIO(), force_terminal=color, no_color=not color, width=120)
     console.print(grid)
     return console.file.getvalue().rstrip("\n")
@@ -68,9 +63,9 @@ class Terminal:
         if self.lost():
             return
         if isinstance(effect, Show):
-            lines = [_printable(effect.text)]
+            lines = [escaped(effect.text)]
         elif isinstance(effect, ShowTable):
-            rows = tuple(tuple(map(_printable, row)) for row in effect.rows)
+            rows = tuple(tuple(map(escaped, row)) for row in effect.rows)
             table = ShowTable(effect.title, effect.columns, rows)
             body = rich_table(table, self.color).split("\n") if self.tty else plain_table(table)
             lines = [effect.title, *body]

@@ -4,7 +4,8 @@ on lo while real ChatApp.py processes chat, directly and through the lossy proxy
 The live captures run once per test session (fixtures ``direct`` and ``proxied``, in
 tests/conftest.py, recorded by tests/captures.py); the tests read what they left: the
 sniffer's own output and its pcap, read again with -r in every output mode.
-test_replay.py and test_wireshark.py use them too.
+test_replay.py and test_wireshark.py use them too.  A third capture, ``hostile`` (names that look
+like markup, escape sequences), is recorded at the end of this module for the tests after it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,8 +24,9 @@ import pytest
 from proto import MSG_TYPES, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table, decode
 from tools import trace
 from tools.trace import Tracker
-from tests.captures import SNIFF, needs_root, run_tool
-from tests.procs import HOST, PYTHON, ROOT
+from tests.captures import SNIFF, Capture, Processes, needs_root, run_tool
+from tests.procs import HOST, PYTHON, ROOT, free_port
+from tools.lossy_proxy import ProxyThread
 
 
 def packet_lines(lines: list[str]) -> list[str]:
@@ -310,3 +314,92 @@ def test_malformed_chat_datagrams_are_shown_not_fatal():
     assert event.kind == "malformed" and event.error
     assert "malformed" in trace.line(event).plain
     assert trace.record(event)["error"] == event.error
+
+
+# -- text from the network: names and messages that look like markup or carry escape sequences ------------
+
+SLASH, LINKED = "[/]", "[link=http://x]Bob[/link]"  # names a server accepts, which rich reads as markup
+MESSAGE = "see \x1b]8;;http://evil\x1b\\here\x1b]8;;\x1b\\ \x1b[2J\u202eabc\x9b31m"  # hyperlink, wipe, bidi, C1 CSI
+FORGED = "E\x1b]8;;http://x\x1b\\v"  # a stranger's sender field (no server would register it)
+FORGED_SHOWN = "E\\x1b]8;;http://x\\x1b\\v"
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """Clients named SLASH and LINKED register through the lossy proxy and SLASH sends LINKED MESSAGE;
+    a stranger sends the server a list_groups as FORGED, which the proxy drops; sniff.py captures it live."""
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root (a raw packet socket)")
+    folder = tmp_path_factory.mktemp("hostile")
+    pcap, log = folder / "chat.pcap", folder / "proxy.jsonl"
+    ports = {"server": free_port(), SLASH: free_port(), LINKED: free_port()}
+    procs = Processes()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind((HOST, 0))
+            ports["stranger"] = stranger.getsockname()[1]
+            procs.server(ports["server"])
+            with ProxyThread(server=(HOST, ports["server"]), log_path=str(log)) as proxy:
+                ports["proxy"] = proxy.address[1]
+                sniff = procs.sniffer(pcap, list(ports.values()))
+                proxy.add_rule("drop type=list_groups")
+                slash = procs.client(SLASH, ports["proxy"], ports[SLASH])
+                linked = procs.client(LINKED, ports["proxy"], ports[LINKED])
+                slash.wait_for(rf"^\s*{re.escape(LINKED)}\s")
+                slash.type(f"send {LINKED} {MESSAGE}")
+                slash.wait_for(rf"^>>> Message received by {re.escape(LINKED)}\.")
+                linked.wait_for(rf"^>>> {re.escape(SLASH)}: see ")
+                forged = header("list_groups", 7, FORGED, ports["stranger"])
+                stranger.sendto(bytes(forged), proxy.address)
+                sniff.wait_for(r" list_groups ")
+                assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
+                procs.stop_all()
+        return Capture(pcap, list(sniff.out), ports, log)
+    finally:
+        procs.stop_all()
+
+
+def no_control_characters(out: str) -> bool:
+    return all(ch.isprintable() for ch in out.replace("\n", ""))
+
+
+def test_hostile_names_and_text_are_shown_literally_in_lines_and_stats(hostile):
+    done = run_tool(SNIFF, "-r", str(hostile.pcap), "--stats", check=False)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    out = done.stdout
+    for printed in (out, "\n".join(hostile.lines)):  # read from the pcap, and as the live capture printed it
+        assert no_control_characters(printed), printed
+        lines = packet_lines(printed.splitlines())
+        find(lines, rf"{re.escape(SLASH)} → server +reg ", rf"{re.escape(LINKED)} → server +reg ")
+        sent = find(lines, rf"{re.escape(SLASH)} → {re.escape(LINKED)} +pri_msg ")[0]
+        assert r"'see \x1b]8;;http://evil\x1b\\here" in lines[sent] and r"\u202eabc\x9b31m" in lines[sent], lines[sent]
+        find(lines, rf"{re.escape(FORGED_SHOWN)} → server +list_groups +#7")
+    for name in (SLASH, LINKED, FORGED_SHOWN):  # packets per node
+        assert re.search(rf"^\s+{re.escape(name)}\s+\d+\s+\d+\s*$", out, re.MULTILINE), out
+
+
+def test_json_of_hostile_text_is_terminal_safe_and_exact(hostile):
+    out = run_tool(SNIFF, "-r", str(hostile.pcap), "--json").stdout
+    assert no_control_characters(out), out
+    records = [json.loads(text) for text in out.splitlines()]
+    texts = [r["payload"]["text"] for r in records if r.get("type") == "pri_msg"]
+    assert texts and set(texts) == {MESSAGE}
+    assert FORGED in {r["header"]["sender"] for r in records if "header" in r}
+    assert {SLASH, LINKED} <= {r["from"] for r in records if "from" in r}
+
+
+def test_ladder_and_svg_show_hostile_names_literally_and_escaped(hostile, tmp_path):
+    svg = tmp_path / "ladder.svg"
+    out = run_tool(SNIFF, "-r", str(hostile.pcap), "--ladder", "--proxy-log", str(hostile.log), "--svg", str(svg)).stdout
+    assert no_control_characters(out), out
+    header_line = out.splitlines()[0]
+    for name in (SLASH, LINKED, FORGED_SHOWN):
+        assert name in header_line, header_line
+    # The proxy logged the stranger's datagram under its raw name; it is matched and drawn dropped.
+    dropped = [text for text in packet_lines(out.splitlines()) if "list_groups" in text]
+    assert len(dropped) == 1 and "✕" in dropped[0] and "dropped" in dropped[0], out
+    assert re.search(r"pri_msg 'see \\x1b\]8;;http://evil", out), out
+    drawn = "".join(ET.parse(svg).getroot().itertext()).replace("\xa0", " ")
+    for name in (SLASH, LINKED, FORGED_SHOWN):
+        assert name in drawn
+    assert no_control_characters(drawn)

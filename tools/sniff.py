@@ -155,12 +155,13 @@ class Inspector:
         return not self.names or event.src_name in self.names or event.dst_name in self.names
 
     def show(self, event) -> None:
+        from node.text import json_line
         from tools.trace import line, record
 
         if self.args.ladder or self.args.svg:
             self.shown.append(event)
         if self.args.json:
-            self.console.file.write(json.dumps(record(event), ensure_ascii=False) + "\n")
+            self.console.file.write(json_line(record(event)) + "\n")
             self.console.file.flush()
         elif not self.args.ladder:
             self.console.print(line(event))
@@ -171,6 +172,7 @@ class Inspector:
             self.console.file.flush()
 
     def finish(self) -> None:
+        from node.text import json_line
         from tools import trace
 
         if self.writer is not None:
@@ -180,9 +182,9 @@ class Inspector:
         first_tries = [ex for ex in self.tracker.unanswered() if self.wanted(ex.tries[0])]
         if self.args.json:
             for exchange in first_tries:
-                print(json.dumps(trace.unanswered_record(self.tracker, exchange), ensure_ascii=False))
+                print(json_line(trace.unanswered_record(self.tracker, exchange)))
             if self.args.stats:
-                print(json.dumps({"stats": trace.stats_record(self.tracker.stats())}))
+                print(json_line({"stats": trace.stats_record(self.tracker.stats())}))
             return
         if first_tries:
             self.console.print()
@@ -240,6 +242,7 @@ def print_stats(console, stats) -> None:
     from rich import box
     from rich.table import Table
 
+    from node.text import rich_text
     from tools.trace import ms
 
     console.print()
@@ -254,7 +257,7 @@ def print_stats(console, stats) -> None:
     nodes.add_column("sent", justify="right")
     nodes.add_column("received", justify="right")
     for name, (sent, received) in stats.per_node.items():
-        nodes.add_row(name, str(sent), str(received))
+        nodes.add_row(rich_text(name), str(sent), str(received))  # a name is network text, not markup
     console.print(nodes)
     rtt = "no answers seen"
     if stats.rtt_median is not None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from rich.text import Text
 
+from node.text import escaped
 from proto import MSG_TYPES, STATUSES, ChatHeader, ProtocolError, decode
 
 Address = tuple[str, int]
@@ -110,12 +111,8 @@ def endpoint(addr: Address) -> str:
     return f"{addr[0]}:{addr[1]}"
 
 
-def printable(text: str) -> str:
-    """Names and texts come from the network: show control characters escaped."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
 def quoted(text: str, cut: int = TEXT_CUT) -> str:
+    # repr() escapes what escaped() does (what is not printable), and quotes.
     return repr(text[:cut]) + ("…" if len(text) > cut else "")
 
 
@@ -144,7 +141,7 @@ class Tracker:
     def _learn(self, addr: Address, name: str, rank: int) -> None:
         known = self._names.get(addr)
         if name and (known is None or rank >= known[0]):
-            self._names[addr] = (rank, printable(name))
+            self._names[addr] = (rank, escaped(name))
 
     # -- feeding --------------------------------------------------------------------
 
@@ -262,15 +259,15 @@ def seconds(us: int) -> str:
 
 def summary(event: Event) -> str:
     if event.pkt is None:
-        return event.error or ""
+        return escaped(event.error or "")
     body, kind = event.pkt.payload, event.kind
     if kind in ANSWERS:
         status = STATUSES.get(body.status, str(body.status))
-        items = [printable(i.value) for i in getattr(body, "items", [])]
+        items = [escaped(i.value) for i in getattr(body, "items", [])]
         also = [f"#{more.id}" for more in getattr(body, "also", [])]
         return status + (f" [{', '.join(items)}]" if items else "") + (f" also {' '.join(also)}" if also else "")
     if kind == "table":
-        rows = [f"{printable(e.client)} {e.ip}:{e.port}{'' if e.online else ' offline'}" for e in body.entries]
+        rows = [f"{escaped(e.client)} {e.ip}:{e.port}{'' if e.online else ' offline'}" for e in body.entries]
         shown = ", ".join(rows[:3]) + (f", +{len(rows) - 3} more" if len(rows) > 3 else "")
         entries = f"{len(rows)} {'entry' if len(rows) == 1 else 'entries'}"
         return f"v{body.version} since v{body.base}: {entries}" + (f" ({shown})" if rows else "")
@@ -279,7 +276,7 @@ def summary(event: Event) -> str:
     if kind == "send_group":
         return f"{quoted(body.group)}: {quoted(body.text)}"
     if kind == "grp_msg":
-        return f"{quoted(body.group)} from {printable(body.origin)}: {quoted(body.text)}"
+        return f"{quoted(body.group)} from {escaped(body.origin)}: {quoted(body.text)}"
     if kind == "pri_msg":
         return quoted(body.text)
     if kind == "kick":
@@ -321,7 +318,7 @@ def line(event: Event, replayed: bool = False) -> Text:
     if event.retry:
         text.append(f"  retry {event.retry}", style="bold yellow")
     if replayed and event.pkt is not None:
-        text.append(f"  as {printable(event.pkt.sender)}", style="dim italic")
+        text.append(f"  as {escaped(event.pkt.sender)}", style="dim italic")
     elif event.relayed:
         text.append("  relayed", style="dim italic")
     text.rstrip()
@@ -441,17 +438,18 @@ def apply_proxy_log(tracker: Tracker, events: list[Event], rows: list[dict], sla
         if row.get("action") != "drop":
             continue
         when = int(round(float(row["time"]) * 1e6))
+        # The log holds names as sent; the tracker's are escaped, and so are what the ladder shows.
+        src, dst, kind = (escaped(str(row[key])) for key in ("from", "to", "type"))
         options = [
-            e for e in candidates.get((row["from"], row["type"], row["id"]), [])
+            e for e in candidates.get((src, kind, row["id"]), [])
             if not e.dropped and when - slack_us <= e.time <= when + 1000
-            and (row["to"] == tracker.name(e.dst) or ":" in row["to"])
+            and (dst == tracker.name(e.dst) or ":" in dst)
         ]
         if options:
             max(options, key=lambda e: e.time).dropped = True
             continue
         origin = tracker.origin if tracker.origin is not None else when
-        unseen.append(Event(0, when, when - origin, None, None, row["from"], row["to"], row["type"], row["id"],
-                            dropped=True))
+        unseen.append(Event(0, when, when - origin, None, None, src, dst, kind, row["id"], dropped=True))
     return unseen
 
 
