@@ -483,3 +483,14 @@ def test_the_command_line_stops_cleanly_on_sigint_and_sigterm():
             assert proxy.stderr == ""
     finally:
         server.close()
+
+
+def test_stats_show_a_rule_naming_a_markup_like_client_literally(capsys):
+    """Rules name clients, and names come from the network: `[/]` is a valid name, not rich markup."""
+    from tools.lossy_proxy import LossyProxy, _print_stats
+
+    proxy = LossyProxy(server=("127.0.0.1", 9), rules=["drop from=[/]", "delay 10ms to=[link=http://x]Bob[/link]"])
+    _print_stats(proxy)
+    err = capsys.readouterr().err
+    assert "drop from=[/]" in err and "to=[link=http://x]Bob[/link]" in err, err
+    assert "\x1b]8;" not in err

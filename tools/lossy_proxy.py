@@ -427,11 +427,13 @@ def _print_stats(proxy: LossyProxy) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from node.text import rich_text
+
     table = Table(title="lossy proxy: counts per rule")
     for column in ("#", "rule", "selected", "applied"):
         table.add_column(column, justify="right" if column in ("#", "selected", "applied") else "left")
     for index, rule in enumerate(proxy.plan.rules):
-        table.add_row(str(index), rule.text, str(rule.selected), str(rule.applied))
+        table.add_row(str(index), rich_text(rule.text), str(rule.selected), str(rule.applied))  # rules name clients: data
     Console(stderr=True).print(table)
     totals = ", ".join(f"{k} {v}" for k, v in sorted(proxy.counters.items()))
     print(f"totals: {totals or 'no traffic'}", file=sys.stderr)
