@@ -57,20 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     limits = parser.add_argument_group("server limits")
     limits.add_argument("--max-clients", type=int, default=Limits.max_clients, metavar="N", help=f"registered names at most (default {Limits.max_clients})")
     limits.add_argument("--max-groups", type=int, default=Limits.max_groups, metavar="N", help=f"groups at most (default {Limits.max_groups})")
-    limits.add_argument(
-        "--max-names-per-ip",
-        type=int,
-        default=Limits.max_names_per_ip,
-        metavar="N",
-        help=f"names registered from one IP address at most; 0: no limit (default {Limits.max_names_per_ip})",
-    )
-    limits.add_argument(
-        "--max-groups-per-ip",
-        type=int,
-        default=Limits.max_groups_per_ip,
-        metavar="N",
-        help=f"groups created from one IP address at most; 0: no limit (default {Limits.max_groups_per_ip})",
-    )
+    for flag, default, what in (
+        ("--max-names-per-ip", Limits.max_names_per_ip, "names registered"),
+        ("--max-groups-per-ip", Limits.max_groups_per_ip, "groups created"),
+    ):
+        limits.add_argument(
+            flag, type=int, default=default, metavar="N", help=f"{what} from one IP address (any port) at most; 0: no limit (default {default})"
+        )
     limits.add_argument(
         "--rate-limit",
         type=float,
