@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     limits = parser.add_argument_group("server limits")
     limits.add_argument("--max-clients", type=int, default=Limits.max_clients, metavar="N", help=f"registered names at most (default {Limits.max_clients})")
     limits.add_argument("--max-groups", type=int, default=Limits.max_groups, metavar="N", help=f"groups at most (default {Limits.max_groups})")
+    for flag, default, what in (
+        ("--max-names-per-ip", Limits.max_names_per_ip, "names registered"),
+        ("--max-groups-per-ip", Limits.max_groups_per_ip, "groups created"),
+    ):
+        limits.add_argument(
+            flag, type=int, default=default, metavar="N", help=f"{what} from one IP address (any port) at most; 0: no limit (default {default})"
+        )
     limits.add_argument(
         "--rate-limit",
         type=float,
@@ -95,8 +102,8 @@ def _in_use(exc: OSError, role: str, port: int) -> UserError:
 def run(args: argparse.Namespace) -> int:
     if args.ack_timeout <= 0 or args.retries < 1:
         raise UserError("--ack-timeout must be positive and --retries at least 1")
-    if args.max_clients < 1 or args.max_groups < 0 or args.rate_limit < 0:
-        raise UserError("--max-clients must be at least 1, --max-groups and --rate-limit not negative")
+    if args.max_clients < 1 or min(args.max_groups, args.rate_limit, args.max_names_per_ip, args.max_groups_per_ip) < 0:
+        raise UserError("--max-clients must be at least 1; --max-groups, the per-IP limits and --rate-limit not negative")
     if args.demo:
         from node.demo import run_demo  # lazily, like the imports below: --help stays fast
 
@@ -108,7 +115,14 @@ def run(args: argparse.Namespace) -> int:
     from node.terminal import Terminal
 
     policy = RetryPolicy(args.ack_timeout, args.retries)
-    limits = Limits(args.max_clients, args.max_groups, args.rate_limit, burst=2 * args.rate_limit)
+    limits = Limits(
+        args.max_clients,
+        args.max_groups,
+        args.rate_limit,
+        burst=2 * args.rate_limit,
+        max_names_per_ip=args.max_names_per_ip,
+        max_groups_per_ip=args.max_groups_per_ip,
+    )
     terminal = Terminal(color=False if args.no_color else None)
     if args.server is not None:
         from node.runtime import run_server

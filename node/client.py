@@ -26,7 +26,7 @@ from proto import (
 from proto.fastpath import Fields, parse
 
 from .effects import Address, Effect, Exit, LazyRows, Show, ShowTable
-from .limits import Limits, RateLimiter
+from .limits import LineQueue, Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
 from .server import CLIENT_COLUMNS
@@ -54,6 +54,7 @@ END_OF_INPUT = "\x04"  # queued after the last typed line when input ends
 STATUS_OK = STATUS_CODES["ok"]
 STATUS_MORE = STATUS_CODES["more"]
 STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
+STATUS_QUEUE_FULL = STATUS_CODES["queue_full"]
 
 # Datagrams that only the server may send to a client.
 FROM_SERVER_ONLY = {"table", "grp_msg", "probe"}
@@ -91,10 +92,11 @@ class ClientLogic:
         self.group: str | None = None
         self.table: dict[str, Peer] = {}
         self.table_version = 0
-        self.queued: list[str] = []  # private messages received in group mode, as lines to print
+        self.queued = LineQueue(limits)  # private messages received in group mode, as lines to print
         # The server may forward group messages before its answer to join_group arrives: hold them.
         self._joining: str | None = None
-        self._early: list[str] = []
+        self._early = LineQueue(limits)
+        self.refused = 0  # private messages refused since the queue was last printed: it was full
         self.drops: Counter[str] = Counter()
         self.session = 0  # our public session number, from the server
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
@@ -225,9 +227,18 @@ class ClientLogic:
                 out,
                 peer.addr,
                 now,
-                on_ack=lambda ack, now: self._finish(now, f"Message received by {target}."),
+                on_ack=lambda ack, now: self._finish(now, self._delivery(target, ack.payload.status)),
                 on_fail=lambda now: self._report_silent_peer(target, now),
             )
+
+    @staticmethod
+    def _delivery(target: str, status: int) -> str:
+        """What a peer's answer to a private message means for the user (the peer is alive: no kick)."""
+        if status == STATUS_OK:
+            return f"Message received by {target}."
+        if status == STATUS_QUEUE_FULL:
+            return f"{target}'s queue of messages is full ({target} is in a group chat), message not delivered"
+        return f"{target} did not accept the message, message not delivered"
 
     def _report_silent_peer(self, target: str, now: float) -> None:
         self._say(f"No ACK from {target}, message not delivered")
@@ -246,6 +257,7 @@ class ClientLogic:
                 "ok": f"Group {rest} created by Server.",
                 "group_exists": f"Group {rest} already exists.",
                 "too_many_groups": f"Group {rest} not created: the server has too many groups.",
+                "quota": f"Group {rest} not created: you have created too many groups.",
             }
             self._ask(self.net.build("create_group", group=rest), now, outcomes)
 
@@ -275,7 +287,7 @@ class ClientLogic:
 
         def joined(ack: Fields, now: float) -> None:
             status = STATUSES.get(ack.payload.status)
-            early, self._early, self._joining = self._early, [], None
+            early, self._joining = self._early.take(), None
             if status == "ok":
                 self.group = rest
                 self._say(f"Entered group {rest} successfully")
@@ -410,6 +422,7 @@ class ClientLogic:
                 "name_taken": "Someone has already used this name. Try another one.",
                 "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
                 "server_full": "The server is full. Try again later.",
+                "quota": "Too many names registered from your address. Try again later.",
             }
             self._exit(1, refusals.get(status, "Invalid username"))
             return
@@ -450,12 +463,14 @@ class ClientLogic:
             self._exit(1, "The server marked this client offline (it did not answer the server's probe)", "Exiting")
 
     def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
-        self.net.acknowledge(pkt, addr, now)  # with the next ones, if they come close together
         msg = pkt.payload
         if msg.group == self.group:
             self._say(f"Group_Message {msg.origin}: {msg.text}", in_group=True)
-        elif msg.group == self._joining:
-            self._early.append(f"Group_Message {msg.origin}: {msg.text}")
+        elif msg.group == self._joining and not self._early.add(f"Group_Message {msg.origin}: {msg.text}", msg.text_len):
+            # No ack: the server sends it again, and once the join is answered it is shown.
+            self.drops["early, no room"] += 1
+            return
+        self.net.acknowledge(pkt, addr, now)  # with the next ones, if they come close together
 
     def _on_probe(self, pkt: Fields, addr: Address, now: float) -> None:
         self._ack(pkt, addr, now, "ok")
@@ -474,12 +489,15 @@ class ClientLogic:
             self.drops["replayed"] += 1  # older than a message of the session already shown
             return
         self._last_from[pkt.sender] = (session, pkt.msg_id)
-        self._ack(pkt, addr, now, "ok")
         line = f">>> {pkt.sender}: {pkt.payload.text}"
         if self.group is None:
+            self._ack(pkt, addr, now, "ok")
             self.net.effects.append(Show(line))
+        elif self.queued.add(line, pkt.payload.text_len):
+            self._ack(pkt, addr, now, "ok")
         else:
-            self.queued.append(line)
+            self.refused += 1
+            self._ack(pkt, addr, now, "queue_full")  # the sender tells its user: not delivered
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -519,8 +537,11 @@ class ClientLogic:
         self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(rows)))
 
     def _flush_queue(self) -> None:
-        self.net.effects.extend(Show(line) for line in self.queued)
-        self.queued.clear()
+        self.net.effects.extend(Show(line) for line in self.queued.take())
+        if self.refused:
+            many = "s were" if self.refused > 1 else " was"
+            self._say(f"{self.refused} more private message{many} not delivered: your queue was full (the senders were told)")
+            self.refused = 0
 
     def _exit(self, status: int, *lines: str, in_group: bool = False) -> None:
         for line in lines:

@@ -1,5 +1,7 @@
 """Bounds that keep one node serving everyone when some peers misbehave:
-how many clients and groups a server holds, and how fast one source may send."""
+how many clients and groups a server holds and how many of them one source
+address may take, how fast one source may send, and how many private messages
+a client holds for later."""
 
 from __future__ import annotations
 
@@ -15,6 +17,14 @@ class Limits:
     max_groups: int = 1_000
     rate: float = 1_000.0  # datagrams per second one source address may send (0: no limit)
     burst: float = 2_000.0  # how many it may send at once after a quiet spell
+    # Names registered and groups created from one IP address (a tenth of the above;
+    # 0: no limit).  An address, not an address and port: a few sockets of one host are one party.
+    max_names_per_ip: int = 1_000
+    max_groups_per_ip: int = 100
+    # Private messages a client in group mode holds to print when it leaves: past either
+    # bound it refuses the next one (status queue_full), so a sender cannot fill its memory.
+    queue_messages: int = 100
+    queue_bytes: int = 64 * 1024  # of message text, UTF-8
 
 
 MAX_SOURCES = 20_000  # rate buckets kept; the oldest goes first, and a new bucket starts full
@@ -47,6 +57,68 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class SourceQuota:
+    """How many shared rows (names, groups) each source IP address holds, so that one party
+    cannot take them all.  The caller keeps it in step with its rows: ``move`` when a row
+    is created or changes hands, ``release`` when one goes; each is O(1)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}  # IP address -> rows; addresses holding none are left out
+
+    def allows(self, ip: str, limit: int, holder: str | None = None) -> bool:
+        """May ``ip`` take one more row (one that ``holder`` holds now, or a new one)?"""
+        return not limit or holder == ip or self._held.get(ip, 0) < limit
+
+    def move(self, ip: str, holder: str | None = None) -> None:
+        """``ip`` now holds a row: a new one, or the one ``holder`` held."""
+        if holder != ip:
+            self._held[ip] = self._held.get(ip, 0) + 1
+            if holder is not None:
+                self.release(holder)
+
+    def release(self, ip: str) -> None:
+        left = self._held[ip] - 1
+        if left:
+            self._held[ip] = left
+        else:
+            del self._held[ip]
+
+    def held(self, ip: str) -> int:
+        return self._held.get(ip, 0)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class LineQueue:
+    """Lines held to be printed later, at most ``limits.queue_messages`` of them and
+    ``limits.queue_bytes`` bytes of text: the private messages a client in group mode
+    keeps, and the group messages that come before the answer to its join_group."""
+
+    __slots__ = ("lines", "size", "_limits")
+
+    def __init__(self, limits: Limits):
+        self._limits = limits
+        self.lines: list[str] = []
+        self.size = 0  # bytes of text held (as the sender counted them: its UTF-8 length field)
+
+    def add(self, line: str, size: int) -> bool:
+        """Hold ``line`` (``size`` bytes of text); False, holding nothing, if it does not fit."""
+        if len(self.lines) >= self._limits.queue_messages or self.size + size > self._limits.queue_bytes:
+            return False
+        self.lines.append(line)
+        self.size += size
+        return True
+
+    def take(self) -> list[str]:
+        """Everything held, in arrival order; the queue is empty after."""
+        lines, self.lines, self.size = self.lines, [], 0
+        return lines
+
+    def __len__(self) -> int:
+        return len(self.lines)
 
 
 def drop_report(drops: Counter[str]) -> Show | None:

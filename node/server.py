@@ -17,7 +17,7 @@ from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import Fields, parse
 
 from .effects import Address, Effect, Show, ShowTable
-from .limits import Limits, RateLimiter
+from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy, is_newer
 from .tables import TablePrinter, TableVersions, entry, page
@@ -64,6 +64,10 @@ class ServerLogic:
         self.clients: dict[str, ClientRecord] = {}
         self.by_addr: dict[Address, str] = {}  # online clients only
         self.groups: dict[str, dict[str, None]] = {}  # group -> members, in joining order
+        # Rows per source IP address: a name counts against the address of its latest
+        # registration (its ``addr``), a group against its creator's; neither is ever removed.
+        self._names_held = SourceQuota()
+        self._groups_held = SourceQuota()
         self._versions = TableVersions(self.clients)
         # Table updates are sent when the shell drains the effects, so the changes of a burst of
         # datagrams go out as one update per client; each client has at most one in flight.
@@ -154,6 +158,8 @@ class ServerLogic:
             status = "name_taken"
         elif holder is not None and holder != name:
             status = "addr_taken"
+        elif not self._names_held.allows(addr[0], self.limits.max_names_per_ip, existing and existing.addr[0]):
+            status = "quota"
         else:
             status = "ok"
         if status != "ok":
@@ -167,6 +173,7 @@ class ServerLogic:
                 self.net.cancel(existing.table_msg)
             self._waiting.pop(name, None)
             self._flying.discard(name)
+        self._names_held.move(addr[0], existing and existing.addr[0])
         token, session = secrets.randbits(64) or 1, secrets.randbits(32)
         reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pkt.msg_id,)
         record = ClientRecord(name, addr, token, session, reg_ids, last_id=pkt.msg_id)
@@ -191,7 +198,11 @@ class ServerLogic:
         elif len(self.groups) >= self.limits.max_groups:
             self._show(f"Client {record.name} creating group {group} failed, too many groups")
             self._reply(pkt, addr, now, "too_many_groups")
+        elif not self._groups_held.allows(addr[0], self.limits.max_groups_per_ip):
+            self._show(f"Client {record.name} creating group {group} failed, too many groups from {addr[0]}")
+            self._reply(pkt, addr, now, "quota")
         else:
+            self._groups_held.move(addr[0])
             self.groups[group] = {}
             self._show(f"Client {record.name} created group {group} successfully")
             self._show_groups()

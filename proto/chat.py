@@ -65,6 +65,8 @@ STATUSES = {
     11: "server_full",  # the server holds as many clients as it is allowed to
     12: "too_many_groups",  # the server holds as many groups as it is allowed to
     13: "more",  # ok, and the list goes on: ask list_more for the items after these
+    14: "queue_full",  # a client in group mode holds as many private messages as it may: not delivered
+    15: "quota",  # the sender's IP address holds as many names (or groups) as one address may
 }
 STATUS_CODES = {name: code for code, name in STATUSES.items()}
 

@@ -9,6 +9,7 @@ import pytest
 
 from node.client import NOT_IN_GROUP, ClientLogic
 from node.effects import Send, Show, ShowTable
+from node.limits import Limits
 from node.reliable import RetryPolicy
 from proto import MAX_TEXT_BYTES, STATUSES, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
 from simnet import SERVER, SimNet, dropping, kind
@@ -767,6 +768,106 @@ def test_group_message_held_for_a_join_that_fails_is_not_shown():
     client.command("create_group g", 0.4)
     shown = [e.text for e in client.drain() if isinstance(e, Show)]
     assert shown == [">>> Group g does not exist"]
+
+
+# -- bounded queues ------------------------------------------------------------------------------------
+
+FULL = ">>> Ann's queue of messages is full (Ann is in a group chat), message not delivered"
+
+
+def test_private_messages_past_the_queue_bound_are_refused_and_the_sender_told():
+    """A client in group mode holds at most ``queue_messages`` private messages; past it, it
+    answers queue_full: the sender says so once per message, with no retry and no kick."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann])
+    bound = Limits().queue_messages
+    mark = Mark(sim)
+    for i in range(bound + 3):
+        sim.type(bob, f"send Ann m{i}")
+    sim.run(5)
+    assert mark("Bob") == [">>> Message received by Ann."] * bound + [FULL] * 3
+    assert len(sim.sends("pri_msg")) == bound + 3, "each sent once: a refusal is not retried"
+    assert sim.sends("kick") == []
+    assert len(ann.queued) == bound and mark("Ann") == []
+    sim.type(ann, "leave_group")
+    sim.run(1)
+    shown = [f">>> Bob: m{i}" for i in range(bound)]
+    refused = ">>> 3 more private messages were not delivered: your queue was full (the senders were told)"
+    assert mark("Ann") == [">>> Leave group chat g", *shown, refused]
+    sim.type(bob, "send Ann after")
+    sim.run(1)
+    assert mark("Ann")[-1] == ">>> Bob: after"
+
+
+def test_queue_bound_in_bytes_and_a_fresh_queue_after_leaving():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann])
+    limits = Limits()
+    text = "é" * 2000  # 4,000 bytes of UTF-8 in 2,000 characters: the bound counts bytes
+    fit = limits.queue_bytes // 4000
+    assert fit < limits.queue_messages
+    mark = Mark(sim)
+    for _ in range(fit + 1):
+        sim.type(bob, f"send Ann {text}")
+    sim.run(5)
+    assert mark("Bob") == [">>> Message received by Ann."] * fit + [FULL]
+    assert len(ann.queued) == fit
+    sim.type(ann, "leave_group")
+    sim.run(1)
+    assert mark("Ann")[1:-1] == [f">>> Bob: {text}"] * fit
+    sim.type(ann, "join_group g")
+    sim.run(1)
+    sim.type(bob, "send Ann short")
+    sim.run(1)
+    assert mark("Bob")[-1] == ">>> Message received by Ann.", "emptied when printed"
+
+
+def test_retransmitted_refused_message_is_refused_again_not_queued():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann])
+    bound = Limits().queue_messages
+    for i in range(bound):
+        sim.type(bob, f"send Ann m{i}")
+    sim.run(5)
+    # Bob's first try of the next one reaches Ann, and its answer is lost: Bob tries again.
+    sim.fault = dropping(lambda p, src, dst: src == sim.addr(ann) and kind(p) == "ack", first=1)
+    mark = Mark(sim)
+    sim.type(bob, "send Ann one more")
+    sim.run(5)
+    assert mark("Bob") == [FULL]
+    sim.type(ann, "leave_group")
+    sim.run(1)
+    assert mark("Ann")[bound + 1 :] == [">>> 1 more private message was not delivered: your queue was full (the senders were told)"]
+
+
+def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
+    """Group messages that beat the join answer are held, at most the queue's bound; those past
+    it are not acknowledged, so the server sends them again and they are shown then."""
+    client = registered_client()
+    bound = Limits().queue_messages
+    client.command("join_group g", 0.1)
+    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+
+    def grp_msg(msg_id: int, now: float) -> None:
+        data = ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="x", text=f"t{msg_id}")
+        client.receive(bytes(data), SERVER, now)
+
+    for i in range(bound + 5):
+        grp_msg(100 + i, 0.2)
+    client.handle_timer(0.3)
+    acked = {m for p in (decode(e.data) for e in client.drain() if isinstance(e, Send)) for m in [p.payload.ack_id, *(x.id for x in p.payload.also)]}
+    assert acked == set(range(100, 100 + bound)), "held ones acknowledged, the others not"
+    assert client.drops["early, no room"] == 5 and len(client._early) == bound
+    client.receive(bytes(ChatHeader(type="ack", msg_id=9, sender="server") / Ack(ack_id=join.msg_id, status="ok")), SERVER, 0.4)
+    grp_msg(100 + bound, 0.6)  # the server's retransmission of the first one not acknowledged
+    client.handle_timer(0.7)
+    effects = client.drain()
+    shown = [e.text for e in effects if isinstance(e, Show)]
+    assert shown == [">>> Entered group g successfully"] + [f">>> (g) Group_Message x: t{100 + i}" for i in range(bound + 1)]
+    assert [decode(e.data).payload.ack_id for e in effects if isinstance(e, Send)] == [100 + bound]
 
 
 # -- the server restarted and forgot us -------------------------------------------------------------------

@@ -24,6 +24,8 @@ class Server:
     """A ServerLogic fed by hand, as the asyncio shell feeds it: datagrams in batches, one drain per batch."""
 
     def __init__(self, **limits):
+        # Every fake client is on 10.1.0.1: no per-IP quota (a test may set one).
+        limits = {"max_names_per_ip": 0, **limits}
         self.logic = ServerLogic(9000, RetryPolicy(), random.Random(3), Limits(rate=0, **limits))
         self.now = 0.0
         self.tokens: dict[str, int] = {}

@@ -458,6 +458,60 @@ def test_server_full_and_too_many_groups():
     assert again.register() == "ok", "a known name may come back when the server is full"
 
 
+def test_names_per_ip_quota_counts_the_rows_an_address_holds():
+    """9,998 throwaway names from a few sockets of one host no longer fill the server: each name
+    row counts against the IP address of its latest registration, online or offline."""
+    from node.limits import Limits
+
+    h = Harness()
+    h.server.limits = Limits(max_names_per_ip=3)
+    host = "10.3.3.3"
+    names = [h.client(f"n{i}", addr=(host, 7000 + i)) for i in range(3)]
+    for fake in names:
+        assert fake.ask("dereg") == "ok"  # offline rows still hold their slots
+    throwaway = h.client("n3", addr=(host, 7100), register=False)
+    assert throwaway.register() == "quota", "a fourth name from the same address, from another port"
+    assert "n3" not in h.server.clients
+    assert h.client("n0", addr=(host, 7200), register=False).register() == "ok", "its own offline name: no new row"
+    assert h.client("Bob", addr=("10.4.4.4", 7000), register=False).register() == "ok", "other addresses are not held back"
+    # A name that moves to another address counts there: the first address gets a slot back.
+    assert h.client("n1", addr=("10.4.4.4", 7001), register=False).register() == "ok"
+    assert h.client("n3", addr=(host, 7300), register=False).register() == "ok"
+    assert h.client("n4", addr=(host, 7301), register=False).register() == "quota"
+    assert len(h.server._names_held) == 2
+    assert h.server._names_held.held(host) == 3 and h.server._names_held.held("10.4.4.4") == 2
+
+
+def test_quota_off_and_refused_registrations_hold_nothing():
+    from node.limits import Limits
+
+    h = Harness()
+    h.server.limits = Limits(max_names_per_ip=0, max_clients=5)
+    for i in range(5):
+        h.client(f"m{i}", addr=("10.5.5.5", 7000 + i))
+    assert h.client("m5", addr=("10.5.5.5", 7005), register=False).register() == "server_full"
+    assert h.client("m0", addr=("10.5.5.5", 7006), register=False).register() == "name_taken"
+    assert h.server._names_held.held("10.5.5.5") == 5 == len(h.server.clients)
+
+
+def test_groups_per_ip_quota():
+    from node.limits import Limits
+
+    h = Harness()
+    h.server.limits = Limits(max_groups_per_ip=2)
+    ann, ann2 = h.client("Ann", addr=("10.7.7.7", 7000)), h.client("Ann2", addr=("10.7.7.7", 7001))
+    bob = h.client("Bob", addr=("10.8.8.8", 7000))
+    assert ann.ask("create_group", CreateGroup(group="g1")) == "ok"
+    assert ann.ask("create_group", CreateGroup(group="g1")) == "group_exists", "a refusal holds nothing"
+    assert ann2.ask("create_group", CreateGroup(group="g2")) == "ok"
+    h.take_lines()
+    assert ann2.ask("create_group", CreateGroup(group="g3")) == "quota", "another socket of the same host"
+    assert h.take_lines() == [">>> Client Ann2 creating group g3 failed, too many groups from 10.7.7.7"]
+    assert bob.ask("create_group", CreateGroup(group="g3")) == "ok"
+    assert list(h.server.groups) == ["g1", "g2", "g3"]
+    assert ann.ask("join_group", JoinGroup(group="g3")) == "ok", "the others' groups stay usable"
+
+
 def test_flood_from_one_source_is_rate_limited_without_hurting_others():
     h = Harness()
     ann, bob = h.client("Ann"), h.client("Bob")
