@@ -26,6 +26,8 @@ from proto.fastpath import encode
 MARKUP = ("[bold red]x[/]", "\x1b[2J\x1b[31mred", "%s%n{0}", "a\nb\r\x00c", "<b>&amp;</b>")
 BAD_UTF8 = (b"\xff", b"A\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"ok\x80")  # bad byte, cut, surrogate, overlong
 
+OUTSIDE = " (outside its enum)"  # in the description of a variant every decoder must refuse
+
 # Values of the fields a sender sets: plausible ones, so that the request would work but
 # for the one field made hostile.  Fields not named here get their layer's default.
 PLAUSIBLE = {"group": "g", "target": "Ann", "text": "hello", "origin": "Ann", "client": "Ann", "value": "g",
@@ -131,8 +133,10 @@ def hostile_variants(data: bytes) -> Iterator[tuple[str, bytes]]:
                 yield f"{where} = {raw.hex()}", replaced({i: raw})
         else:
             value = seg.layer.getfieldval(field.name)
+            enum = enum_values(field)
             for number in _number_values(field, value, len(seg.data)):
-                yield f"{where} = {number}", replaced({i: number.to_bytes(len(seg.data), "big")})
+                note = OUTSIDE if enum is not None and number not in enum else ""
+                yield f"{where} = {number}{note}", replaced({i: number.to_bytes(len(seg.data), "big")})
     cut = 0
     for seg in segs:  # cut at every field, and inside it: lists end mid-item
         if cut:
