@@ -17,7 +17,7 @@ from typing import Iterator
 from scapy.fields import Field, FieldLenField, IPField, PacketListField
 from scapy.packet import NoPayload, Packet
 
-from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES, MSG_TYPES, PAYLOADS, ChatHeader, decode
+from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES, PAYLOADS, decode
 from proto.chat import Utf8LenField
 from proto.checks import enum_values, label
 from proto.fastpath import encode
@@ -152,5 +152,12 @@ def hostile_variants(data: bytes) -> Iterator[tuple[str, bytes]]:
             yield f"extra item at {seg.where}", data[:at] + item + data[at:]
 
 
-def type_name(data: bytes) -> str:
-    return MSG_TYPES.get(data[3], "?") if len(data) > 3 else "?"
+def registered_sessions(peers, server: tuple, names=("Mal", "Eve")) -> list:
+    """A socket per name (from the ``peers`` fixture), each registered with the server at
+    ``server``: sessions with valid tokens, to send hostile requests from."""
+    sessions = []
+    for name in names:
+        peer = peers()
+        peer.register(name, server)
+        sessions.append(peer)
+    return sessions

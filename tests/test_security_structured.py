@@ -22,12 +22,12 @@ from node.effects import Send, Show
 from node.reliable import is_newer
 from node.runtime import open_node
 from node.server import ServerLogic
-from proto import MSG_TYPES, STATUS_CODES, STATUSES, TYPE_CODES, ProtocolError
+from proto import MSG_TYPES, STATUS_CODES, TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 from simnet import SERVER, SimNet
 from tests.procs import HOST, WAIT, cluster  # noqa: F401  (cluster is a fixture)
 from tests.security_tools import Peer, ReceiveQueues, drain, finish, peers  # noqa: F401  (peers is a fixture)
-from tests.structured import OUTSIDE, datagram, hostile_variants
+from tests.structured import OUTSIDE, datagram, hostile_variants, registered_sessions
 
 SEED = 20241130
 ID_BYTES = slice(4, 8)  # the header's msg_id and token: where stamp() writes a session's own
@@ -303,11 +303,7 @@ def test_server_process_under_structured_fuzz_from_registered_sessions(cluster, 
     server = cluster.server()
     ann, bob, cid = cluster.clients(["Ann", "Bob", "Cid"], server)
     to = (HOST, server.port)
-    sessions = []
-    for name in ("Mal", "Eve"):
-        peer = peers()
-        peer.register(name, to)
-        sessions.append(peer)
+    sessions = registered_sessions(peers, to)
     ann.sendline("create_group g")
     ann.expect_line(">>> Group g created by Server.")
     refused_count = sent = 0

@@ -20,7 +20,7 @@ from proto.checks import enum_values
 from proto.fastpath import encode, parse
 from tests.procs import HOST, cluster  # noqa: F401  (cluster is a fixture)
 from tests.security_tools import drain, finish, peers  # noqa: F401  (peers is a fixture)
-from tests.structured import datagram, segments
+from tests.structured import datagram, registered_sessions, segments
 
 HEADER = {"msg_id": 77, "port": 7000, "token": 0x1122334455667788, "sender": "Mal"}
 
@@ -172,11 +172,7 @@ def test_server_process_counts_bad_enums_from_registered_sessions(cluster, peers
     server = cluster.server()
     (ann,) = cluster.clients(["Ann"], server)
     to = (HOST, server.port)
-    attackers = []
-    for name in ("Mal", "Eve"):
-        peer = peers()
-        peer.register(name, to)
-        attackers.append(peer)
+    attackers = registered_sessions(peers, to)
     sent = 0
     for round_ in range(4):
         for peer in attackers:
