@@ -351,12 +351,15 @@ class Kick(_Payload):
         return f"Kick {self.target!r}"
 
 
+LISTS = {TYPE_CODES[name]: name for name in ("list_groups", "list_members")}  # the requests answered in parts
+
+
 class ListMore(_Payload):
     """Asks for the items of a list from ``start`` on, after an answer with status ``more``."""
 
     name = "ListMore"
     fields_desc = [
-        ByteEnumField("list", 7, {7: "list_groups", 10: "list_members"}),  # the request whose answer goes on
+        ByteEnumField("list", TYPE_CODES["list_groups"], LISTS),  # the request whose answer goes on
         ShortField("start", 0),  # how many items the client has already
         FieldLenField("group_len", None, length_of="group", fmt="B"),
         _utf8("group", "group_len"),  # the group, for list_members

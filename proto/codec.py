@@ -1,5 +1,5 @@
 """Turning bytes into chat packets: ``decode`` either returns a well-formed
-packet or raises ``ProtocolError``, whatever the input."""
+packet or raises ``ProtocolError`` saying what was wrong, whatever the input."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ from scapy.fields import FieldLenField, PacketListField
 from scapy.packet import NoPayload, Packet
 
 from .chat import MAGIC, MSG_TYPES, PAYLOADS, VERSION, ChatHeader
+from .checks import HEADER_MIN, ProtocolError, enum_values, label, not_chat, not_in_enum
 
-HEADER_MIN = 19  # fixed part of the header, sender name empty
-
-
-class ProtocolError(ValueError):
-    """The datagram is not a well-formed chat packet of this version."""
+__all__ = ["HEADER_MIN", "ProtocolError", "decode", "is_chat"]
 
 
 def is_chat(data: bytes) -> bool:
@@ -22,26 +19,54 @@ def is_chat(data: bytes) -> bool:
 
 def decode(data: bytes) -> ChatHeader:
     if not is_chat(data):
-        raise ProtocolError("not a chat datagram (magic, version or size)")
+        raise not_chat(data)
     try:
         pkt = ChatHeader(data)
-    except Exception as exc:  # Scapy raises many kinds; all mean "malformed"
-        raise ProtocolError(f"malformed header: {exc}") from None
-    type_name = MSG_TYPES.get(pkt.type)
-    if type_name is None:
-        raise ProtocolError(f"unknown message type {pkt.type}")
+    except Exception:  # Scapy raises many kinds; all mean "malformed"
+        raise _why(data, "malformed header") from None
+    _check_enums(pkt)  # the type first: an unknown one has no payload layer to expect
+    type_name = MSG_TYPES[pkt.type]
     expected = PAYLOADS.get(type_name, NoPayload)
     if type(pkt.payload) is not expected or not isinstance(pkt.payload.payload, NoPayload):
-        raise ProtocolError(f"malformed {type_name} payload")
+        # Scapy keeps what it cannot dissect as raw bytes, without saying why
+        raise _why(data, f"malformed {type_name} payload")
     _check_lists(pkt.payload)
+    _check_enums(pkt.payload)
     try:
         canonical = bytes(_with_computed_lengths(pkt))
     except Exception as exc:
         raise ProtocolError(f"unencodable {type_name}: {exc}") from None
     if canonical != data:
         # A length or count field disagrees with what follows it.
-        raise ProtocolError(f"inconsistent lengths in {type_name}")
+        raise _why(data, f"inconsistent lengths in {type_name}")
     return pkt
+
+
+def _why(data: bytes, fallback: str) -> ProtocolError:
+    """The words for a datagram Scapy could not take apart.  Scapy's own exceptions are
+    Python's (struct's, the codec's) or none at all, so the compiled reader of the same
+    layer, which checks each field as it goes, names the field; ``fallback`` if it has no
+    objection (the verdict stays Scapy's)."""
+    from .fastpath import parse  # fastpath is compiled from this module's layer: imported late
+
+    try:
+        parse(data)
+    except ProtocolError as exc:
+        return exc
+    return ProtocolError(fallback)
+
+
+def _check_enums(layer: Packet) -> None:
+    """Every enumerated field of ``layer`` (and of its list items) holds a value of its enum."""
+    for field in layer.fields_desc:
+        values = enum_values(field)
+        if values is not None:
+            value = layer.getfieldval(field.name)
+            if value not in values:
+                raise not_in_enum(label(type(layer)), field.name, value, values)
+        elif isinstance(field, PacketListField):
+            for item in getattr(layer, field.name):
+                _check_enums(item)
 
 
 def _check_lists(layer: Packet) -> None:

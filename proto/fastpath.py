@@ -24,8 +24,19 @@ from types import SimpleNamespace
 
 from scapy.fields import EnumField, FieldLenField, IPField, PacketListField
 
-from .chat import MAGIC, MSG_TYPES, PAYLOADS, TYPE_CODES, VERSION, ChatHeader, Utf8LenField
-from .codec import ProtocolError
+from .chat import MSG_TYPES, PAYLOADS, TYPE_CODES, ChatHeader, Utf8LenField
+from .checks import (
+    FIXED,
+    ProtocolError,
+    bad_utf8,
+    cut_short,
+    enum_values,
+    label,
+    length_past_end,
+    not_chat,
+    not_in_enum,
+    trailing,
+)
 
 
 class Fields(SimpleNamespace):
@@ -42,8 +53,9 @@ class _Layout:
 
     def __init__(self, layer):
         self.layer = layer
-        self.env = {"Fields": Fields, "ProtocolError": ProtocolError, "inet_ntoa": socket.inet_ntoa,
-                    "inet_aton": socket.inet_aton, "bytes": bytes, "dict": dict, "vars": vars, "len": len}
+        self.env = {"Fields": Fields, "inet_ntoa": socket.inet_ntoa, "inet_aton": socket.inet_aton, "bytes": bytes,
+                    "dict": dict, "vars": vars, "len": len, "not_chat": not_chat, "not_in_enum": not_in_enum,
+                    "cut_short": cut_short, "length_past_end": length_past_end, "bad_utf8": bad_utf8}
         counted = {}  # target field -> its length/count field
         for field in layer.fields_desc:
             if isinstance(field, FieldLenField):
@@ -83,25 +95,40 @@ class _Layout:
         return name
 
     def _reader_source(self) -> str:
+        """Reads every field in wire order; refuses, in words, a datagram that ends too soon, a
+        length past the end, invalid UTF-8, a fixed field (magic, version) with another value,
+        and an enumerated field with a value outside its enum."""
         local = {}  # field name -> local variable
+        where = label(self.layer)
         lines = ["def read(data, off, end):"]
         for step in self.runs:
             if isinstance(step, list) and len(step) == 1 and step[0].fmt.lstrip("!<>=") == "B":
                 # a lone byte (a length prefix, mostly): indexing is quicker than a struct call
-                lines.append(f"    if off >= end: raise ProtocolError({step[0].name + ': past the end'!r})")
-                lines.append(f"    {local.setdefault(step[0].name, f'v{len(local)}')} = data[off]")
+                field = step[0]
+                lines.append(f"    if off >= end: raise cut_short({where!r}, {'field ' + repr(field.name)!r}, 0, 1)")
+                lines.append(f"    {local.setdefault(field.name, f'v{len(local)}')} = data[off]")
                 lines.append("    off += 1")
+                lines += self._value_checks(step, local, where)
             elif isinstance(step, list):
                 names = [local.setdefault(f.name, f"v{len(local)}") for f in step]
                 layout = self._struct(step)
+                size = self.env[layout].size
+                fields = ("field " if len(step) == 1 else "fields ") + ", ".join(repr(f.name) for f in step)
+                if self.layer is ChatHeader and step is self.runs[0]:
+                    lines.append(f"    if off + {size} > end: raise not_chat(data)")
+                else:
+                    lines.append(f"    if off + {size} > end: raise cut_short({where!r}, {fields!r}, end - off, {size})")
                 lines.append(f"    {', '.join(names)}, = {layout}.unpack_from(data, off)")
-                lines.append(f"    off += {self.env[layout].size}")
+                lines.append(f"    off += {size}")
                 lines += [f"    {local[f.name]} = inet_ntoa({local[f.name]})" for f in step if isinstance(f, IPField)]
+                lines += self._value_checks(step, local, where)
             elif isinstance(step, Utf8LenField):
                 var = local.setdefault(step.name, f"v{len(local)}")
-                lines.append(f"    e = off + {local[self.counted[step.name]]}")
-                lines.append(f"    if e > end: raise ProtocolError({step.name + ': length past the end'!r})")
-                lines.append(f"    {var} = data[off:e].decode('utf-8')")
+                length = local[self.counted[step.name]]
+                lines.append(f"    e = off + {length}")
+                lines.append(f"    if e > end: raise length_past_end({where!r}, {step.name!r}, {length}, end - off)")
+                lines.append(f"    try: {var} = data[off:e].decode('utf-8')")
+                lines.append(f"    except UnicodeDecodeError as x: raise bad_utf8({where!r}, {step.name!r}, x) from None")
                 lines.append("    off = e")
             else:
                 var = local.setdefault(step.name, f"v{len(local)}")
@@ -118,6 +145,22 @@ class _Layout:
             made = "Fields(**{" + ", ".join(f"{name!r}: {var}" for name, var in local.items()) + "})"
         lines.append(f"    return {made}, off")
         return "\n".join(lines) + "\n"
+
+    def _value_checks(self, step: list, local: dict, where: str) -> list[str]:
+        """Checks of the values just read: fixed ones first (another magic or version says
+        'not ours' before anything else could), then those of enumerated fields."""
+        lines = []
+        if self.layer is ChatHeader:
+            for field in step:
+                if field.name in FIXED:
+                    lines.append(f"    if {local[field.name]} != {FIXED[field.name]!r}: raise not_chat(data)")
+        for field in step:
+            if (values := enum_values(field)) is not None:
+                table = f"E{len(self.env)}"
+                self.env[table] = values
+                var = local[field.name]
+                lines.append(f"    if {var} not in {table}: raise not_in_enum({where!r}, {field.name!r}, {var}, {table})")
+        return lines
 
     def _writer_source(self) -> str:
         lines = ["def write(v, out, t=None):"]
@@ -190,15 +233,16 @@ def encode_item(layer, values: dict) -> bytes:
 def parse(data: bytes) -> Fields:
     """Decode a datagram as ``proto.decode`` does (the same bytes accepted), only faster.
 
-    Header fields are attributes of the result; payload fields are under ``.payload``."""
+    Header fields are attributes of the result; payload fields are under ``.payload``.
+    Anything else is a ``ProtocolError`` that says what was wrong."""
     end = len(data)
     try:
-        msg, offset = _HEADER.read(data, 0, end)
-        if msg.magic != MAGIC or msg.version != VERSION or msg.type not in MSG_TYPES:
-            raise ProtocolError("not a chat datagram of this version")
+        msg, offset = _HEADER.read(data, 0, end)  # the type is one of MSG_TYPES after this
         msg.payload, offset = _PAYLOADS.get(msg.type, _EMPTY).read(data, offset, end)
     except (struct.error, UnicodeDecodeError) as exc:
+        # Not expected: the readers check every size and decode before they read.  Kept so that
+        # a field kind the compiler learns later cannot raise anything but ProtocolError.
         raise ProtocolError(f"malformed datagram: {exc}") from None
     if offset != end:
-        raise ProtocolError("bytes after the end of the message")
+        raise trailing(MSG_TYPES[msg.type], end - offset)
     return msg

@@ -1,0 +1,127 @@
+"""The wire numbers as a contract: every message type code and status code, and the exact
+bytes of one fully specified datagram of each type, written out literally here.
+
+Nodes of different versions of this code talk to each other, and Wireshark's dissector
+and saved captures read these numbers: swapping two codes, reordering or resizing a field
+changes the wire, and must fail here, not only in a README comparison.  A deliberate change
+of the wire format updates this file (and ``VERSION``)."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.fields import PacketListField
+
+from proto import MAGIC, MSG_TYPES, PAYLOADS, STATUSES, VERSION, ChatHeader, decode
+from proto.fastpath import encode, parse
+
+PINNED_TYPES = {
+    "reg": 1, "reg_ack": 2, "dereg": 3, "ack": 4, "table": 5, "create_group": 6, "list_groups": 7,
+    "join_group": 8, "leave_group": 9, "list_members": 10, "send_group": 11, "grp_msg": 12, "pri_msg": 13,
+    "kick": 14, "probe": 15, "list_more": 16,
+}
+PINNED_STATUSES = {
+    "ok": 0, "name_taken": 1, "addr_taken": 2, "bad_name": 3, "group_exists": 4, "no_such_group": 5,
+    "not_in_group": 6, "no_such_user": 7, "not_registered": 8, "bad_request": 9, "resync": 10,
+    "server_full": 11, "too_many_groups": 12, "more": 13,
+}
+PINNED_LIST_MORE = {"list_groups": 7, "list_members": 10}  # ListMore.list names the request it continues
+PINNED_ONLINE = {"offline": 0, "online": 1}  # Entry.online
+
+# Every field differs from its default and from its neighbours, so that a field moved,
+# resized or dropped shows in the bytes.
+HEADER = {"msg_id": 0x01020304, "port": 0x0506, "token": 0x0708090A0B0C0D0E, "sender": "Ann"}
+PAYLOAD = {
+    "reg_ack": {"ack_id": 0x11121314, "status": 2, "token": 0x2122232425262728, "session": 0x31323334},
+    "ack": {"ack_id": 0x11121314, "status": 13, "items": [{"value": "g1"}, {"value": "é"}], "also": [{"id": 0x41424344}]},
+    "table": {"version": 0x51525354, "base": 0x61626364,
+              "entries": [{"client": "Bob", "ip": "10.1.2.3", "port": 0x7172, "online": 0, "session": 0x81828384}]},
+    "create_group": {"group": "g1"},
+    "join_group": {"group": "g2"},
+    "leave_group": {"group": "g3"},
+    "list_members": {"group": "g4"},
+    "send_group": {"group": "g5", "text": "hi;"},
+    "grp_msg": {"group": "g6", "origin": "Cid", "text": "yo"},
+    "pri_msg": {"session": 0x91929394, "text": "psst"},
+    "kick": {"target": "Dan"},
+    "list_more": {"list": 10, "start": 0x0A0B, "group": "g7"},
+}
+GOLDEN = {
+    "reg": "c4a701010102030405060708090a0b0c0d0e03416e6e",
+    "reg_ack": "c4a701020102030405060708090a0b0c0d0e03416e6e1112131402212223242526272831323334",
+    "dereg": "c4a701030102030405060708090a0b0c0d0e03416e6e",
+    "ack": "c4a701040102030405060708090a0b0c0d0e03416e6e111213140d000202673102c3a90141424344",
+    "table": "c4a701050102030405060708090a0b0c0d0e03416e6e5152535461626364000103426f620a01020371720081828384",
+    "create_group": "c4a701060102030405060708090a0b0c0d0e03416e6e026731",
+    "list_groups": "c4a701070102030405060708090a0b0c0d0e03416e6e",
+    "join_group": "c4a701080102030405060708090a0b0c0d0e03416e6e026732",
+    "leave_group": "c4a701090102030405060708090a0b0c0d0e03416e6e026733",
+    "list_members": "c4a7010a0102030405060708090a0b0c0d0e03416e6e026734",
+    "send_group": "c4a7010b0102030405060708090a0b0c0d0e03416e6e026735000368693b",
+    "grp_msg": "c4a7010c0102030405060708090a0b0c0d0e03416e6e026736034369640002796f",
+    "pri_msg": "c4a7010d0102030405060708090a0b0c0d0e03416e6e91929394000470737374",
+    "kick": "c4a7010e0102030405060708090a0b0c0d0e03416e6e0344616e",
+    "probe": "c4a7010f0102030405060708090a0b0c0d0e03416e6e",
+    "list_more": "c4a701100102030405060708090a0b0c0d0e03416e6e0a0a0b026737",
+}
+
+
+def field(layer, name):
+    return next(f for f in layer.fields_desc if f.name == name)
+
+
+def test_magic_and_version():
+    assert (MAGIC, VERSION) == (0xC4A7, 1)
+
+
+def test_message_type_codes():
+    assert {name: code for code, name in MSG_TYPES.items()} == PINNED_TYPES
+    assert field(ChatHeader, "type").i2s == {code: name for name, code in PINNED_TYPES.items()}
+
+
+def test_status_codes():
+    assert {name: code for code, name in STATUSES.items()} == PINNED_STATUSES
+    for layer in (PAYLOADS["ack"], PAYLOADS["reg_ack"]):
+        assert field(layer, "status").i2s == {code: name for name, code in PINNED_STATUSES.items()}
+
+
+def test_other_enumerated_fields():
+    assert field(PAYLOADS["list_more"], "list").s2i == PINNED_LIST_MORE
+    assert field(field(PAYLOADS["table"], "entries").cls, "online").s2i == PINNED_ONLINE
+
+
+def test_every_type_has_a_golden_datagram():
+    assert set(GOLDEN) == set(MSG_TYPES.values())
+
+
+def scapy_packet(type_name: str):
+    pkt = ChatHeader(type=type_name, **HEADER)
+    layer = PAYLOADS.get(type_name)
+    if layer is None:
+        return pkt
+    values = {}
+    for name, value in PAYLOAD[type_name].items():
+        spec = field(layer, name)
+        values[name] = [spec.cls(**item) for item in value] if isinstance(spec, PacketListField) else value
+    return pkt / layer(**values)
+
+
+@pytest.mark.parametrize("type_name", sorted(GOLDEN))
+def test_golden_bytes_from_both_encoders(type_name):
+    golden = bytes.fromhex(GOLDEN[type_name])
+    assert bytes(scapy_packet(type_name)) == golden, "Scapy layer"
+    assert encode(type_name, HEADER, PAYLOAD.get(type_name)) == golden, "fast path"
+
+
+@pytest.mark.parametrize("type_name", sorted(GOLDEN))
+def test_golden_bytes_decode_to_their_values(type_name):
+    golden = bytes.fromhex(GOLDEN[type_name])
+    slow, fast = decode(golden), parse(golden)
+    assert slow.type == fast.type == PINNED_TYPES[type_name]
+    for name, value in HEADER.items():
+        assert getattr(slow, name) == getattr(fast, name) == value
+    for name, value in PAYLOAD.get(type_name, {}).items():
+        got_slow, got_fast = getattr(slow.payload, name), getattr(fast.payload, name)
+        if isinstance(value, list):
+            got_slow = [{k: getattr(item, k) for k in want} for item, want in zip(got_slow, value)]
+            got_fast = [{k: getattr(item, k) for k in want} for item, want in zip(got_fast, value)]
+        assert got_slow == got_fast == value, name
