@@ -22,7 +22,7 @@ PINNED_TYPES = {
 PINNED_STATUSES = {
     "ok": 0, "name_taken": 1, "addr_taken": 2, "bad_name": 3, "group_exists": 4, "no_such_group": 5,
     "not_in_group": 6, "no_such_user": 7, "not_registered": 8, "bad_request": 9, "resync": 10,
-    "server_full": 11, "too_many_groups": 12, "more": 13,
+    "server_full": 11, "too_many_groups": 12, "more": 13, "queue_full": 14, "quota": 15,
 }
 PINNED_LIST_MORE = {"list_groups": 7, "list_members": 10}  # ListMore.list names the request it continues
 PINNED_ONLINE = {"offline": 0, "online": 1}  # Entry.online
