@@ -597,7 +597,11 @@ def registered_client() -> ClientLogic:
     (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
     answer = ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9)
     client.receive(bytes(answer), SERVER, 0.0)
+    (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    confirmed = ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
+    client.receive(bytes(confirmed), SERVER, 0.0)
     client.drain()
+    assert client.registered
     return client
 
 
