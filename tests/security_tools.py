@@ -169,10 +169,13 @@ class Peer:
         return ChatHeader(type=type_name, **values)
 
     def register(self, name: str, server: tuple[str, int]) -> Fields:
+        """reg, then confirm with the new token (the session starts then); returns the reg_ack."""
         self.name = name
         answer = self.request(self.header("reg", token=0), server)
         assert STATUSES[answer.payload.status] == "ok", answer
         self.token, self.session = answer.payload.token, answer.payload.session
+        confirmed = self.request(self.header("confirm"), server)
+        assert STATUSES[confirmed.payload.status] == "ok", confirmed
         return answer
 
 
