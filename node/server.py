@@ -18,10 +18,10 @@ from proto.fastpath import Fields, parse
 
 from .effects import Address, Effect, Show, ShowTable
 from .limits import Limits, RateLimiter
-from .versions import OtherVersions
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy, is_newer
 from .tables import TablePrinter, TableVersions, entry, page
+from .versions import OtherVersions
 
 CLIENT_COLUMNS = ("name", "ip", "port", "status")
 STATUS_OK = STATUS_CODES["ok"]

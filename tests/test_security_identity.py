@@ -16,7 +16,7 @@ import pytest
 
 from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES, MSG_TYPES, VERSION, Ack, ChatHeader, CreateGroup, Entry, GrpMsg, JoinGroup, Kick, LeaveGroup
 from proto import PriMsg, SendGroup, Table
-from tests.procs import FAST, HOST, WAIT, cluster, free_port, run_plain  # noqa: F401  (cluster is a fixture)
+from tests.procs import FAST, HOST, WAIT, cluster, free_port, in_group, run_plain  # noqa: F401  (cluster is a fixture)
 from tests.security_tools import Peer, ReceiveQueues, drain, finish, needs_root, peers, spoof, spoof_all, status  # noqa: F401  (peers)
 
 
@@ -136,12 +136,7 @@ def test_a_forged_reg_from_a_live_clients_address_leaves_its_session(cluster, pe
     and her group membership go on."""
     server = cluster.server()
     ann, bob = cluster.clients(["Ann", "Bob"], server)
-    ann.sendline("create_group g")
-    ann.expect_line(">>> Group g created by Server.")
-    for proc in (ann, bob):
-        proc.sendline("join_group g")
-        proc.expect_line(">>> Entered group g successfully")
-    server.expect_groups({"g": ["Ann", "Bob"]})
+    in_group([ann, bob], server)
     drain(server)
     mark = server.mark()
     forger = peers()
