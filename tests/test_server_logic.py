@@ -9,6 +9,7 @@ import random
 import pytest
 
 from node.effects import Send, Show, ShowTable
+from node.names import SERVER_NAME
 from node.reliable import RetryPolicy
 from node.server import MAX_PENDING, PENDING_WINDOWS, ServerLogic
 from node.versions import MAX_TOLD
@@ -27,6 +28,8 @@ from proto import (
     SendGroup,
     decode,
 )
+from proto.codec import HEADER_MIN
+from proto.fastpath import encode
 from simnet import SimNet, dropping, kind
 
 # -- a server fed by hand ------------------------------------------------------------
@@ -354,6 +357,18 @@ def test_an_unproven_address_gets_at_most_three_times_the_bytes_it_sent():
     sent = sum(len(bytes(p)) for _, addr, p in h.out if addr == victim)
     assert 0 < sent <= 3 * received, (sent, received)
     assert h.server.version == version, "nothing registered, nothing broadcast"
+
+
+def test_every_answer_to_an_unproven_address_fits_three_times_the_smallest_datagram():
+    """Why the rule above holds for any traffic, not just the traffic tried: an address that has not
+    confirmed only ever gets answers, one per datagram it sent, and these are their sizes (fixed-size
+    fields: the values do not matter).  A version whose reg_ack grows past this must pad the reg."""
+    header = {"msg_id": 1, "sender": SERVER_NAME}
+    reg_ack = encode("reg_ack", header, {"ack_id": 1, "status": "ok", "token": 2**64 - 1, "session": 2**32 - 1})
+    refusal = encode("ack", header, {"ack_id": 1, "status": "not_registered"})
+    smallest = len(encode("list_groups", {"sender": ""}))  # a header with an empty name
+    assert smallest == HEADER_MIN and len(encode("reg", {"sender": "x"})) == HEADER_MIN + 1
+    assert max(len(reg_ack), len(refusal)) <= 3 * HEADER_MIN, (len(reg_ack), len(refusal))
 
 
 # -- groups ----------------------------------------------------------------------------------
