@@ -216,7 +216,8 @@ class ServerLogic:
 
     def _await_confirm(self, name: str, addr: Address, reg_id: int, now: float) -> PendingReg:
         pending = self._pending
-        pending.pop(addr, None)  # a new reg from an address replaces its unconfirmed one
+        if pending.pop(addr, None) is not None:  # a new reg from an address replaces its unconfirmed one
+            self.drops["unconfirmed reg"] += 1
         while pending:  # the expired ones, oldest first, and the oldest if there is no room
             oldest = pending[next(iter(pending))]
             if oldest.expires > now and len(pending) < MAX_PENDING:

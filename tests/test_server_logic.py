@@ -322,6 +322,7 @@ def test_pending_registrations_are_bounded():
     for i in range(50):
         reg_only(Fake(h, f"M{i}", ("10.99.0.1", 7000)))
     assert len(h.server._pending) == MAX_PENDING
+    assert h.server.drops["unconfirmed reg"] == 10 + 49, "49 replaced"
 
 
 def test_an_unproven_address_gets_at_most_three_times_the_bytes_it_sent():
