@@ -31,6 +31,7 @@ from .names import sendable, text_too_long, valid_group_name
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
 from .server import CLIENT_COLUMNS
 from .tables import TablePrinter
+from .versions import OtherVersions
 
 HELP = (
     "Commands:",
@@ -101,6 +102,7 @@ class ClientLogic:
         self.session = 0  # our public session number, from the server
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
         self._rate = RateLimiter(limits.rate, limits.burst)
+        self._versions_seen = OtherVersions(self.drops)
         self._typed: deque[str] = deque()
         self._busy = True  # until registration is answered
         self._closing = False
@@ -130,7 +132,7 @@ class ClientLogic:
     # -- driving interface ----------------------------------------------------
 
     def start(self, now: float) -> None:
-        self._request(self.net.build("reg"), now, self._on_registered)
+        self._request(self.net.build("reg"), now, self._on_reg_ack)
 
     def command(self, line: str, now: float) -> None:
         if self.exit_status is None and not self._closing:
@@ -161,7 +163,8 @@ class ClientLogic:
         try:
             pkt = parse(data)
         except ProtocolError:
-            self.drops["malformed"] += 1
+            if not self._versions_seen.check(data, addr, self.net.effects):
+                self.drops["malformed"] += 1
             return
         kind = MSG_TYPES[pkt.type]
         if kind in ("ack", "reg_ack"):
@@ -415,24 +418,37 @@ class ClientLogic:
         self._typed.clear()
         self._request(self.net.build("dereg"), now, lambda ack, now: self._exit(0, "You are Offline. Bye."))
 
-    def _on_registered(self, ack: Fields, now: float) -> None:
-        status = STATUSES.get(ack.payload.status)
-        if status != "ok":
-            refusals = {
-                "name_taken": "Someone has already used this name. Try another one.",
-                "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
-                "server_full": "The server is full. Try again later.",
-                "quota": "Too many names registered from your address. Try again later.",
-            }
-            self._exit(1, refusals.get(status, "Invalid username"))
+    def _on_reg_ack(self, ack: Fields, now: float) -> None:
+        """Confirm at once, with the new token: that shows the server this address is ours."""
+        if self._refused_registration(ack):
             return
         self.net.token = ack.payload.token
         self.session = ack.payload.session
+        self._request(self.net.build("confirm"), now, self._on_confirmed)
+
+    def _on_confirmed(self, ack: Fields, now: float) -> None:
+        """Our session has started (and the server broadcasts it): welcome."""
+        if self._refused_registration(ack):
+            return
         self.registered = True
         self._say("Welcome, You are registered.")
         if self.table_version:
             self._show_table()
         self._finish(now)
+
+    def _refused_registration(self, ack: Fields) -> bool:
+        status = STATUSES.get(ack.payload.status)
+        if status == "ok":
+            return False
+        refusals = {
+            "name_taken": "Someone has already used this name. Try another one.",
+            "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
+            "server_full": "The server is full. Try again later.",
+            "quota": "Too many names registered from your address. Try again later.",
+            "not_registered": "The server did not keep the registration (it expired). Try again.",
+        }
+        self._exit(1, refusals.get(status, "Invalid username"))
+        return True
 
     def _server_gone(self, now: float) -> None:
         self._exit(1, "Server not responding", "Exiting", in_group=True)

@@ -21,6 +21,7 @@ from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy, is_newer
 from .tables import TablePrinter, TableVersions, entry, page
+from .versions import OtherVersions
 
 CLIENT_COLUMNS = ("name", "ip", "port", "status")
 STATUS_OK = STATUS_CODES["ok"]
@@ -30,6 +31,10 @@ MAX_SYNC_PAUSE = 30.0  # seconds between table-update rounds to a client that st
 # overflows buffers and comes back as retransmissions.  The others wait their turn.
 TABLE_WINDOW = 256
 GROUP_COLUMNS = ("group", "members")
+# A registration waits for its confirm (the proof that the client got reg_ack at that address) at
+# most this many retry windows: long enough for a reg_ack and a confirm that each needed every try.
+PENDING_WINDOWS = 2
+MAX_PENDING = 1024  # registrations waiting for their confirm; past that, the oldest is forgotten
 
 
 @dataclass(slots=True)  # slots: thousands of these, each a few hundred bytes smaller
@@ -47,6 +52,21 @@ class ClientRecord:
     table_msg: int | None = None  # msg_id of the table update in flight to it
     sync_pause: float = 0.0  # wait before trying again after an update went unanswered
     row: bytes = b""  # this client's table row as it goes on the wire, encoded when it changes
+
+
+@dataclass(slots=True)
+class PendingReg:
+    """A registration answered with reg_ack, not yet confirmed: nothing has changed yet.
+
+    Its session starts only when a ``confirm`` carrying ``token`` comes from ``addr``: whoever
+    sent the ``reg`` in that address's name may not receive there (QUIC's address validation)."""
+
+    name: str
+    addr: Address
+    token: int
+    session: int
+    reg_id: int  # msg id of the reg, remembered against replays once the session starts
+    expires: float
 
 
 class ServerLogic:
@@ -79,6 +99,11 @@ class ServerLogic:
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.clients), self._print_table)
         self.drops: Counter[str] = Counter()
         self._probing: set[str] = set()
+        # by address: one registration waits per address, so forging regs from one address in
+        # many names holds one entry; insertion order is expiry order (all live equally long)
+        self._pending: OrderedDict[Address, PendingReg] = OrderedDict()
+        self._pending_life = PENDING_WINDOWS * policy.window
+        self._versions_seen = OtherVersions(self.drops)
         self._handlers = {
             "dereg": self._on_dereg,
             "create_group": self._on_create_group,
@@ -106,7 +131,8 @@ class ServerLogic:
         try:
             pkt = parse(data)
         except ProtocolError as exc:
-            self._drop("malformed", addr, str(exc))
+            if not self._versions_seen.check(data, addr, self.net.effects):
+                self._drop("malformed", addr, str(exc))
             return
         kind = MSG_TYPES[pkt.type]
         if kind == "ack":
@@ -117,6 +143,9 @@ class ServerLogic:
             return  # a retransmitted request: answered again, processed once
         if kind == "reg":
             self._on_reg(pkt, addr, now)
+            return
+        if kind == "confirm":
+            self._on_confirm(pkt, addr, now)
             return
         handler = self._handlers.get(kind)
         if handler is None:
@@ -144,27 +173,71 @@ class ServerLogic:
     # -- requests ---------------------------------------------------------------
 
     def _on_reg(self, pkt: Fields, addr: Address, now: float) -> None:
+        """Answer with a new token and wait for the confirm: until it comes, the old session of
+        the name (if any) stays, nothing is broadcast, and only this reg_ack goes to ``addr``."""
         name = pkt.sender
         existing = self.clients.get(name)
-        holder = self.by_addr.get(addr)
         if existing is not None and pkt.msg_id in existing.reg_ids:
             self._drop("replayed", addr, f"reg #{pkt.msg_id} of {name!r} seen before")
             return
-        if not valid_username(name):
-            status = "bad_name"
-        elif existing is None and len(self.clients) >= self.limits.max_clients:
-            status = "server_full"
-        elif existing is not None and existing.online and existing.addr != addr:
-            status = "name_taken"
-        elif holder is not None and holder != name:
-            status = "addr_taken"
-        elif not self._names_held.allows(addr[0], self.limits.max_names_per_ip, existing and existing.addr[0]):
-            status = "quota"
-        else:
-            status = "ok"
-        if status != "ok":
+        status = "bad_name" if not valid_username(name) else self._refusal(name, addr)
+        if status is not None:
             self.net.answer(pkt, addr, self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_CODES[status]), now)
             return
+        pending = self._await_confirm(name, addr, pkt.msg_id, now)
+        answer = self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_OK, token=pending.token, session=pending.session)
+        self.net.answer(pkt, addr, answer, now)
+
+    def _on_confirm(self, pkt: Fields, addr: Address, now: float) -> None:
+        """The client got our reg_ack at ``addr``: its session starts now."""
+        pending = self._pending.get(addr)
+        if pending is None or pending.name != pkt.sender or pending.expires <= now:
+            # Nothing waits here for that name (expired, replaced, or never sent): a genuine
+            # client can tell its user.  The answer is no bigger than a reg_ack.
+            self._drop("unregistered", addr, f"confirm from no registration of {pkt.sender!r} at that address")
+            self._reply(pkt, addr, now, "not_registered")
+            return
+        if pending.token != pkt.token:
+            self._drop("forged", addr, f"confirm in the name of {pkt.sender!r} with a wrong token")
+            return
+        del self._pending[addr]
+        status = self._refusal(pending.name, addr)  # another registration may have won meanwhile
+        self._reply(pkt, addr, now, status or "ok")
+        if status is None:
+            self._start_session(pending, pkt.msg_id, now)
+
+    def _refusal(self, name: str, addr: Address) -> str | None:
+        """Why ``name`` cannot have a session at ``addr`` now, or None."""
+        existing = self.clients.get(name)
+        holder = self.by_addr.get(addr)
+        if existing is None and len(self.clients) >= self.limits.max_clients:
+            return "server_full"
+        if existing is not None and existing.online and existing.addr != addr:
+            return "name_taken"
+        if holder is not None and holder != name:
+            return "addr_taken"
+        if not self._names_held.allows(addr[0], self.limits.max_names_per_ip, existing and existing.addr[0]):
+            return "quota"
+        return None
+
+    def _await_confirm(self, name: str, addr: Address, reg_id: int, now: float) -> PendingReg:
+        pending = self._pending
+        if pending.pop(addr, None) is not None:  # a new reg from an address replaces its unconfirmed one
+            self.drops["unconfirmed reg"] += 1
+        while pending:  # the expired ones, oldest first, and the oldest if there is no room
+            oldest = pending[next(iter(pending))]
+            if oldest.expires > now and len(pending) < MAX_PENDING:
+                break
+            pending.popitem(last=False)
+            self.drops["unconfirmed reg"] += 1
+        waiting = PendingReg(name, addr, secrets.randbits(64) or 1, secrets.randbits(32), reg_id, now + self._pending_life)
+        pending[addr] = waiting
+        return waiting
+
+    def _start_session(self, pending: PendingReg, confirm_id: int, now: float) -> None:
+        """The confirmed registration replaces the name's old session, if any, and is broadcast."""
+        name = pending.name
+        existing = self.clients.get(name)
         if existing is not None:
             self._leave_group(existing)  # a new session starts outside any group
             if self.by_addr.get(existing.addr) == name:  # an offline client's old address may be someone else's now
@@ -173,15 +246,12 @@ class ServerLogic:
                 self.net.cancel(existing.table_msg)
             self._waiting.pop(name, None)
             self._flying.discard(name)
-        self._names_held.move(addr[0], existing and existing.addr[0])
-        token, session = secrets.randbits(64) or 1, secrets.randbits(32)
-        reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pkt.msg_id,)
-        record = ClientRecord(name, addr, token, session, reg_ids, last_id=pkt.msg_id)
+        self._names_held.move(pending.addr[0], existing and existing.addr[0])
+        reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pending.reg_id,)
+        record = ClientRecord(name, pending.addr, pending.token, pending.session, reg_ids, last_id=confirm_id)
         self.clients[name] = record
-        self.by_addr[addr] = name
+        self.by_addr[pending.addr] = name
         self._due[name] = record
-        answer = self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_OK, token=token, session=session)
-        self.net.answer(pkt, addr, answer, now)
         self._table_changed(record, now)
 
     def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:

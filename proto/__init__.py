@@ -28,11 +28,11 @@ from .chat import (
     SendGroup,
     Table,
 )
-from .codec import ProtocolError, decode, is_chat
+from .codec import ProtocolError, decode, is_chat, version_of
 
 __all__ = [
     "MAGIC", "MAX_DATAGRAM", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "STATUS_CODES", "STATUSES", "TYPE_CODES",
     "VERSION", "Ack", "ChatHeader", "CreateGroup", "Entry", "GrpMsg", "JoinGroup", "Kick",
     "LeaveGroup", "ListMembers", "ListMore", "MsgId", "Name", "PriMsg", "RegAck", "SendGroup", "Table", "ProtocolError",
-    "decode", "is_chat",
+    "decode", "is_chat", "version_of",
 ]

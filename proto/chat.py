@@ -1,4 +1,4 @@
-"""The ChatApp wire format, version 1: the one schema of every datagram.
+"""The ChatApp wire format, version 2: the one schema of every datagram.
 
 A datagram is a ``ChatHeader`` followed by at most one payload layer chosen by
 the header's ``type`` (see the ``bind_layers`` calls at the bottom).  Strings
@@ -27,7 +27,7 @@ from scapy.packet import Packet, bind_layers
 from scapy.volatile import RandNum, RandString
 
 MAGIC = 0xC4A7
-VERSION = 1
+VERSION = 2  # 2: registration is confirmed (type confirm) before its session starts
 
 MSG_TYPES = {
     1: "reg",
@@ -46,6 +46,7 @@ MSG_TYPES = {
     14: "kick",
     15: "probe",  # the server checks a kicked client itself before believing the kick
     16: "list_more",  # the next part of a list that did not fit one datagram
+    17: "confirm",  # the client shows it received reg_ack (the new token): its address is its own
 }
 TYPE_CODES = {name: code for code, name in MSG_TYPES.items()}
 
@@ -370,7 +371,7 @@ class ListMore(_Payload):
 
 
 # The payload layer of each type; types missing here (reg, dereg, list_groups,
-# probe) carry nothing after the header.
+# probe, confirm) carry nothing after the header.
 PAYLOADS = {
     "reg_ack": RegAck,
     "ack": Ack,

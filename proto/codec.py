@@ -17,6 +17,13 @@ def is_chat(data: bytes) -> bool:
     return len(data) >= HEADER_MIN and int.from_bytes(data[:2], "big") == MAGIC and data[2] == VERSION
 
 
+def version_of(data: bytes) -> int | None:
+    """The version byte of a datagram that starts with the chat magic (of any version), else None."""
+    if len(data) >= 3 and int.from_bytes(data[:2], "big") == MAGIC:
+        return data[2]
+    return None
+
+
 def decode(data: bytes) -> ChatHeader:
     if not is_chat(data):
         raise not_chat(data)

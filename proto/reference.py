@@ -216,7 +216,9 @@ def generate() -> str:
     add("")
     add(
         f"A chat datagram starts with the magic `0x{MAGIC:04X}` and the version byte `{VERSION}`, so a tool can "
-        f"recognise one on any port. The header has {header_size} fixed bytes, then the sender's name."
+        f"recognise one on any port. The header has {header_size} fixed bytes, then the sender's name. "
+        "A node that receives the magic with another version byte does not decode the datagram: it names the "
+        "peer once in a line and counts the datagram (`other version`)."
     )
     add("")
     add(f"#### Header: `{ChatHeader.__name__}`")

@@ -68,6 +68,7 @@ PAYLOAD_STRATEGIES = {
     "dereg": st.none(),
     "list_groups": st.none(),
     "probe": st.none(),
+    "confirm": st.none(),
     "reg_ack": st.builds(RegAck, ack_id=u32, status=statuses, token=u64),
     "ack": st.builds(Ack, ack_id=u32, status=statuses, items=st.lists(items, max_size=8),
                      also=st.lists(st.builds(MsgId, id=u32), max_size=8)),
@@ -148,7 +149,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     elif how == 2:  # wrong magic
         b[rng.randrange(2)] ^= rng.randint(1, 255)
     elif how == 3:  # wrong version
-        b[2] = rng.choice([0, 2, 255])
+        b[2] = rng.choice([0, VERSION - 1, VERSION + 1, 255])
     elif how == 4:  # unknown type
         b[3] = rng.choice([0, max(MSG_TYPES) + 1, 200, 255])
     elif how == 5:  # trailing garbage

@@ -527,6 +527,18 @@ class Cluster:
             proc.close()
 
 
+def in_group(procs: list[Proc], server: Proc, group: str = "g", create: bool = True) -> None:
+    """Each of ``procs`` joins ``group`` (created first by the first of them, with ``create``), in
+    order; waits until the server's group table lists them all."""
+    if create:
+        procs[0].sendline(f"create_group {group}")
+        procs[0].expect_line(f">>> Group {group} created by Server.")
+    for proc in procs:
+        proc.sendline(f"join_group {group}")
+        proc.expect_line(f">>> Entered group {group} successfully")
+    server.expect_groups({group: [proc.name for proc in procs]})
+
+
 @pytest.fixture
 def cluster():
     nodes = Cluster()

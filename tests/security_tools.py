@@ -169,10 +169,13 @@ class Peer:
         return ChatHeader(type=type_name, **values)
 
     def register(self, name: str, server: tuple[str, int]) -> Fields:
+        """reg, then confirm with the new token (the session starts then); returns the reg_ack."""
         self.name = name
         answer = self.request(self.header("reg", token=0), server)
         assert STATUSES[answer.payload.status] == "ok", answer
         self.token, self.session = answer.payload.token, answer.payload.session
+        confirmed = self.request(self.header("confirm"), server)
+        assert STATUSES[confirmed.payload.status] == "ok", confirmed
         return answer
 
 
@@ -182,11 +185,16 @@ def status(answer: Fields) -> str:
 
 def spoof(data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
     """Send ``data`` with a forged source address (a raw socket: root only)."""
+    spoof_all([(data, src)], dst)
+
+
+def spoof_all(datagrams: list[tuple[bytes, tuple[str, int]]], dst: tuple[str, int]) -> None:
+    """Send each ``(data, forged source)`` to ``dst``, in order, through one raw socket (root only)."""
     from scapy.layers.inet import IP, UDP
 
-    datagram = bytes(IP(src=src[0], dst=dst[0]) / UDP(sport=src[1], dport=dst[1]) / data)
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
-        raw.sendto(datagram, (dst[0], 0))
+        for data, src in datagrams:
+            raw.sendto(bytes(IP(src=src[0], dst=dst[0]) / UDP(sport=src[1], dport=dst[1]) / data), (dst[0], 0))
 
 
 # -- helper processes -------------------------------------------------------------------------

@@ -78,8 +78,12 @@ def test_refused_registrations_leave_no_rows():
 
     server = ServerLogic(9000, rng=random.Random(1), limits=Limits(max_clients=50, max_names_per_ip=10, rate=0))
     for i in range(200):
-        reg = encode("reg", {"msg_id": i + 1, "sender": f"n{i}"})
-        server.receive(reg, (f"10.0.{i // 25}.1", 7000 + i), 0.0)
+        addr = (f"10.0.{i // 25}.1", 7000 + i)
+        server.receive(encode("reg", {"msg_id": i + 1, "sender": f"n{i}"}), addr, 0.0)
+        answers = [parse(e.data) for e in server.drain() if isinstance(e, Send) and e.addr == addr]
+        tokens = [a.payload.token for a in answers if kind(a) == "reg_ack" and a.payload.token]
+        if tokens:  # a registration starts when it is confirmed: the quota and the limit hold then too
+            server.receive(encode("confirm", {"msg_id": i + 1000, "token": tokens[0], "sender": f"n{i}"}), addr, 0.0)
     server.drain()
     assert len(server.clients) == 50 and len(server.by_addr) == 50
     assert len(server._due) + len(server._waiting) + len(server._flying) <= 50

@@ -11,7 +11,7 @@ from node.client import NOT_IN_GROUP, ClientLogic
 from node.effects import Send, Show, ShowTable
 from node.limits import Limits
 from node.reliable import RetryPolicy
-from proto import MAX_TEXT_BYTES, STATUSES, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
+from proto import MAX_TEXT_BYTES, STATUSES, VERSION, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
 from simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
@@ -41,6 +41,51 @@ def test_registration_welcome_then_table():
     ip, port = sim.addr(ann)
     assert sim.lines["Ann"] == [WELCOME, ">>> Client table updated.", f"| Ann | {ip} | {port} | online"]
     assert ann.registered and ann.prompt == ">>> " and "Ann" not in sim.exits
+
+
+def test_a_client_confirms_its_registration_at_once_and_is_welcomed_when_that_is_acked():
+    client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    client.start(0.0)
+    (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    assert reg.token == 0
+    answer = ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9, session=4)
+    client.receive(bytes(answer), SERVER, 0.1)
+    effects = client.drain()
+    (confirm,) = [decode(e.data) for e in effects if isinstance(e, Send)]
+    assert kind(confirm) == "confirm" and confirm.token == 9, "the new token, at once"
+    assert not client.registered and not [e for e in effects if isinstance(e, Show)], "no welcome yet"
+    client.handle_timer(0.6)  # unanswered: retransmitted like any request
+    assert [decode(e.data).msg_id for e in client.drain() if isinstance(e, Send)] == [confirm.msg_id]
+    acked = ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
+    client.receive(bytes(acked), SERVER, 0.7)
+    assert [e.text for e in client.drain() if isinstance(e, Show)] == [WELCOME]
+    assert client.registered and client.session == 4
+
+
+@pytest.mark.parametrize("status, line", [
+    ("name_taken", ">>> Someone has already used this name. Try another one."),
+    ("not_registered", ">>> The server did not keep the registration (it expired). Try again."),
+])
+def test_a_refused_confirm_exits_1(status, line):
+    client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    client.start(0.0)
+    (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    client.receive(bytes(ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9)), SERVER, 0.1)
+    (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    client.receive(bytes(ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status=status)), SERVER, 0.2)
+    assert [e.text for e in client.drain() if isinstance(e, Show)] == [line]
+    assert client.exit_status == 1 and not client.registered
+
+
+def test_a_client_names_a_peer_of_another_version_once():
+    client = registered_client()
+    old = bytearray(table_pkt(50, 1, 0, ("Ann", 7001)))
+    old[2] = VERSION - 1
+    for _ in range(3):
+        client.receive(bytes(old), SERVER, 1.0)
+    lines = [e.text for e in client.drain() if isinstance(e, Show)]
+    assert lines == [f">>> {SERVER[0]}:{SERVER[1]} speaks chat protocol version {VERSION - 1}; this node speaks version {VERSION}"]
+    assert client.drops["other version"] == 3 and client.table_version == 0
 
 
 def test_name_taken_exits_1():
@@ -598,7 +643,11 @@ def registered_client() -> ClientLogic:
     (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
     answer = ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9)
     client.receive(bytes(answer), SERVER, 0.0)
+    (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    confirmed = ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
+    client.receive(bytes(confirmed), SERVER, 0.0)
     client.drain()
+    assert client.registered
     return client
 
 

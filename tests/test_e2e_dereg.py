@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.procs import cluster  # noqa: F401  (cluster is a fixture)
+from tests.procs import cluster, in_group  # noqa: F401  (cluster is a fixture)
 
 
 @pytest.fixture
@@ -45,12 +45,7 @@ def test_dereg_other_name_is_invalid(pair):
 
 def test_dereg_in_group_mode_leaves_the_group(pair):
     server, ann, bob = pair
-    ann.sendline("create_group g")
-    ann.expect_line(">>> Group g created by Server.")
-    for proc in (ann, bob):
-        proc.sendline("join_group g")
-        proc.expect_line(">>> Entered group g successfully")
-    server.expect_groups({"g": ["Ann", "Bob"]})
+    in_group([ann, bob], server)
     ann.sendline("dereg Ann")
     ann.expect_line(">>> You are Offline. Bye.")
     assert ann.wait_exit() == 0

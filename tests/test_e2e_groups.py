@@ -211,6 +211,9 @@ def test_a_burst_of_group_messages_is_acknowledged_in_a_few_datagrams(cluster):
         reg, addr = fake.receive("reg")
         ok = STATUS_CODES["ok"]
         fake.send(addr, "reg_ack", ack_id=reg.msg_id, status=ok, token=77, session=5)
+        confirm, _ = fake.receive("confirm")
+        assert confirm.token == 77, "the confirm carries the new token"
+        fake.send(addr, "ack", ack_id=confirm.msg_id, status=ok)
         fake.send(addr, "table", version=1, base=0,
                   entries=[{"client": "Bob", "ip": HOST, "port": addr[1], "online": 1, "session": 5}])
         bob.expect_line(">>> Welcome, You are registered.")
@@ -265,6 +268,8 @@ def test_the_server_takes_one_ack_for_several_group_messages(cluster):
 
         member.sendto(net.build("reg", secret=False).data, to_server)
         net.token = receive("reg_ack").payload.token
+        member.sendto(net.build("confirm").data, to_server)
+        assert receive("ack").payload.status == STATUS_CODES["ok"]
         member.sendto(net.build("join_group", group="g").data, to_server)
         assert receive("ack").payload.status == STATUS_CODES["ok"]
         server.expect_groups({"g": ["Ann", "Bob"]})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
-from tests.procs import HOST, cluster  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST, ProxyProcess, cluster, free_port  # noqa: F401  (cluster is a fixture)
 
 NAME_TAKEN = ">>> Someone has already used this name. Try another one."
 ADDR_TAKEN = ">>> Someone has already used this (IP, port) combination. Try another one."
@@ -81,3 +82,31 @@ def test_crashed_client_comes_back_on_same_address(cluster):
     back = cluster.client("Ann", server, port=ann.port)
     back.sendline("list_groups")
     back.expect_line(">>> No available group right now")
+
+
+def test_lost_reg_acks_and_confirms_are_retransmitted_and_register_once(cluster, tmp_path):
+    """Through tools/lossy_proxy.py: the first reg_ack and the first two confirms are lost.  The
+    retransmitted reg gets the same answer again (the same token), the third confirm starts
+    the session, and the others see the newcomer."""
+    server = cluster.server()
+    ann = cluster.client("Ann", server)
+    log = tmp_path / "proxy.jsonl"
+    proxy = ProxyProcess((HOST, server.port), "--log", str(log),
+                         "--rule", "drop type=reg_ack first=1", "--rule", "drop type=confirm first=2")
+    try:
+        port = free_port()
+        bob = cluster.spawn(["-c", "Bob", HOST, str(proxy.address[1]), str(port), "--bind", HOST], f"Bob:{port}")
+        bob.expect_line(">>> Welcome, You are registered.")
+        bob.expect_clients({"Bob": "online", "Ann": "online"})
+        ann.expect_clients({"Bob": "online"})
+        bob.sendline("list_groups")  # the session works
+        bob.expect_line(">>> No available group right now")
+    finally:
+        proxy.stop()
+    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    dropped = [(a["type"], a["id"]) for a in actions if a["action"] == "drop"]
+    assert [kind for kind, _ in dropped] == ["reg_ack", "confirm", "confirm"], dropped
+    confirms = {a["id"] for a in actions if a["type"] == "confirm"}
+    assert len(confirms) == 1, "one confirm, retransmitted"
+    answers = [a["id"] for a in actions if a["type"] == "reg_ack"]
+    assert len(answers) == 2 and len(set(answers)) == 1, "the retransmitted reg is answered again from memory"

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from proto import MSG_TYPES, STATUSES, ChatHeader, CreateGroup, Entry, GrpMsg, PriMsg, RegAck, SendGroup, Table, decode
+from proto import MAGIC, MSG_TYPES, STATUSES, VERSION, ChatHeader, CreateGroup, Entry, GrpMsg, PriMsg, RegAck, SendGroup, Table, decode
 from tests.procs import FAST, HOST, WAIT, cluster  # noqa: F401  (cluster is a fixture)
 
 
@@ -31,11 +31,11 @@ def junk() -> list[bytes]:
         b"\x00",
         b"hello server",
         rng.randbytes(600),
-        bytes.fromhex("c4a701") + b"\xff" * 40,  # magic and version, then nonsense
+        MAGIC.to_bytes(2, "big") + bytes([VERSION]) + b"\xff" * 40,  # magic and version, then nonsense
         valid[:-1],  # cut short
         valid + b"extra",  # trailing bytes
         valid[:4] + bytes([99]) + valid[5:],  # unknown type
-        b"\xc4\xa7\x01" + rng.randbytes(60000),
+        MAGIC.to_bytes(2, "big") + bytes([VERSION]) + rng.randbytes(60000),
     ]
 
 
@@ -158,9 +158,12 @@ def test_server_stops_cleanly(cluster, how):
 
 
 def register_raw(sock, server, name: str) -> RegAck:
-    """Register the plain socket as a client; returns the answer (its token and session)."""
-    answer = request(sock, (HOST, server.port), ChatHeader(type="reg", msg_id=31, sender=name))
+    """Register the plain socket as a client (reg, then confirm with the new token); returns
+    the reg_ack's payload (its token and session)."""
+    answer = request(sock, (HOST, server.port), ChatHeader(type="reg", msg_id=30, sender=name))
     assert STATUSES[answer.payload.status] == "ok", answer
+    confirmed = request(sock, (HOST, server.port), ChatHeader(type="confirm", msg_id=31, sender=name, token=answer.payload.token))
+    assert STATUSES[confirmed.payload.status] == "ok", confirmed
     return answer.payload
 
 

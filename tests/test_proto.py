@@ -163,7 +163,7 @@ def test_each_kind_of_damage_is_a_protocol_error():
         "truncated header": good[:10],
         "truncated text": good[:-1],
         "wrong magic": b"\x00\x00" + good[2:],
-        "wrong version": good[:2] + b"\x02" + good[3:],
+        "wrong version": good[:2] + bytes([VERSION - 1]) + good[3:],
         "unknown type": good[:3] + b"\xee" + good[4:],
         "trailing garbage": good + b"x",
         "bad UTF-8": good[:-2] + b"\xff\xfe",
@@ -219,6 +219,7 @@ EXAMPLES = {
     "dereg": (ChatHeader(type="dereg", msg_id=12, sender="Ann"), ["dereg", "12", "Ann"]),
     "list_groups": (ChatHeader(type="list_groups", msg_id=13, sender="Ann"), ["list_groups", "13"]),
     "probe": (ChatHeader(type="probe", msg_id=14, sender="server"), ["probe", "14", "server"]),
+    "confirm": (ChatHeader(type="confirm", msg_id=12, sender="Ann"), ["confirm", "12", "Ann"]),
     "reg_ack": (ChatHeader(type="reg_ack", sender="server") / RegAck(ack_id=11, status="name_taken"), ["reg_ack", "RegAck", "11", "name_taken"]),
     "ack": (ChatHeader(type="ack", sender="server") / Ack(ack_id=13, items=[Name(value="g1"), Name(value="g2")]), ["ack", "Ack", "13", "ok", "g1", "g2"]),
     "table": (

@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from tests.procs import HOST, Cluster, Proc, ProxyProcess, cluster, free_port  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST, Cluster, Proc, ProxyProcess, cluster, free_port, in_group  # noqa: F401  (cluster is a fixture)
 from tools.lossy_proxy import ProxyThread
 
 DEFAULT: tuple[str, ...] = ()  # 500 ms x 5 tries
@@ -132,16 +132,6 @@ def last_table(proc: Proc) -> dict[str, tuple[str, int, str]] | None:
 
 def ever_offline(proc: Proc, name: str) -> bool:
     return re.search(rf"^\s*{name}\s+\S+\s+\d+\s+offline\s*$", proc.text, re.MULTILINE) is not None
-
-
-def in_group(procs: list[Proc], server: Proc, group: str = "g", create: bool = True) -> None:
-    if create:
-        procs[0].sendline(f"create_group {group}")
-        procs[0].expect_line(f">>> Group {group} created by Server.")
-    for proc in procs:
-        proc.sendline(f"join_group {group}")
-        proc.expect_line(f">>> Entered group {group} successfully")
-    server.expect_groups({group: [proc.name for proc in procs]})
 
 
 # -- client to server ------------------------------------------------------------------------------

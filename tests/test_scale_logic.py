@@ -36,18 +36,23 @@ class Server:
         return ("10.1.0.1", 1024 + int(name.rsplit("-", 1)[1]))
 
     def batch(self, datagrams: list[tuple[bytes, tuple]]) -> list[Send]:
+        """Feed ``datagrams`` and drain; each client answered with an ok reg_ack confirms at
+        once, its confirm read with the others and drained once too."""
+        out, confirms = [], []
         for data, addr in datagrams:
             self.logic.receive(data, addr, self.now)
-        out = []
         for effect in self.logic.drain():
             if isinstance(effect, Send):
                 out.append(effect)
-                if kind(parse(effect.data)) == "reg_ack":
-                    self.tokens[self.name_at(effect.addr)] = parse(effect.data).payload.token
+                msg = parse(effect.data)
+                if kind(msg) == "reg_ack" and msg.payload.status == 0:
+                    name = self.name_at(effect.addr)
+                    self.tokens[name] = msg.payload.token
+                    confirms.append((encode("confirm", {"msg_id": 2, "sender": name, "token": msg.payload.token}), effect.addr))
             elif isinstance(effect, ShowTable) and effect.title == ">>> Client table updated.":
                 self.shown.append(effect)
         self.sent += out
-        return out
+        return out + (self.batch(confirms) if confirms else [])
 
     def name_at(self, addr) -> str:
         return self.logic.by_addr.get(addr) or f"{LONG}-{addr[1] - 1024}"
@@ -160,7 +165,8 @@ def test_a_burst_of_registrations_costs_each_client_one_update():
         (update,) = tables_to(burst, s.addr(f"{LONG}-{i}"))
         assert update.payload.version == s.logic.version and len(update.payload.entries) == 20
     assert len(s.shown) == 2, "the table is printed once per burst"
-    assert len(s.sent) - before == 20 + 30 + 20, "20 reg_acks, one update each for the 30, a first part each for the 20"
+    assert len(s.sent) - before == 20 + 20 + 30 + 20, (
+        "20 reg_acks, 20 acks of their confirms, one update each for the 30, a first part each for the 20")
 
 
 def test_changes_while_an_update_is_in_flight_wait_for_its_ack():
@@ -282,7 +288,10 @@ def test_a_client_shows_a_long_table_now_and_then():
     client.start(0.0)
     reg = parse(client.drain()[0].data)
     client.receive(encode("reg_ack", {"msg_id": 1, "sender": "server"}, {"ack_id": reg.msg_id, "token": 5}), server, 0.0)
+    confirm = parse(client.drain()[0].data)
+    client.receive(encode("ack", {"msg_id": 2, "sender": "server"}, {"ack_id": confirm.msg_id}), server, 0.0)
     client.drain()
+    assert client.registered
     shown = []  # rows of each table shown, read when shown
     for v in range(1, 301):  # one new row per update, 10 ms apart
         row = {"client": f"c{v}", "ip": "10.0.0.1", "port": 1000 + v, "session": v}

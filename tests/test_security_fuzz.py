@@ -223,13 +223,14 @@ def conversation_round(ann, bob, cid, server, k: int) -> None:
 
 def visible(proc, start: int, end: int, k: int) -> list[str]:
     """What ``proc`` showed between two marks, the round number made generic; client tables
-    (registrations by the fuzz itself change them) and the first-drop notes left out."""
+    (registrations by the fuzz itself change them), the first-drop notes and the notes naming a
+    fuzzing socket that sent another version byte left out."""
     lines = []
     skipping = False
     for line in proc.text[start:end].split("\n"):
         if line.startswith(">>>"):
             skipping = line == ">>> Client table updated."
-            if not skipping and not line.startswith(">>> Dropped"):
+            if not skipping and not line.startswith(">>> Dropped") and " speaks chat protocol version " not in line:
                 lines.append(line.replace(f"r{k} ", "rK "))
         elif not skipping and line.strip():
             lines.append(line)

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import threading
 import time
 
 import pytest
 
-from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES, MSG_TYPES, Ack, CreateGroup, Entry, GrpMsg, JoinGroup, Kick, LeaveGroup
+from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES, MSG_TYPES, VERSION, Ack, ChatHeader, CreateGroup, Entry, GrpMsg, JoinGroup, Kick, LeaveGroup
 from proto import PriMsg, SendGroup, Table
-from tests.procs import FAST, HOST, WAIT, cluster, free_port, run_plain  # noqa: F401  (cluster is a fixture)
-from tests.security_tools import Peer, ReceiveQueues, drain, finish, needs_root, peers, spoof, status  # noqa: F401  (peers)
+from tests.procs import FAST, HOST, WAIT, cluster, free_port, in_group, run_plain  # noqa: F401  (cluster is a fixture)
+from tests.security_tools import Peer, ReceiveQueues, drain, finish, needs_root, peers, spoof, spoof_all, status  # noqa: F401  (peers)
 
 
 def addr(proc) -> tuple[str, int]:
@@ -123,6 +124,116 @@ def test_forged_source_with_a_wrong_token_is_dropped(cluster, peers):
     finish(ann)
     finish(bob)
     assert finish(server)["forged"] == 2
+
+
+# -- registration proves the address -----------------------------------------------------------
+
+
+@needs_root
+def test_a_forged_reg_from_a_live_clients_address_leaves_its_session(cluster, peers):
+    """A reg in Ann's name, and one in a new name, forged from Ann's address: the server answers
+    Ann (who never asked, so ignores it) and waits for a confirm that never comes.  Ann's session
+    and her group membership go on."""
+    server = cluster.server()
+    ann, bob = cluster.clients(["Ann", "Bob"], server)
+    in_group([ann, bob], server)
+    drain(server)
+    mark = server.mark()
+    forger = peers()
+    spoof_all([(bytes(forger.header("reg", sender=name, port=ann.port, token=0)), addr(ann)) for name in ("Ann", "Mallory")],
+              addr(server))
+    bob.sendline("send_group after the forgery")  # through the server, after the forged regs
+    bob.expect_line(">>> (g) Message received by Server.")
+    ann.expect_line(">>> (g) Group_Message Bob: after the forgery")
+    ann.sendline("list_members")
+    ann.expect_lines(">>> (g) Members in the group g:", ">>> (g) Ann", ">>> (g) Bob")
+    server.expect_line(">>> Client Ann requested listing members of group g:")
+    assert not [line for line in server_events(server, mark) if "updated" in line], server.text[mark:]
+    assert "Mallory" not in server.text
+
+
+def _received_bytes(sock) -> tuple[int, list[str]]:
+    """Bytes and message types of every datagram waiting on ``sock``, without waiting."""
+    total, kinds = 0, []
+    sock.setblocking(False)
+    while True:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return total, kinds
+        total += len(data)
+        kinds.append(MSG_TYPES.get(data[3], "?") if len(data) > 3 else "?")
+
+
+@needs_root
+def test_reg_floods_forged_from_victims_amplify_nothing_and_stall_no_one(cluster, peers):
+    """2,000 regs in new names, forged from 2,000 victims' addresses (a few of them twice, and a
+    retransmission): each victim receives at most three times the bytes sent in its name (QUIC's
+    anti-amplification rule), nothing but reg_acks, and a real newcomer is still seen at once."""
+    server = cluster.server()
+    ann, bob = cluster.clients(["Ann", "Bob"], server)
+    victims = []
+    try:
+        for _ in range(2000):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            victims.append(sock)
+            sock.bind((HOST, 0))
+        forged, sent = [], {}
+        for i, victim in enumerate(victims):
+            where = victim.getsockname()
+            names = [f"V{i}"] + ([f"W{i}"] if i < 20 else [])
+            for msg_id, name in enumerate(names, 1):
+                data = bytes(ChatHeader(type="reg", msg_id=msg_id, port=where[1], sender=name))
+                forged += [(data, where)] * (2 if i < 10 else 1)  # the first ten: a retransmission each
+        for data, where in forged:
+            sent[where] = sent.get(where, 0) + len(data)
+        spoof_all(forged, addr(server))
+        # Sent after the flood, so answered after every forged reg was handled and answered.
+        sync = peers()
+        assert status(sync.request(sync.header("list_groups", sender="Sync"), addr(server))) == "not_registered"
+        received = {victim.getsockname(): _received_bytes(victim) for victim in victims}
+    finally:
+        for victim in victims:  # closed before more terminals are opened (pexpect's select() stops at 1024)
+            victim.close()
+    over = {where: (got, sent[where]) for where, (got, _) in received.items() if got > 3 * sent[where]}
+    assert not over, f"{len(over)} victims got more than 3x their bytes, e.g. {list(over.items())[:3]}"
+    kinds = {kind for _, got in received.values() for kind in got}
+    assert kinds == {"reg_ack"}, kinds
+    cy = cluster.client("Cy", server)
+    ann.expect_clients({"Cy": "online"})
+    bob.expect_clients({"Cy": "online"})
+    cy.sendline("send Ann hello")
+    ann.expect_line(">>> Cy: hello")
+    table = server.expect_clients({"Cy": "online"}, since=0)
+    assert set(table) == {"Ann", "Bob", "Cy"}, "no forged name was registered"
+    for proc in (ann, bob, cy):
+        finish(proc)  # the clients first, while the server can acknowledge their dereg
+    counts = finish(server)
+    assert counts["unconfirmed reg"] > 0, counts
+
+
+def test_a_node_names_each_peer_speaking_another_version_once(cluster, peers):
+    server = cluster.server()
+    ann, bob = cluster.clients(["Ann", "Bob"], server)
+    old, other = peers(), peers()
+    v1 = bytearray(bytes(old.header("reg", sender="Old")))
+    v1[2] = VERSION - 1
+    for _ in range(3):
+        old.send(bytes(v1), addr(server))
+        old.send(bytes(v1), addr(ann))
+    other.send(bytes(v1), addr(server))
+    # Sent after them, so read after them: every datagram of version 1 has been handled by then.
+    bob.sendline("send Ann sync")
+    ann.expect_line(">>> Bob: sync")
+    bob.sendline("list_groups")
+    server.expect_line(">>> Client Bob requested listing groups, current groups:")
+    line = "{}:{} speaks chat protocol version {}; this node speaks version {}"
+    for proc, peer, times in ((server, old, 1), (server, other, 1), (ann, old, 1), (ann, other, 0)):
+        assert proc.text.count(line.format(*peer.addr, VERSION - 1, VERSION)) == times, proc.text
+    assert finish(ann)["other version"] == 3
+    finish(bob)
+    counts = finish(server)
+    assert counts["other version"] == 4 and counts["malformed"] == 0, counts
 
 
 def test_kick_is_verified_by_probing_the_reported_client(cluster, peers):

@@ -9,10 +9,13 @@ import random
 import pytest
 
 from node.effects import Send, Show, ShowTable
+from node.names import SERVER_NAME
 from node.reliable import RetryPolicy
-from node.server import ServerLogic
+from node.server import MAX_PENDING, PENDING_WINDOWS, ServerLogic
+from node.versions import MAX_TOLD
 from proto import (
     STATUSES,
+    VERSION,
     Ack,
     ChatHeader,
     CreateGroup,
@@ -25,6 +28,8 @@ from proto import (
     SendGroup,
     decode,
 )
+from proto.codec import HEADER_MIN
+from proto.fastpath import encode
 from simnet import SimNet, dropping, kind
 
 # -- a server fed by hand ------------------------------------------------------------
@@ -103,12 +108,17 @@ class Fake:
         assert answers, f"no answer to #{msg_id}"
         return answers[-1]
 
-    def register(self) -> str:
+    def register(self, confirm: bool = True) -> str:
+        """reg, then (if it was answered ok, and with ``confirm``) confirm with the new token:
+        the status of the last answer."""
         data = self.packet("reg")
         self.h.deliver(data, self.addr)
         answer = self.answer_to(decode(data).msg_id)
+        status = STATUSES[answer.payload.status]
+        if status != "ok" or not confirm:
+            return status
         self.token = answer.payload.token
-        return STATUSES[answer.payload.status]
+        return self.ask("confirm")
 
     def ack(self, pkt, status: str = "ok") -> None:
         self.h.deliver(bytes(ChatHeader(type="ack", msg_id=next(self.h._ids), sender=self.name, token=self.token) / Ack(ack_id=pkt.msg_id, status=status)), self.addr)
@@ -190,6 +200,176 @@ def test_re_registration_starts_outside_any_group():
     ann.ask("dereg")
     h.client("Ann", addr=ann.addr)
     assert h.server.groups["g"] == {} and h.server.clients["Ann"].group is None
+
+
+# -- registration proves the address ----------------------------------------------------------
+
+
+def reg_only(fake: "Fake") -> object:
+    """Send ``fake``'s reg, not its confirm: the reg_ack (its token kept in ``fake.token``)."""
+    data = fake.packet("reg")
+    fake.h.deliver(data, fake.addr)
+    answer = fake.answer_to(decode(data).msg_id)
+    fake.token = answer.payload.token
+    return answer
+
+
+def test_nothing_changes_until_the_confirm_comes():
+    h = Harness()
+    bob = h.client("Bob")
+    bob.ack(bob.received("table")[-1])
+    h.take_lines()
+    sent = len(h.out)
+    ann = h.client("Ann", register=False)
+    assert STATUSES[reg_only(ann).payload.status] == "ok" and ann.token
+    assert [kind(p) for _, _, p in h.out[sent:]] == ["reg_ack"], "the reg_ack and nothing else"
+    assert "Ann" not in h.server.clients and h.server.version == 1 and h.take_lines() == []
+    assert ann.ask("confirm") == "ok"
+    assert h.server.clients["Ann"].token == ann.token and h.server.version == 2
+    assert h.take_lines()[0] == ">>> Client table updated."
+    assert [e.client for e in bob.received("table")[-1].payload.entries] == ["Ann"], "broadcast only now"
+
+
+def test_a_forged_reg_from_a_live_clients_address_leaves_its_session():
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    version, sent = h.server.version, len(h.out)
+    forger = Fake(h, "Ann", ann.addr)  # the source address forged: the answer goes to Ann
+    assert STATUSES[reg_only(forger).payload.status] == "ok"
+    assert [(addr, kind(p)) for _, addr, p in h.out[sent:]] == [(ann.addr, "reg_ack")]
+    assert h.server.version == version and h.take_lines() == [], "no change, nothing broadcast"
+    # Ann's session goes on with her token, in her group.
+    assert bob.ask("send_group", SendGroup(group="g", text="still there?")) == "ok"
+    assert ann.received("grp_msg")[-1].payload.text == "still there?"
+    assert ann.ask("list_members", ListMembers(group="g")) == "ok"
+    # The forger never got the token, so its guess is a forgery: dropped, no answer.
+    before = len(h.out)
+    h.deliver(forger.packet("confirm", token=forger.token ^ 1), ann.addr)
+    assert len(h.out) == before and h.server.drops["forged"] == 1
+    assert h.server.clients["Ann"].token == ann.token
+
+
+def test_the_confirm_replaces_the_old_session():
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    old = ann.token
+    again = Fake(h, "Ann", ann.addr)
+    reg_only(again)
+    assert ann.ask("list_groups") == "ok", "the old session is valid while the new one waits"
+    assert again.ask("confirm") == "ok"
+    assert "Ann" not in h.server.groups["g"], "a new session starts outside any group"
+    before = len(h.out)
+    h.deliver(again.packet("list_groups", token=old), ann.addr)
+    assert len(h.out) == before and h.server.drops["forged"] == 1, "the old token is dead"
+
+
+def test_an_unconfirmed_registration_expires():
+    h = Harness()
+    ann = h.client("Ann", register=False)
+    reg_only(ann)
+    h.advance(PENDING_WINDOWS * h.server.net.policy.window + 0.01)
+    assert ann.ask("confirm") == "not_registered"
+    assert "Ann" not in h.server.clients and h.server.version == 0
+    h.client("Bob")  # the next registration clears the expired one away
+    assert h.server.drops["unconfirmed reg"] == 1
+
+
+def test_confirm_without_a_registration_waiting_is_refused():
+    h = Harness()
+    ann = h.client("Ann")
+    stranger = Fake(h, "Zed", ("10.9.9.9", 7000))
+    assert stranger.ask("confirm") == "not_registered"
+    other = Fake(h, "Bob", ("10.9.9.10", 7000))
+    reg_only(other)
+    wrong_name = Fake(h, "Cat", other.addr)
+    wrong_name.token = other.token
+    assert wrong_name.ask("confirm") == "not_registered", "the registration waiting there is Bob's"
+    assert set(h.server.clients) == {"Ann"} and ann.ask("list_groups") == "ok"
+
+
+def test_pending_registrations_do_not_count_toward_max_clients():
+    from node.limits import Limits
+
+    h = Harness()
+    h.server.limits = Limits(max_clients=2)
+    h.client("Ann")
+    for i in range(20):  # never confirmed: forged sources, say
+        assert STATUSES[reg_only(Fake(h, f"Ghost{i}", (f"10.8.0.{i}", 9))).payload.status] == "ok"
+    assert h.client("Bob", register=False).register() == "ok"
+    assert h.client("Cat", register=False).register() == "server_full"
+
+
+def test_two_pending_registrations_of_one_name_the_first_confirm_wins():
+    h = Harness()
+    first, second = Fake(h, "Ann", ("10.7.0.1", 7000)), Fake(h, "Ann", ("10.7.0.2", 7000))
+    reg_only(first)
+    reg_only(second)
+    assert second.ask("confirm") == "ok"
+    assert first.ask("confirm") == "name_taken"
+    assert h.server.clients["Ann"].addr == second.addr
+
+
+def test_pending_registrations_are_bounded():
+    h = Harness()
+    fakes = [Fake(h, f"N{i}", (f"10.{i // 250}.{i % 250}.1", 7000)) for i in range(MAX_PENDING + 10)]
+    for fake in fakes:
+        reg_only(fake)
+    assert len(h.server._pending) == MAX_PENDING
+    assert h.server.drops["unconfirmed reg"] == 10
+    assert fakes[0].ask("confirm") == "not_registered", "the oldest made room"
+    assert fakes[-1].ask("confirm") == "ok"
+    # A flood in many names from one address holds one entry.
+    for i in range(50):
+        reg_only(Fake(h, f"M{i}", ("10.99.0.1", 7000)))
+    assert len(h.server._pending) == MAX_PENDING
+    assert h.server.drops["unconfirmed reg"] == 10 + 49, "49 replaced"
+
+
+def test_an_unproven_address_gets_at_most_three_times_the_bytes_it_sent():
+    """QUIC's anti-amplification rule: whatever arrives from an address that has not confirmed a
+    registration (reg floods in new names, retransmitted regs, refused ones, requests of no
+    session, stray confirms), the server sends it at most three times as many bytes."""
+    h = Harness()
+    for i in range(30):  # a table worth sending
+        h.client(f"Member{i:02}")
+    version = h.server.version
+    victim = ("10.66.0.1", 4444)
+    received = 0
+
+    def send(data: bytes) -> None:
+        nonlocal received
+        received += len(data)
+        h.deliver(data, victim)
+
+    for i in range(200):
+        fake = Fake(h, f"R{i}", victim)
+        send(fake.packet("reg"))
+        if i % 10 == 0:
+            send(fake.packet("reg", msg_id=next(h._ids) - 1))  # a retransmission
+    shortest = Fake(h, "x", victim)
+    retransmitted = shortest.packet("reg")
+    for _ in range(20):
+        send(retransmitted)
+    for name in ("Member00", "", "server"):  # name taken, bad names
+        send(Fake(h, name, victim).packet("reg"))
+    send(Fake(h, "", victim).packet("list_groups"))  # 19 bytes, no session
+    send(Fake(h, "R3", victim).packet("confirm"))  # no registration of that name waits there
+    h.advance(10)  # whatever retransmissions or table rounds there would be
+    sent = sum(len(bytes(p)) for _, addr, p in h.out if addr == victim)
+    assert 0 < sent <= 3 * received, (sent, received)
+    assert h.server.version == version, "nothing registered, nothing broadcast"
+
+
+def test_every_answer_to_an_unproven_address_fits_three_times_the_smallest_datagram():
+    """Why the rule above holds for any traffic, not just the traffic tried: an address that has not
+    confirmed only ever gets answers, one per datagram it sent, and these are their sizes (fixed-size
+    fields: the values do not matter).  A version whose reg_ack grows past this must pad the reg."""
+    header = {"msg_id": 1, "sender": SERVER_NAME}
+    reg_ack = encode("reg_ack", header, {"ack_id": 1, "status": "ok", "token": 2**64 - 1, "session": 2**32 - 1})
+    refusal = encode("ack", header, {"ack_id": 1, "status": "not_registered"})
+    smallest = len(encode("list_groups", {"sender": ""}))  # a header with an empty name
+    assert smallest == HEADER_MIN and len(encode("reg", {"sender": "x"})) == HEADER_MIN + 1
+    assert max(len(reg_ack), len(refusal)) <= 3 * HEADER_MIN, (len(reg_ack), len(refusal))
 
 
 # -- groups ----------------------------------------------------------------------------------
@@ -367,6 +547,8 @@ def test_retransmitted_reg_gets_the_same_token():
     h.deliver(data, ann.addr)
     first, second = ann.received("reg_ack")
     assert first.payload.token == second.payload.token != 0
+    ann.token = first.payload.token
+    assert ann.ask("confirm") == "ok"
     assert h.server.version == 1, "registered once"
 
 
@@ -384,6 +566,28 @@ def test_malformed_datagrams_are_counted_logged_once_and_not_fatal():
     lines = h.take_lines()
     assert len(lines) == 1 and "malformed" in lines[0] and "10.6.6.6" in lines[0]
     assert ann.ask("create_group", CreateGroup(group="still")) == "ok"
+
+
+def test_datagrams_of_another_version_are_named_once_per_peer_and_counted():
+    h = Harness()
+    ann = h.client("Ann")
+    h.take_lines()
+    old = bytearray(ann.packet("list_groups"))
+    old[2] = VERSION - 1
+    for peer in (("10.5.0.1", 7771), ("10.5.0.2", 7772)):
+        for _ in range(3):
+            h.deliver(bytes(old), peer)
+    assert h.take_lines() == [
+        f">>> 10.5.0.1:7771 speaks chat protocol version {VERSION - 1}; this node speaks version {VERSION}",
+        f">>> 10.5.0.2:7772 speaks chat protocol version {VERSION - 1}; this node speaks version {VERSION}",
+    ]
+    assert h.server.drops["other version"] == 6 and h.server.drops["malformed"] == 0
+    assert not h.sent(to=("10.5.0.1", 7771)), "no answer: it would not understand one"
+    for i in range(MAX_TOLD + 50):  # many sources (forged, say): the lines stop, the count goes on
+        h.deliver(bytes(old), ("10.5.1.1", 1024 + i))
+    lines = h.take_lines()
+    assert len(lines) == MAX_TOLD - 2 + 1 and "only counted" in lines[-1]
+    assert h.server.drops["other version"] == 6 + MAX_TOLD + 50
 
 
 @pytest.mark.parametrize("forgery", ["unknown name", "wrong token", "wrong address", "offline"])
@@ -436,6 +640,7 @@ def test_replayed_registration_is_dropped():
     reg = ann.packet("reg")
     h.deliver(reg, ann.addr)
     ann.token = ann.answer_to(decode(reg).msg_id).payload.token
+    assert ann.ask("confirm") == "ok"
     assert ann.ask("dereg") == "ok"
     h.advance(60)
     h.deliver(reg, ann.addr)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from proto import MSG_TYPES, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table, decode
+from proto import MSG_TYPES, VERSION, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table, decode
 from tools import trace
 from tools.trace import Tracker
 from tests.captures import SNIFF, Capture, Processes, needs_root, run_tool
@@ -128,7 +128,7 @@ def test_filters_choose_what_is_shown(direct):
     counted = packet_lines(run_tool(SNIFF, "-r", str(direct.pcap), "--count", "3").stdout.splitlines())
     assert len(counted) == 3
     dumped = run_tool(SNIFF, "-r", str(direct.pcap), "--count", "1", "--hexdump").stdout.splitlines()
-    assert re.match(r"0000  C4 A7 01 01 ", dumped[1]), dumped  # magic, version, type reg
+    assert re.match(rf"0000  C4 A7 {VERSION:02X} 01 ", dumped[1]), dumped  # magic, version, type reg
 
 
 @needs_root
@@ -403,3 +403,18 @@ def test_ladder_and_svg_show_hostile_names_literally_and_escaped(hostile, tmp_pa
     for name in (SLASH, LINKED, FORGED_SHOWN):
         assert name in drawn
     assert no_control_characters(drawn)
+
+
+def test_a_datagram_of_another_protocol_version_is_labelled():
+    t = Tracker()
+    old = bytearray(bytes(header("reg", 1, "Ann", ANN[1])))
+    old[2] = VERSION - 1
+    event = t.feed(0, ANN, SERVER, bytes(old))
+    assert event.kind == "other_version" and not event.is_request
+    assert f"chat protocol version {VERSION - 1}; this tool reads version {VERSION}" in trace.line(event).plain
+    from scapy.layers.inet import IP, UDP
+
+    from tools.sniff import udp_datagram
+
+    frame = IP(src=ANN[0], dst=SERVER[0]) / UDP(sport=ANN[1], dport=SERVER[1]) / bytes(old)
+    assert udp_datagram(IP(bytes(frame)), set()) is not None, "the sniffer shows it, labelled"

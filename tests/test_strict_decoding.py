@@ -14,7 +14,7 @@ from scapy.packet import Packet
 
 from node.effects import Send
 from node.server import ServerLogic
-from proto import MSG_TYPES, STATUSES, TYPE_CODES, ChatHeader, PriMsg, ProtocolError, decode
+from proto import MSG_TYPES, STATUSES, TYPE_CODES, VERSION, ChatHeader, PriMsg, ProtocolError, decode
 from proto import codec, fastpath
 from proto.checks import enum_values
 from proto.fastpath import encode, parse
@@ -97,7 +97,7 @@ WORDED = {
     "twelve bytes": (GOOD[:12], "too short for a chat header (12 bytes, at least 19)"),
     "empty": (b"", "too short for a chat header (0 bytes, at least 19)"),
     "wrong magic": (b"\x00\x01" + GOOD[2:], "not a chat datagram (magic number 0x0001, not 0xc4a7)"),
-    "wrong version": (GOOD[:2] + b"\x02" + GOOD[3:], "chat version 2, not 1"),
+    "wrong version": (GOOD[:2] + bytes([VERSION + 1]) + GOOD[3:], f"chat version {VERSION + 1}, not {VERSION}"),
     "sender length past the end": (GOOD[:18] + b"\xff" + GOOD[19:], "header: field 'sender' has length 255, past the end (11 bytes left)"),
     "payload cut": (GOOD[:24], "pri_msg: too short for fields 'session', 'text_len' (2 bytes left, 6 needed)"),
     "text length past the end": (GOOD[:26] + b"\x00\x09" + GOOD[28:], "pri_msg: field 'text' has length 9, past the end (2 bytes left)"),
@@ -133,7 +133,9 @@ def register(server: ServerLogic, name: str, addr: tuple, now: float) -> int:
     server.receive(encode("reg", {"msg_id": 1, "port": addr[1], "sender": name}), addr, now)
     for effect in server.drain():
         if isinstance(effect, Send) and effect.addr == addr and MSG_TYPES[parse(effect.data).type] == "reg_ack":
-            return parse(effect.data).payload.token
+            token = parse(effect.data).payload.token
+            server.receive(encode("confirm", {"msg_id": 2, "port": addr[1], "token": token, "sender": name}), addr, now)
+            return token
     raise AssertionError("no reg_ack")
 
 

@@ -49,7 +49,7 @@ def udp_datagram(frame, ports: set[int]):
     """(time in µs, source, destination, payload) of a chat datagram in an IPv4/UDP frame, else None."""
     from scapy.layers.inet import IP, UDP
 
-    from proto import is_chat
+    from proto import is_chat, version_of
 
     ip = frame.getlayer(IP)
     udp = ip.payload if ip is not None else None
@@ -60,7 +60,7 @@ def udp_datagram(frame, ports: set[int]):
     data = bytes(udp.payload)
     if udp.len:
         data = data[: udp.len - 8]  # Ethernet padding is not part of the datagram
-    if not is_chat(data):
+    if not is_chat(data) and version_of(data) is None:  # other versions are shown too, labelled
         return None
     return round(frame.time * 1_000_000), (ip.src, udp.sport), (ip.dst, udp.dport), data
 
@@ -504,7 +504,7 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
-    types = [*MSG_TYPES.values(), "malformed"]
+    types = [*MSG_TYPES.values(), "malformed", "other_version"]
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
                      epilog=__doc__[__doc__.index("examples:"):], formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from rich.text import Text
 
 from node.text import escaped
-from proto import MSG_TYPES, STATUSES, ChatHeader, ProtocolError, decode
+from proto import MSG_TYPES, STATUSES, VERSION, ChatHeader, ProtocolError, decode, version_of
 
 Address = tuple[str, int]
 
@@ -34,12 +34,14 @@ SERVER = "server"
 ANSWERS = frozenset({"ack", "reg_ack"})
 # Requests only a server receives: their destination is the server.
 TO_SERVER = frozenset(
-    {"reg", "dereg", "create_group", "list_groups", "join_group", "leave_group", "list_members", "send_group", "kick"}
+    {"reg", "confirm", "dereg", "create_group", "list_groups", "join_group", "leave_group", "list_members", "send_group", "kick"}
 )
 MALFORMED = "malformed"
+OTHER_VERSION = "other_version"  # a chat datagram of a protocol version this tool does not read
+UNREAD = frozenset({MALFORMED, OTHER_VERSION})
 
 FAMILIES = {
-    "session": ("reg", "reg_ack", "dereg"),
+    "session": ("reg", "reg_ack", "confirm", "dereg"),
     "table": ("table",),
     "group": ("create_group", "list_groups", "join_group", "leave_group", "list_members"),
     "message": ("send_group", "grp_msg", "pri_msg"),
@@ -55,7 +57,7 @@ FAMILY_STYLE = {
     "answer": "bright_black",
 }
 TYPE_STYLE = {kind: FAMILY_STYLE[family] for family, kinds in FAMILIES.items() for kind in kinds}
-TYPE_STYLE[MALFORMED] = "bold red"
+TYPE_STYLE[MALFORMED] = TYPE_STYLE[OTHER_VERSION] = "bold red"
 
 # Learned names outrank guesses: a node's own sender field, then a table entry, then its role;
 # a name the tool itself gives (the replayer's socket) is never replaced.
@@ -100,7 +102,7 @@ class Event:
 
     @property
     def is_request(self) -> bool:
-        return self.kind not in ANSWERS and self.kind != MALFORMED
+        return self.kind not in ANSWERS and self.kind not in UNREAD
 
     @property
     def answered(self) -> bool:
@@ -152,8 +154,13 @@ class Tracker:
         try:
             pkt = decode(data)
         except ProtocolError as exc:
-            event = Event(self.count, time, time - self.origin, src, dst, self.name(src), self.name(dst), MALFORMED,
-                          None, data=data, error=str(exc))
+            version = version_of(data)
+            if version is not None and version != VERSION:
+                kind, error = OTHER_VERSION, f"chat protocol version {version}; this tool reads version {VERSION}"
+            else:
+                kind, error = MALFORMED, str(exc)
+            event = Event(self.count, time, time - self.origin, src, dst, self.name(src), self.name(dst), kind,
+                          None, data=data, error=error)
         else:
             event = self._chat(time, src, dst, data, pkt)
         self._types[event.kind] += 1
@@ -575,7 +582,7 @@ def _legend(events: list[Event]) -> Text:
 
 
 def _arrow_style(event: Event) -> str:
-    if event.dropped or event.kind == MALFORMED:
+    if event.dropped or event.kind in UNREAD:
         return "bold red"
     if event.is_request and not event.answered:
         return "bold red"
