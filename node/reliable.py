@@ -81,7 +81,7 @@ class _Acks:
     of plain sets, the older dropped whole: cheaper than an entry per id with its own expiry,
     like the remembered replies, when a busy group brings thousands of ids a second."""
 
-    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at")
+    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at", "batch")
 
     def __init__(self, memory: float, now: float):
         self.memory = memory
@@ -90,6 +90,9 @@ class _Acks:
         self.previous: set[int] = set()
         self.waiting: list[int] = []  # acknowledged, the ack not sent yet
         self.sent_at: float | None = None  # when the last ack went
+        # Acks sent so far: a wait knows its own batch is still waiting only if none went since
+        # it began (the time cannot tell: several acks may go at the same instant of a batch).
+        self.batch = 0
 
     def age(self, now: float) -> None:
         """Start a new generation when the current one is ``memory`` old (or full)."""
@@ -230,17 +233,21 @@ class Endpoint:
         if len(acks.waiting) >= ACK_BATCH or last is None or now >= last + self._ack_delay:
             self._send_acks(addr, acks, now)
         elif len(acks.waiting) == 1:
+            batch = acks.batch
 
             def due(now: float) -> None:
-                if acks.sent_at == last:  # else a full batch went meanwhile, and this wait is over
+                if acks.batch == batch:  # else its batch went meanwhile (full, or with a retransmission's ack)
                     self._send_acks(addr, acks, now)
 
             self.call_at(last + self._ack_delay, due)
 
     def _send_acks(self, addr: Address, acks: _Acks, now: float) -> None:
+        if not acks.waiting:
+            return  # nothing to acknowledge (cancel_all emptied it); an ack of nothing cannot be encoded
         first, *also = acks.waiting
         acks.waiting = []
         acks.sent_at = now
+        acks.batch += 1
         ack = self.build("ack", ack_id=first, status=STATUS_OK, also=[{"id": msg_id} for msg_id in also])
         self.effects.append(Send(ack.data, addr))
 

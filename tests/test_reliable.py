@@ -304,6 +304,22 @@ def test_a_retransmitted_message_is_acknowledged_again_at_once_and_processed_onc
     assert acks_until(ep, 100) == []
 
 
+def test_a_retransmission_in_the_same_batch_as_a_waiting_ack_leaves_nothing_for_the_wait():
+    """The shell hands a whole batch of datagrams over with one ``now``: an ack goes at once,
+    the next message starts a wait, a retransmission of the first sends both acks at that same
+    instant.  The wait then finds its batch gone (an ack of nothing would not even encode)."""
+    ep = endpoint()
+    ep.acknowledge(request_from("S", 1), PEER, 1.0)
+    ep.acknowledge(request_from("S", 2), PEER, 1.0)
+    assert ep.answer_again(request_from("S", 1), PEER, 1.0)
+    assert acked_ids(ep.drain()) == [[1], [2, 1]]
+    assert acks_until(ep, 100) == [], "the wait for message 2 ends without an ack"
+    assert ep.acks_waiting == 0
+    ep.acknowledge(request_from("S", 3), PEER, 1.001)
+    assert ep.drain() == []
+    assert acks_until(ep, 100) == [(pytest.approx(1.0 + ep.policy.ack_delay), [3])], "the next wait is its own"
+
+
 def test_the_ack_delay_is_a_small_part_of_the_retry_timeout():
     assert RetryPolicy().ack_delay == reliable.ACK_DELAY
     assert RetryPolicy(timeout=0.01).ack_delay == pytest.approx(0.001)
