@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
-from proto import STATUS_CODES
+from proto import STATUS_CODES, TYPE_CODES
 from proto.fastpath import Fields, encode
 
 from .effects import Address, Effect, Send
@@ -27,6 +27,8 @@ EachFailHandler = Callable[[Address, float], None]
 STATUS_OK = STATUS_CODES["ok"]
 ACK_DELAY = 0.005  # seconds an ack may wait to go with others; see RetryPolicy.ack_delay
 ACK_BATCH = 16  # message ids one ack answers at most (Ack.also holds up to 255)
+ACK = TYPE_CODES["ack"]
+ANSWER_TYPES = {"reg": TYPE_CODES["reg_ack"]}  # the type of answer a request takes: ack unless named here
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,19 @@ REPLY_MEMORY_WINDOWS = 4
 MAX_REMEMBERED_REPLIES = 65536
 
 
+# What one message id of an ack did (``Endpoint._acked``); or-ed over the ids of one ack.
+_UNKNOWN, _ANSWERED, _WRONG = 0, 1, 2
+
+
 def is_newer(msg_id: int, than: int) -> bool:
     """Serial-number order of 32-bit message ids (RFC 1982), so ids may wrap around."""
     return 0 < (msg_id - than) % 2**32 < 2**31
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):  # a named tuple: one is made for every datagram sent
     msg_id: int
     data: bytes
+    kind: str  # the message type, by name
 
 
 @dataclass(slots=True)
@@ -71,6 +77,7 @@ class _Pending:
     due: float
     on_ack: AckHandler | None  # called once every receiver has acknowledged
     on_fail: EachFailHandler  # called for each receiver that never did
+    answer: int  # the type of answer it takes (ANSWER_TYPES); another type is never handed to on_ack
 
 
 class _Acks:
@@ -119,6 +126,7 @@ class Endpoint:
         self.token = 0
         self.policy = policy
         self.effects: list[Effect] = []
+        self.drops: Counter[str] = Counter()  # answers that answered nothing, by kind; the node's own count
         self._rng = rng
         self._next_id = rng.randrange(1, 2**32)
         self._pending: dict[int, _Pending] = {}
@@ -141,7 +149,7 @@ class Endpoint:
         msg_id = self._next_id
         self._next_id = self._next_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
         header = {"msg_id": msg_id, "port": self.port, "token": self.token if secret else 0, "sender": self.name}
-        return Outgoing(msg_id, encode(type_name, header, payload))
+        return Outgoing(msg_id, encode(type_name, header, payload), type_name)
 
     def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
         """Send ``out`` and retransmit it until acked; returns its message id."""
@@ -160,7 +168,8 @@ class Endpoint:
         for addr in addrs:
             effects.append(Send(data, addr))
         due = now + self.policy.timeout
-        self._pending[out.msg_id] = _Pending(data, addrs, self.policy.tries - 1, due, on_ack, on_fail)
+        answer = ANSWER_TYPES.get(out.kind, ACK)
+        self._pending[out.msg_id] = _Pending(data, addrs, self.policy.tries - 1, due, on_ack, on_fail, answer)
         heapq.heappush(self._timers, (due, out.msg_id))
         return out.msg_id
 
@@ -175,22 +184,31 @@ class Endpoint:
         self._alarms.clear()
 
     def handle_ack(self, ack: Fields, addr: Address, now: float) -> bool:
-        """Match an ack or reg_ack to the requests it answers; False if it answers nothing pending."""
-        matched = self._acked(ack.payload.ack_id, ack, addr, now)
-        for more in getattr(ack.payload, "also", ()):  # a reg_ack answers one request only
-            matched = self._acked(more.id, ack, addr, now) or matched
-        return matched
+        """Match an ack or reg_ack to the requests it answers; False if it answers nothing pending.
 
-    def _acked(self, msg_id: int, ack: Fields, addr: Address, now: float) -> bool:
+        What answers nothing is counted in ``drops``: a ``stale ack`` (late or duplicate, normal
+        under loss), or a ``wrong answer``, one of the other type than its request takes."""
+        payload = ack.payload
+        outcome = self._acked(payload.ack_id, ack, addr, now)
+        for more in getattr(payload, "also", ()):  # a reg_ack answers one request only
+            outcome |= self._acked(more.id, ack, addr, now)
+        if outcome & _ANSWERED:
+            return True
+        self.drops["wrong answer" if outcome else "stale ack"] += 1
+        return False
+
+    def _acked(self, msg_id: int, ack: Fields, addr: Address, now: float) -> int:
         pending = self._pending.get(msg_id)
         if pending is None or addr not in pending.waiting:
-            return False
+            return _UNKNOWN
+        if ack.type != pending.answer:
+            return _WRONG  # its fields are not the ones the request's handler reads; the request stays
         pending.waiting.discard(addr)
         if not pending.waiting:
             del self._pending[msg_id]
             if pending.on_ack is not None:
                 pending.on_ack(ack, now)
-        return True
+        return _ANSWERED
 
     # -- incoming requests ------------------------------------------------
 
