@@ -246,3 +246,19 @@ def test_private_messages_under_loss(loss):
     assert stats["confirmed_but_not_shown"] == 0
     # a message is lost only if all 5 tries are; the expected share is loss**5
     assert stats["delivered_once"] >= 1 - 3 * loss**5 - 0.01
+
+
+def test_an_exception_in_a_logic_fails_the_simulated_run():
+    """The check every run makes: the simulator isolates a failing logic as the shell does
+    (counted, the node goes on), and the run then fails, naming the node."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+
+    def broken(data, addr, now):
+        raise RuntimeError("planted")
+
+    bob.receive = broken
+    sim.type(ann, "send Bob hi")
+    with pytest.raises(AssertionError, match=r"escaped the logic; the first, in Bob:(.|\n)*RuntimeError: planted"):
+        sim.run(1)
+    assert bob.drops["internal error"] >= 1 and sim.errors
