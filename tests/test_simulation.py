@@ -43,6 +43,17 @@ class Script:
     converged: bool = False  # did every table equal the server's once the network calmed?
 
 
+def send(sim: SimNet, script: Script, sender, target: str, text: str) -> None:
+    """``sender`` types a private message, noted in ``script``."""
+    script.sends.setdefault(sender.name, []).append((target, text))
+    sim.type(sender, f"send {target} {text}")
+
+
+def send_group(sim: SimNet, script: Script, member, text: str) -> None:
+    script.group_texts.append(text)
+    sim.type(member, f"send_group {text}")
+
+
 def network(rng: random.Random, seed: int) -> FaultPlan:
     loss = rng.choice([0.0, 0.05, 0.1, 0.2, 0.3])
     rules = [f"drop p={loss}", "duplicate 1 p=0.05", "delay 30ms±30ms p=0.2", "reorder p=0.05", "replay 400ms p=0.02"]
@@ -71,13 +82,9 @@ def conversation(seed: int) -> tuple[SimNet, Script]:
         if rng.random() < 0.5:
             sender = rng.choice([t for t in talkers if t not in members])
             target = rng.choice([n for n in names if n != sender])
-            text = f"p{seed}-{serial}"
-            script.sends.setdefault(sender, []).append((target, text))
-            sim.type(clients[sender], f"send {target} {text}")
+            send(sim, script, clients[sender], target, f"p{seed}-{serial}")
         else:
-            text = f"g{seed}-{serial}"
-            script.group_texts.append(text)
-            sim.type(clients[rng.choice(members)], f"send_group {text}")
+            send_group(sim, script, clients[rng.choice(members)], f"g{seed}-{serial}")
         if rng.random() < 0.2:
             sim.type(clients[rng.choice(members)], "list_members")
         if rng.random() < 0.05 and not script.crashed:
@@ -133,13 +140,9 @@ def group_burst(seed: int) -> tuple[SimNet, Script]:
     sim.plan = FaultPlan(rng.choice(BURST_NETWORKS), seed)
     for serial in range(rng.randint(4, 10)):
         if rng.random() < 0.2:
-            target, text = rng.choice(members), f"p{seed}-{serial}"
-            script.sends.setdefault(talker, []).append((target, text))
-            sim.type(clients[talker], f"send {target} {text}")
+            send(sim, script, clients[talker], rng.choice(members), f"p{seed}-{serial}")
         else:
-            text = f"g{seed}-{serial}"
-            script.group_texts.append(text)
-            sim.type(clients[rng.choice(members)], f"send_group {text}")
+            send_group(sim, script, clients[rng.choice(members)], f"g{seed}-{serial}")
         sim.run(rng.uniform(0.0, 0.3))
     wind_down(sim, clients, members, script)
     return sim, script
