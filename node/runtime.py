@@ -88,15 +88,18 @@ class Node:
     def _readable(self) -> None:
         now = self.loop.time()
         receive, recvfrom = self.logic.receive, self.sock.recvfrom
-        for _ in range(BATCH):
-            try:
-                data, addr = recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
+        batch = iter(range(BATCH))  # shared by the tries: after a failure, the rest of the batch
+        while True:
+            try:  # one try per batch, not one per datagram
+                for _ in batch:
+                    try:
+                        data, addr = recvfrom(65536)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        continue  # an ICMP error (port unreachable): loss, as far as the protocol is concerned
+                    receive(data, addr[:2], now)
                 break
-            except OSError:
-                continue  # an ICMP error (port unreachable): loss, as far as the protocol is concerned
-            try:  # costs nothing until it catches (Python 3.11+ has zero-cost try)
-                receive(data, addr[:2], now)
             except Exception:
                 self._internal_error("receiving a datagram")
         self.pump()
