@@ -14,7 +14,7 @@ from node.client import HELP, ClientLogic
 from node.effects import Show, ShowTable
 from node.limits import drop_report
 from node.reliable import RetryPolicy
-from node.runtime import open_node, run_client
+from node.runtime import ERROR_PAUSE, open_node, run_client
 from node.server import ServerLogic
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import encode, parse
@@ -140,6 +140,32 @@ def test_a_failing_timer_call_is_counted_and_the_timer_is_armed_again(capsys):
     assert run(test) == []
     err = capsys.readouterr().err
     assert err.count("Traceback") == 1 and "Internal error while handling a timer" in err, err
+
+
+def test_a_timer_call_that_always_fails_is_not_repeated_at_once():
+    """What failed is still due: calling it again at once would be a busy loop.  The timer
+    waits ERROR_PAUSE instead (asyncio never runs a timer before its time)."""
+
+    async def test():
+        logic, node, addr = await server_node()
+        loop = asyncio.get_running_loop()
+        calls: list[float] = []
+        ann = Peer("Ann")
+        try:
+            ann.send(addr, "reg")
+            await ann.receive("table")  # unacknowledged: a retransmission is due
+            logic.handle_timer = failing_for(logic.handle_timer, lambda now: calls.append(loop.time()) or True)
+            deadline = loop.time() + WAIT
+            while len(calls) < 3 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert len(calls) >= 3, calls
+            assert all(b - a >= ERROR_PAUSE * 0.99 for a, b in zip(calls, calls[1:])), calls
+            assert logic.drops["internal error"] == len(calls)
+        finally:
+            node.close()
+            ann.close()
+
+    assert run(test) == []
 
 
 def test_a_failing_show_is_counted_and_the_rest_is_carried_out(capsys):
