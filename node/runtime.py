@@ -135,15 +135,18 @@ class Node:
         except Exception:
             self._internal_error("collecting the logic's effects")
             effects = ()
-        for effect in effects:
-            try:
-                if type(effect) is Send:
-                    self._send(*effect)
-                elif isinstance(effect, Exit):
-                    if not self.done.done():
-                        self.done.set_result(effect.status)
-                else:
-                    self.show(effect)
+        effects = iter(effects)  # shared by the tries: after a failure, the rest of the effects
+        while True:
+            try:  # one try per drain, not one per effect
+                for effect in effects:
+                    if type(effect) is Send:
+                        self._send(*effect)
+                    elif isinstance(effect, Exit):
+                        if not self.done.done():
+                            self.done.set_result(effect.status)
+                    else:
+                        self.show(effect)
+                break
             except Exception:
                 self._internal_error(f"carrying out {type(effect).__name__}")
         try:
