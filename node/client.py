@@ -98,7 +98,7 @@ class ClientLogic:
         self._joining: str | None = None
         self._early = LineQueue(limits)
         self.refused = 0  # private messages refused since the queue was last printed: it was full
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self.session = 0  # our public session number, from the server
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
         self._rate = RateLimiter(limits.rate, limits.burst)
@@ -168,8 +168,7 @@ class ClientLogic:
             return
         kind = MSG_TYPES[pkt.type]
         if kind in ("ack", "reg_ack"):
-            if not self.net.handle_ack(pkt, addr, now):
-                self.drops["stale ack"] += 1
+            self.net.handle_ack(pkt, addr, now)  # counts what answers nothing, or is of the wrong type
             return
         handler = self._receivers.get(kind)
         if handler is None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
-from proto import STATUS_CODES
+from proto import STATUS_CODES, TYPE_CODES
 from proto.fastpath import Fields, encode
 
 from .effects import Address, Effect, Send
@@ -27,6 +27,8 @@ EachFailHandler = Callable[[Address, float], None]
 STATUS_OK = STATUS_CODES["ok"]
 ACK_DELAY = 0.005  # seconds an ack may wait to go with others; see RetryPolicy.ack_delay
 ACK_BATCH = 16  # message ids one ack answers at most (Ack.also holds up to 255)
+ACK = TYPE_CODES["ack"]
+ANSWER_TYPES = {"reg": TYPE_CODES["reg_ack"]}  # the type of answer a request takes: ack unless named here
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,19 @@ REPLY_MEMORY_WINDOWS = 4
 MAX_REMEMBERED_REPLIES = 65536
 
 
+# What one message id of an ack did (``Endpoint._acked``); or-ed over the ids of one ack.
+_UNKNOWN, _ANSWERED, _WRONG = 0, 1, 2
+
+
 def is_newer(msg_id: int, than: int) -> bool:
     """Serial-number order of 32-bit message ids (RFC 1982), so ids may wrap around."""
     return 0 < (msg_id - than) % 2**32 < 2**31
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):  # a named tuple: one is made for every datagram sent
     msg_id: int
     data: bytes
+    kind: str  # the message type, by name
 
 
 @dataclass(slots=True)
@@ -71,6 +77,7 @@ class _Pending:
     due: float
     on_ack: AckHandler | None  # called once every receiver has acknowledged
     on_fail: EachFailHandler  # called for each receiver that never did
+    answer: int  # the type of answer it takes (ANSWER_TYPES); another type is never handed to on_ack
 
 
 class _Acks:
@@ -81,7 +88,7 @@ class _Acks:
     of plain sets, the older dropped whole: cheaper than an entry per id with its own expiry,
     like the remembered replies, when a busy group brings thousands of ids a second."""
 
-    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at")
+    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at", "batch")
 
     def __init__(self, memory: float, now: float):
         self.memory = memory
@@ -90,6 +97,9 @@ class _Acks:
         self.previous: set[int] = set()
         self.waiting: list[int] = []  # acknowledged, the ack not sent yet
         self.sent_at: float | None = None  # when the last ack went
+        # Acks sent so far: a wait knows its own batch is still waiting only if none went since
+        # it began (the time cannot tell: several acks may go at the same instant of a batch).
+        self.batch = 0
 
     def age(self, now: float) -> None:
         """Start a new generation when the current one is ``memory`` old (or full)."""
@@ -116,6 +126,7 @@ class Endpoint:
         self.token = 0
         self.policy = policy
         self.effects: list[Effect] = []
+        self.drops: Counter[str] = Counter()  # answers that answered nothing, by kind; the node's own count
         self._rng = rng
         self._next_id = rng.randrange(1, 2**32)
         self._pending: dict[int, _Pending] = {}
@@ -138,7 +149,7 @@ class Endpoint:
         msg_id = self._next_id
         self._next_id = self._next_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
         header = {"msg_id": msg_id, "port": self.port, "token": self.token if secret else 0, "sender": self.name}
-        return Outgoing(msg_id, encode(type_name, header, payload))
+        return Outgoing(msg_id, encode(type_name, header, payload), type_name)
 
     def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
         """Send ``out`` and retransmit it until acked; returns its message id."""
@@ -157,7 +168,8 @@ class Endpoint:
         for addr in addrs:
             effects.append(Send(data, addr))
         due = now + self.policy.timeout
-        self._pending[out.msg_id] = _Pending(data, addrs, self.policy.tries - 1, due, on_ack, on_fail)
+        answer = ANSWER_TYPES.get(out.kind, ACK)
+        self._pending[out.msg_id] = _Pending(data, addrs, self.policy.tries - 1, due, on_ack, on_fail, answer)
         heapq.heappush(self._timers, (due, out.msg_id))
         return out.msg_id
 
@@ -172,22 +184,31 @@ class Endpoint:
         self._alarms.clear()
 
     def handle_ack(self, ack: Fields, addr: Address, now: float) -> bool:
-        """Match an ack or reg_ack to the requests it answers; False if it answers nothing pending."""
-        matched = self._acked(ack.payload.ack_id, ack, addr, now)
-        for more in getattr(ack.payload, "also", ()):  # a reg_ack answers one request only
-            matched = self._acked(more.id, ack, addr, now) or matched
-        return matched
+        """Match an ack or reg_ack to the requests it answers; False if it answers nothing pending.
 
-    def _acked(self, msg_id: int, ack: Fields, addr: Address, now: float) -> bool:
+        What answers nothing is counted in ``drops``: a ``stale ack`` (late or duplicate, normal
+        under loss), or a ``wrong answer``, one of the other type than its request takes."""
+        payload = ack.payload
+        outcome = self._acked(payload.ack_id, ack, addr, now)
+        for more in getattr(payload, "also", ()):  # a reg_ack answers one request only
+            outcome |= self._acked(more.id, ack, addr, now)
+        if outcome & _ANSWERED:
+            return True
+        self.drops["wrong answer" if outcome else "stale ack"] += 1
+        return False
+
+    def _acked(self, msg_id: int, ack: Fields, addr: Address, now: float) -> int:
         pending = self._pending.get(msg_id)
         if pending is None or addr not in pending.waiting:
-            return False
+            return _UNKNOWN
+        if ack.type != pending.answer:
+            return _WRONG  # its fields are not the ones the request's handler reads; the request stays
         pending.waiting.discard(addr)
         if not pending.waiting:
             del self._pending[msg_id]
             if pending.on_ack is not None:
                 pending.on_ack(ack, now)
-        return True
+        return _ANSWERED
 
     # -- incoming requests ------------------------------------------------
 
@@ -230,17 +251,21 @@ class Endpoint:
         if len(acks.waiting) >= ACK_BATCH or last is None or now >= last + self._ack_delay:
             self._send_acks(addr, acks, now)
         elif len(acks.waiting) == 1:
+            batch = acks.batch
 
             def due(now: float) -> None:
-                if acks.sent_at == last:  # else a full batch went meanwhile, and this wait is over
+                if acks.batch == batch:  # else its batch went meanwhile (full, or with a retransmission's ack)
                     self._send_acks(addr, acks, now)
 
             self.call_at(last + self._ack_delay, due)
 
     def _send_acks(self, addr: Address, acks: _Acks, now: float) -> None:
+        if not acks.waiting:
+            return  # nothing to acknowledge (cancel_all emptied it); an ack of nothing cannot be encoded
         first, *also = acks.waiting
         acks.waiting = []
         acks.sent_at = now
+        acks.batch += 1
         ack = self.build("ack", ack_id=first, status=STATUS_OK, also=[{"id": msg_id} for msg_id in also])
         self.effects.append(Send(ack.data, addr))
 

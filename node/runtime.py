@@ -1,12 +1,18 @@
 """The thin asyncio shell around the sans-IO logic: one UDP socket per node,
-the timers the logic asks for, and signals."""
+the timers the logic asks for, and signals.
+
+The shell isolates every call into the logic and every effect it carries out: an
+unexpected exception is counted (``internal error`` in the node's drop report), the
+first one's traceback goes to stderr, and the node goes on serving."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import socket
-from collections import deque
+import sys
+import traceback
+from collections import Counter, deque
 from typing import Callable, Protocol
 
 from .client import ClientLogic
@@ -21,11 +27,15 @@ class Logic(Protocol):
     def handle_timer(self, now: float) -> None: ...
     def drain(self) -> list[Effect]: ...
 
+    drops: Counter[str]
+
 
 BATCH = 64  # datagrams handed to the logic before its effects are carried out
 MAX_BACKLOG = 65536  # datagrams waiting for a full send buffer to drain; beyond that, lost
 RECEIVE_BUFFER = 4 << 20  # bytes: a burst (a registration storm, a group's acks) waits here instead of
 # being dropped by the kernel; Linux caps it at net.core.rmem_max
+INTERNAL_ERROR = "internal error"  # the drop kind that counts unexpected exceptions
+ERROR_PAUSE = 0.05  # seconds: after a timer call failed, the next waits at least this long (no busy loop)
 
 
 class Node:
@@ -47,22 +57,51 @@ class Node:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
         self._backlog: deque[tuple[bytes, Address]] = deque()
+        self._timer_floor = 0.0  # no timer before this (see ERROR_PAUSE)
+        self._traced = False  # an internal error's traceback was written already
         self.loop.add_reader(sock.fileno(), self._readable)
 
     def now(self) -> float:
         return self.loop.time()
 
+    def call(self, what: str, action: Callable[..., None], *args) -> None:
+        """Call into the logic (a typed command, a signal), isolated; then carry out its effects."""
+        try:
+            action(*args)
+        except Exception:
+            self._internal_error(what)
+        self.pump()
+
+    def _internal_error(self, what: str) -> None:
+        """Count the exception being handled; write the first one's traceback to stderr."""
+        self.logic.drops[INTERNAL_ERROR] += 1
+        if self._traced:
+            return
+        self._traced = True
+        try:
+            print(f"Internal error while {what}; the node goes on (later ones are only counted):", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # no stderr any more (the terminal is gone): the count remains
+
     def _readable(self) -> None:
         now = self.loop.time()
         receive, recvfrom = self.logic.receive, self.sock.recvfrom
-        for _ in range(BATCH):
-            try:
-                data, addr = recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
+        batch = iter(range(BATCH))  # shared by the tries: after a failure, the rest of the batch
+        while True:
+            try:  # one try per batch, not one per datagram
+                for _ in batch:
+                    try:
+                        data, addr = recvfrom(65536)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        continue  # an ICMP error (port unreachable): loss, as far as the protocol is concerned
+                    receive(data, addr[:2], now)
                 break
-            except OSError:
-                continue  # an ICMP error (port unreachable): loss, as far as the protocol is concerned
-            receive(data, addr[:2], now)
+            except Exception:
+                self._internal_error("receiving a datagram")
         self.pump()
 
     def _send(self, data: bytes, addr: Address) -> None:
@@ -91,15 +130,32 @@ class Node:
 
     def pump(self) -> None:
         """Carry out what the logic asked for, then arm its next timer."""
-        for effect in self.logic.drain():
-            if type(effect) is Send:
-                self._send(*effect)
-            elif isinstance(effect, Exit):
-                if not self.done.done():
-                    self.done.set_result(effect.status)
-            else:
-                self.show(effect)
-        when = self.logic.get_timer()
+        try:
+            effects = self.logic.drain()
+        except Exception:
+            self._internal_error("collecting the logic's effects")
+            effects = ()
+        effects = iter(effects)  # shared by the tries: after a failure, the rest of the effects
+        while True:
+            try:  # one try per drain, not one per effect
+                for effect in effects:
+                    if type(effect) is Send:
+                        self._send(*effect)
+                    elif isinstance(effect, Exit):
+                        if not self.done.done():
+                            self.done.set_result(effect.status)
+                    else:
+                        self.show(effect)
+                break
+            except Exception:
+                self._internal_error(f"carrying out {type(effect).__name__}")
+        try:
+            when = self.logic.get_timer()
+        except Exception:
+            self._internal_error("asking the logic for its next timer")
+            when = self.loop.time() + ERROR_PAUSE
+        if when is not None and when < self._timer_floor:
+            when = self._timer_floor
         # Re-armed only when the logic wants to be called sooner: a timer that comes too late
         # (the retransmission it was for got acked) finds nothing due and costs one call, while
         # moving it on every acked datagram would cost a cancel and a new timer each time.
@@ -111,7 +167,12 @@ class Node:
 
     def _on_timer(self) -> None:
         self._timer = self._timer_when = None
-        self.logic.handle_timer(self.loop.time())
+        now = self.loop.time()
+        try:
+            self.logic.handle_timer(now)
+        except Exception:
+            self._internal_error("handling a timer")
+            self._timer_floor = now + ERROR_PAUSE  # what failed may still be due: not again at once
         self.pump()
 
     def close(self) -> None:
@@ -158,26 +219,22 @@ async def run_client(logic: ClientLogic, bind: Address, terminal) -> int:
     loop = asyncio.get_running_loop()
 
     def shutdown() -> None:
-        logic.shutdown(node.now())
-        node.pump()
+        node.call("shutting down", logic.shutdown, node.now())
 
     def ended() -> None:
-        logic.end_of_input(node.now())
-        node.pump()
+        node.call("ending the input", logic.end_of_input, node.now())
 
     def typed(line: str) -> None:
-        logic.command(line, node.now())
-        node.pump()
+        node.call("running a typed command", logic.command, line, node.now())
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, shutdown)
-    logic.start(node.now())
-    node.pump()
+    node.call("registering", logic.start, node.now())
     reader = asyncio.ensure_future(terminal.read(typed, ended, shutdown, lambda: logic.prompt))
 
     def reader_done(task: asyncio.Future) -> None:
-        # A failure while reading or running a typed command would leave a client that
-        # is online but deaf to the keyboard: report it (with its traceback) and go offline.
+        # A failure while reading typed commands would leave a client that is online but
+        # deaf to the keyboard: report it (with its traceback) and go offline.
         if not task.cancelled() and task.exception() is not None:
             loop.call_exception_handler({"message": "reading typed commands failed", "exception": task.exception()})
             shutdown()

@@ -97,7 +97,7 @@ class ServerLogic:
         self._flying: set[str] = set()  # clients with a table part in flight (at most TABLE_WINDOW)
         self._now = 0.0  # the time the logic was last told
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.clients), self._print_table)
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self._probing: set[str] = set()
         # by address: one registration waits per address, so forging regs from one address in
         # many names holds one entry; insertion order is expiry order (all live equally long)
@@ -136,8 +136,7 @@ class ServerLogic:
             return
         kind = MSG_TYPES[pkt.type]
         if kind == "ack":
-            if not self.net.handle_ack(pkt, addr, now):
-                self.drops["stale ack"] += 1  # late or duplicate acks are normal under loss
+            self.net.handle_ack(pkt, addr, now)  # counts late or duplicate acks (normal under loss)
             return
         if self.net.answer_again(pkt, addr, now):
             return  # a retransmitted request: answered again, processed once

@@ -10,13 +10,24 @@ drop, delay or duplicate them, or a ``plan``: the lossy proxy's own rules
     sim.type(a, "send B hi")
     sim.run(1)
     assert sim.lines["B"][-1] == ">>> A: hi"
+
+Like the asyncio shell, the simulator isolates every call into a node's logic: an exception
+is counted (``internal error``) and recorded in ``errors``, and the node goes on.  Each
+``run`` then fails the test if any was recorded ("no exception escaped", checked in every
+simulated run), unless ``tolerate_errors`` is set by a caller that checks ``errors`` itself.
+
+``tick`` models the shell's batches: a node reads what reached its socket at once and hands
+it all over with one ``now``; with a tick, arrival times are rounded up to a multiple of it,
+so datagrams that arrive close together share an instant, as they do in a real batch.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
+import traceback
 from collections import defaultdict
 from typing import Callable
 
@@ -25,10 +36,12 @@ from proto.fastpath import parse
 from node.client import ClientLogic
 from node.effects import Exit, Send, Show, ShowTable
 from node.reliable import RetryPolicy
+from node.runtime import INTERNAL_ERROR
 from node.server import ServerLogic
 from tools.lossy_proxy import FaultPlan
 
 SERVER = ("10.9.0.1", 9000)  # simulated addresses: nothing is ever sent to them
+MAX_ERRORS = 100  # exceptions recorded before a run stops even if errors are tolerated
 
 # fault(packet, src, dst, sim) -> list of extra delays, one per copy to deliver ([] drops it)
 Fault = Callable[[object, tuple, tuple, "SimNet"], list[float]]
@@ -56,10 +69,13 @@ def dropping(match: Match, first: int | None = None) -> Fault:
 
 
 class SimNet:
-    def __init__(self, policy: RetryPolicy = RetryPolicy(), seed: int = 0, latency: float = 0.001):
+    def __init__(self, policy: RetryPolicy = RetryPolicy(), seed: int = 0, latency: float = 0.001, tick: float = 0.0):
         self.now = 0.0
         self.policy = policy
         self.latency = latency
+        self.tick = tick
+        self.errors: list[tuple[str, str]] = []  # (node name, traceback) of each exception a logic raised
+        self.tolerate_errors = False
         self.rng = random.Random(seed)
         self.nodes: dict[tuple, object] = {}  # address -> live node; crashed and exited nodes leave
         self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> printed lines
@@ -94,8 +110,7 @@ class SimNet:
         logic = ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random()))
         self._add(addr, logic, label or name)
         if start:
-            logic.start(self.now)
-            self._collect(addr)
+            self._call(logic, logic.start, self.now)
         return logic
 
     def online(self, *names: str) -> list[ClientLogic]:
@@ -117,17 +132,33 @@ class SimNet:
         return node._sim_addr
 
     def type(self, client: ClientLogic, line: str) -> None:
-        client.command(line, self.now)
-        self._collect(client._sim_addr)
+        self._call(client, client.command, line, self.now)
 
     def end_input(self, client: ClientLogic) -> None:
         """Ctrl+D, or the end of a piped script."""
-        client.end_of_input(self.now)
-        self._collect(client._sim_addr)
+        self._call(client, client.end_of_input, self.now)
 
     def shutdown(self, client: ClientLogic) -> None:
-        client.shutdown(self.now)
-        self._collect(client._sim_addr)
+        self._call(client, client.shutdown, self.now)
+
+    def _call(self, logic, action, *args) -> None:
+        """Call into a node's logic as the shell does: an exception is counted and recorded,
+        never lost; then its effects are carried out."""
+        try:
+            action(*args)
+        except Exception:
+            logic.drops[INTERNAL_ERROR] += 1
+            self.errors.append((logic._sim_name, traceback.format_exc()))
+            if len(self.errors) > MAX_ERRORS:  # one that recurs: a failing timer would be called again and again
+                self.tolerate_errors = False
+                self.check_errors()
+        self._collect(logic._sim_addr)
+
+    def check_errors(self) -> None:
+        """The invariant of every simulated run: no exception escaped a node's logic."""
+        if self.errors and not self.tolerate_errors:
+            name, trace = self.errors[0]
+            raise AssertionError(f"{len(self.errors)} exception(s) escaped the logic; the first, in {name}:\n{trace}")
 
     def crash(self, node) -> None:
         """The node's process dies: it stops answering, says nothing."""
@@ -197,6 +228,8 @@ class SimNet:
             self._release((src, dst))
 
     def _push(self, when: float, data: bytes, src, dst) -> int:
+        if self.tick:
+            when = math.ceil(when / self.tick) * self.tick
         seq = next(self._seq)
         heapq.heappush(self._queue, (when, seq, data, src, dst))
         return seq
@@ -231,14 +264,13 @@ class SimNet:
                     if seq in held:
                         held.remove(seq)
                 if dst in self.nodes:
-                    self.nodes[dst].receive(data, src, self.now)
-                    self._collect(dst)
-            for addr, logic in list(self.nodes.items()):
+                    logic = self.nodes[dst]
+                    self._call(logic, logic.receive, data, src, self.now)
+            for logic in list(self.nodes.values()):
                 timer = logic.get_timer()
                 if timer is not None and timer <= self.now:
-                    logic.handle_timer(self.now)
-                    self._collect(addr)
+                    self._call(logic, logic.handle_timer, self.now)
         self.now = end
-        for addr, logic in list(self.nodes.items()):
-            logic.handle_timer(self.now)  # lets expiring state (remembered replies) go
-            self._collect(addr)
+        for logic in list(self.nodes.values()):
+            self._call(logic, logic.handle_timer, self.now)  # lets expiring state (remembered replies) go
+        self.check_errors()

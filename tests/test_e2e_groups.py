@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
-from node.names import SERVER_NAME
-from node.reliable import Endpoint, Outgoing, RetryPolicy
+from node.reliable import Endpoint, RetryPolicy
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import parse
 from tests.procs import FAST, HOST, WAIT, cluster, free_port  # noqa: F401  (cluster is a fixture)
+from tests.scripted import ScriptedServer
 
 
 @pytest.fixture
@@ -175,47 +175,13 @@ def test_private_messages_queued_until_dereg(trio):
 # -- acknowledgements in batches, on the wire -------------------------------------------------------
 
 
-class ScriptedServer:
-    """A UDP socket on 127.0.0.1 that plays the server for one real client, datagram by datagram,
-    built with the project's own endpoint."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
-        self.sock.settimeout(WAIT)
-        self.port = self.sock.getsockname()[1]
-        self.net = Endpoint(SERVER_NAME, self.port, RetryPolicy(), random.Random(3))
-
-    def receive(self, type_name: str):
-        """The next datagram of that type (acks of table updates and the like are skipped)."""
-        while True:
-            data, addr = self.sock.recvfrom(65536)
-            msg = parse(data)
-            if MSG_TYPES[msg.type] == type_name:
-                return msg, addr
-
-    def send(self, addr, type_name: str, **payload) -> Outgoing:
-        out = self.net.build(type_name, **payload)
-        self.sock.sendto(out.data, addr)
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_a_burst_of_group_messages_is_acknowledged_in_a_few_datagrams(cluster):
     fake = ScriptedServer()
     try:
         port = free_port()
         bob = cluster.spawn(["-c", "Bob", HOST, str(fake.port), str(port), "--bind", HOST, *FAST], f"Bob:{port}")
-        reg, addr = fake.receive("reg")
+        addr = fake.register("Bob", token=77)
         ok = STATUS_CODES["ok"]
-        fake.send(addr, "reg_ack", ack_id=reg.msg_id, status=ok, token=77, session=5)
-        confirm, _ = fake.receive("confirm")
-        assert confirm.token == 77, "the confirm carries the new token"
-        fake.send(addr, "ack", ack_id=confirm.msg_id, status=ok)
-        fake.send(addr, "table", version=1, base=0,
-                  entries=[{"client": "Bob", "ip": HOST, "port": addr[1], "online": 1, "session": 5}])
         bob.expect_line(">>> Welcome, You are registered.")
         bob.sendline("join_group g")
         join, _ = fake.receive("join_group")

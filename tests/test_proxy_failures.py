@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from collections import Counter
 
 import pytest
@@ -34,10 +35,11 @@ ROW = re.compile(r"^\s*(\S+)\s+(\d+\.\d+\.\d+\.\d+)\s+(\d+)\s+(online|offline)\s
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def join_via(cluster: Cluster, name: str, proxy_port: int, *flags: str) -> Proc:
+def join_via(cluster: Cluster, name: str, proxy_port: int, *flags: str, interactive: bool = False) -> Proc:
     """Start a client whose server address is the proxy's; do not wait for it."""
     port = free_port()
-    proc = cluster.spawn(["-c", name, HOST, str(proxy_port), str(port), "--bind", HOST, *flags], f"{name}:{port}")
+    args = ["-c", name, HOST, str(proxy_port), str(port), "--bind", HOST, *flags]
+    proc = cluster.spawn(args, f"{name}:{port}", interactive)
     proc.name, proc.port = name, port
     return proc
 
@@ -53,14 +55,16 @@ def registered(proc: Proc) -> bool:
     return True
 
 
-def start_clients(cluster: Cluster, names: list[str], proxy_port: int, *flags: str, timeout: float = 10) -> list[Proc]:
+def start_clients(
+    cluster: Cluster, names: list[str], proxy_port: int, *flags: str, timeout: float = 10, interactive: bool = False
+) -> list[Proc]:
     """Clients started together, each registered and knowing all the others online."""
-    procs = [join_via(cluster, name, proxy_port, *flags) for name in names]
+    procs = [join_via(cluster, name, proxy_port, *flags, interactive=interactive) for name in names]
     for i, proc in enumerate(procs):
         for _ in range(5):
             if registered(procs[i]):
                 break
-            procs[i] = join_via(cluster, proc.name, proxy_port, *flags)
+            procs[i] = join_via(cluster, proc.name, proxy_port, *flags, interactive=interactive)
         else:
             raise AssertionError("no free client port after 5 tries")
     for proc in procs:
@@ -79,8 +83,8 @@ class Net:
         self.proxy = self._thread.__enter__()
         self.port = self.proxy.address[1]
 
-    def clients(self, names: list[str], *flags: str) -> list[Proc]:
-        return start_clients(self.cluster, names, self.port, *flags)
+    def clients(self, names: list[str], *flags: str, interactive: bool = False) -> list[Proc]:
+        return start_clients(self.cluster, names, self.port, *flags, interactive=interactive)
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Per rule: (datagrams it selected, times its action was taken)."""
@@ -322,6 +326,47 @@ def test_a_member_that_acks_late_stays_and_sees_each_message_once(network):
     for text in ("A: first", "B: second", "A: third"):
         assert c.text.count(f"Group_Message {text}") == 1
     assert "not responsive" not in net.server.text
+
+
+def test_group_messages_duplicated_reordered_and_late_crash_nobody(network):
+    """Issue 11, README "Fault injection" recipe 7 with three members on terminals and a sender
+    typing group messages 0.3 s apart: acks wait in batches while retransmissions and held-back
+    messages arrive together.  No member crashes (no traceback, no "Unhandled exception", no
+    prompt_toolkit "Press ENTER"), each shows each message once, and each leaves on Ctrl+C."""
+    net = network(*DEFAULT, seed=11)
+    members = net.clients(["B", "C", "D"], *DEFAULT, interactive=True)
+    (sender,) = net.clients(["A"], *DEFAULT)
+    for proc in members:
+        proc.expect_clients({"A": "online"})
+    in_group([sender, *members], net.server)
+    rules = ["duplicate 3 type=pri_msg", "reorder type=grp_msg", "delay 200ms±150ms"]
+    net.proxy.replace_rules(rules)
+    texts = [f"m{i}" for i in range(8)]
+    for text in texts:
+        sender.sendline(f"send_group {text}")
+        time.sleep(0.3)  # the pace of the reproduction (typed commands wait for each other anyway)
+    for text in texts:
+        for proc in members:
+            proc.expect(rf"^>>> \(g\) Group_Message A: {text}$", timeout=20, flags=re.MULTILINE)
+    sender.wait_until(lambda: results(sender).count(">>> (g) Message received by Server.") == len(texts),
+                      "every group message confirmed", timeout=20)
+    counts = net.counts()
+    assert counts[rules[1]][1] >= len(texts) * len(members) and counts[rules[2]][1] > 0, counts
+    net.proxy.clear_rules()
+    for proc in members:
+        proc.send("\x03")  # Ctrl+C
+    for proc in [*members, sender]:
+        if proc is sender:
+            sender.sendline("dereg A")
+        proc.expect_line(">>> You are Offline. Bye.")
+        assert proc.wait_exit() == 0
+    net.server.expect_clients({name: "offline" for name in "ABCD"})
+    for proc in [*members, sender]:
+        for crash in ("Traceback", "Unhandled exception", "Press ENTER", "Exception in callback", "internal error"):
+            assert crash not in proc.text, f"{proc.label}: {crash}"
+    for proc in members:
+        for text in texts:
+            assert results(proc).count(f">>> (g) Group_Message A: {text}") == 1, (proc.label, text)
 
 
 # -- table updates -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from node import reliable
 from node.effects import Send
 from node.reliable import REPLY_MEMORY_WINDOWS, Endpoint, RetryPolicy
-from proto import Ack, ChatHeader, MsgId, PriMsg, decode
+from proto import Ack, ChatHeader, MsgId, PriMsg, RegAck, decode
 
 PEER = ("10.0.0.2", 7002)
 OTHER = ("10.0.0.3", 7003)
@@ -35,6 +35,10 @@ def endpoint(policy=RetryPolicy(), seed=1) -> Endpoint:
 
 def ack_for(msg_id: int, status="ok") -> ChatHeader:
     return decode(bytes(ChatHeader(type="ack", msg_id=999, sender="B") / Ack(ack_id=msg_id, status=status)))
+
+
+def reg_ack_for(msg_id: int) -> ChatHeader:
+    return decode(bytes(ChatHeader(type="reg_ack", msg_id=998, sender="B") / RegAck(ack_id=msg_id, token=5)))
 
 
 def run_until(ep: Endpoint, end: float) -> list[tuple[float, Send]]:
@@ -304,6 +308,22 @@ def test_a_retransmitted_message_is_acknowledged_again_at_once_and_processed_onc
     assert acks_until(ep, 100) == []
 
 
+def test_a_retransmission_in_the_same_batch_as_a_waiting_ack_leaves_nothing_for_the_wait():
+    """The shell hands a whole batch of datagrams over with one ``now``: an ack goes at once,
+    the next message starts a wait, a retransmission of the first sends both acks at that same
+    instant.  The wait then finds its batch gone (an ack of nothing would not even encode)."""
+    ep = endpoint()
+    ep.acknowledge(request_from("S", 1), PEER, 1.0)
+    ep.acknowledge(request_from("S", 2), PEER, 1.0)
+    assert ep.answer_again(request_from("S", 1), PEER, 1.0)
+    assert acked_ids(ep.drain()) == [[1], [2, 1]]
+    assert acks_until(ep, 100) == [], "the wait for message 2 ends without an ack"
+    assert ep.acks_waiting == 0
+    ep.acknowledge(request_from("S", 3), PEER, 1.001)
+    assert ep.drain() == []
+    assert acks_until(ep, 100) == [(pytest.approx(1.0 + ep.policy.ack_delay), [3])], "the next wait is its own"
+
+
 def test_the_ack_delay_is_a_small_part_of_the_retry_timeout():
     assert RetryPolicy().ack_delay == reliable.ACK_DELAY
     assert RetryPolicy(timeout=0.01).ack_delay == pytest.approx(0.001)
@@ -321,3 +341,47 @@ def test_one_ack_can_answer_several_requests():
     assert not ep.handle_ack(decode(bytes(batch)), PEER, 0.2), "all answered already"
     resent = run_until(ep, 0.6)
     assert sorted((decode(s.data).msg_id, s.addr) for _, s in resent) == sorted([(ids[1], PEER), (group, OTHER)])
+
+
+# -- answers fit their requests -------------------------------------------------------------
+
+
+def test_reg_is_answered_only_by_a_reg_ack():
+    ep, calls = endpoint(), Calls()
+    msg_id = ep.request(ep.build("reg"), PEER, 0.0, calls.on_ack, calls.on_fail)
+    ep.drain()
+    assert not ep.handle_ack(ack_for(msg_id), PEER, 0.1), "an ack has no token: never handed to reg's handler"
+    assert calls.acks == [] and ep.pending_count == 1
+    assert ep.drops == {"wrong answer": 1}
+    assert len(run_until(ep, 0.6)) == 1, "still retransmitted: the real answer may come yet"
+    assert ep.handle_ack(reg_ack_for(msg_id), PEER, 0.7)
+    assert calls.acks == [(msg_id, 0.7)] and ep.pending_count == 0
+    assert ep.drops == {"wrong answer": 1}
+
+
+@pytest.mark.parametrize("request_type", ["dereg", "list_groups", "probe"])
+def test_every_other_request_is_answered_only_by_an_ack(request_type):
+    ep, calls = endpoint(), Calls()
+    msg_id = ep.request(ep.build(request_type), PEER, 0.0, calls.on_ack, calls.on_fail)
+    ep.drain()
+    assert not ep.handle_ack(reg_ack_for(msg_id), PEER, 0.1), "a reg_ack has no items, no also"
+    assert calls.acks == [] and ep.pending_count == 1 and ep.drops == {"wrong answer": 1}
+    assert ep.handle_ack(ack_for(msg_id), PEER, 0.2)
+    assert calls.acks == [(msg_id, 0.2)] and ep.drops == {"wrong answer": 1}
+
+
+def test_an_ack_whose_extra_id_names_a_reg_answers_only_the_others():
+    ep, calls = endpoint(), Calls()
+    reg = ep.request(ep.build("reg"), PEER, 0.0, calls.on_ack, calls.on_fail)
+    probe = ep.request(ep.build("probe"), PEER, 0.0, calls.on_ack, calls.on_fail)
+    ep.drain()
+    batch = ChatHeader(type="ack", msg_id=9, sender="B") / Ack(ack_id=probe, also=[MsgId(id=reg)])
+    assert ep.handle_ack(decode(bytes(batch)), PEER, 0.1)
+    assert calls.acks == [(probe, 0.1)] and ep.pending_count == 1, "the reg still waits for its reg_ack"
+
+
+def test_answers_that_answer_nothing_are_counted_as_stale():
+    ep = endpoint()
+    assert not ep.handle_ack(ack_for(4242), PEER, 0.0)
+    assert not ep.handle_ack(reg_ack_for(4243), PEER, 0.0)
+    assert ep.drops == {"stale ack": 2}
