@@ -815,3 +815,114 @@ def test_client_the_server_marked_offline_is_told_and_exits():
         ">>> Exiting",
     ]
     assert sim.exits["Cat"] == 1
+
+
+# -- holes found by breaking the code on purpose (issue 11) ------------------------------------------
+
+BOB = ("10.0.0.2", 7002)
+
+
+def client_knowing_bob(online: int = 1, session: int = 5) -> ClientLogic:
+    """A registered Ann whose table lists Bob at BOB with ``session``."""
+    client = registered_client()
+    rows = [Entry(client="Bob", ip=BOB[0], port=BOB[1], online=online, session=session)]
+    client.receive(bytes(ChatHeader(type="table", msg_id=11, sender="server") / Table(version=1, base=0, entries=rows)), SERVER, 0.1)
+    client.drain()
+    return client
+
+
+def from_bob(client: ClientLogic, msg_id: int, text: str, now: float = 1.0, session: int = 5, addr=BOB):
+    """Deliver a private message in Bob's name; return the lines shown and the ids acked to ``addr``."""
+    data = bytes(ChatHeader(type="pri_msg", msg_id=msg_id, sender="Bob", port=addr[1]) / PriMsg(session=session, text=text))
+    client.receive(data, addr, now)
+    effects = client.drain()
+    shown = [e.text for e in effects if isinstance(e, Show)]
+    acked = [decode(e.data).payload.ack_id for e in effects if isinstance(e, Send) and e.addr == addr]
+    return shown, acked
+
+
+@pytest.mark.parametrize(
+    "case, online, session, addr",
+    [
+        ("another session of Bob's", 1, 6, BOB),
+        ("Bob listed offline", 0, 5, BOB),
+        ("another address", 1, 5, ("10.0.0.3", 7002)),
+    ],
+)
+def test_private_message_the_table_does_not_vouch_for_is_ignored(case, online, session, addr):
+    client = client_knowing_bob(online=online)
+    assert from_bob(client, 50, "trust me", session=session, addr=addr) == ([], []), "not shown, not acked"
+    assert client.drops["unknown sender"] == 1
+
+
+def test_private_message_older_than_one_already_shown_is_ignored():
+    client = client_knowing_bob()
+    assert from_bob(client, 50, "first") == ([">>> Bob: first"], [50])
+    assert from_bob(client, 49, "older, not a retransmission") == ([], [])
+    assert client.drops["replayed"] == 1
+    assert from_bob(client, 51, "next") == ([">>> Bob: next"], [51])
+
+
+def test_the_latest_private_message_replayed_after_its_ack_is_forgotten_is_not_shown_again():
+    client = client_knowing_bob()
+    assert from_bob(client, 50, "once", now=1.0) == ([">>> Bob: once"], [50])
+    assert from_bob(client, 50, "once", now=1.5) == ([], [50]), "a retransmission: acked again, shown once"
+    assert from_bob(client, 50, "once", now=100.0) == ([], []), "the remembered ack has expired: a replay"
+    assert client.drops["replayed"] == 1
+
+
+def test_over_long_private_message_from_a_hand_made_peer_is_ignored():
+    client = client_knowing_bob()
+    over = "é" * (MAX_TEXT_BYTES // 2) + "!"  # one byte over the limit
+    assert from_bob(client, 50, over) == ([], [])
+    assert client.drops["oversized"] == 1
+    assert from_bob(client, 51, over[:-1]) == ([">>> Bob: " + over[:-1]], [51])
+
+
+def test_group_message_for_another_group_is_not_shown_in_group_mode():
+    client = registered_client()
+    client.command("join_group g", 0.1)
+    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    client.receive(bytes(ChatHeader(type="ack", msg_id=12, sender="server") / Ack(ack_id=join.msg_id)), SERVER, 0.2)
+    client.drain()
+    assert client.group == "g"
+
+    def grp_msg(msg_id: int, group: str, now: float) -> list[str]:
+        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group=group, origin="Cat", text="hi"))
+        client.receive(data, SERVER, now)
+        return [e.text for e in client.drain() if isinstance(e, Show)]
+
+    assert grp_msg(13, "h", 1.0) == [], "a message of group h, late or misdirected"
+    assert grp_msg(14, "g", 2.0) == [">>> (g) Group_Message Cat: hi"]
+
+
+def test_ctrl_c_with_a_private_message_in_flight_and_a_slow_dereg_answer():
+    """The send is dropped at Ctrl+C: even if the dereg answer comes after the send's tries
+    would have run out, there is no 'No ACK' and no kick."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.crash(bob)
+    sim.type(ann, "send Bob are you there")
+    sim.run(0.7)
+    sim.fault = dropping(lambda p, src, dst: src == SERVER and dst == sim.addr(ann) and kind(p) == "ack", first=4)
+    sim.shutdown(ann)
+    sim.run(5)
+    assert sim.exits["Ann"] == 0 and sim.lines["Ann"][-1] == ">>> You are Offline. Bye."
+    assert len(sim.sends("dereg")) == 5, "the answer came only to the last try"
+    assert not any("No ACK" in line or "Report" in line for line in sim.lines["Ann"])
+    assert sim.sends("kick") == []
+
+
+def test_datagrams_to_peers_never_carry_the_session_token():
+    """The token is the client's secret with the server: a peer that saw it could act in its name."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.type(ann, "send Bob hi")
+    sim.type(bob, "send Ann hello")
+    sim.run(1)
+    peers = {sim.addr(ann), sim.addr(bob)}
+    between = [p for t, s, d, p in sim.sent if s in peers and d in peers]
+    assert sorted(kind(p) for p in between) == ["ack", "ack", "pri_msg", "pri_msg"]
+    assert [p.token for p in between] == [0, 0, 0, 0]
+    to_server = [p for t, s, d, p in sim.sent if s in peers and d == SERVER and kind(p) != "reg"]
+    assert to_server and all(p.token != 0 for p in to_server), "what goes to the server after registering carries it"
