@@ -321,3 +321,13 @@ def test_one_ack_can_answer_several_requests():
     assert not ep.handle_ack(decode(bytes(batch)), PEER, 0.2), "all answered already"
     resent = run_until(ep, 0.6)
     assert sorted((decode(s.data).msg_id, s.addr) for _, s in resent) == sorted([(ids[1], PEER), (group, OTHER)])
+
+
+def test_a_message_id_is_not_newer_than_itself():
+    """Serial-number order: an id equal to the last one is a replay, not a new message (the
+    server and the clients refuse replays with ``is_newer``), across the wrap-around too."""
+    for last in (1, 12345, 2**31, 2**32 - 1):
+        assert not reliable.is_newer(last, last)
+        after = last % (2**32 - 1) + 1  # the next id, as Endpoint.build numbers them (never 0)
+        assert reliable.is_newer(after, last) and not reliable.is_newer(last, after)
+    assert reliable.is_newer(3, 2**32 - 5), "ids wrap around"
