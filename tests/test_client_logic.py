@@ -9,8 +9,10 @@ import pytest
 
 from node.client import NOT_IN_GROUP, ClientLogic
 from node.effects import Send, Show, ShowTable
+from node.limits import Limits
 from node.reliable import RetryPolicy
 from proto import MAX_TEXT_BYTES, STATUSES, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
+from proto.fastpath import encode, parse
 from simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
@@ -926,3 +928,40 @@ def test_datagrams_to_peers_never_carry_the_session_token():
     assert [p.token for p in between] == [0, 0, 0, 0]
     to_server = [p for t, s, d, p in sim.sent if s in peers and d == SERVER and kind(p) != "reg"]
     assert to_server and all(p.token != 0 for p in to_server), "what goes to the server after registering carries it"
+
+
+def test_the_servers_burst_is_not_rate_limited_but_a_peers_is():
+    """A busy group brings thousands of group messages at once: refusing them would leave
+    them unacknowledged and get the member removed.  Peers are held to the limit."""
+    client = registered_client()
+    burst = int(Limits().burst) + 500  # more than any one peer may send at once
+
+    def header(msg_id: int, sender: str) -> dict:
+        return {"msg_id": msg_id, "port": 0, "token": 0, "sender": sender}
+
+    for msg_id in range(100, 100 + burst):
+        client.receive(encode("probe", header(msg_id, "server"), None), SERVER, 1.0)
+    acked = {parse(e.data).payload.ack_id for e in client.drain() if isinstance(e, Send)}
+    assert len(acked) == burst and client.drops["rate-limited"] == 0
+    for msg_id in range(100, 100 + burst):
+        client.receive(encode("pri_msg", header(msg_id, "Zed"), {"session": 0, "text": "x"}), BOB, 1.0)
+    assert client.drops["rate-limited"] == 500
+
+def test_a_group_message_held_for_a_join_is_shown_once_not_again_at_the_next_join():
+    client = registered_client()
+
+    def join_g(msg_id: int, now: float, early: bool) -> list[str]:
+        client.command("join_group g", now)
+        (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+        if early:  # forwarded before the answer to the join arrives
+            msg = ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="Cat", text="early")
+            client.receive(bytes(msg), SERVER, now)
+        client.receive(bytes(ChatHeader(type="ack", msg_id=msg_id + 1, sender="server") / Ack(ack_id=join.msg_id)), SERVER, now)
+        return [e.text for e in client.drain() if isinstance(e, Show)]
+
+    assert join_g(20, 1.0, early=True) == [">>> Entered group g successfully", ">>> (g) Group_Message Cat: early"]
+    client.command("leave_group", 2.0)
+    (leave,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    client.receive(bytes(ChatHeader(type="ack", msg_id=30, sender="server") / Ack(ack_id=leave.msg_id)), SERVER, 2.0)
+    assert client.group is None
+    assert join_g(40, 3.0, early=False) == [">>> Entered group g successfully"]
