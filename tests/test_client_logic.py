@@ -965,3 +965,31 @@ def test_a_group_message_held_for_a_join_is_shown_once_not_again_at_the_next_joi
     client.receive(bytes(ChatHeader(type="ack", msg_id=30, sender="server") / Ack(ack_id=leave.msg_id)), SERVER, 2.0)
     assert client.group is None
     assert join_g(40, 3.0, early=False) == [">>> Entered group g successfully"]
+
+
+def test_typed_bytes_that_are_not_utf8_are_sent_with_replacement_characters():
+    """A terminal in another encoding: Python hands the line over with lone surrogates,
+    which cannot be encoded into a datagram."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.type(ann, "send Bob caf\udce9 ok")  # b"caf\xe9 ok" read with surrogateescape
+    sim.run(1)
+    assert sim.lines["Bob"][-1] == ">>> Ann: caf\ufffd ok"
+    assert sim.lines["Ann"][-1] == ">>> Message received by Bob."
+
+
+def test_a_peer_that_registered_again_is_heard_from_its_first_message():
+    """Bob's new process numbers its messages from a new random start, maybe below the last
+    one shown from his old session: that is no replay."""
+    client = client_knowing_bob(session=5)
+    assert from_bob(client, 5000, "old session") == ([">>> Bob: old session"], [5000])
+    rows = [Entry(client="Bob", ip=BOB[0], port=BOB[1], online=1, session=6)]
+    client.receive(bytes(ChatHeader(type="table", msg_id=12, sender="server") / Table(version=2, base=1, entries=rows)), SERVER, 2.0)
+    client.drain()
+    assert from_bob(client, 17, "new session", session=6, now=2.5) == ([">>> Bob: new session"], [17])
+
+
+def test_private_message_ids_that_wrap_around_are_new():
+    client = client_knowing_bob()
+    assert from_bob(client, 2**32 - 1, "last id") == ([">>> Bob: last id"], [2**32 - 1])
+    assert from_bob(client, 1, "after the wrap") == ([">>> Bob: after the wrap"], [1])

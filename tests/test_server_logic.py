@@ -867,3 +867,26 @@ def test_list_more_naming_no_list_is_refused_not_raised():
     assert answers or sum(h.server.drops.values()), "answered or counted"
     assert all(STATUSES[p.payload.status] not in ("ok", "more") for p in answers)
     assert ann.ask("list_groups") == "ok"
+
+
+def test_request_ids_that_wrap_around_are_new():
+    h = Harness()
+    ann = h.client("Ann", register=False)
+    reg = ann.packet("reg", msg_id=2**32 - 2)  # a client whose ids start near the top
+    h.deliver(reg, ann.addr)
+    ann.token = ann.answer_to(decode(reg).msg_id).payload.token
+    assert ann.ask("create_group", CreateGroup(group="g1"), msg_id=2**32 - 1) == "ok"
+    assert ann.ask("create_group", CreateGroup(group="g2"), msg_id=1) == "ok", "after the wrap: not a replay"
+    assert list(h.server.groups) == ["g1", "g2"] and h.server.drops["replayed"] == 0
+
+
+@pytest.mark.parametrize("name", ["é" * 17, "bell\x07", "esc\x1b[31m", "nul\x00"], ids=["34 bytes", "bell", "escape", "nul"])
+def test_names_are_counted_in_bytes_and_printable_only(name):
+    """17 two-byte characters are 34 bytes, over the 32-byte limit; control characters would
+    reach every terminal that prints the name."""
+    h = Harness()
+    assert h.client(name, register=False).register() == "bad_name"
+    ann = h.client("Ann")
+    assert ann.ask("create_group", CreateGroup(group=name)) == "bad_request"
+    assert h.server.clients.keys() == {"Ann"} and h.server.groups == {}
+    assert h.client("é" * 16, register=False).register() == "ok", "32 bytes fit"
