@@ -993,3 +993,28 @@ def test_private_message_ids_that_wrap_around_are_new():
     client = client_knowing_bob()
     assert from_bob(client, 2**32 - 1, "last id") == ([">>> Bob: last id"], [2**32 - 1])
     assert from_bob(client, 1, "after the wrap") == ([">>> Bob: after the wrap"], [1])
+
+
+def test_a_table_marking_us_offline_during_dereg_does_not_spoil_the_goodbye():
+    """The server may take us offline (a probe it sent went unanswered) just as we deregister."""
+    client = registered_client()
+    client.command("dereg Ann", 1.0)
+    (dereg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    rows = [Entry(client="Ann", ip="10.0.0.1", port=7001, online=0)]
+    client.receive(bytes(ChatHeader(type="table", msg_id=12, sender="server") / Table(version=1, base=0, entries=rows)), SERVER, 1.1)
+    client.receive(bytes(ChatHeader(type="ack", msg_id=13, sender="server") / Ack(ack_id=dereg.msg_id)), SERVER, 1.2)
+    shown = [e.text for e in client.drain() if isinstance(e, Show)]
+    assert shown[-1] == ">>> You are Offline. Bye." and client.exit_status == 0
+    assert not any("marked this client offline" in line for line in shown)
+
+
+def test_private_message_before_the_registration_is_answered_is_ignored():
+    """The table can arrive before the answer to our registration (reordered, or the answer lost)."""
+    client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    client.start(0.0)
+    client.drain()
+    rows = [Entry(client="Bob", ip=BOB[0], port=BOB[1], online=1, session=5)]
+    client.receive(bytes(ChatHeader(type="table", msg_id=11, sender="server") / Table(version=1, base=0, entries=rows)), SERVER, 0.1)
+    client.drain()
+    assert from_bob(client, 50, "too early") == ([], []), "not shown before the welcome; Bob tries again"
+    assert client.drops["unknown sender"] == 1
