@@ -824,12 +824,30 @@ def test_client_the_server_marked_offline_is_told_and_exits():
 BOB = ("10.0.0.2", 7002)
 
 
+def from_server(client: ClientLogic, type_name: str, msg_id: int, payload=None, now: float = 1.0) -> list[str]:
+    """Deliver a datagram from the server; return the lines the client shows."""
+    pkt = ChatHeader(type=type_name, msg_id=msg_id, sender="server")
+    client.receive(bytes(pkt if payload is None else pkt / payload), SERVER, now)
+    return [e.text for e in client.drain() if isinstance(e, Show)]
+
+
+def typed(client: ClientLogic, line: str, now: float):
+    """Type a command; return the one request it sends."""
+    client.command(line, now)
+    (request,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    return request
+
+
+def row_table(version: int, base: int = 0, **row) -> Table:
+    """A table update with one row, Bob's at BOB unless ``row`` says otherwise."""
+    fields = {"client": "Bob", "ip": BOB[0], "port": BOB[1], "online": 1, "session": 5, **row}
+    return Table(version=version, base=base, entries=[Entry(**fields)])
+
+
 def client_knowing_bob(online: int = 1, session: int = 5) -> ClientLogic:
     """A registered Ann whose table lists Bob at BOB with ``session``."""
     client = registered_client()
-    rows = [Entry(client="Bob", ip=BOB[0], port=BOB[1], online=online, session=session)]
-    client.receive(bytes(ChatHeader(type="table", msg_id=11, sender="server") / Table(version=1, base=0, entries=rows)), SERVER, 0.1)
-    client.drain()
+    from_server(client, "table", 11, row_table(1, online=online, session=session), now=0.1)
     return client
 
 
@@ -883,19 +901,12 @@ def test_over_long_private_message_from_a_hand_made_peer_is_ignored():
 
 def test_group_message_for_another_group_is_not_shown_in_group_mode():
     client = registered_client()
-    client.command("join_group g", 0.1)
-    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="ack", msg_id=12, sender="server") / Ack(ack_id=join.msg_id)), SERVER, 0.2)
-    client.drain()
+    join = typed(client, "join_group g", 0.1)
+    from_server(client, "ack", 12, Ack(ack_id=join.msg_id), now=0.2)
     assert client.group == "g"
-
-    def grp_msg(msg_id: int, group: str, now: float) -> list[str]:
-        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group=group, origin="Cat", text="hi"))
-        client.receive(data, SERVER, now)
-        return [e.text for e in client.drain() if isinstance(e, Show)]
-
-    assert grp_msg(13, "h", 1.0) == [], "a message of group h, late or misdirected"
-    assert grp_msg(14, "g", 2.0) == [">>> (g) Group_Message Cat: hi"]
+    hi = {"origin": "Cat", "text": "hi"}
+    assert from_server(client, "grp_msg", 13, GrpMsg(group="h", **hi), now=1.0) == [], "late or misdirected"
+    assert from_server(client, "grp_msg", 14, GrpMsg(group="g", **hi), now=2.0) == [">>> (g) Group_Message Cat: hi"]
 
 
 def test_ctrl_c_with_a_private_message_in_flight_and_a_slow_dereg_answer():
@@ -947,24 +958,19 @@ def test_the_servers_burst_is_not_rate_limited_but_a_peers_is():
         client.receive(encode("pri_msg", header(msg_id, "Zed"), {"session": 0, "text": "x"}), BOB, 1.0)
     assert client.drops["rate-limited"] == 500
 
+
 def test_a_group_message_held_for_a_join_is_shown_once_not_again_at_the_next_join():
     client = registered_client()
-
-    def join_g(msg_id: int, now: float, early: bool) -> list[str]:
-        client.command("join_group g", now)
-        (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-        if early:  # forwarded before the answer to the join arrives
-            msg = ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="Cat", text="early")
-            client.receive(bytes(msg), SERVER, now)
-        client.receive(bytes(ChatHeader(type="ack", msg_id=msg_id + 1, sender="server") / Ack(ack_id=join.msg_id)), SERVER, now)
-        return [e.text for e in client.drain() if isinstance(e, Show)]
-
-    assert join_g(20, 1.0, early=True) == [">>> Entered group g successfully", ">>> (g) Group_Message Cat: early"]
-    client.command("leave_group", 2.0)
-    (leave,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="ack", msg_id=30, sender="server") / Ack(ack_id=leave.msg_id)), SERVER, 2.0)
+    join = typed(client, "join_group g", 1.0)
+    early = GrpMsg(group="g", origin="Cat", text="early")
+    assert from_server(client, "grp_msg", 20, early) == [], "forwarded before the answer to the join: held"
+    shown = from_server(client, "ack", 21, Ack(ack_id=join.msg_id))
+    assert shown == [">>> Entered group g successfully", ">>> (g) Group_Message Cat: early"]
+    leave = typed(client, "leave_group", 2.0)
+    from_server(client, "ack", 30, Ack(ack_id=leave.msg_id), now=2.0)
     assert client.group is None
-    assert join_g(40, 3.0, early=False) == [">>> Entered group g successfully"]
+    join = typed(client, "join_group g", 3.0)
+    assert from_server(client, "ack", 40, Ack(ack_id=join.msg_id), now=3.0) == [">>> Entered group g successfully"]
 
 
 def test_typed_bytes_that_are_not_utf8_are_sent_with_replacement_characters():
@@ -983,9 +989,7 @@ def test_a_peer_that_registered_again_is_heard_from_its_first_message():
     one shown from his old session: that is no replay."""
     client = client_knowing_bob(session=5)
     assert from_bob(client, 5000, "old session") == ([">>> Bob: old session"], [5000])
-    rows = [Entry(client="Bob", ip=BOB[0], port=BOB[1], online=1, session=6)]
-    client.receive(bytes(ChatHeader(type="table", msg_id=12, sender="server") / Table(version=2, base=1, entries=rows)), SERVER, 2.0)
-    client.drain()
+    from_server(client, "table", 12, row_table(2, base=1, session=6), now=2.0)
     assert from_bob(client, 17, "new session", session=6, now=2.5) == ([">>> Bob: new session"], [17])
 
 
@@ -998,12 +1002,9 @@ def test_private_message_ids_that_wrap_around_are_new():
 def test_a_table_marking_us_offline_during_dereg_does_not_spoil_the_goodbye():
     """The server may take us offline (a probe it sent went unanswered) just as we deregister."""
     client = registered_client()
-    client.command("dereg Ann", 1.0)
-    (dereg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    rows = [Entry(client="Ann", ip="10.0.0.1", port=7001, online=0)]
-    client.receive(bytes(ChatHeader(type="table", msg_id=12, sender="server") / Table(version=1, base=0, entries=rows)), SERVER, 1.1)
-    client.receive(bytes(ChatHeader(type="ack", msg_id=13, sender="server") / Ack(ack_id=dereg.msg_id)), SERVER, 1.2)
-    shown = [e.text for e in client.drain() if isinstance(e, Show)]
+    dereg = typed(client, "dereg Ann", 1.0)
+    shown = from_server(client, "table", 12, row_table(1, client="Ann", ip="10.0.0.1", port=7001, online=0), now=1.1)
+    shown += from_server(client, "ack", 13, Ack(ack_id=dereg.msg_id), now=1.2)
     assert shown[-1] == ">>> You are Offline. Bye." and client.exit_status == 0
     assert not any("marked this client offline" in line for line in shown)
 
@@ -1013,8 +1014,6 @@ def test_private_message_before_the_registration_is_answered_is_ignored():
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
     client.drain()
-    rows = [Entry(client="Bob", ip=BOB[0], port=BOB[1], online=1, session=5)]
-    client.receive(bytes(ChatHeader(type="table", msg_id=11, sender="server") / Table(version=1, base=0, entries=rows)), SERVER, 0.1)
-    client.drain()
+    from_server(client, "table", 11, row_table(1), now=0.1)
     assert from_bob(client, 50, "too early") == ([], []), "not shown before the welcome; Bob tries again"
     assert client.drops["unknown sender"] == 1
