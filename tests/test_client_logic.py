@@ -12,6 +12,10 @@ from node.effects import Send, Show, ShowTable
 from node.limits import Limits
 from node.reliable import RetryPolicy
 from proto import MAX_TEXT_BYTES, STATUSES, VERSION, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
+
+
+from proto import MAX_TEXT_BYTES, STATUSES, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
+from proto.fastpath import encode, parse
 from simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
@@ -965,3 +969,203 @@ def test_client_the_server_marked_offline_is_told_and_exits():
         ">>> Exiting",
     ]
     assert sim.exits["Cat"] == 1
+
+
+# -- holes found by breaking the code on purpose (issue 11) ------------------------------------------
+
+BOB = ("10.0.0.2", 7002)
+
+
+def from_server(client: ClientLogic, type_name: str, msg_id: int, payload=None, now: float = 1.0) -> list[str]:
+    """Deliver a datagram from the server; return the lines the client shows."""
+    pkt = ChatHeader(type=type_name, msg_id=msg_id, sender="server")
+    client.receive(bytes(pkt if payload is None else pkt / payload), SERVER, now)
+    return [e.text for e in client.drain() if isinstance(e, Show)]
+
+
+def typed(client: ClientLogic, line: str, now: float):
+    """Type a command; return the one request it sends."""
+    client.command(line, now)
+    (request,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    return request
+
+
+def row_table(version: int, base: int = 0, **row) -> Table:
+    """A table update with one row, Bob's at BOB unless ``row`` says otherwise."""
+    fields = {"client": "Bob", "ip": BOB[0], "port": BOB[1], "online": 1, "session": 5, **row}
+    return Table(version=version, base=base, entries=[Entry(**fields)])
+
+
+def client_knowing_bob(online: int = 1, session: int = 5) -> ClientLogic:
+    """A registered Ann whose table lists Bob at BOB with ``session``."""
+    client = registered_client()
+    from_server(client, "table", 11, row_table(1, online=online, session=session), now=0.1)
+    return client
+
+
+def from_bob(client: ClientLogic, msg_id: int, text: str, now: float = 1.0, session: int = 5, addr=BOB):
+    """Deliver a private message in Bob's name; return the lines shown and the ids acked to ``addr``."""
+    data = bytes(ChatHeader(type="pri_msg", msg_id=msg_id, sender="Bob", port=addr[1]) / PriMsg(session=session, text=text))
+    client.receive(data, addr, now)
+    effects = client.drain()
+    shown = [e.text for e in effects if isinstance(e, Show)]
+    acked = [decode(e.data).payload.ack_id for e in effects if isinstance(e, Send) and e.addr == addr]
+    return shown, acked
+
+
+@pytest.mark.parametrize(
+    "case, online, session, addr",
+    [
+        ("another session of Bob's", 1, 6, BOB),
+        ("Bob listed offline", 0, 5, BOB),
+        ("another address", 1, 5, ("10.0.0.3", 7002)),
+    ],
+)
+def test_private_message_the_table_does_not_vouch_for_is_ignored(case, online, session, addr):
+    client = client_knowing_bob(online=online)
+    assert from_bob(client, 50, "trust me", session=session, addr=addr) == ([], []), "not shown, not acked"
+    assert client.drops["unknown sender"] == 1
+
+
+def test_private_message_older_than_one_already_shown_is_ignored():
+    client = client_knowing_bob()
+    assert from_bob(client, 50, "first") == ([">>> Bob: first"], [50])
+    assert from_bob(client, 49, "older, not a retransmission") == ([], [])
+    assert client.drops["replayed"] == 1
+    assert from_bob(client, 51, "next") == ([">>> Bob: next"], [51])
+
+
+def test_the_latest_private_message_replayed_after_its_ack_is_forgotten_is_not_shown_again():
+    client = client_knowing_bob()
+    assert from_bob(client, 50, "once", now=1.0) == ([">>> Bob: once"], [50])
+    assert from_bob(client, 50, "once", now=1.5) == ([], [50]), "a retransmission: acked again, shown once"
+    assert from_bob(client, 50, "once", now=100.0) == ([], []), "the remembered ack has expired: a replay"
+    assert client.drops["replayed"] == 1
+
+
+def test_over_long_private_message_from_a_hand_made_peer_is_ignored():
+    client = client_knowing_bob()
+    over = "é" * (MAX_TEXT_BYTES // 2) + "!"  # one byte over the limit
+    assert from_bob(client, 50, over) == ([], [])
+    assert client.drops["oversized"] == 1
+    assert from_bob(client, 51, over[:-1]) == ([">>> Bob: " + over[:-1]], [51])
+
+
+def test_group_message_for_another_group_is_not_shown_in_group_mode():
+    client = registered_client()
+    join = typed(client, "join_group g", 0.1)
+    from_server(client, "ack", 12, Ack(ack_id=join.msg_id), now=0.2)
+    assert client.group == "g"
+    hi = {"origin": "Cat", "text": "hi"}
+    assert from_server(client, "grp_msg", 13, GrpMsg(group="h", **hi), now=1.0) == [], "late or misdirected"
+    assert from_server(client, "grp_msg", 14, GrpMsg(group="g", **hi), now=2.0) == [">>> (g) Group_Message Cat: hi"]
+
+
+def test_ctrl_c_with_a_private_message_in_flight_and_a_slow_dereg_answer():
+    """The send is dropped at Ctrl+C: even if the dereg answer comes after the send's tries
+    would have run out, there is no 'No ACK' and no kick."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.crash(bob)
+    sim.type(ann, "send Bob are you there")
+    sim.run(0.7)
+    sim.fault = dropping(lambda p, src, dst: src == SERVER and dst == sim.addr(ann) and kind(p) == "ack", first=4)
+    sim.shutdown(ann)
+    sim.run(5)
+    assert sim.exits["Ann"] == 0 and sim.lines["Ann"][-1] == ">>> You are Offline. Bye."
+    assert len(sim.sends("dereg")) == 5, "the answer came only to the last try"
+    assert not any("No ACK" in line or "Report" in line for line in sim.lines["Ann"])
+    assert sim.sends("kick") == []
+
+
+def test_datagrams_to_peers_never_carry_the_session_token():
+    """The token is the client's secret with the server: a peer that saw it could act in its name."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.type(ann, "send Bob hi")
+    sim.type(bob, "send Ann hello")
+    sim.run(1)
+    peers = {sim.addr(ann), sim.addr(bob)}
+    between = [p for t, s, d, p in sim.sent if s in peers and d in peers]
+    assert sorted(kind(p) for p in between) == ["ack", "ack", "pri_msg", "pri_msg"]
+    assert [p.token for p in between] == [0, 0, 0, 0]
+    to_server = [p for t, s, d, p in sim.sent if s in peers and d == SERVER and kind(p) != "reg"]
+    assert to_server and all(p.token != 0 for p in to_server), "what goes to the server after registering carries it"
+
+
+def test_the_servers_burst_is_not_rate_limited_but_a_peers_is():
+    """A busy group brings thousands of group messages at once: refusing them would leave
+    them unacknowledged and get the member removed.  Peers are held to the limit."""
+    client = registered_client()
+    burst = int(Limits().burst) + 500  # more than any one peer may send at once
+
+    def header(msg_id: int, sender: str) -> dict:
+        return {"msg_id": msg_id, "port": 0, "token": 0, "sender": sender}
+
+    for msg_id in range(100, 100 + burst):
+        client.receive(encode("probe", header(msg_id, "server"), None), SERVER, 1.0)
+    acked = {parse(e.data).payload.ack_id for e in client.drain() if isinstance(e, Send)}
+    assert len(acked) == burst and client.drops["rate-limited"] == 0
+    for msg_id in range(100, 100 + burst):
+        client.receive(encode("pri_msg", header(msg_id, "Zed"), {"session": 0, "text": "x"}), BOB, 1.0)
+    assert client.drops["rate-limited"] == 500
+
+
+def test_a_group_message_held_for_a_join_is_shown_once_not_again_at_the_next_join():
+    client = registered_client()
+    join = typed(client, "join_group g", 1.0)
+    early = GrpMsg(group="g", origin="Cat", text="early")
+    assert from_server(client, "grp_msg", 20, early) == [], "forwarded before the answer to the join: held"
+    shown = from_server(client, "ack", 21, Ack(ack_id=join.msg_id))
+    assert shown == [">>> Entered group g successfully", ">>> (g) Group_Message Cat: early"]
+    leave = typed(client, "leave_group", 2.0)
+    from_server(client, "ack", 30, Ack(ack_id=leave.msg_id), now=2.0)
+    assert client.group is None
+    join = typed(client, "join_group g", 3.0)
+    assert from_server(client, "ack", 40, Ack(ack_id=join.msg_id), now=3.0) == [">>> Entered group g successfully"]
+
+
+def test_typed_bytes_that_are_not_utf8_are_sent_with_replacement_characters():
+    """A terminal in another encoding: Python hands the line over with lone surrogates,
+    which cannot be encoded into a datagram."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.type(ann, "send Bob caf\udce9 ok")  # b"caf\xe9 ok" read with surrogateescape
+    sim.run(1)
+    assert sim.lines["Bob"][-1] == ">>> Ann: caf\ufffd ok"
+    assert sim.lines["Ann"][-1] == ">>> Message received by Bob."
+
+
+def test_a_peer_that_registered_again_is_heard_from_its_first_message():
+    """Bob's new process numbers its messages from a new random start, maybe below the last
+    one shown from his old session: that is no replay."""
+    client = client_knowing_bob(session=5)
+    assert from_bob(client, 5000, "old session") == ([">>> Bob: old session"], [5000])
+    from_server(client, "table", 12, row_table(2, base=1, session=6), now=2.0)
+    assert from_bob(client, 17, "new session", session=6, now=2.5) == ([">>> Bob: new session"], [17])
+
+
+def test_private_message_ids_that_wrap_around_are_new():
+    client = client_knowing_bob()
+    assert from_bob(client, 2**32 - 1, "last id") == ([">>> Bob: last id"], [2**32 - 1])
+    assert from_bob(client, 1, "after the wrap") == ([">>> Bob: after the wrap"], [1])
+
+
+def test_a_table_marking_us_offline_during_dereg_does_not_spoil_the_goodbye():
+    """The server may take us offline (a probe it sent went unanswered) just as we deregister."""
+    client = registered_client()
+    dereg = typed(client, "dereg Ann", 1.0)
+    shown = from_server(client, "table", 12, row_table(1, client="Ann", ip="10.0.0.1", port=7001, online=0), now=1.1)
+    shown += from_server(client, "ack", 13, Ack(ack_id=dereg.msg_id), now=1.2)
+    assert shown[-1] == ">>> You are Offline. Bye." and client.exit_status == 0
+    assert not any("marked this client offline" in line for line in shown)
+
+
+def test_private_message_before_the_registration_is_answered_is_ignored():
+    """The table can arrive before the answer to our registration (reordered, or the answer lost)."""
+    client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    client.start(0.0)
+    client.drain()
+    from_server(client, "table", 11, row_table(1), now=0.1)
+    assert from_bob(client, 50, "too early") == ([], []), "not shown before the welcome; Bob tries again"
+    assert client.drops["unknown sender"] == 1

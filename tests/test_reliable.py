@@ -385,3 +385,32 @@ def test_answers_that_answer_nothing_are_counted_as_stale():
     assert not ep.handle_ack(ack_for(4242), PEER, 0.0)
     assert not ep.handle_ack(reg_ack_for(4243), PEER, 0.0)
     assert ep.drops == {"stale ack": 2}
+
+
+def test_a_message_id_is_not_newer_than_itself():
+    """Serial-number order: an id equal to the last one is a replay, not a new message (the
+    server and the clients refuse replays with ``is_newer``), across the wrap-around too."""
+    for last in (1, 12345, 2**31, 2**32 - 1):
+        assert not reliable.is_newer(last, last)
+        after = last % (2**32 - 1) + 1  # the next id, as Endpoint.build numbers them (never 0)
+        assert reliable.is_newer(after, last) and not reliable.is_newer(last, after)
+    assert reliable.is_newer(3, 2**32 - 5), "ids wrap around"
+
+
+def test_acknowledged_messages_are_remembered_at_least_the_memory_time():
+    """Acknowledged ids are kept in two generations, the older dropped whole: whenever that
+    happens, an id younger than ``memory`` must still be known (else a late retransmission
+    of it would be processed, and shown, a second time), and none is kept for ever."""
+    ep = endpoint()
+    memory = REPLY_MEMORY_WINDOWS * ep.policy.window
+    step = memory / 8
+    added: list[tuple[int, float]] = []
+    for k in range(40):  # five memory times, a message every eighth of one
+        now = k * step
+        ep.acknowledge(request_from("S", k + 1), PEER, now)
+        added.append((k + 1, now))
+        for msg_id, when in added:
+            known = ep.answer_again(request_from("S", msg_id), PEER, now)
+            assert known or now - when >= memory, f"#{msg_id} forgotten {now - when:.2f} s after its ack"
+            assert not known or now - when <= 2 * memory + step, f"#{msg_id} still known after {now - when:.2f} s"
+        ep.drain()

@@ -7,6 +7,8 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.effects import Send, Show, ShowTable
 from node.names import SERVER_NAME
@@ -14,6 +16,7 @@ from node.reliable import RetryPolicy
 from node.server import MAX_PENDING, PENDING_WINDOWS, ServerLogic
 from node.versions import MAX_TOLD
 from proto import (
+    MAX_TEXT_BYTES,
     STATUSES,
     VERSION,
     Ack,
@@ -23,6 +26,7 @@ from proto import (
     Kick,
     LeaveGroup,
     ListMembers,
+    ListMore,
     MsgId,
     PriMsg,
     SendGroup,
@@ -31,6 +35,7 @@ from proto import (
 from proto.codec import HEADER_MIN
 from proto.fastpath import encode
 from simnet import SimNet, dropping, kind
+from tests.packets import PAYLOAD_STRATEGIES
 
 # -- a server fed by hand ------------------------------------------------------------
 
@@ -951,3 +956,196 @@ def test_no_state_is_left_behind_after_a_conversation():
         assert node.get_timer() is None
     assert sim.server._probing == set()
     assert ">>> Client Cat not responsive, removed from g" in sim.lines["server"]
+
+
+# -- holes found by breaking the code on purpose (issue 11) ------------------------------------------
+
+
+def test_the_latest_request_replayed_after_its_answer_is_forgotten_is_not_processed_again():
+    """Not only an older id is a replay: so is the session's latest request itself, once its
+    remembered answer has expired (a second forwarding would show the message twice)."""
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    latest = ann.packet("send_group", SendGroup(group="g", text="once"))
+    h.deliver(latest, ann.addr)
+    for msg in bob.received("grp_msg"):
+        bob.ack(msg)
+    h.advance(60)  # the remembered answer has expired
+    h.out.clear()
+    h.deliver(latest, ann.addr)
+    assert h.out == [], "neither answered again nor forwarded again"
+    assert h.server.drops["replayed"] == 1
+
+
+def test_leave_group_naming_another_group_is_refused():
+    h = Harness()
+    ann, bob = h.client("Ann"), h.client("Bob")
+    for group, member in (("g1", ann), ("g2", bob)):
+        ann.ask("create_group", CreateGroup(group=group))
+        assert member.ask("join_group", JoinGroup(group=group)) == "ok"
+    h.take_lines()
+    assert ann.ask("leave_group", LeaveGroup(group="g2")) == "not_in_group"
+    assert h.server.clients["Ann"].group == "g1" and h.server.groups == {"g1": {"Ann": None}, "g2": {"Bob": None}}
+    assert h.take_lines() == [], "no 'left group' and no new group table"
+
+
+def test_list_members_answers_with_the_askers_own_group_only():
+    h = Harness()
+    ann, cat = make_group(h, "Ann", "Cat", group="g1")
+    (bob,) = make_group(h, "Bob", group="g2")
+
+    def listing(fake, group):
+        data = fake.packet("list_members", ListMembers(group=group))
+        h.deliver(data, fake.addr)
+        answer = fake.answer_to(decode(data).msg_id)
+        return STATUSES[answer.payload.status], [item.value for item in answer.payload.items]
+
+    assert listing(ann, "g1") == ("ok", ["Ann", "Cat"])
+    assert listing(bob, "g2") == ("ok", ["Bob"])
+    assert listing(ann, "g2") == ("not_in_group", []), "another group's members are not for Ann"
+    assert listing(ann, "nope") == ("not_in_group", []), "nor a group that does not exist"
+
+
+@pytest.mark.parametrize("how", ["registers again from the same address", "deregisters"])
+def test_an_ended_sessions_table_update_is_not_retransmitted(how):
+    h = Harness()
+    ann = h.client("Ann")  # its first table update is in flight, never acknowledged
+    old_ids = {p.msg_id for p in ann.received("table")}
+    if how == "deregisters":
+        assert ann.ask("dereg") == "ok"
+    else:
+        again = h.client("Ann", addr=ann.addr)
+        again.ack(again.received("table")[-1])  # the new session acknowledges its own
+    h.out.clear()
+    h.advance(5)
+    assert [p.msg_id for p in ann.received("table") if p.msg_id in old_ids] == []
+
+
+def test_over_long_group_text_from_a_hand_made_client_is_refused():
+    """The limit is in bytes of UTF-8: one byte over it, in two-byte characters, is refused."""
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    over = "é" * (MAX_TEXT_BYTES // 2) + "!"
+    assert ann.ask("send_group", SendGroup(group="g", text=over)) == "bad_request"
+    assert bob.received("grp_msg") == []
+    assert not any("sent group message" in line for line in h.take_lines())
+    assert ann.ask("send_group", SendGroup(group="g", text=over[:-1])) == "ok", "exactly the limit goes through"
+    (msg,) = bob.received("grp_msg")
+    assert msg.payload.text == over[:-1]
+
+
+def test_a_client_back_on_the_same_address_starts_outside_its_old_group():
+    """Bob's process died while he was in g and a new one registers from the same port."""
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    bob = h.client("Bob", addr=bob.addr)
+    assert h.server.groups["g"] == {"Ann": None} and h.server.clients["Bob"].group is None
+    h.out.clear()
+    assert ann.ask("send_group", SendGroup(group="g", text="who is here?")) == "ok"
+    assert bob.received("grp_msg") == []
+
+
+def test_registering_again_from_the_same_address_issues_a_new_token_and_session():
+    h = Harness()
+    ann = h.client("Ann")
+    old_token, old_session = ann.token, h.server.clients["Ann"].session
+    again = h.client("Ann", addr=ann.addr)
+    assert again.token != old_token and h.server.clients["Ann"].session != old_session
+    h.take_lines()
+    before = len(h.out)
+    h.deliver(again.packet("create_group", CreateGroup(group="stale"), token=old_token), ann.addr)
+    assert len(h.out) == before, "the old token from the right address is a forgery: no answer"
+    assert "stale" not in h.server.groups and h.server.drops["forged"] == 1
+    assert again.ask("create_group", CreateGroup(group="fresh")) == "ok"
+
+
+def test_a_registration_of_an_earlier_session_replayed_from_the_current_address_is_refused():
+    h = Harness()
+    ann = h.client("Ann", addr=("10.0.0.5", 7000), register=False)
+    first = ann.packet("reg")
+    h.deliver(first, ann.addr)
+    ann.token = ann.answer_to(decode(first).msg_id).payload.token
+    assert ann.ask("confirm") == "ok"
+    assert ann.ask("dereg") == "ok"
+    now = h.client("Ann", addr=("10.0.0.6", 7000))
+    token = h.server.clients["Ann"].token
+    h.out.clear()
+    h.deliver(first, now.addr)  # forged from where Ann is now
+    assert h.out == [] and h.server.drops["replayed"] == 1
+    assert h.server.clients["Ann"].token == token, "the session goes on"
+    assert now.ask("list_groups") == "ok"
+
+
+def test_a_member_that_moved_to_another_group_is_not_removed_from_it():
+    """Cat misses a group message of g, then moves to h before the server gives up on it."""
+    h = Harness()
+    ann, cat = make_group(h, "Ann", "Cat")
+    ann.ask("create_group", CreateGroup(group="h"))
+    assert ann.ask("send_group", SendGroup(group="g", text="hello")) == "ok"  # Cat never acks it
+    assert cat.ask("join_group", JoinGroup(group="h")) == "ok"
+    h.take_lines()
+    h.advance(5)
+    assert h.server.groups["h"] == {"Cat": None} and h.server.clients["Cat"].group == "h"
+    assert not any("not responsive" in line for line in h.take_lines())
+
+
+def test_a_flooding_source_is_served_again_after_a_quiet_spell():
+    h = Harness()
+    ann = h.client("Ann")
+    flood = ann.packet("list_groups")
+    for _ in range(5000):  # all at one instant: the bucket is empty
+        h.server.receive(flood, ann.addr, h.now)
+    h.server.drain()  # thousands of answers to one request: not worth decoding
+    assert h.server.drops["rate-limited"] >= 5000 - h.server.limits.burst
+    h.advance(2.0)  # refilled at the configured rate
+    assert ann.ask("create_group", CreateGroup(group="later")) == "ok"
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(sorted(set(PAYLOAD_STRATEGIES) - {"reg", "dereg"})).flatmap(
+    lambda kind_: st.tuples(st.just(kind_), PAYLOAD_STRATEGIES[kind_])), min_size=1, max_size=6))
+def test_nonsense_requests_in_a_live_session_never_raise(requests):
+    """Datagrams of every type with random fields, from a registered member's address and with
+    its token: they pass the checks in front and reach the handlers (the process-level fuzz
+    mostly stops at those checks).  Each is answered or dropped; the server goes on."""
+    h = Harness()
+    ann, bob = make_group(h, "Ann", "Bob")
+    for type_name, payload in requests:
+        h.deliver(ann.packet(type_name, payload), ann.addr)
+        h.advance(0.1)
+    assert bob.ask("list_groups") == "ok"
+
+
+def test_list_more_naming_no_list_is_refused_not_raised():
+    """A list code that names no message type (a KeyError in the handler once): the decoder
+    refuses it, counted, and the session goes on."""
+    h = Harness()
+    ann = h.client("Ann")
+    before = len(h.out)
+    h.deliver(ann.packet("list_more", ListMore(list=99, start=0, group="g")), ann.addr)
+    assert h.out[before:] == [] and h.server.drops["malformed"] == 1
+    assert ann.ask("list_groups") == "ok"
+
+
+def test_request_ids_that_wrap_around_are_new():
+    h = Harness()
+    ann = h.client("Ann", register=False)
+    reg = ann.packet("reg", msg_id=2**32 - 3)  # a client whose ids start near the top
+    h.deliver(reg, ann.addr)
+    ann.token = ann.answer_to(decode(reg).msg_id).payload.token
+    assert ann.ask("confirm", msg_id=2**32 - 2) == "ok"
+    assert ann.ask("create_group", CreateGroup(group="g1"), msg_id=2**32 - 1) == "ok"
+    assert ann.ask("create_group", CreateGroup(group="g2"), msg_id=1) == "ok", "after the wrap: not a replay"
+    assert list(h.server.groups) == ["g1", "g2"] and h.server.drops["replayed"] == 0
+
+
+@pytest.mark.parametrize("name", ["é" * 17, "bell\x07", "esc\x1b[31m", "nul\x00"], ids=["34 bytes", "bell", "escape", "nul"])
+def test_names_are_counted_in_bytes_and_printable_only(name):
+    """17 two-byte characters are 34 bytes, over the 32-byte limit; control characters would
+    reach every terminal that prints the name."""
+    h = Harness()
+    assert h.client(name, register=False).register() == "bad_name"
+    ann = h.client("Ann")
+    assert ann.ask("create_group", CreateGroup(group=name)) == "bad_request"
+    assert h.server.clients.keys() == {"Ann"} and h.server.groups == {}
+    assert h.client("é" * 16, register=False).register() == "ok", "32 bytes fit"
