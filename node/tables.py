@@ -9,7 +9,7 @@ the delta ``base`` -> ``v``: it carries every row changed in between (current
 values, which a later change overwrites anyway), so each part applies on its own
 and the next one starts where it ended.
 
-Also how often a node prints a long client table (``TablePrinter``).
+Also how often a node prints a table that keeps changing (``TablePrinter``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ def _room(type_name: str, **payload) -> int:
     return MAX_DATAGRAM - len(encode(type_name, {"sender": SERVER_NAME}, payload))
 
 
-SHOWN_AT_ONCE = 100  # a client table of up to this many rows is printed on every change; a longer one at most
-SHOW_PAUSE_PER_ROW = 0.001  # once every rows x this many seconds (1 s at least): printing it costs that much
+SHOWN_AT_ONCE = 100  # a table of up to this many rows may be printed several times at once; a longer one at most
+SHOW_PAUSE_PER_ROW = 0.001  # once every rows x this many seconds (SHOW_PAUSE at least): printing it costs that much
+SHOW_PAUSE = 1.0  # seconds: a table that changes faster is printed about this often, the latest version
+SHOWN_IN_A_BURST = 10  # printings of a short table that may follow each other at once
 
 TABLE_ROOM = _room("table")
 LIST_ROOM = _room("ack")
@@ -79,28 +81,46 @@ class TableVersions:
 
 
 class TablePrinter:
-    """Prints the client table on every change while it is short; a long one (10,000 rows, in
-    many parts) at most now and then, the latest, or printing it would cost more than serving
-    the clients in it.  ``call_at`` is the endpoint's; ``show()`` prints the table as it is."""
+    """Prints a table when it changes, unless it changes faster than it can be read: a short
+    one (up to ``SHOWN_AT_ONCE`` rows) up to ``SHOWN_IN_A_BURST`` times at once, then about once
+    a second; a long one (10,000 rows) at most once every max(1 s, rows x 1 ms), or printing it
+    would cost more than serving the clients in it.  What waits is printed later, the latest
+    version.  (A token bucket of printings.)  ``call_at`` is the endpoint's; ``show()`` prints
+    the table as it is."""
 
     def __init__(self, call_at: Callable[[float, Callable[[float], None]], None], size: Callable[[], int],
                  show: Callable[[], None]):
         self._call_at = call_at
         self._size = size
         self._show = show
-        self._after = 0.0  # when a long table may be printed again
-        self._later = False  # a printing is already set for then
+        self._credit = float(SHOWN_IN_A_BURST)  # printings that may go now
+        self._at = 0.0  # when the credit was last topped up
+        self._later = False  # a printing is already set for later
 
     def changed(self, now: float) -> None:
-        if self._size() <= SHOWN_AT_ONCE or now >= self._after:
-            self._show_now(now)
-        elif not self._later:
+        if self._later:
+            return  # that printing shows this change too
+        pause = self._top_up(now)
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            self._show()
+        else:
             self._later = True
-            self._call_at(self._after, self._show_now)
+            self._call_at(now + (1.0 - self._credit) * pause, self._show_later)
 
-    def _show_now(self, now: float) -> None:
+    def _top_up(self, now: float) -> float:
+        """Credit earned since it was last topped up; the pause that earns one printing."""
+        rows = self._size()
+        pause = max(SHOW_PAUSE, rows * SHOW_PAUSE_PER_ROW)
+        burst = SHOWN_IN_A_BURST if rows <= SHOWN_AT_ONCE else 1
+        self._credit = min(burst, self._credit + (now - self._at) / pause)
+        self._at = now
+        return pause
+
+    def _show_later(self, now: float) -> None:
         self._later = False
-        self._after = now + max(1.0, self._size() * SHOW_PAUSE_PER_ROW)
+        self._top_up(now)
+        self._credit = max(0.0, self._credit - 1.0)  # due now, give or take rounding
         self._show()
 
 
