@@ -75,7 +75,7 @@ class ServerLogic:
         self._now = 0.0  # the time the logic was last told
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.clients), self._print_table)
         self._group_printer = TablePrinter(self.net.call_at, lambda: len(self.groups), self._print_groups)
-        self._groups_changed = False  # the group table changed since the last drain
+        self._groups_shown = False  # the group table is printed (or set to be) for this batch of datagrams
         self._console = Console(self.net.call_at, self._show)
         self.drops: Counter[str] = Counter()
         self._probing: set[str] = set()
@@ -138,9 +138,7 @@ class ServerLogic:
         self.net.handle_timer(now)
 
     def drain(self) -> list[Effect]:
-        if self._groups_changed:  # printed once per batch of datagrams, when not too often
-            self._groups_changed = False
-            self._group_printer.changed(self._now)
+        self._groups_shown = False
         self._send_table_updates(self._now)
         return self.net.drain()
 
@@ -441,7 +439,9 @@ class ServerLogic:
         self._console.event(self._now, template, *args, items=items)
 
     def _show_groups(self) -> None:
-        self._groups_changed = True
+        if not self._groups_shown:  # once per batch: its rows are made after the batch, the latest
+            self._groups_shown = True
+            self._group_printer.changed(self._now)
 
     def _print_groups(self) -> None:
         groups = self.groups

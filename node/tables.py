@@ -34,10 +34,11 @@ def _room(type_name: str, **payload) -> int:
     return MAX_DATAGRAM - len(encode(type_name, {"sender": SERVER_NAME}, payload))
 
 
-SHOWN_AT_ONCE = 100  # a table of up to this many rows may be printed several times at once; a longer one at most
+SHOWN_AT_ONCE = 100  # a table of up to this many rows is printed on every change, within a budget; a longer one at most
 SHOW_PAUSE_PER_ROW = 0.001  # once every rows x this many seconds (SHOW_PAUSE at least): printing it costs that much
-SHOW_PAUSE = 1.0  # seconds: a table that changes faster is printed about this often, the latest version
-SHOWN_IN_A_BURST = 10  # printings of a short table that may follow each other at once
+SHOW_PAUSE = 1.0  # seconds: a table that changes faster than it can be printed, about this often, the latest
+ROWS_PER_SECOND = 1_000  # rows one table's printer prints a second on average (drawn with rich: 0.1 ms a row,
+ROWS_IN_A_BURST = 2_000  # 0.2 ms a table: a tenth of the node's time), and at once
 
 TABLE_ROOM = _room("table")
 LIST_ROOM = _room("ack")
@@ -81,46 +82,52 @@ class TableVersions:
 
 
 class TablePrinter:
-    """Prints a table when it changes, unless it changes faster than it can be read: a short
-    one (up to ``SHOWN_AT_ONCE`` rows) up to ``SHOWN_IN_A_BURST`` times at once, then about once
-    a second; a long one (10,000 rows) at most once every max(1 s, rows x 1 ms), or printing it
-    would cost more than serving the clients in it.  What waits is printed later, the latest
-    version.  (A token bucket of printings.)  ``call_at`` is the endpoint's; ``show()`` prints
-    the table as it is."""
+    """Prints a table when it changes, unless printing it would cost more than serving the clients:
+    a short table (up to ``SHOWN_AT_ONCE`` rows) on every change while its printings stay within a
+    budget of rows (``ROWS_IN_A_BURST`` at once, ``ROWS_PER_SECOND`` on average), beyond that the
+    latest version about once a second until it has been quiet for a while; a long one (10,000
+    rows) at most once every max(1 s, rows x 1 ms).  ``call_at`` is the endpoint's; ``show()``
+    prints the table as it is."""
 
     def __init__(self, call_at: Callable[[float, Callable[[float], None]], None], size: Callable[[], int],
                  show: Callable[[], None]):
         self._call_at = call_at
         self._size = size
         self._show = show
-        self._credit = float(SHOWN_IN_A_BURST)  # printings that may go now
+        self._credit = float(ROWS_IN_A_BURST)  # rows that may be printed now
         self._at = 0.0  # when the credit was last topped up
+        self._after = 0.0  # when a long table may be printed again
         self._later = False  # a printing is already set for later
 
     def changed(self, now: float) -> None:
         if self._later:
             return  # that printing shows this change too
-        pause = self._top_up(now)
-        if self._credit >= 1.0:
-            self._credit -= 1.0
-            self._show()
+        rows = self._top_up(now)
+        if rows > SHOWN_AT_ONCE:
+            due = self._after
+        else:
+            due = now if self._credit >= rows + 2 else now + SHOW_PAUSE
+        if due <= now:
+            self._credit = max(0.0, self._credit - rows - 2)  # the title and header cost about two rows
+            self._show_now(now, rows)
         else:
             self._later = True
-            self._call_at(now + (1.0 - self._credit) * pause, self._show_later)
+            self._call_at(due, self._show_later)
 
-    def _top_up(self, now: float) -> float:
-        """Credit earned since it was last topped up; the pause that earns one printing."""
-        rows = self._size()
-        pause = max(SHOW_PAUSE, rows * SHOW_PAUSE_PER_ROW)
-        burst = SHOWN_IN_A_BURST if rows <= SHOWN_AT_ONCE else 1
-        self._credit = min(burst, self._credit + (now - self._at) / pause)
+    def _top_up(self, now: float) -> int:
+        """Add the credit earned since it was last topped up; the table's rows."""
+        self._credit = min(ROWS_IN_A_BURST, self._credit + (now - self._at) * ROWS_PER_SECOND)
         self._at = now
-        return pause
+        return self._size()
 
     def _show_later(self, now: float) -> None:
         self._later = False
-        self._top_up(now)
-        self._credit = max(0.0, self._credit - 1.0)  # due now, give or take rounding
+        rows = self._top_up(now)
+        self._credit = 0.0  # over budget: until it has been quiet for a while, the next change waits its turn too
+        self._show_now(now, rows)
+
+    def _show_now(self, now: float, rows: int) -> None:
+        self._after = now + max(SHOW_PAUSE, rows * SHOW_PAUSE_PER_ROW)
         self._show()
 
 

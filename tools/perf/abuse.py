@@ -174,7 +174,10 @@ class Abuser(Process):
 async def bystander(server: tuple[str, int], name: str, count: int, tick) -> tuple[list[float], int]:
     """``count`` commands (join, leave, ...): seconds each, and how many failed."""
     lines = Lines()
-    logic, node = await client(name, server, lines)
+    try:
+        logic, node = await client(name, server, lines)
+    except (NotAnswered, asyncio.TimeoutError):
+        return [], count  # not even registered
     samples, failed = [], 0
     cycle = [("join_group g0", "Entered group g0 successfully"), ("leave_group", "Leave group chat g0")]
     try:
@@ -217,46 +220,58 @@ def run(args, progress) -> list[Figure]:
             setup.close()
         for n, phase in enumerate(phases):
             tick = lambda f, n=n, phase=phase: progress(f"abuse: {phase}", (n + f) / len(phases))  # noqa: E731
-            printed = len(server.log())
-            busy = Busy(server)
-            abuser = Abuser(server.address, phase, args.groups, args.rate) if phase != "quiet" else None
-            try:
-                samples, failed = asyncio.run(bystander(server.address, f"By{phase}", args.count, tick))
-                cpu = busy.share()[0]
-            finally:
-                if abuser is not None:
-                    abuser.proc.send_signal(signal.SIGTERM)
-                    abuser.proc.wait(READY_WITHIN)
-                    sent, answered = abuser.counts()
-                    abuser.stop()
-            results[phase] = {
-                "ms": [s * 1000 for s in samples], "failed": failed, "server_cpu": cpu,
-                "printed": len(server.log()) - printed,
-                **({"abuser_sent": sent, "abuser_answered": answered} if abuser is not None else {}),
-            }
+            results[phase] = measure(server, phase, args, tick)
     progress("abuse", 1.0)
     return figures(results)
+
+
+def measure(server: ChatServer, phase: str, args, tick) -> dict:
+    """The bystander's commands, with the abuse of ``phase`` going on (none if quiet)."""
+    printed, busy = len(server.log()), Busy(server)
+    out = {"abuser_sent": 0, "abuser_answered": 0, "problem": ""}
+    abuser = None
+    if phase != "quiet":
+        try:
+            abuser = Abuser(server.address, phase, args.groups, args.rate)
+        except RuntimeError:  # it registers first: the server did not answer even that
+            return {**out, "ms": [], "failed": args.count, "server_cpu": busy.share()[0], "printed": len(server.log()) - printed,
+                    "problem": "the abusive client's registration went unanswered"}
+    try:
+        samples, failed = asyncio.run(bystander(server.address, f"By{phase}", args.count, tick))
+        cpu = busy.share()[0]
+    finally:
+        if abuser is not None:
+            abuser.proc.send_signal(signal.SIGTERM)
+            abuser.proc.wait(READY_WITHIN)
+            out["abuser_sent"], out["abuser_answered"] = abuser.counts()
+            abuser.stop()
+    return {**out, "ms": [s * 1000 for s in samples], "failed": failed, "server_cpu": cpu, "printed": len(server.log()) - printed}
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
 
 
 def figures(results: dict[str, dict]) -> list[Figure]:
     quiet = results["quiet"]
     quiet_p99 = percentile(quiet["ms"], 99)
-    out = [Figure("abuse", "bystander join/leave, nobody else about", median(quiet["ms"]), "ms",
-                  note=f"p99 {quiet_p99:.2f} ms; server {quiet['server_cpu']:.0%} busy, printed {quiet['printed']:,} chars",
-                  also={"p99": quiet_p99, "failed": quiet["failed"], "server_cpu": quiet["server_cpu"], "printed": quiet["printed"]})]
+    out = []
     for phase, r in results.items():
-        if phase == "quiet":
-            continue
         p99 = percentile(r["ms"], 99)
-        met = None if p99 is None or quiet_p99 is None else (p99 <= TARGET_RATIO * quiet_p99 and not r["failed"] and not quiet["failed"])
+        also = {"p99": p99, "median": median(r["ms"]), "failed": r["failed"], "server_cpu": r["server_cpu"], "printed": r["printed"]}
+        note = (f"{r['failed']} of {len(r['ms']) + r['failed']} failed{'; ' + r['problem'] if r['problem'] else ''}; "
+                f"server {r['server_cpu']:.0%} busy, printed {r['printed']:,} chars")
+        if phase == "quiet":
+            out.append(Figure("abuse", "bystander join/leave, nobody else about", median(r["ms"]), "ms",
+                              note=f"p99 {ms(p99)}; " + note, also=also))
+            continue
+        met = p99 is not None and quiet_p99 is not None and p99 <= TARGET_RATIO * quiet_p99 and not r["failed"] + quiet["failed"]
         out.append(Figure(
             "abuse", f"bystander p99 while one client floods {phase} requests", p99, "ms", quiet_p99, "quiet p99",
             f"<= {TARGET_RATIO:g}x, none failed", met,
-            note=(f"median {median(r['ms']) or 0:.2f} ms (quiet {median(quiet['ms']):.2f}); {r['failed']} failed; "
-                  f"abuser {r['abuser_answered']:,} of {r['abuser_sent']:,} answered; server {r['server_cpu']:.0%} busy, "
-                  f"printed {r['printed']:,} chars"),
-            also={"median": median(r["ms"]), "failed": r["failed"], "abuser_sent": r["abuser_sent"],
-                  "abuser_answered": r["abuser_answered"], "server_cpu": r["server_cpu"], "printed": r["printed"]},
+            note=(f"median {ms(median(r['ms']))} (quiet {ms(median(quiet['ms']))}); {note}; "
+                  f"the abuser sent {r['abuser_sent']:,}, {r['abuser_answered']:,} answered"),
+            also={**also, "abuser_sent": r["abuser_sent"], "abuser_answered": r["abuser_answered"]},
         ))
     return out
 
