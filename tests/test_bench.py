@@ -22,7 +22,7 @@ TINY = {
     "throughput": ["--clients", "1", "2", "--duration", "0.2", "--rates", "500", "--open-clients", "2", "--rounds", "1"],
     "fanout": ["--members", "3", "--messages", "2", "--duration", "0.2"],
     "scale": ["--clients", "20", "40", "--timeout", "60"],
-    "abuse": ["--groups", "30", "--count", "6"],
+    "abuse": ["--groups", "30", "--count", "6", "--rounds", "2"],
 }
 
 

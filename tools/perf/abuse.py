@@ -155,13 +155,14 @@ def abuser_main(argv: list[str] | None = None) -> int:
 class Abuser(Process):
     """``python -m tools.perf.abuse`` against ``server``, on the benchmark's side of the machine."""
 
-    def __init__(self, server: tuple[str, int], mode: str, groups: int, rate: float):
+    def __init__(self, server: tuple[str, int], mode: str, groups: int, rate: float, name: str):
         super().__init__(
             lambda port: [sys.executable, "-m", "tools.perf.abuse", "--server", f"{server[0]}:{server[1]}",
                           "--port", str(port), "--mode", mode, "--groups", str(groups), "--rate", f"{rate:g}",
-                          "--name", f"Mal{mode}"],
+                          "--name", name],
             "flooding",
             apart=False,
+            attempts=1,  # not ready means its registration went unanswered, not that its port was taken
         )
 
     def counts(self) -> tuple[int, int]:
@@ -200,7 +201,8 @@ async def bystander(server: tuple[str, int], name: str, count: int, tick) -> tup
 
 def add_arguments(parser) -> None:
     parser.add_argument("--groups", type=int, default=Limits.max_groups, help=f"groups on the server (default {Limits.max_groups})")
-    parser.add_argument("--count", type=int, default=200, help="bystander commands per phase (default 200)")
+    parser.add_argument("--count", type=int, default=400, help="bystander commands per phase (default 400)")
+    parser.add_argument("--rounds", type=int, default=4, help="blocks of commands per phase, taken in turns (default 4)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="kinds of abuse (default both)")
     parser.add_argument("--rate", type=float, default=Limits.rate,
                         help="the abuser's requests a second (default: the server's per-source rate limit)")
@@ -208,8 +210,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args, progress) -> list[Figure]:
+    """Rounds of one block of bystander commands per phase, so that whatever else the machine does
+    meanwhile falls on every phase alike."""
     phases = ["quiet", *args.modes]
-    results: dict[str, dict] = {}
+    results = {phase: {"ms": [], "failed": 0, "cpu": [], "printed": 0, "abuser_sent": 0, "abuser_answered": 0, "problem": ""}
+               for phase in phases}
+    block = max(2, args.count // args.rounds)
     with ChatServer(limited=True, terminal=True) as server:
         progress("abuse: creating groups", 0.0)
         setup = RawClient(server.address, "Setup")
@@ -218,34 +224,44 @@ def run(args, progress) -> list[Figure]:
             setup.create_groups(args.groups, args.setup_timeout)
         finally:
             setup.close()
-        for n, phase in enumerate(phases):
-            tick = lambda f, n=n, phase=phase: progress(f"abuse: {phase}", (n + f) / len(phases))  # noqa: E731
-            results[phase] = measure(server, phase, args, tick)
+        for k in range(args.rounds):
+            for n, phase in enumerate(phases):
+                total = results[phase]
+                if total["failed"]:  # that phase failed already: its later blocks are not run, but counted
+                    total["failed"] += block
+                    continue
+                share = (k * len(phases) + n) / (args.rounds * len(phases))
+                tick = lambda f, phase=phase, share=share: progress(f"abuse: {phase}", share + f / (args.rounds * len(phases)))  # noqa: E731
+                measure(server, phase, f"{k}", block, args, tick, total)
     progress("abuse", 1.0)
     return figures(results)
 
 
-def measure(server: ChatServer, phase: str, args, tick) -> dict:
-    """The bystander's commands, with the abuse of ``phase`` going on (none if quiet)."""
+def measure(server: ChatServer, phase: str, tag: str, count: int, args, tick, total: dict) -> None:
+    """``count`` bystander commands, with the abuse of ``phase`` going on (none if quiet), added to ``total``."""
     printed, busy = len(server.log()), Busy(server)
-    out = {"abuser_sent": 0, "abuser_answered": 0, "problem": ""}
     abuser = None
-    if phase != "quiet":
-        try:
-            abuser = Abuser(server.address, phase, args.groups, args.rate)
-        except RuntimeError:  # it registers first: the server did not answer even that
-            return {**out, "ms": [], "failed": args.count, "server_cpu": busy.share()[0], "printed": len(server.log()) - printed,
-                    "problem": "the abusive client's registration went unanswered"}
     try:
-        samples, failed = asyncio.run(bystander(server.address, f"By{phase}", args.count, tick))
-        cpu = busy.share()[0]
+        if phase != "quiet":
+            try:
+                abuser = Abuser(server.address, phase, args.groups, args.rate, f"Mal{phase}{tag}")
+            except RuntimeError:  # it registers first: the server did not answer even that
+                total["failed"] += count
+                total["problem"] = "the abusive client's registration went unanswered"
+                return
+        samples, failed = asyncio.run(bystander(server.address, f"By{phase}{tag}", count, tick))
+        total["ms"] += [s * 1000 for s in samples]
+        total["failed"] += failed
     finally:
+        total["cpu"].append(busy.share()[0])
         if abuser is not None:
             abuser.proc.send_signal(signal.SIGTERM)
             abuser.proc.wait(READY_WITHIN)
-            out["abuser_sent"], out["abuser_answered"] = abuser.counts()
+            sent, answered = abuser.counts()
+            total["abuser_sent"] += sent
+            total["abuser_answered"] += answered
             abuser.stop()
-    return {**out, "ms": [s * 1000 for s in samples], "failed": failed, "server_cpu": cpu, "printed": len(server.log()) - printed}
+        total["printed"] += len(server.log()) - printed
 
 
 def ms(value: float | None) -> str:
@@ -258,9 +274,10 @@ def figures(results: dict[str, dict]) -> list[Figure]:
     out = []
     for phase, r in results.items():
         p99 = percentile(r["ms"], 99)
-        also = {"p99": p99, "median": median(r["ms"]), "failed": r["failed"], "server_cpu": r["server_cpu"], "printed": r["printed"]}
+        cpu = sum(r["cpu"]) / len(r["cpu"])
+        also = {"p99": p99, "median": median(r["ms"]), "failed": r["failed"], "server_cpu": cpu, "printed": r["printed"]}
         note = (f"{r['failed']} of {len(r['ms']) + r['failed']} failed{'; ' + r['problem'] if r['problem'] else ''}; "
-                f"server {r['server_cpu']:.0%} busy, printed {r['printed']:,} chars")
+                f"server {cpu:.0%} busy, printed {r['printed']:,} chars")
         if phase == "quiet":
             out.append(Figure("abuse", "bystander join/leave, nobody else about", median(r["ms"]), "ms",
                               note=f"p99 {ms(p99)}; " + note, also=also))

@@ -51,9 +51,9 @@ class Process:
     comes: the child prints as it would in a terminal window (tables drawn with rich),
     and pays what that costs."""
 
-    def __init__(self, argv_for_port, ready: str, terminal: bool = False, apart: bool = True):
+    def __init__(self, argv_for_port, ready: str, terminal: bool = False, apart: bool = True, attempts: int = 5):
         self.reader: subprocess.Popen | None = None
-        for _ in range(5):
+        for _ in range(attempts):
             self.output = tempfile.NamedTemporaryFile("w+b", prefix="bench-", suffix=".log", delete=False)
             self.port = free_port()
             stdout = self._terminal() if terminal else self.output.fileno()
