@@ -21,6 +21,7 @@ import itertools
 import random
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -30,7 +31,7 @@ from proto.fastpath import encode, parse
 
 from .figures import Busy, Figure, median, percentile
 from .latency import Lines, NotAnswered, client, timed
-from .processes import HOST, READY_WITHIN, STARTED, ChatServer, Process
+from .processes import HOST, READY_WITHIN, ChatServer, Process
 
 TARGET_RATIO = 3.0  # p99 under abuse / quiet p99
 MODES = ("churn", "list")
@@ -165,9 +166,17 @@ class Abuser(Process):
             attempts=1,  # not ready means its registration went unanswered, not that its port was taken
         )
 
-    def counts(self) -> tuple[int, int]:
-        """(sent, answered), once it has stopped."""
+    def finish(self) -> tuple[int, int]:
+        """Stop it (SIGTERM by pid); (requests sent, answers received), as it reports them at exit."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(READY_WITHIN)
+        except subprocess.TimeoutExpired:
+            pass  # stop() kills it
         words = self.log().split()
+        self.stop()
+        if "sent" not in words:
+            return 0, 0
         i = words.index("sent")
         return int(words[i + 1]), int(words[i + 3])
 
@@ -255,12 +264,9 @@ def measure(server: ChatServer, phase: str, tag: str, count: int, args, tick, to
     finally:
         total["cpu"].append(busy.share()[0])
         if abuser is not None:
-            abuser.proc.send_signal(signal.SIGTERM)
-            abuser.proc.wait(READY_WITHIN)
-            sent, answered = abuser.counts()
+            sent, answered = abuser.finish()
             total["abuser_sent"] += sent
             total["abuser_answered"] += answered
-            abuser.stop()
         total["printed"] += len(server.log()) - printed
 
 
