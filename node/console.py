@@ -1,5 +1,6 @@
 """What keeps a node's console from being the way to slow it down: per-event lines
-that come faster than a person can read are merged, and printed lists are cut.
+that keep coming far faster than anyone reads them (a flood) are merged, and printed
+lists are cut.
 
 A line has a kind, its template (``"Client {} joined group {}"``).  Each kind has a budget
 of lines (a token bucket): ``LINES_AT_ONCE`` at once, ``LINES_PER_SECOND`` on average, so
