@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import Fields, parse
 
-from .effects import Address, Effect, Show, ShowTable
+from .console import Console
+from .effects import Address, Effect, LazyRows, Show, ShowTable
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy, is_newer
@@ -97,6 +98,9 @@ class ServerLogic:
         self._flying: set[str] = set()  # clients with a table part in flight (at most TABLE_WINDOW)
         self._now = 0.0  # the time the logic was last told
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.clients), self._print_table)
+        self._group_printer = TablePrinter(self.net.call_at, lambda: len(self.groups), self._print_groups)
+        self._groups_shown = False  # the group table is printed (or set to be) for this batch of datagrams
+        self._console = Console(self.net.call_at, self._show)
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self._probing: set[str] = set()
         # by address: one registration waits per address, so forging regs from one address in
@@ -166,6 +170,7 @@ class ServerLogic:
         self.net.handle_timer(now)
 
     def drain(self) -> list[Effect]:
+        self._groups_shown = False
         self._send_table_updates(self._now)
         return self.net.drain()
 
@@ -262,38 +267,36 @@ class ServerLogic:
         if not valid_group_name(group):
             self._reply(pkt, addr, now, "bad_request")
         elif group in self.groups:
-            self._show(f"Client {record.name} creating group {group} failed, group already exists")
+            self._event("Client {} creating group {} failed, group already exists", record.name, group)
             self._reply(pkt, addr, now, "group_exists")
         elif len(self.groups) >= self.limits.max_groups:
-            self._show(f"Client {record.name} creating group {group} failed, too many groups")
+            self._event("Client {} creating group {} failed, too many groups", record.name, group)
             self._reply(pkt, addr, now, "too_many_groups")
         elif not self._groups_held.allows(addr[0], self.limits.max_groups_per_ip):
-            self._show(f"Client {record.name} creating group {group} failed, too many groups from {addr[0]}")
+            self._event("Client {} creating group {} failed, too many groups from {}", record.name, group, addr[0])
             self._reply(pkt, addr, now, "quota")
         else:
             self._groups_held.move(addr[0])
             self.groups[group] = {}
-            self._show(f"Client {record.name} created group {group} successfully")
+            self._event("Client {} created group {} successfully", record.name, group)
             self._show_groups()
             self._reply(pkt, addr, now, "ok")
 
     def _on_list_groups(self, pkt, addr, now, record: ClientRecord) -> None:
-        self._show(f"Client {record.name} requested listing groups, current groups:")
-        for group in self.groups:
-            self._show(group)
+        self._event("Client {} requested listing groups, current groups:", record.name, items=self.groups)
         self._reply_list(pkt, addr, now, list(self.groups), 0)
 
     def _on_join_group(self, pkt, addr, now, record: ClientRecord) -> None:
         group = pkt.payload.group
         if group not in self.groups:
-            self._show(f"Client {record.name} joining group {group} failed, group does not exist")
+            self._event("Client {} joining group {} failed, group does not exist", record.name, group)
             self._reply(pkt, addr, now, "no_such_group")
             return
         if record.group != group:
             self._leave_group(record)
             self.groups[group][record.name] = None
             record.group = group
-        self._show(f"Client {record.name} joined group {group}")
+        self._event("Client {} joined group {}", record.name, group)
         self._show_groups()
         self._reply(pkt, addr, now, "ok")
 
@@ -302,7 +305,7 @@ class ServerLogic:
             self._reply(pkt, addr, now, "not_in_group")
             return
         self._leave_group(record)
-        self._show(f"Client {record.name} left group")
+        self._event("Client {} left group", record.name)
         self._show_groups()
         self._reply(pkt, addr, now, "ok")
 
@@ -312,9 +315,7 @@ class ServerLogic:
             self._reply(pkt, addr, now, "not_in_group")
             return
         members = list(self.groups[group])
-        self._show(f"Client {record.name} requested listing members of group {group}:")
-        for member in members:
-            self._show(member)
+        self._event("Client {} requested listing members of group {}:", record.name, group, items=members)
         self._reply_list(pkt, addr, now, members, 0)
 
     def _on_list_more(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -335,7 +336,7 @@ class ServerLogic:
         if record.group != group:
             self._reply(pkt, addr, now, "not_in_group")
             return
-        self._show(f"Client {record.name} sent group message: {text}")
+        self._event("Client {} sent group message: {}", record.name, text)
         self._reply(pkt, addr, now, "ok")
         self._send_group_message(group, record.name, text, now)
 
@@ -361,7 +362,7 @@ class ServerLogic:
             member = members[addr]  # the session it was sent to, even if another holds the address now
             if member.group == group:
                 self._leave_group(member)
-                self._show(f"Client {member.name} not responsive, removed from {group}")
+                self._event("Client {} not responsive, removed from {}", member.name, group)
                 self._show_groups()
 
         pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
@@ -377,7 +378,7 @@ class ServerLogic:
         def unanswered(now: float) -> None:
             self._probing.discard(target.name)
             if target.online and self.clients.get(target.name) is target:
-                self._show(f"Client {target.name} did not answer the server's probe, marked offline")
+                self._event("Client {} did not answer the server's probe, marked offline", target.name)
                 self._go_offline(target, now)
                 self._sync_table(target, now)  # tell it too, in case only its answers were lost
 
@@ -448,7 +449,7 @@ class ServerLogic:
                 self._waiting[name] = record
 
     def _print_table(self) -> None:
-        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, self.client_rows()))
+        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(self.client_rows)))
 
     def _go_offline(self, record: ClientRecord, now: float) -> None:
         record.online = False
@@ -513,9 +514,22 @@ class ServerLogic:
     def _show(self, text: str) -> None:
         self.net.effects.append(Show(f">>> {text}"))
 
+    def _event(self, template: str, *args: str, items=()) -> None:
+        """One line per event, merged with others of its kind when they come too fast (node/console.py)."""
+        self._console.event(self._now, template, *args, items=items)
+
     def _show_groups(self) -> None:
-        rows = tuple((group, ", ".join(members)) for group, members in self.groups.items())
-        self.net.effects.append(ShowTable(">>> Group table updated.", GROUP_COLUMNS, rows))
+        if not self._groups_shown:  # once per batch: its rows are made after the batch, the latest
+            self._groups_shown = True
+            self._group_printer.changed(self._now)
+
+    def _print_groups(self) -> None:
+        groups = self.groups
+
+        def rows() -> tuple[tuple[str, str], ...]:
+            return tuple((group, ", ".join(members)) for group, members in groups.items())
+
+        self.net.effects.append(ShowTable(">>> Group table updated.", GROUP_COLUMNS, LazyRows(rows)))
 
     def client_rows(self) -> tuple[tuple[str, ...], ...]:
         return tuple(

@@ -9,7 +9,7 @@ the delta ``base`` -> ``v``: it carries every row changed in between (current
 values, which a later change overwrites anyway), so each part applies on its own
 and the next one starts where it ended.
 
-Also how often a node prints a long client table (``TablePrinter``).
+Also how often a node prints a table that keeps changing (``TablePrinter``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ def _room(type_name: str, **payload) -> int:
     return MAX_DATAGRAM - len(encode(type_name, {"sender": SERVER_NAME}, payload))
 
 
-SHOWN_AT_ONCE = 100  # a client table of up to this many rows is printed on every change; a longer one at most
-SHOW_PAUSE_PER_ROW = 0.001  # once every rows x this many seconds (1 s at least): printing it costs that much
+SHOWN_AT_ONCE = 100  # a table of up to this many rows is printed on every change, within a budget; a longer one at most
+SHOW_PAUSE_PER_ROW = 0.001  # once every rows x this many seconds (SHOW_PAUSE at least): printing it costs that much
+SHOW_PAUSE = 1.0  # seconds: a table that changes faster than it can be printed, about this often, the latest
+ROWS_PER_SECOND = 1_000  # rows one table's printer prints a second on average (drawn with rich: 0.1 ms a row,
+ROWS_IN_A_BURST = 2_000  # 0.2 ms a table: a tenth of the node's time), and at once
 
 TABLE_ROOM = _room("table")
 LIST_ROOM = _room("ack")
@@ -79,28 +82,52 @@ class TableVersions:
 
 
 class TablePrinter:
-    """Prints the client table on every change while it is short; a long one (10,000 rows, in
-    many parts) at most now and then, the latest, or printing it would cost more than serving
-    the clients in it.  ``call_at`` is the endpoint's; ``show()`` prints the table as it is."""
+    """Prints a table when it changes, unless printing it would cost more than serving the clients:
+    a short table (up to ``SHOWN_AT_ONCE`` rows) on every change while its printings stay within a
+    budget of rows (``ROWS_IN_A_BURST`` at once, ``ROWS_PER_SECOND`` on average), beyond that the
+    latest version about once a second until it has been quiet for a while; a long one (10,000
+    rows) at most once every max(1 s, rows x 1 ms).  ``call_at`` is the endpoint's; ``show()``
+    prints the table as it is."""
 
     def __init__(self, call_at: Callable[[float, Callable[[float], None]], None], size: Callable[[], int],
                  show: Callable[[], None]):
         self._call_at = call_at
         self._size = size
         self._show = show
+        self._credit = float(ROWS_IN_A_BURST)  # rows that may be printed now
+        self._at = 0.0  # when the credit was last topped up
         self._after = 0.0  # when a long table may be printed again
-        self._later = False  # a printing is already set for then
+        self._later = False  # a printing is already set for later
 
     def changed(self, now: float) -> None:
-        if self._size() <= SHOWN_AT_ONCE or now >= self._after:
-            self._show_now(now)
-        elif not self._later:
+        if self._later:
+            return  # that printing shows this change too
+        rows = self._top_up(now)
+        if rows > SHOWN_AT_ONCE:
+            due = self._after
+        else:
+            due = now if self._credit >= rows + 2 else now + SHOW_PAUSE
+        if due <= now:
+            self._credit = max(0.0, self._credit - rows - 2)  # the title and header cost about two rows
+            self._show_now(now, rows)
+        else:
             self._later = True
-            self._call_at(self._after, self._show_now)
+            self._call_at(due, self._show_later)
 
-    def _show_now(self, now: float) -> None:
+    def _top_up(self, now: float) -> int:
+        """Add the credit earned since it was last topped up; the table's rows."""
+        self._credit = min(ROWS_IN_A_BURST, self._credit + (now - self._at) * ROWS_PER_SECOND)
+        self._at = now
+        return self._size()
+
+    def _show_later(self, now: float) -> None:
         self._later = False
-        self._after = now + max(1.0, self._size() * SHOW_PAUSE_PER_ROW)
+        rows = self._top_up(now)
+        self._credit = 0.0  # over budget: until it has been quiet for a while, the next change waits its turn too
+        self._show_now(now, rows)
+
+    def _show_now(self, now: float, rows: int) -> None:
+        self._after = now + max(SHOW_PAUSE, rows * SHOW_PAUSE_PER_ROW)
         self._show()
 
 

@@ -22,6 +22,7 @@ TINY = {
     "throughput": ["--clients", "1", "2", "--duration", "0.2", "--rates", "500", "--open-clients", "2", "--rounds", "1"],
     "fanout": ["--members", "3", "--messages", "2", "--duration", "0.2"],
     "scale": ["--clients", "20", "40", "--timeout", "60"],
+    "abuse": ["--groups", "30", "--count", "6", "--rounds", "2"],
 }
 
 
@@ -61,6 +62,9 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
     if scenario == "fanout":  # both kinds of members, and the bare relays, got messages through
         sustained = [f for f in figures if "sustained" in f["name"]]
         assert len(sustained) == 3 and all(f["value"] > 0 for f in sustained)
+    if scenario == "abuse":  # the quiet bystander, then one figure per kind of flood, which was served
+        assert [f["name"].rsplit(" ", 2)[-2] for f in figures[1:]] == ["churn", "list"]
+        assert all(f["also"]["abuser_answered"] > 0 and f["baseline"] == figures[0]["also"]["p99"] for f in figures[1:])
     if scenario == "codec":
         assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
 
@@ -68,7 +72,7 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
 def test_help_names_every_scenario():
     result = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0
-    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "all"):
+    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "all"):
         assert scenario in result.stdout
 
 

@@ -7,10 +7,11 @@ baseline measured in the same run (so ratios hold on a noisy machine).
     python3 tools/bench.py throughput   requests/s answered, closed and open loop, vs a bare echo server
     python3 tools/bench.py fanout       one send_group to 10/100/1,000 acking members; messages/s
     python3 tools/bench.py scale        registration storm: convergence, bytes, largest datagram, RSS
+    python3 tools/bench.py abuse        a bystander's command latency while one client floods the server
     python3 tools/bench.py all          everything above
 
 The server under test is a real ``ChatApp.py -s PORT`` process (with the per-source
-rate limit off); simulated clients are the project's own ClientLogic, many to a
+rate limit off, but for abuse, where the limit is what the abuser runs into); simulated clients are the project's own ClientLogic, many to a
 process.  Everything runs on 127.0.0.1, and every process started is stopped.
 """
 
@@ -29,11 +30,11 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.perf import codec, fanout, latency, scale, throughput  # noqa: E402
+from tools.perf import abuse, codec, fanout, latency, scale, throughput  # noqa: E402
 from tools.perf.figures import Figure  # noqa: E402
 from tools.perf.processes import STARTED  # noqa: E402
 
-SCENARIOS = {"codec": codec, "latency": latency, "throughput": throughput, "fanout": fanout, "scale": scale}
+SCENARIOS = {"codec": codec, "latency": latency, "throughput": throughput, "fanout": fanout, "scale": scale, "abuse": abuse}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Each scenario has its own options: bench.py SCENARIO --help.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    sub = parser.add_subparsers(dest="scenario", required=True, metavar="{codec,latency,throughput,fanout,scale,all}")
+    sub = parser.add_subparsers(dest="scenario", required=True, metavar="{" + ",".join([*SCENARIOS, "all"]) + "}")
     for name, module in SCENARIOS.items():
         scenario = sub.add_parser(name, help=module.__doc__.split("\n")[0].partition(": ")[2])
         scenario.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")

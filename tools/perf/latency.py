@@ -29,18 +29,29 @@ TARGET_TYPED_MS = "< 20"
 TARGET_HELP_MS = "< 300"
 
 
+class NotAnswered(Exception):
+    """The client gave up on the server (``Server not responding``)."""
+
+
 class Lines:
-    """The show callback of a node: lets a coroutine wait for a line."""
+    """The show callback of a node: lets a coroutine wait for a line (NotAnswered if the
+    client gives up on the server instead)."""
 
     def __init__(self):
         self.waiting: tuple[str, asyncio.Future] | None = None
 
     def __call__(self, effect: Effect) -> None:
-        if isinstance(effect, Show) and self.waiting and self.waiting[0] in effect.text:
-            future = self.waiting[1]
+        if not isinstance(effect, Show) or self.waiting is None:
+            return
+        text, future = self.waiting
+        if text in effect.text:
             self.waiting = None
             if not future.done():
                 future.set_result(time.perf_counter())
+        elif "Server not responding" in effect.text:
+            self.waiting = None
+            if not future.done():
+                future.set_exception(NotAnswered(effect.text))
 
     def expect(self, text: str) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -59,14 +70,19 @@ async def client(name: str, server, lines: Lines):
     return logic, node
 
 
+async def timed(logic, node, lines: Lines, command: str, answer: str, timeout: float = 10) -> float:
+    """Seconds from typing ``command`` until a line with ``answer`` is shown."""
+    done = lines.expect(answer)
+    start = time.perf_counter()
+    logic.command(command, node.now())
+    node.pump()
+    return (await asyncio.wait_for(done, timeout)) - start
+
+
 async def timed_commands(logic, node, lines: Lines, command, answer: str, count: int, tick) -> list[float]:
     samples = []
     for i in range(count):
-        done = lines.expect(answer)
-        start = time.perf_counter()
-        logic.command(command(i), node.now())
-        node.pump()
-        samples.append((await asyncio.wait_for(done, 10)) - start)
+        samples.append(await timed(logic, node, lines, command(i), answer))
         tick(i / count)
     return samples
 

@@ -7,12 +7,16 @@ memory and CPU time can be read from /proc without counting the generator's."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -40,27 +44,47 @@ def free_port() -> int:
 
 
 class Process:
-    """A child process whose output goes to a temporary file, ready once it prints ``ready``."""
+    """A child process whose output goes to a temporary file, ready once it prints ``ready``.
 
-    def __init__(self, argv_for_port, ready: str):
-        for _ in range(5):
+    With ``terminal`` its output goes to a pseudo-terminal instead, which another process
+    (``cat``, standing in for the terminal emulator) reads into that file as fast as it
+    comes: the child prints as it would in a terminal window (tables drawn with rich),
+    and pays what that costs."""
+
+    def __init__(self, argv_for_port, ready: str, terminal: bool = False, apart: bool = True, attempts: int = 5):
+        self.reader: subprocess.Popen | None = None
+        for _ in range(attempts):
             self.output = tempfile.NamedTemporaryFile("w+b", prefix="bench-", suffix=".log", delete=False)
             self.port = free_port()
+            stdout = self._terminal() if terminal else self.output.fileno()
             self.proc = subprocess.Popen(
                 argv_for_port(self.port),
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
-                stdout=self.output,
+                stdout=stdout,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
             )
             STARTED.append(self.proc.pid)
+            if terminal:
+                os.close(stdout)  # the child holds it now: the reader sees the end when the child exits
             if self._wait_ready(ready.encode()):
-                keep_apart(self.proc.pid)
+                if apart:
+                    keep_apart(self.proc.pid)
                 return
             log = self.log()
             self.stop()  # another process took the port meanwhile, or it failed: try again
         raise RuntimeError(f"{argv_for_port(0)[1:3]} did not start: {log[-300:]!r}")
+
+    def _terminal(self) -> int:
+        """A pseudo-terminal (200 columns) whose output a ``cat`` copies into the output file;
+        the terminal's side for the child."""
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+        self.reader = subprocess.Popen(["cat"], stdin=master, stdout=self.output, stderr=subprocess.DEVNULL)
+        STARTED.append(self.reader.pid)
+        os.close(master)
+        return slave
 
     def _wait_ready(self, ready: bytes) -> bool:
         deadline = time.monotonic() + READY_WITHIN
@@ -100,6 +124,12 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.reader is not None:
+            try:
+                self.reader.wait(timeout=10)  # it ends at the end of the child's output
+            except subprocess.TimeoutExpired:
+                os.kill(self.reader.pid, signal.SIGKILL)
+                self.reader.wait()
         self.output.close()
         Path(self.output.name).unlink(missing_ok=True)
 
@@ -111,18 +141,20 @@ class Process:
 
 
 class ChatServer(Process):
-    """``ChatApp.py -s PORT`` on loopback, without the per-source rate limit and the per-IP
-    quotas (the benchmark measures capacity, all its clients on 127.0.0.1; the limits exist
-    to share it fairly among many sources)."""
+    """``ChatApp.py -s PORT`` on loopback, without the per-IP quotas (all the benchmark's clients
+    are on 127.0.0.1) and without the per-source rate limit (the benchmark measures capacity; the
+    limit exists to share it fairly among many sources), unless ``limited``: then with the rate
+    limit, as users run it."""
 
-    def __init__(self, max_clients: int = 10_000, *extra: str):
+    def __init__(self, max_clients: int = 10_000, *extra: str, limited: bool = False, terminal: bool = False):
+        no_limit = ["--max-names-per-ip", "0", "--max-groups-per-ip", "0"] + ([] if limited else ["--rate-limit", "0"])
         super().__init__(
             lambda port: [
                 sys.executable, str(ROOT / "ChatApp.py"), "-s", str(port), "--bind", HOST,
-                "--rate-limit", "0", "--max-names-per-ip", "0", "--max-groups-per-ip", "0",
-                "--max-clients", str(max_clients), *extra,
+                *no_limit, "--max-clients", str(max_clients), *extra,
             ],
             "Server is online",
+            terminal,
         )
 
 

@@ -1,0 +1,265 @@
+"""What the server prints is bounded per request and per second (node/console.py,
+node/tables.py TablePrinter): the throttles on a fake clock, then the server's logic
+under a client that asks for a lot."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+
+from node.console import LINES_AT_ONCE, LINES_PER_SECOND, LIST_SHOWN, Console
+from node.effects import Send, Show, ShowTable
+from node.limits import Limits
+from node.reliable import RetryPolicy
+from node.server import ServerLogic
+from node.tables import ROWS_IN_A_BURST, TablePrinter
+from proto import MSG_TYPES, STATUS_CODES
+from proto.fastpath import encode, parse
+
+JOINED = "Client {} joined group {}"
+
+
+class Clock:
+    """A fake clock with the endpoint's ``call_at``."""
+
+    def __init__(self):
+        self.now = 0.0
+        self._alarms: list = []
+        self._seq = itertools.count()
+
+    def call_at(self, when, callback) -> None:
+        heapq.heappush(self._alarms, (when, next(self._seq), callback))
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self._alarms and self._alarms[0][0] <= end:
+            when, _, callback = heapq.heappop(self._alarms)
+            self.now = max(self.now, when)
+            callback(self.now)
+        self.now = end
+
+
+def console() -> tuple[Clock, Console, list[str]]:
+    clock, lines = Clock(), []
+    return clock, Console(clock.call_at, lines.append), lines
+
+
+# -- per-event lines -----------------------------------------------------------------------------
+
+
+def test_lines_at_reading_pace_are_printed_each_exactly():
+    clock, out, lines = console()
+    for i in range(1200):  # 20 a second for a minute
+        assert out.event(clock.now, JOINED, f"c{i}", "g")
+        clock.advance(0.05)
+    assert lines == [f"Client c{i} joined group g" for i in range(1200)]
+
+
+def test_lines_of_a_script_at_machine_speed_are_printed_each_exactly():
+    clock, out, lines = console()
+    for i in range(300):  # 60 a second for five seconds
+        assert out.event(clock.now, JOINED, f"c{i}", "g")
+        clock.advance(1 / 60)
+    assert lines == [f"Client c{i} joined group g" for i in range(300)]
+
+
+def test_a_flood_of_one_kind_is_merged_into_one_line_a_second():
+    clock, out, lines = console()
+    for i in range(2000):  # all within one second
+        out.event(clock.now, JOINED, f"c{i}", "g")
+        clock.advance(0.0005)
+    printed = [line for line in lines if line.startswith("Client")]
+    assert printed[:int(LINES_AT_ONCE)] == [f"Client c{i} joined group g" for i in range(int(LINES_AT_ONCE))]
+    assert LINES_AT_ONCE <= len(printed) <= LINES_AT_ONCE + LINES_PER_SECOND
+    clock.advance(1.0)
+    assert lines[len(printed):] == [f"... and {2000 - len(printed)} more like it in the last second: Client … joined group …"]
+
+
+def test_a_steady_flood_prints_a_bounded_number_of_lines_a_second():
+    clock, out, lines = console()
+    for _ in range(20_000):  # 1,000 a second for 20 seconds
+        out.event(clock.now, JOINED, "Mal", "g")
+        clock.advance(0.001)
+    clock.advance(1.0)
+    summaries = [line for line in lines if line.startswith("... and")]
+    assert len(lines) <= LINES_AT_ONCE + 21 * LINES_PER_SECOND + len(summaries) and len(summaries) <= 21
+    merged = sum(int(line.split()[2]) for line in summaries)
+    assert merged + len(lines) - len(summaries) == 20_000, "every event is printed or counted"
+
+
+def test_kinds_are_merged_apart():
+    clock, out, lines = console()
+    for _ in range(3000):
+        out.event(clock.now, JOINED, "Mal", "g")
+        out.event(clock.now, "Client {} left group", "Mal")
+    assert out.event(clock.now, "Client {} sent group message: {}", "Ann", "hello"), "another kind still gets through"
+    clock.advance(1.0)
+    n = int(3000 - LINES_AT_ONCE)
+    assert sorted(line for line in lines if line.startswith("...")) == [
+        f"... and {n} more like it in the last second: Client … joined group …",
+        f"... and {n} more like it in the last second: Client … left group",
+    ]
+
+
+def test_a_long_list_is_cut_and_a_short_one_is_not():
+    clock, out, lines = console()
+    out.event(clock.now, "Client {} requested listing groups, current groups:", "Ann", items={f"g{i}": {} for i in range(1000)})
+    assert lines == ["Client Ann requested listing groups, current groups:", *(f"g{i}" for i in range(LIST_SHOWN)),
+                     f"... and {1000 - LIST_SHOWN} more"]
+    lines.clear()
+    out.event(clock.now, "Client {} requested listing members of group {}:", "Ann", "g", items=["Ann", "Bob"])
+    assert lines == ["Client Ann requested listing members of group g:", "Ann", "Bob"]
+
+
+def test_text_from_the_network_is_only_filled_in():
+    clock, out, lines = console()
+    out.event(clock.now, "Client {} sent group message: {}", "{0}", "{1} {} %s {x!r}")
+    assert lines == ["Client {0} sent group message: {1} {} %s {x!r}"]
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+class Table:
+    def __init__(self, rows: int):
+        self.clock = Clock()
+        self.rows = rows
+        self.version = 0
+        self.printed: list[int] = []  # the version each printing showed
+        self.printer = TablePrinter(self.clock.call_at, lambda: self.rows, lambda: self.printed.append(self.version))
+
+    def change(self) -> None:
+        self.version += 1
+        self.printer.changed(self.clock.now)
+
+
+def test_a_short_table_changing_at_reading_pace_is_printed_on_every_change():
+    t = Table(5)
+    for _ in range(30):
+        t.change()
+        t.clock.advance(1.0)
+    assert t.printed == list(range(1, 31))
+
+
+def test_a_short_table_changing_fast_is_printed_about_once_a_second_the_latest_last():
+    t = Table(50)
+    for _ in range(1000):  # 1,000 changes a second for ten seconds
+        for _ in range(10):
+            t.change()
+        t.clock.advance(0.01)
+    t.clock.advance(2.0)
+    assert t.printed[:10] == list(range(1, 11)), "a burst goes at once"
+    burst = ROWS_IN_A_BURST // 51 + 1  # rows and title
+    assert len(t.printed) <= burst + 11, "then about once a second"
+    assert t.printed[-1] == 10_000, "the latest version in the end"
+
+
+def test_a_tiny_table_in_a_quick_conversation_is_printed_on_every_change():
+    t = Table(3)
+    for _ in range(100):  # ten changes a second for ten seconds
+        t.change()
+        t.clock.advance(0.1)
+    assert t.printed == list(range(1, 101))
+
+
+def test_a_long_table_is_printed_at_most_once_per_pause():
+    t = Table(5000)  # 5 s between printings: 1 ms a row
+    for _ in range(2000):
+        t.change()
+        t.clock.advance(0.01)  # 20 s in all
+    t.clock.advance(10.0)
+    assert 3 <= len(t.printed) <= 6 and t.printed[-1] == 2000
+
+
+# -- the server under a client that asks for a lot ----------------------------------------------------
+
+
+class Server:
+    """A ServerLogic fed datagrams by hand, drained after each batch as the shell does; what it
+    prints is read as the shell reads it (table rows right after the drain)."""
+
+    def __init__(self):
+        self.logic = ServerLogic(9000, RetryPolicy(), random.Random(5), Limits(rate=0, max_groups_per_ip=0))
+        self.now = 0.0
+        self.lines: list[str] = []
+        self.tables = 0
+        self.rows = 0  # table rows made
+        self.answers: dict[int, int] = {}  # msg_id -> status
+        self._ids = itertools.count(2)
+        self.addr = ("10.0.0.9", 7000)
+        self.token = 0
+        self.batch([encode("reg", {"msg_id": 1, "sender": "Mal"})])
+        self.batch([self.request("confirm")])  # the session starts with the confirm
+
+    def request(self, type_name: str, **payload) -> bytes:
+        return encode(type_name, {"msg_id": next(self._ids), "sender": "Mal", "token": self.token}, payload)
+
+    def batch(self, datagrams: list[bytes]) -> None:
+        for data in datagrams:
+            self.logic.receive(data, self.addr, self.now)
+        self._collect()
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass; whatever fell due meanwhile runs at the end of it."""
+        self.now += seconds
+        self.logic.handle_timer(self.now)
+        self._collect()
+
+    def _collect(self) -> None:
+        for effect in self.logic.drain():
+            if isinstance(effect, Send):
+                pkt = parse(effect.data)
+                if MSG_TYPES[pkt.type] == "reg_ack":
+                    self.token = pkt.payload.token
+                elif MSG_TYPES[pkt.type] == "ack":
+                    self.answers[pkt.payload.ack_id] = pkt.payload.status
+            elif isinstance(effect, Show):
+                self.lines.append(effect.text)
+            elif isinstance(effect, ShowTable):
+                self.tables += 1
+                self.rows += sum(1 for _ in effect.rows)
+
+
+def with_groups(count: int) -> Server:
+    s = Server()
+    for start in range(0, count, 64):
+        s.batch([s.request("create_group", group=f"g{i}") for i in range(start, min(count, start + 64))])
+    assert len(s.logic.groups) == count
+    s.advance(5.0)
+    s.lines.clear()
+    s.answers.clear()
+    s.tables = s.rows = 0
+    return s
+
+
+def test_join_leave_churn_with_1000_groups_prints_a_bounded_amount():
+    s = with_groups(1000)
+    for i in range(3000):  # 6,000 requests in three simulated seconds, one batch each
+        s.batch([s.request("join_group", group=f"g{i % 1000}")])
+        s.now += 0.0005
+        s.batch([s.request("leave_group", group=f"g{i % 1000}")])
+        s.now += 0.0005
+    s.advance(2.0)
+    assert sum(status == STATUS_CODES["ok"] for status in s.answers.values()) == 6000, "every request was answered"
+    assert s.tables <= 5, "the group table: once at once, then its latest version every second or so"
+    assert s.rows <= 5 * 1000
+    assert len(s.lines) <= 2 * (LINES_AT_ONCE + 5 * LINES_PER_SECOND + 5), s.lines[-20:]
+    assert any(line.endswith("more like it in the last second: Client … joined group …") for line in s.lines)
+
+
+def test_list_groups_with_1000_groups_prints_a_bounded_list():
+    s = with_groups(1000)
+    s.batch([s.request("list_groups")])
+    assert s.lines == [">>> Client Mal requested listing groups, current groups:",
+                       *(f">>> g{i}" for i in range(LIST_SHOWN)), f">>> ... and {1000 - LIST_SHOWN} more"]
+
+
+def test_list_groups_flood_prints_a_bounded_number_of_lines():
+    s = with_groups(40)
+    for _ in range(1000):
+        s.batch([s.request("list_groups")])
+        s.now += 0.001
+    s.advance(2.0)
+    assert len(s.answers) >= 1000
+    assert len(s.lines) <= LINES_AT_ONCE + (1 + LIST_SHOWN + 1) * (1 + 3 * LINES_PER_SECOND / 22) + 3
