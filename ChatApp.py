@@ -30,8 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="ChatApp.py",
+    parser = _Parser(  # no prog: argparse names the command as it was started (ChatApp.py, chatapp)
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="UDP group chat: run a server, or a client that registers with one.",
         epilog="examples:\n  ChatApp.py -s 6666\n  ChatApp.py -c Ann localhost 6666 7771\n  ChatApp.py --demo",

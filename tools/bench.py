@@ -29,6 +29,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.cli import prog  # noqa: E402
 from tools.perf import codec, fanout, latency, scale, throughput  # noqa: E402
 from tools.perf.figures import Figure  # noqa: E402
 from tools.perf.processes import STARTED  # noqa: E402
@@ -38,7 +39,7 @@ SCENARIOS = {"codec": codec, "latency": latency, "throughput": throughput, "fano
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bench.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog(), description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Each scenario has its own options: bench.py SCENARIO --help.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             figures += SCENARIOS[name].run(options, progress)
     except KeyboardInterrupt:
         progress.stop()
-        print("bench.py: interrupted", file=sys.stderr)
+        print(f"{prog()}: interrupted", file=sys.stderr)
         return 130
     finally:
         progress.stop()

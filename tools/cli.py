@@ -1,9 +1,12 @@
-"""Command-line pieces the tools share: one-line user errors, HOST:PORT arguments, captures."""
+"""Command-line pieces the tools share: the command's name, one-line user errors, HOST:PORT arguments,
+and captures."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import sys
 
 
 class UserError(Exception):
@@ -33,3 +36,9 @@ def open_capture(path: str):
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
     except Scapy_Exception as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
+
+
+def prog() -> str:
+    """The name the user typed for this command (``chatapp-sniff``, ``sniff.py``...), as argparse
+    shows it in usage lines; error lines use it too."""
+    return os.path.basename(sys.argv[0])

@@ -56,7 +56,7 @@ from typing import Iterable
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import host_port  # noqa: E402  (after the path is set)
+from tools.cli import host_port, prog  # noqa: E402  (after the path is set)
 
 Address = tuple[str, int]
 
@@ -441,7 +441,7 @@ def _print_stats(proxy: LossyProxy) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="lossy_proxy.py",
+        prog=prog(),
         description="Fault-injecting UDP proxy for ChatApp: clients use --listen as the server address.",
         epilog=__doc__[__doc__.index("Rules"):],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.log:
             open(args.log, "a", encoding="utf-8").close()  # fail here, not as a listening error later
     except (RuleError, OSError) as exc:
-        print(f"lossy_proxy.py: {exc}", file=sys.stderr)
+        print(f"{prog()}: {exc}", file=sys.stderr)
         return 2
 
     async def serve() -> None:
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve())
     except OSError as exc:
-        print(f"lossy_proxy.py: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
+        print(f"{prog()}: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
 

@@ -24,9 +24,8 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, host_port, open_capture  # noqa: E402  (after the path is set)
+from tools.cli import UserError, host_port, open_capture, prog  # noqa: E402  (after the path is set)
 
-PROG = "replay.py"
 LOCAL_NAME = "replay"
 
 
@@ -112,7 +111,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=__doc__[__doc__.index("examples:"):],
+    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0], epilog=__doc__[__doc__.index("examples:"):],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("capture", metavar="FILE.pcap", help="a capture, e.g. from sniff.py -w or tcpdump")
     parser.add_argument("--to", type=host_port, required=True, metavar="HOST:PORT", help="where to send the datagrams")
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 return 130
     except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{prog()}: {exc}", file=sys.stderr)
         return 1
     console.print(f"sent {sent} datagrams to {args.to[0]}:{args.to[1]}, received {received}", style="dim")
     return 0

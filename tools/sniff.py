@@ -33,9 +33,8 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, open_capture  # noqa: E402  (after the path is set)
+from tools.cli import UserError, open_capture, prog  # noqa: E402  (after the path is set)
 
-PROG = "sniff.py"
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
 SO_RCVBUFFORCE = 33  # root may raise the receive buffer past net.core.rmem_max
@@ -292,7 +291,7 @@ def capture_live(args: argparse.Namespace, inspector: Inspector) -> None:
             inspector.done = True
 
     def started() -> None:
-        print(f"{PROG}: capturing on {args.iface} (Ctrl+C to stop)", file=sys.stderr, flush=True)
+        print(f"{prog()}: capturing on {args.iface} (Ctrl+C to stop)", file=sys.stderr, flush=True)
 
     sniffer = AsyncSniffer(
         opened_socket=sock, prn=each, store=False, started_callback=started, stop_filter=lambda _: inspector.done
@@ -505,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
     types = [*MSG_TYPES.values(), "malformed", "other_version"]
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0],
                      epilog=__doc__[__doc__.index("examples:"):], formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("-i", dest="iface", default="lo", metavar="IFACE", help="capture live on IFACE (default lo; needs root)")
@@ -550,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             pass  # Ctrl+C while reading a file: report what was read
         inspector.finish()
     except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{prog()}: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, and keep Python's exit flush quiet too.
