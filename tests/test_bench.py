@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.captures import run_into_closed_pipe
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = str(ROOT / "tools" / "bench.py")
 
@@ -63,6 +65,13 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
         assert len(sustained) == 3 and all(f["value"] > 0 for f in sustained)
     if scenario == "codec":
         assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
+
+
+@pytest.mark.parametrize("output", [["--json"], []])
+def test_a_closed_stdout_ends_quietly(output):
+    """`bench.py --json ... | head`: no BrokenPipeError traceback, exit status 0."""
+    done = run_into_closed_pipe(BENCH, *output, "codec", *TINY["codec"], timeout=300)
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 def test_help_names_every_scenario():

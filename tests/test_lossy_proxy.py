@@ -10,6 +10,7 @@ receiver gets before the sentinel is all it will ever get of what came earlier.
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import socket
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from proto import PAYLOADS, ChatHeader, decode
-from tests.procs import PROXY, ProxyProcess
+from tests.procs import PROXY, ProxyProcess, free_port
 from tools.lossy_proxy import FaultPlan, ProxyThread, Rule, RuleError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,6 +448,35 @@ def test_the_command_line_logs_and_counts(tmp_path):
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in stats.splitlines() if line.startswith("│")]
     assert rows == [["0", "drop type=pri_msg nth=2", "3", "1"], ["1", "duplicate 1 type=pri_msg first=1", "2", "1"]]
     assert "totals: drop 1, duplicate 1, forwarded 6, non_chat 1, pass 3" in stats, stats
+
+
+def test_a_closed_stdout_does_not_stop_the_proxy_or_its_log(tmp_path):
+    """`lossy_proxy.py ... | head -0`: the reader leaves before the first line; the proxy still
+    forwards, writes its --log, and stops cleanly."""
+    log, listen = tmp_path / "proxy.jsonl", free_port()
+    server, a = Node("server"), Node("A")
+    read, write = os.pipe()
+    os.close(read)
+    proxy = subprocess.Popen([sys.executable, PROXY, "--listen", f"{HOST}:{listen}", "--server", f"{HOST}:{server.address[1]}",
+                              "--log", str(log)], cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not select.select([server.sock], [], [], 0.1)[0]:  # until it listens (or gives up)
+            assert proxy.poll() is None and time.monotonic() < deadline, "the proxy did not start or stopped"
+            a.send(a.chat("reg"), (HOST, listen))
+        assert decode(server.recv()[0]).sender == "A"
+        os.kill(proxy.pid, signal.SIGINT)
+        _, err = proxy.communicate(timeout=WAIT)
+        assert (proxy.returncode, err) == (0, "")
+    finally:
+        if proxy.poll() is None:
+            os.kill(proxy.pid, signal.SIGKILL)
+            proxy.communicate()
+        server.close()
+        a.close()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rows and all((r["from"], r["type"], r["action"]) == ("A", "reg", "pass") for r in rows)
 
 
 def unported(datagrams: list[bytes]) -> list[bytes]:

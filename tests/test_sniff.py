@@ -10,12 +10,14 @@ like markup, escape sequences), is recorded at the end of this module for the te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import pytest
 from proto import MSG_TYPES, VERSION, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table, decode
 from tools import trace
 from tools.trace import Tracker
-from tests.captures import SNIFF, Capture, Processes, needs_root, run_tool
+from tests.captures import SNIFF, Capture, Processes, needs_root, run_into_closed_pipe, run_tool
 from tests.procs import HOST, PYTHON, ROOT, free_port
 from tools.lossy_proxy import ProxyThread
 
@@ -212,6 +214,68 @@ def test_without_raw_socket_rights_it_says_so():
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 1 and "needs root" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("output", [[], ["--ladder"], ["--json", "--stats"]])
+def test_a_closed_stdout_ends_quietly_and_the_files_asked_for_are_whole(tmp_path, output):
+    """`sniff.py -r ... --svg X -w Y | head`: the reader leaves, the SVG and the pcap are still written
+    in full (the same bytes as with a reader that stays), exit status 0, nothing on stderr."""
+    demo = str(ROOT / "docs" / "demo.pcap")
+    files = {kept: (tmp_path / f"{kept}.svg", tmp_path / f"{kept}.pcap") for kept in ("read", "closed")}
+    run_tool(SNIFF, "-r", demo, *output, "--svg", str(files["read"][0]), "-w", str(files["read"][1]))
+    done = run_into_closed_pipe(SNIFF, "-r", demo, *output, "--svg", str(files["closed"][0]), "-w", str(files["closed"][1]))
+    assert (done.returncode, done.stderr) == (0, "")
+    for read, closed in zip(*files.values()):
+        assert closed.read_bytes() == read.read_bytes(), closed
+
+
+@contextlib.contextmanager
+def live_sniffer_into_closed_pipe(*args: str):
+    """sniff.py capturing on lo, its stdout a pipe nobody reads; yields it once it captures, and a
+    function that sends a chat datagram to a port only this test uses (the capture is limited to it)."""
+    port = free_port()
+    read, write = os.pipe()
+    os.close(read)
+    sniff = subprocess.Popen([PYTHON, SNIFF, "--port", str(port), *args], cwd=ROOT, stdout=write,
+                             stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert "capturing on lo" in sniff.stderr.readline()
+        yield sniff, lambda msg_id: sender.sendto(bytes(header("reg", msg_id, "Ann", 7001)), (HOST, port))
+    finally:
+        sender.close()
+        if sniff.poll() is None:
+            os.kill(sniff.pid, signal.SIGKILL)
+            sniff.wait()
+        sniff.stderr.close()
+
+
+@needs_root
+def test_a_live_capture_whose_reader_left_goes_on_writing_its_pcap(tmp_path):
+    pcap = tmp_path / "live.pcap"
+    with live_sniffer_into_closed_pipe("-w", str(pcap)) as (sniff, send):
+        for msg_id in range(1, 6):
+            send(msg_id)
+        deadline = time.monotonic() + 10
+        while not (pcap.exists() and len(json_records(pcap)) == 5):
+            assert time.monotonic() < deadline and sniff.poll() is None, f"stopped early ({sniff.poll()}), or lost some"
+            time.sleep(0.1)
+        os.kill(sniff.pid, signal.SIGINT)
+        assert sniff.wait(10) == 0 and sniff.stderr.read() == ""
+    assert [r["id"] for r in json_records(pcap)] == [1, 2, 3, 4, 5]
+
+
+@needs_root
+def test_a_live_capture_whose_reader_left_stops_when_it_writes_no_file():
+    with live_sniffer_into_closed_pipe() as (sniff, send):
+        deadline = time.monotonic() + 10
+        while sniff.poll() is None and time.monotonic() < deadline:  # datagrams until it has shown one
+            send(1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sniff.wait(0.1)
+        assert sniff.poll() == 0, "still capturing, or failed"
+        assert sniff.stderr.read() == ""
 
 
 def test_help_names_every_option():

@@ -29,7 +29,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import prog  # noqa: E402
+from tools.cli import prog, reader_may_leave  # noqa: E402
 from tools.perf import codec, fanout, latency, scale, throughput  # noqa: E402
 from tools.perf.figures import Figure  # noqa: E402
 from tools.perf.processes import STARTED  # noqa: E402
@@ -104,6 +104,7 @@ def table(figures: list[Figure]) -> None:
     Console(width=max(160, Console().width)).print(grid)
 
 
+@reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl+C, so every process a scenario started is stopped on the way out

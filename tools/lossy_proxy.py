@@ -56,7 +56,7 @@ from typing import Iterable
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import host_port, prog  # noqa: E402  (after the path is set)
+from tools.cli import host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 Address = tuple[str, int]
 
@@ -439,6 +439,7 @@ def _print_stats(proxy: LossyProxy) -> None:
     print(f"totals: {totals or 'no traffic'}", file=sys.stderr)
 
 
+@reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog(),

@@ -24,7 +24,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, host_port, open_capture, prog  # noqa: E402  (after the path is set)
+from tools.cli import UserError, host_port, open_capture, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 LOCAL_NAME = "replay"
 
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import socket
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, open_capture, prog  # noqa: E402  (after the path is set)
+from tools.cli import UserError, open_capture, prog, reader_may_leave, stdout_gone  # noqa: E402  (after the path is set)
 
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
@@ -147,6 +146,8 @@ class Inspector:
         self.show(event)
         if self.args.count and self.count >= self.args.count:
             self.done = True
+        if stdout_gone() and self.writer is None and not self.args.svg:
+            self.done = True  # nothing more would come of it
 
     def wanted(self, event) -> bool:
         if self.types and event.kind not in self.types:
@@ -526,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -551,9 +553,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"{prog()}: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        # The reader went away (| head): stop quietly, and keep Python's exit flush quiet too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
