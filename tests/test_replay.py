@@ -108,6 +108,18 @@ def test_a_closed_stdout_does_not_stop_the_replay(capture):
     assert server.received == chat_datagrams
 
 
+@pytest.mark.parametrize("pace", [["--fast"], ["--speed", "5"]])
+def test_replay_to_a_port_nobody_listens_on_says_so(capture, pace):
+    """The ICMP port unreachable that comes back is reported: one line on stderr, status 1, no
+    `received 0` as if the datagrams had gone somewhere."""
+    path, _ = capture
+    closed = free_port()  # bound and closed again: nothing listens there
+    done = run_tool(REPLAY, str(path), "--to", f"{HOST}:{closed}", *pace, "--wait", "0.5", check=False)
+    assert done.returncode == 1, done.stdout
+    assert done.stderr == f"replay.py: nothing listens on {HOST}:{closed} (port unreachable)\n"
+    assert "received" not in done.stdout
+
+
 def test_replay_mistakes_get_one_line_and_no_traceback(capture, tmp_path):
     path, _ = capture
     for args, status, message in [

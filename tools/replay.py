@@ -52,14 +52,16 @@ def load(path: str, types: set[str]) -> list[tuple[int, bytes]]:
     return datagrams
 
 
-def replay(datagrams: list[tuple[int, bytes]], target: tuple[str, int], sock: socket.socket, speed: float | None,
-           wait: float, show) -> tuple[int, int]:
-    """Send with the capture's spacing divided by ``speed`` (None: at once); ``show(direction, event)``
-    for each datagram sent and received.  Returns (sent, received)."""
+def replay(datagrams: list[tuple[int, bytes]], sock: socket.socket, speed: float | None, wait: float,
+           show) -> tuple[int, int]:
+    """Send on ``sock`` (connected to the target) with the capture's spacing divided by ``speed``
+    (None: at once); ``show(direction, event)`` for each datagram sent and received.  Returns
+    (sent, received); UserError if nothing listens at the target."""
     from tools.trace import Tracker
 
+    here, target = sock.getsockname()[:2], sock.getpeername()[:2]
     tracker = Tracker()
-    tracker.pin(sock.getsockname()[:2], LOCAL_NAME)
+    tracker.pin(here, LOCAL_NAME)
     start = time.monotonic()
     first = datagrams[0][0]
     received = 0
@@ -71,23 +73,22 @@ def replay(datagrams: list[tuple[int, bytes]], target: tuple[str, int], sock: so
         """Show what arrives until ``deadline``, and what has already arrived."""
         nonlocal received
         while select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            try:
-                data, addr = sock.recvfrom(65535)
-            except OSError:
-                continue  # an ICMP error for an earlier datagram: nothing arrived
+            data = sock.recv(65535)
             received += 1
-            show("recv", tracker.feed(now_us(), addr[:2], sock.getsockname()[:2], data))
+            show("recv", tracker.feed(now_us(), target, here, data))
 
-    for when, data in datagrams:
-        if speed is not None:
-            receive_until(start + (when - first) / 1_000_000 / speed)
-        receive_until(time.monotonic())
-        try:
-            sock.sendto(data, target)
-        except OSError as exc:
-            raise UserError(f"cannot send to {target[0]}:{target[1]}: {exc.strerror}") from None
-        show("sent", tracker.feed(now_us(), sock.getsockname()[:2], target, data))
-    receive_until(time.monotonic() + wait)
+    try:
+        for when, data in datagrams:
+            if speed is not None:
+                receive_until(start + (when - first) / 1_000_000 / speed)
+            receive_until(time.monotonic())
+            sock.send(data)
+            show("sent", tracker.feed(now_us(), here, target, data))
+        receive_until(time.monotonic() + wait)
+    except ConnectionRefusedError:  # the ICMP port unreachable a connected socket is told of
+        raise UserError(f"nothing listens on {target[0]}:{target[1]} (port unreachable)") from None
+    except OSError as exc:
+        raise UserError(f"cannot send to {target[0]}:{target[1]}: {exc.strerror}") from None
     return len(datagrams), received
 
 
@@ -148,8 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                 sock.bind(args.bind)
             except OSError as exc:
                 raise UserError(f"cannot bind {args.bind[0]}:{args.bind[1]}: {exc.strerror}") from None
+            # Connected: only the target's answers arrive, and an ICMP port unreachable from it is
+            # reported (as ConnectionRefusedError), which an unconnected socket never hears of.
             try:
-                sent, received = replay(datagrams, args.to, sock, None if args.fast else args.speed, args.wait, show)
+                sock.connect(args.to)
+            except OSError as exc:
+                raise UserError(f"cannot send to {args.to[0]}:{args.to[1]}: {exc.strerror}") from None
+            try:
+                sent, received = replay(datagrams, sock, None if args.fast else args.speed, args.wait, show)
             except KeyboardInterrupt:
                 return 130
     except UserError as exc:
