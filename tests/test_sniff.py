@@ -322,6 +322,57 @@ def test_retries_acks_round_trips_and_unanswered():
     assert stats.per_node["Ann"] == (4, 2) and stats.per_type["pri_msg"] == 3
 
 
+def test_a_request_the_end_of_the_capture_cut_off_is_waiting_not_unanswered():
+    t = Tracker()
+    lost = t.feed(1_000_000, ANN, BOB, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
+    late = t.feed(1_400_000, ANN, SERVER, bytes(header("dereg", 6, "Ann", ANN[1])))
+    assert trace.ANSWER_WINDOW == 500_000  # the nodes' default time between tries
+    unanswered, waiting = t.without_answer(1_500_000)  # a window after the first, not after the second
+    assert ([ex.tries for ex in unanswered], [ex.tries for ex in waiting]) == ([[lost]], [[late]])
+    assert (t.stats(1_500_000).unanswered, t.stats(1_500_000).waiting) == (1, 1)
+    assert [len(found) for found in t.without_answer(1_900_000)] == [2, 0]
+
+
+def made_capture(path: Path, datagrams: list[tuple[float, tuple, tuple, bytes]]) -> str:
+    """A pcap of (seconds, source, destination, bytes) datagrams."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    frames = []
+    for when, src, dst, data in datagrams:
+        frame = Ether() / IP(src=src[0], dst=dst[0]) / UDP(sport=src[1], dport=dst[1]) / data
+        frame.time = 1_700_000_000 + when
+        frames.append(frame)
+    wrpcap(str(path), frames)
+    return str(path)
+
+
+def test_the_report_tells_unanswered_requests_from_those_the_capture_cut_off(tmp_path):
+    """Ann's reg gets no answer for a second: unanswered.  With --count 1 the capture ends right after
+    it, before an answer could come: waiting, not unanswered."""
+    pcap = made_capture(tmp_path / "made.pcap", [
+        (0.0, ANN, SERVER, bytes(header("reg", 1, "Ann", ANN[1]))),
+        (1.0, BOB, SERVER, bytes(header("reg", 2, "Bob", BOB[1]))),
+        (1.001, SERVER, BOB, bytes(header("reg_ack", 9, "server", SERVER[1]) / RegAck(ack_id=2))),
+    ])
+    whole = run_tool(SNIFF, "-r", pcap, "--stats").stdout
+    assert re.search(r"^unanswered requests: 1\n +0\.000 Ann → server  reg #1  1 try", whole, re.MULTILINE), whole
+    assert "waiting" not in whole and "unanswered 1, rtt" in whole
+    cut = run_tool(SNIFF, "-r", pcap, "--count", "1", "--stats").stdout
+    assert re.search(r"^waiting for an answer when the capture ended: 1\n +0\.000 Ann → server  reg #1", cut, re.MULTILINE), cut
+    assert "unanswered requests" not in cut and "unanswered 0, 1 waiting when the capture ended" in cut
+    records = [json.loads(text) for text in run_tool(SNIFF, "-r", pcap, "--count", "1", "--json", "--stats").stdout.splitlines()]
+    assert [r["waiting"]["id"] for r in records if "waiting" in r] == [1]
+    assert not [r for r in records if "unanswered" in r] and records[-1]["stats"]["waiting"] == 1
+
+
+def test_the_demo_cut_after_two_datagrams_has_no_unanswered_request():
+    """The two hops of Ann's first reg, answered just after the cut-off."""
+    out = run_tool(SNIFF, "-r", str(ROOT / "docs" / "demo.pcap"), "--count", "2").stdout
+    assert "unanswered" not in out and "waiting for an answer when the capture ended: 2" in out, out
+
+
 def test_one_ack_answering_several_group_messages_is_matched_to_each():
     t = Tracker()
     grp_msg = [bytes(header("grp_msg", i, "server", SERVER[1]) / GrpMsg(group="g", origin="Bob", text="hi")) for i in (1, 2, 3)]

@@ -114,6 +114,7 @@ class Inspector:
         self.writer = None
         self.written = False
         self.stop_at: int | None = None  # -r with --timeout: the capture time to stop at
+        self.end: int | None = None  # when the capture ended (µs): its last datagram, or when it was stopped
         if args.write:
             from scapy.utils import PcapWriter
 
@@ -131,7 +132,9 @@ class Inspector:
             self.stop_at = time_us + round(self.args.timeout * 1_000_000)
         if self.stop_at is not None and time_us > self.stop_at:
             self.done = True
+            self.end = self.stop_at
             return
+        self.end = time_us
         event = self.tracker.feed(*datagram)
         if self.writer is not None:
             if not self.written:
@@ -179,19 +182,22 @@ class Inspector:
             self.writer.close()
         if self.args.ladder or self.args.svg:
             self.draw_ladder()
-        first_tries = [ex for ex in self.tracker.unanswered() if self.wanted(ex.tries[0])]
+        unanswered, waiting = ([ex for ex in found if self.wanted(ex.tries[0])]
+                               for found in self.tracker.without_answer(self.end))
         if self.args.json:
-            for exchange in first_tries:
-                print(json_line(trace.unanswered_record(self.tracker, exchange)))
+            for exchanges, cut_off in ((unanswered, False), (waiting, True)):
+                for exchange in exchanges:
+                    print(json_line(trace.unanswered_record(self.tracker, exchange, cut_off)))
             if self.args.stats:
-                print(json_line({"stats": trace.stats_record(self.tracker.stats())}))
+                print(json_line({"stats": trace.stats_record(self.tracker.stats(self.end))}))
             return
-        if first_tries:
-            self.console.print()
-            for text in trace.unanswered_lines(self.tracker, first_tries):
-                self.console.print(text)
+        for exchanges, cut_off in ((unanswered, False), (waiting, True)):
+            if exchanges:
+                self.console.print()
+                for text in trace.unanswered_lines(self.tracker, exchanges, cut_off):
+                    self.console.print(text)
         if self.args.stats:
-            print_stats(self.console, self.tracker.stats())
+            print_stats(self.console, self.tracker.stats(self.end))
 
     def draw_ladder(self) -> None:
         from tools.trace import apply_proxy_log, ladder
@@ -262,8 +268,9 @@ def print_stats(console, stats) -> None:
     rtt = "no answers seen"
     if stats.rtt_median is not None:
         rtt = f"median {ms(stats.rtt_median)}, p99 {ms(stats.rtt_p99)} ({stats.rtt_samples} answered)"
+    waiting = f", {stats.waiting} waiting when the capture ended" if stats.waiting else ""
     console.print(f"packets {stats.packets}, retransmissions {stats.retransmissions}, "
-                  f"unanswered {stats.unanswered}, rtt {rtt}")
+                  f"unanswered {stats.unanswered}{waiting}, rtt {rtt}")
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -308,6 +315,7 @@ def capture_live(args: argparse.Namespace, inspector: Inspector) -> None:
         if sniffer.running:
             sniffer.stop()
         sock.close()
+        inspector.end = round(time.time() * 1_000_000)  # the capture ran until now (capture times are wall clock)
     if failure:
         raise failure[0]
 
