@@ -420,11 +420,14 @@ def scripted_traffic(proxy_address, server: Node, count: int) -> list[bytes]:
 
 
 def test_the_command_line_logs_and_counts(tmp_path):
+    """Rules are numbered from 1, in the --stats table and in the log's `rule` field, as in --help;
+    the totals say once each how many datagrams came in, what befell the chat ones, and how many went out."""
     log = tmp_path / "proxy.jsonl"
     server = Node("server")
     try:
         with proxy_process(server, "--rule", "drop type=pri_msg nth=2", "--rule", "duplicate 1 type=pri_msg first=1",
                            "--log", str(log), "--stats") as proxy:
+            assert proxy.banner.endswith(f"-> server {HOST}:{server.address[1]} (2 rules)")
             assert texts(scripted_traffic(proxy.address, server, 3)) == ["m0", "m0", "m2"]
             other = Node("X")
             other.send(b"not chat", proxy.address)
@@ -436,8 +439,8 @@ def test_the_command_line_logs_and_counts(tmp_path):
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["from"], r["to"], r["type"], r["action"], r["rule"]) for r in rows] == [
         ("A", "server", "reg", "pass", None),
-        ("A", "server", "pri_msg", "duplicate", 1),
-        ("A", "server", "pri_msg", "drop", 0),
+        ("A", "server", "pri_msg", "duplicate", 2),
+        ("A", "server", "pri_msg", "drop", 1),
         ("A", "server", "pri_msg", "pass", None),
         ("A", "server", "ack", "pass", None),
     ]
@@ -446,8 +449,29 @@ def test_the_command_line_logs_and_counts(tmp_path):
     stats = proxy.stderr
     assert "counts per rule" in stats and "Traceback" not in stats
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in stats.splitlines() if line.startswith("│")]
-    assert rows == [["0", "drop type=pri_msg nth=2", "3", "1"], ["1", "duplicate 1 type=pri_msg first=1", "2", "1"]]
-    assert "totals: drop 1, duplicate 1, forwarded 6, non_chat 1, pass 3" in stats, stats
+    assert rows == [["1", "drop type=pri_msg nth=2", "3", "1"], ["2", "duplicate 1 type=pri_msg first=1", "2", "1"]]
+    assert "totals: 6 datagrams in (5 chat: drop 1, pass 3, duplicate 1; 1 not chat), 6 out\n" in stats, stats
+
+
+@pytest.mark.parametrize("rules, said", [([], "(no rules: every datagram passes)"), (["drop p=0.1"], "(1 rule)")])
+def test_the_first_line_counts_the_rules_in_words(rules, said):
+    server = Node("server")
+    try:
+        with proxy_process(server, *[arg for rule in rules for arg in ("--rule", rule)]) as proxy:
+            assert proxy.banner.endswith(f"-> server {HOST}:{server.address[1]} {said}"), proxy.banner
+            assert proxy.stop() == 0
+    finally:
+        server.close()
+
+
+def test_stats_of_a_proxy_nothing_went_through():
+    server = Node("server")
+    try:
+        with proxy_process(server, "--stats") as proxy:
+            assert proxy.stop() == 0
+        assert proxy.stderr.endswith("totals: no traffic\n"), proxy.stderr
+    finally:
+        server.close()
 
 
 def test_a_closed_stdout_does_not_stop_the_proxy_or_its_log(tmp_path):

@@ -96,7 +96,7 @@ def test_replay_chooses_types_and_can_go_fast(capture):
         done = run_tool(REPLAY, str(path), "--to", f"{HOST}:{server.address[1]}", "--type", "pri_msg", "--fast",
                         "--wait", "0.5")
     assert server.received == [chat_datagrams[1]]
-    assert "sent 1 datagrams" in done.stdout
+    assert "sent 1 datagram to" in done.stdout
 
 
 def test_a_closed_stdout_does_not_stop_the_replay(capture):

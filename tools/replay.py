@@ -24,7 +24,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, host_port, open_capture, prog, reader_may_leave  # noqa: E402  (after the path is set)
+from tools.cli import UserError, counted, host_port, open_capture, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 LOCAL_NAME = "replay"
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"{prog()}: {exc}", file=sys.stderr)
         return 1
-    console.print(f"sent {sent} datagrams to {args.to[0]}:{args.to[1]}, received {received}", style="dim")
+    console.print(f"sent {counted(sent, 'datagram')} to {args.to[0]}:{args.to[1]}, received {received}", style="dim")
     return 0
 
 
