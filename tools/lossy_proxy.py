@@ -486,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         host, port = proxy.address
         # Only now: whoever waits for this line may stop the proxy at once.
-        print(f"lossy proxy on {host}:{port} -> server {args.server[0]}:{args.server[1]} ({counted(len(rules), 'rule') if rules else 'no rules: every datagram passes'})", flush=True)
+        said = counted(len(rules), "rule") if rules else "no rules: every datagram passes"
+        print(f"lossy proxy on {host}:{port} -> server {args.server[0]}:{args.server[1]} ({said})", flush=True)
         await stop.wait()
         proxy.stop()
         if args.stats:
