@@ -44,6 +44,8 @@ def test_pip_install_gives_every_package_and_command(tmp_path):
     for name in scripts:
         helped = run(name, "--help")
         assert helped.returncode == 0 and helped.stdout.startswith(f"usage: {name} "), (name, helped.stdout[:80], helped.stderr)
+        script = scripts[name].partition(":")[0].rpartition(".")[2] + ".py"  # tools.sniff:main -> sniff.py
+        assert script not in helped.stdout, f"{name} --help calls itself {script}"  # examples too
         wrong = run(name, "--no-such-option")
         assert wrong.returncode in (1, 2) and "Traceback" not in wrong.stderr, (name, wrong.stderr)
         assert wrong.stderr.startswith(f"usage: {name} "), (name, wrong.stderr)

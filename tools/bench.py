@@ -48,7 +48,7 @@ QUICK = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog(), description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Each scenario has its own options: bench.py SCENARIO --help.",
+        epilog="Each scenario has its own options: %(prog)s SCENARIO --help.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a first look (each scenario under a minute)")

@@ -45,6 +45,12 @@ def prog() -> str:
     return os.path.basename(sys.argv[0])
 
 
+def examples(doc: str, script: str) -> str:
+    """The examples at the end of a tool's docstring, as an argparse epilog that names the command
+    as it was started (argparse fills in %(prog)s)."""
+    return doc[doc.index("examples:"):].replace(script, "%(prog)s")
+
+
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """``1 rule``, ``2 rules``."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -24,7 +24,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, counted, host_port, open_capture, prog, reader_may_leave  # noqa: E402  (after the path is set)
+from tools.cli import UserError, counted, examples, host_port, open_capture, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 LOCAL_NAME = "replay"
 
@@ -112,7 +112,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
-    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0], epilog=__doc__[__doc__.index("examples:"):],
+    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0], epilog=examples(__doc__, "replay.py"),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("capture", metavar="FILE.pcap", help="a capture, e.g. from sniff.py -w or tcpdump")
     parser.add_argument("--to", type=host_port, required=True, metavar="HOST:PORT", help="where to send the datagrams")

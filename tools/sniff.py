@@ -32,7 +32,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, open_capture, prog, reader_may_leave, stdout_gone  # noqa: E402  (after the path is set)
+from tools.cli import UserError, examples, open_capture, prog, reader_may_leave, stdout_gone  # noqa: E402  (after the path is set)
 
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
@@ -514,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     types = [*MSG_TYPES.values(), "malformed", "other_version"]
     parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0],
-                     epilog=__doc__[__doc__.index("examples:"):], formatter_class=argparse.RawDescriptionHelpFormatter)
+                     epilog=examples(__doc__, "sniff.py"), formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("-i", dest="iface", default="lo", metavar="IFACE", help="capture live on IFACE (default lo; needs root)")
     source.add_argument("-r", dest="read", metavar="FILE.pcap", help="read a capture (pcap or pcapng, e.g. from -w or tcpdump)")
