@@ -420,7 +420,7 @@ def scripted_traffic(proxy_address, server: Node, count: int) -> list[bytes]:
 
 
 def test_the_command_line_logs_and_counts(tmp_path):
-    """Rules are numbered from 1, in the --stats table and in the log's `rule` field, as in --help;
+    """Rules are numbered from 1 in the order given, in the --stats table and in the log's `rule` field;
     the totals say once each how many datagrams came in, what befell the chat ones, and how many went out."""
     log = tmp_path / "proxy.jsonl"
     server = Node("server")
