@@ -30,11 +30,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="ChatApp.py",
+    parser = _Parser(  # no prog: argparse names the command as it was started (ChatApp.py, chatapp)
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="UDP group chat: run a server, or a client that registers with one.",
-        epilog="examples:\n  ChatApp.py -s 6666\n  ChatApp.py -c Ann localhost 6666 7771\n  ChatApp.py --demo",
+        epilog="examples:\n  %(prog)s -s 6666\n  %(prog)s -c Ann localhost 6666 7771\n  %(prog)s --demo",
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("-s", dest="server", metavar="PORT", help="run a server on UDP PORT (1024-65535)")

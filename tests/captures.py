@@ -53,12 +53,27 @@ class Processes:
             proc.stop()
 
 
+def tool_env() -> dict[str, str]:
+    return dict(os.environ, NO_COLOR="1", TERM="dumb", LC_ALL="C.UTF-8")
+
+
 def run_tool(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NO_COLOR="1", TERM="dumb", LC_ALL="C.UTF-8")
-    done = subprocess.run([PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([PYTHON, *args], cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=60)
     if check:
         assert done.returncode == 0, done.stderr
     return done
+
+
+def run_into_closed_pipe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a tool whose stdout is a pipe its reader has already closed (``| head`` after it left):
+    every write to it fails.  stderr is captured."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([PYTHON, *args], cwd=ROOT, env=tool_env(), stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=timeout)
+    finally:
+        os.close(write)
 
 
 # -- one chat session captured live (tests/conftest.py records each once per test session) ---------------

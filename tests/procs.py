@@ -650,6 +650,7 @@ class ProxyProcess:
         if not line.startswith("lossy proxy on "):
             self.stop()
             raise AssertionError(f"the proxy did not start: {line!r} {self.stderr!r}")
+        self.banner = line.rstrip("\n")
         host, port = line.split()[3].rsplit(":", 1)
         self.address = (host, int(port))
 

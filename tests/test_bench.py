@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.captures import run_into_closed_pipe
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = str(ROOT / "tools" / "bench.py")
 
@@ -67,6 +69,44 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
         assert all(f["also"]["abuser_answered"] > 0 and f["baseline"] == figures[0]["also"]["p99"] for f in figures[1:])
     if scenario == "codec":
         assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
+
+
+@pytest.mark.parametrize("output", [["--json"], []])
+def test_a_closed_stdout_ends_quietly(output):
+    """`bench.py --json ... | head`: no BrokenPipeError traceback, exit status 0."""
+    done = run_into_closed_pipe(BENCH, *output, "codec", *TINY["codec"], timeout=300)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def sizes(args) -> dict[str, float]:
+    """The numeric options of a parsed command line (a list of sizes counts as its sum)."""
+    numbers = {}
+    for key, value in vars(args).items():
+        if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+            value = sum(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[key] = value
+    return numbers
+
+
+def test_quick_scales_every_scenario_down_and_options_given_still_win():
+    from tools import bench
+
+    for name in bench.SCENARIOS:
+        full, quick = sizes(bench.options([name])), sizes(bench.options(["--quick", name]))
+        assert quick.keys() == full.keys() and full, name
+        assert all(quick[key] <= full[key] for key in full), (name, quick, full)
+        assert any(quick[key] < full[key] for key in full), f"{name} is not scaled down by --quick"
+        assert bench.options([name, "--quick"]) == bench.options(["--quick", name])
+        assert sizes(bench.defaults(name, quick=True)) == quick  # as each scenario of `all --quick` runs
+    chosen = bench.options(["--json", "--quick", "scale", "--clients", "5"])
+    assert chosen.clients == [5] and chosen.json and chosen.timeout < bench.options(["scale"]).timeout
+
+
+def test_the_command_takes_quick():
+    report = bench("--quick", "codec", "--types", "pri_msg")
+    assert report["scenarios"] == ["codec"] and report["figures"]
+    assert {f["name"].split(" (")[0] for f in report["figures"]} >= {"build pri_msg", "dissect pri_msg"}, report["figures"]
 
 
 def test_help_names_every_scenario():

@@ -10,6 +10,7 @@ receiver gets before the sentinel is all it will ever get of what came earlier.
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import socket
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from proto import PAYLOADS, ChatHeader, decode
-from tests.procs import PROXY, ProxyProcess
+from tests.procs import PROXY, ProxyProcess, free_port
 from tools.lossy_proxy import FaultPlan, ProxyThread, Rule, RuleError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -419,11 +420,14 @@ def scripted_traffic(proxy_address, server: Node, count: int) -> list[bytes]:
 
 
 def test_the_command_line_logs_and_counts(tmp_path):
+    """Rules are numbered from 1 in the order given, in the --stats table and in the log's `rule` field;
+    the totals say once each how many datagrams came in, what befell the chat ones, and how many went out."""
     log = tmp_path / "proxy.jsonl"
     server = Node("server")
     try:
         with proxy_process(server, "--rule", "drop type=pri_msg nth=2", "--rule", "duplicate 1 type=pri_msg first=1",
                            "--log", str(log), "--stats") as proxy:
+            assert proxy.banner.endswith(f"-> server {HOST}:{server.address[1]} (2 rules)")
             assert texts(scripted_traffic(proxy.address, server, 3)) == ["m0", "m0", "m2"]
             other = Node("X")
             other.send(b"not chat", proxy.address)
@@ -435,8 +439,8 @@ def test_the_command_line_logs_and_counts(tmp_path):
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["from"], r["to"], r["type"], r["action"], r["rule"]) for r in rows] == [
         ("A", "server", "reg", "pass", None),
-        ("A", "server", "pri_msg", "duplicate", 1),
-        ("A", "server", "pri_msg", "drop", 0),
+        ("A", "server", "pri_msg", "duplicate", 2),
+        ("A", "server", "pri_msg", "drop", 1),
         ("A", "server", "pri_msg", "pass", None),
         ("A", "server", "ack", "pass", None),
     ]
@@ -445,8 +449,58 @@ def test_the_command_line_logs_and_counts(tmp_path):
     stats = proxy.stderr
     assert "counts per rule" in stats and "Traceback" not in stats
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in stats.splitlines() if line.startswith("│")]
-    assert rows == [["0", "drop type=pri_msg nth=2", "3", "1"], ["1", "duplicate 1 type=pri_msg first=1", "2", "1"]]
-    assert "totals: drop 1, duplicate 1, forwarded 6, non_chat 1, pass 3" in stats, stats
+    assert rows == [["1", "drop type=pri_msg nth=2", "3", "1"], ["2", "duplicate 1 type=pri_msg first=1", "2", "1"]]
+    assert "totals: 6 datagrams in (5 chat: drop 1, pass 3, duplicate 1; 1 not chat), 6 out\n" in stats, stats
+
+
+@pytest.mark.parametrize("rules, said", [([], "(no rules: every datagram passes)"), (["drop p=0.1"], "(1 rule)")])
+def test_the_first_line_counts_the_rules_in_words(rules, said):
+    server = Node("server")
+    try:
+        with proxy_process(server, *[arg for rule in rules for arg in ("--rule", rule)]) as proxy:
+            assert proxy.banner.endswith(f"-> server {HOST}:{server.address[1]} {said}"), proxy.banner
+            assert proxy.stop() == 0
+    finally:
+        server.close()
+
+
+def test_stats_of_a_proxy_nothing_went_through():
+    server = Node("server")
+    try:
+        with proxy_process(server, "--stats") as proxy:
+            assert proxy.stop() == 0
+        assert proxy.stderr.endswith("totals: no traffic\n"), proxy.stderr
+    finally:
+        server.close()
+
+
+def test_a_closed_stdout_does_not_stop_the_proxy_or_its_log(tmp_path):
+    """`lossy_proxy.py ... | head -0`: the reader leaves before the first line; the proxy still
+    forwards, writes its --log, and stops cleanly."""
+    log, listen = tmp_path / "proxy.jsonl", free_port()
+    server, a = Node("server"), Node("A")
+    read, write = os.pipe()
+    os.close(read)
+    proxy = subprocess.Popen([sys.executable, PROXY, "--listen", f"{HOST}:{listen}", "--server", f"{HOST}:{server.address[1]}",
+                              "--log", str(log)], cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not select.select([server.sock], [], [], 0.1)[0]:  # until it listens (or gives up)
+            assert proxy.poll() is None and time.monotonic() < deadline, "the proxy did not start or stopped"
+            a.send(a.chat("reg"), (HOST, listen))
+        assert decode(server.recv()[0]).sender == "A"
+        os.kill(proxy.pid, signal.SIGINT)
+        _, err = proxy.communicate(timeout=WAIT)
+        assert (proxy.returncode, err) == (0, "")
+    finally:
+        if proxy.poll() is None:
+            os.kill(proxy.pid, signal.SIGKILL)
+            proxy.communicate()
+        server.close()
+        a.close()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rows and all((r["from"], r["type"], r["action"]) == ("A", "reg", "pass") for r in rows)
 
 
 def unported(datagrams: list[bytes]) -> list[bytes]:

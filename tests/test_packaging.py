@@ -1,5 +1,5 @@
 """`pip install .` installs every package of the project and a working command for the chat
-and for each tool."""
+and for each tool; each command calls itself by the name it was started with."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from tests.procs import ROOT
+
+# A mistake each command reports itself (not argparse), and what its line says after the name.
+MISTAKES = {
+    "chatapp-sniff": (["-r", "missing.pcap"], "cannot read missing.pcap"),
+    "chatapp-replay": (["missing.pcap", "--to", "127.0.0.1:9"], "cannot read missing.pcap"),
+    "chatapp-proxy": (["--listen", "127.0.0.1:0", "--server", "127.0.0.1:9", "--rule", "bounce"], "unknown action"),
+}
 
 
 def test_pip_install_gives_every_package_and_command(tmp_path):
@@ -27,7 +36,30 @@ def test_pip_install_gives_every_package_and_command(tmp_path):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert {"chatapp", "chatapp-sniff", "chatapp-proxy", "chatapp-replay", "chatapp-bench"} <= set(scripts)
     env = dict(os.environ, PYTHONPATH=str(target), NO_COLOR="1")  # the installed copy, not this checkout
+
+    def run(name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(target / "bin" / name), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+
     for name in scripts:
-        run = subprocess.run([str(target / "bin" / name), "--help"], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=60)
-        assert run.returncode == 0 and run.stdout.startswith("usage: "), (name, run.stderr)
+        helped = run(name, "--help")
+        assert helped.returncode == 0 and helped.stdout.startswith(f"usage: {name} "), (name, helped.stdout[:80], helped.stderr)
+        script = scripts[name].partition(":")[0].rpartition(".")[2] + ".py"  # tools.sniff:main -> sniff.py
+        assert script not in helped.stdout, f"{name} --help calls itself {script}"  # examples too
+        wrong = run(name, "--no-such-option")
+        assert wrong.returncode in (1, 2) and "Traceback" not in wrong.stderr, (name, wrong.stderr)
+        assert wrong.stderr.startswith(f"usage: {name} "), (name, wrong.stderr)
+        assert wrong.stderr.splitlines()[-1].startswith(f"{name}: error: "), (name, wrong.stderr)
+        if name in MISTAKES:
+            args, message = MISTAKES[name]
+            failed = run(name, *args)
+            assert failed.returncode in (1, 2) and failed.stderr.startswith(f"{name}: {message}"), (name, failed.stderr)
+
+
+@pytest.mark.parametrize("script", ["ChatApp.py", "tools/sniff.py", "tools/replay.py", "tools/lossy_proxy.py", "tools/bench.py"])
+def test_a_script_run_from_the_checkout_says_its_file_name(script):
+    name = os.path.basename(script)
+    helped = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and helped.stdout.startswith(f"usage: {name} "), helped.stdout[:80]
+    wrong = subprocess.run([sys.executable, script, "--no-such-option"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert wrong.stderr.splitlines()[-1].startswith(f"{name}: error: "), wrong.stderr

@@ -14,7 +14,7 @@ from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
 from proto import MSG_TYPES, Ack, ChatHeader, PriMsg, ProtocolError, RegAck, decode
-from tests.captures import SNIFF, Processes, needs_root, run_tool
+from tests.captures import SNIFF, Processes, needs_root, run_into_closed_pipe, run_tool
 from tests.procs import HOST, free_port
 
 REPLAY = SNIFF.replace("sniff.py", "replay.py")
@@ -96,7 +96,28 @@ def test_replay_chooses_types_and_can_go_fast(capture):
         done = run_tool(REPLAY, str(path), "--to", f"{HOST}:{server.address[1]}", "--type", "pri_msg", "--fast",
                         "--wait", "0.5")
     assert server.received == [chat_datagrams[1]]
-    assert "sent 1 datagrams" in done.stdout
+    assert "sent 1 datagram to" in done.stdout
+
+
+def test_a_closed_stdout_does_not_stop_the_replay(capture):
+    """`replay.py ... | head -1`: the reader leaves, every datagram is still sent, quietly."""
+    path, chat_datagrams = capture
+    with FakeServer() as server:
+        done = run_into_closed_pipe(REPLAY, str(path), "--to", f"{HOST}:{server.address[1]}", "--fast", "--wait", "0.5")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert server.received == chat_datagrams
+
+
+@pytest.mark.parametrize("pace", [["--fast"], ["--speed", "5"]])
+def test_replay_to_a_port_nobody_listens_on_says_so(capture, pace):
+    """The ICMP port unreachable that comes back is reported: one line on stderr, status 1, no
+    `received 0` as if the datagrams had gone somewhere."""
+    path, _ = capture
+    closed = free_port()  # bound and closed again: nothing listens there
+    done = run_tool(REPLAY, str(path), "--to", f"{HOST}:{closed}", *pace, "--wait", "0.5", check=False)
+    assert done.returncode == 1, done.stdout
+    assert done.stderr == f"replay.py: nothing listens on {HOST}:{closed} (port unreachable)\n"
+    assert "received" not in done.stdout
 
 
 def test_replay_mistakes_get_one_line_and_no_traceback(capture, tmp_path):

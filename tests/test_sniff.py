@@ -10,12 +10,14 @@ like markup, escape sequences), is recorded at the end of this module for the te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import pytest
 from proto import MSG_TYPES, VERSION, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table, decode
 from tools import trace
 from tools.trace import Tracker
-from tests.captures import SNIFF, Capture, Processes, needs_root, run_tool
+from tests.captures import SNIFF, Capture, Processes, needs_root, run_into_closed_pipe, run_tool
 from tests.procs import HOST, PYTHON, ROOT, free_port
 from tools.lossy_proxy import ProxyThread
 
@@ -214,6 +216,68 @@ def test_without_raw_socket_rights_it_says_so():
     assert done.returncode == 1 and "needs root" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("output", [[], ["--ladder"], ["--json", "--stats"]])
+def test_a_closed_stdout_ends_quietly_and_the_files_asked_for_are_whole(tmp_path, output):
+    """`sniff.py -r ... --svg X -w Y | head`: the reader leaves, the SVG and the pcap are still written
+    in full (the same bytes as with a reader that stays), exit status 0, nothing on stderr."""
+    demo = str(ROOT / "docs" / "demo.pcap")
+    files = {kept: (tmp_path / f"{kept}.svg", tmp_path / f"{kept}.pcap") for kept in ("read", "closed")}
+    run_tool(SNIFF, "-r", demo, *output, "--svg", str(files["read"][0]), "-w", str(files["read"][1]))
+    done = run_into_closed_pipe(SNIFF, "-r", demo, *output, "--svg", str(files["closed"][0]), "-w", str(files["closed"][1]))
+    assert (done.returncode, done.stderr) == (0, "")
+    for read, closed in zip(*files.values()):
+        assert closed.read_bytes() == read.read_bytes(), closed
+
+
+@contextlib.contextmanager
+def live_sniffer_into_closed_pipe(*args: str):
+    """sniff.py capturing on lo, its stdout a pipe nobody reads; yields it once it captures, and a
+    function that sends a chat datagram to a port only this test uses (the capture is limited to it)."""
+    port = free_port()
+    read, write = os.pipe()
+    os.close(read)
+    sniff = subprocess.Popen([PYTHON, SNIFF, "--port", str(port), *args], cwd=ROOT, stdout=write,
+                             stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert "capturing on lo" in sniff.stderr.readline()
+        yield sniff, lambda msg_id: sender.sendto(bytes(header("reg", msg_id, "Ann", 7001)), (HOST, port))
+    finally:
+        sender.close()
+        if sniff.poll() is None:
+            os.kill(sniff.pid, signal.SIGKILL)
+            sniff.wait()
+        sniff.stderr.close()
+
+
+@needs_root
+def test_a_live_capture_whose_reader_left_goes_on_writing_its_pcap(tmp_path):
+    pcap = tmp_path / "live.pcap"
+    with live_sniffer_into_closed_pipe("-w", str(pcap)) as (sniff, send):
+        for msg_id in range(1, 6):
+            send(msg_id)
+        deadline = time.monotonic() + 10
+        while not (pcap.exists() and len(json_records(pcap)) == 5):
+            assert time.monotonic() < deadline and sniff.poll() is None, f"stopped early ({sniff.poll()}), or lost some"
+            time.sleep(0.1)
+        os.kill(sniff.pid, signal.SIGINT)
+        assert sniff.wait(10) == 0 and "Traceback" not in sniff.stderr.read()
+    assert [r["id"] for r in json_records(pcap)] == [1, 2, 3, 4, 5]
+
+
+@needs_root
+def test_a_live_capture_whose_reader_left_stops_when_it_writes_no_file():
+    with live_sniffer_into_closed_pipe() as (sniff, send):
+        deadline = time.monotonic() + 10
+        while sniff.poll() is None and time.monotonic() < deadline:  # datagrams until it has shown one
+            send(1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sniff.wait(0.1)
+        assert sniff.poll() == 0, "still capturing, or failed"
+        assert sniff.stderr.read() == ""
+
+
 def test_help_names_every_option():
     out = run_tool(SNIFF, "--help").stdout
     for option in ("-i IFACE", "-r FILE.pcap", "-w FILE.pcap", "--type", "--name", "--count", "--timeout",
@@ -256,6 +320,57 @@ def test_retries_acks_round_trips_and_unanswered():
     stats = t.stats()
     assert (stats.retransmissions, stats.unanswered, stats.rtt_median, stats.rtt_p99) == (2, 1, 300, 300)
     assert stats.per_node["Ann"] == (4, 2) and stats.per_type["pri_msg"] == 3
+
+
+def test_a_request_the_end_of_the_capture_cut_off_is_waiting_not_unanswered():
+    t = Tracker()
+    lost = t.feed(1_000_000, ANN, BOB, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
+    late = t.feed(1_400_000, ANN, SERVER, bytes(header("dereg", 6, "Ann", ANN[1])))
+    assert trace.ANSWER_WINDOW == 500_000  # the nodes' default time between tries
+    unanswered, waiting = t.without_answer(1_500_000)  # a window after the first, not after the second
+    assert ([ex.tries for ex in unanswered], [ex.tries for ex in waiting]) == ([[lost]], [[late]])
+    assert (t.stats(1_500_000).unanswered, t.stats(1_500_000).waiting) == (1, 1)
+    assert [len(found) for found in t.without_answer(1_900_000)] == [2, 0]
+
+
+def made_capture(path: Path, datagrams: list[tuple[float, tuple, tuple, bytes]]) -> str:
+    """A pcap of (seconds, source, destination, bytes) datagrams."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    frames = []
+    for when, src, dst, data in datagrams:
+        frame = Ether() / IP(src=src[0], dst=dst[0]) / UDP(sport=src[1], dport=dst[1]) / data
+        frame.time = 1_700_000_000 + when
+        frames.append(frame)
+    wrpcap(str(path), frames)
+    return str(path)
+
+
+def test_the_report_tells_unanswered_requests_from_those_the_capture_cut_off(tmp_path):
+    """Ann's reg gets no answer for a second: unanswered.  With --count 1 the capture ends right after
+    it, before an answer could come: waiting, not unanswered."""
+    pcap = made_capture(tmp_path / "made.pcap", [
+        (0.0, ANN, SERVER, bytes(header("reg", 1, "Ann", ANN[1]))),
+        (1.0, BOB, SERVER, bytes(header("reg", 2, "Bob", BOB[1]))),
+        (1.001, SERVER, BOB, bytes(header("reg_ack", 9, "server", SERVER[1]) / RegAck(ack_id=2))),
+    ])
+    whole = run_tool(SNIFF, "-r", pcap, "--stats").stdout
+    assert re.search(r"^unanswered requests: 1\n +0\.000 Ann → server  reg #1  1 try", whole, re.MULTILINE), whole
+    assert "waiting" not in whole and "unanswered 1, rtt" in whole
+    cut = run_tool(SNIFF, "-r", pcap, "--count", "1", "--stats").stdout
+    assert re.search(r"^waiting for an answer when the capture ended: 1\n +0\.000 Ann → server  reg #1", cut, re.MULTILINE), cut
+    assert "unanswered requests" not in cut and "unanswered 0, 1 waiting when the capture ended" in cut
+    records = [json.loads(text) for text in run_tool(SNIFF, "-r", pcap, "--count", "1", "--json", "--stats").stdout.splitlines()]
+    assert [r["waiting"]["id"] for r in records if "waiting" in r] == [1]
+    assert not [r for r in records if "unanswered" in r] and records[-1]["stats"]["waiting"] == 1
+
+
+def test_the_demo_cut_after_two_datagrams_has_no_unanswered_request():
+    """The two hops of Ann's first reg, answered just after the cut-off."""
+    out = run_tool(SNIFF, "-r", str(ROOT / "docs" / "demo.pcap"), "--count", "2").stdout
+    assert "unanswered" not in out and "waiting for an answer when the capture ended: 2" in out, out
 
 
 def test_one_ack_answering_several_group_messages_is_matched_to_each():

@@ -30,26 +30,39 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.cli import prog, reader_may_leave  # noqa: E402
 from tools.perf import abuse, codec, fanout, latency, scale, throughput  # noqa: E402
 from tools.perf.figures import Figure  # noqa: E402
 from tools.perf.processes import STARTED  # noqa: E402
 
 SCENARIOS = {"codec": codec, "latency": latency, "throughput": throughput, "fanout": fanout, "scale": scale, "abuse": abuse}
+# --quick: sizes for a first look, each scenario well under a minute; options given after them still win.
+QUICK = {
+    "codec": ["--repeat", "3", "--budget", "0.005"],
+    "latency": ["--count", "50", "--typed", "10", "--startups", "3"],
+    "throughput": ["--clients", "1", "8", "--duration", "0.5", "--rates", "5000", "20000", "--rounds", "1"],
+    "fanout": ["--members", "10", "100", "--messages", "10", "--duration", "0.5"],
+    "scale": ["--clients", "200", "1000", "--timeout", "50"],
+    "abuse": ["--groups", "200", "--count", "50", "--rounds", "2"],
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bench.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Each scenario has its own options: bench.py SCENARIO --help.",
+        prog=prog(), description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Each scenario has its own options: %(prog)s SCENARIO --help.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a first look (each scenario under a minute)")
     sub = parser.add_subparsers(dest="scenario", required=True, metavar="{" + ",".join([*SCENARIOS, "all"]) + "}")
     for name, module in SCENARIOS.items():
         scenario = sub.add_parser(name, help=module.__doc__.split("\n")[0].partition(": ")[2])
         scenario.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+        scenario.add_argument("--quick", action="store_true", default=argparse.SUPPRESS, help="small sizes, for a first look")
         module.add_arguments(scenario)
     every = sub.add_parser("all", help="every scenario with its default options")
     every.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    every.add_argument("--quick", action="store_true", default=argparse.SUPPRESS, help="every scenario with its small sizes")
     return parser
 
 
@@ -80,8 +93,17 @@ class Progress:
             self._bar.stop()
 
 
-def defaults(name: str) -> argparse.Namespace:
-    return build_parser().parse_args([name])
+def options(argv: list[str]) -> argparse.Namespace:
+    """The command line parsed; with --quick, the scenario's QUICK sizes go in right after its name."""
+    args = build_parser().parse_args(argv)
+    if args.quick and args.scenario in QUICK:
+        at = argv.index(args.scenario) + 1  # the first word that is no option: only flags come before it
+        args = build_parser().parse_args([*argv[:at], *QUICK[args.scenario], *argv[at:]])
+    return args
+
+
+def defaults(name: str, quick: bool = False) -> argparse.Namespace:
+    return build_parser().parse_args([name, *(QUICK.get(name, []) if quick else [])])
 
 
 def table(figures: list[Figure]) -> None:
@@ -104,8 +126,9 @@ def table(figures: list[Figure]) -> None:
     Console(width=max(160, Console().width)).print(grid)
 
 
+@reader_may_leave
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = options(sys.argv[1:] if argv is None else argv)
     # SIGTERM unwinds like Ctrl+C, so every process a scenario started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
@@ -117,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for name in names:
-            options = args if args.scenario == name else defaults(name)
-            figures += SCENARIOS[name].run(options, progress)
+            chosen = args if args.scenario == name else defaults(name, args.quick)
+            figures += SCENARIOS[name].run(chosen, progress)
     except KeyboardInterrupt:
         progress.stop()
-        print("bench.py: interrupted", file=sys.stderr)
+        print(f"{prog()}: interrupted", file=sys.stderr)
         return 130
     finally:
         progress.stop()

@@ -1,9 +1,13 @@
-"""Command-line pieces the tools share: one-line user errors, HOST:PORT arguments, captures."""
+"""Command-line pieces the tools share: the command's name, one-line user errors, HOST:PORT arguments,
+captures, and an output that a reader may close early."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import socket
+import sys
 
 
 class UserError(Exception):
@@ -33,3 +37,75 @@ def open_capture(path: str):
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
     except Scapy_Exception as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
+
+
+def prog() -> str:
+    """The name the user typed for this command (``chatapp-sniff``, ``sniff.py``...), as argparse
+    shows it in usage lines; error lines use it too."""
+    return os.path.basename(sys.argv[0])
+
+
+def examples(doc: str, script: str) -> str:
+    """The examples at the end of a tool's docstring, as an argparse epilog that names the command
+    as it was started (argparse fills in %(prog)s)."""
+    return doc[doc.index("examples:"):].replace(script, "%(prog)s")
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 rule``, ``2 rules``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+class _Stdout:
+    """sys.stdout whose reader may leave early (``| head``): the first write that finds the pipe
+    closed sends the rest of the output to /dev/null instead of raising, so the command goes on
+    to finish its work (the files it was asked for) and exits as usual, without a traceback."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.gone = False  # the reader closed the pipe
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        self.gone = True
+        # What is still buffered, and whatever comes later, now goes nowhere, quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)  # isatty, fileno, encoding...: the real stream's
+
+
+def reader_may_leave(main):
+    """Decorates a command's main(): while it runs, sys.stdout is a ``_Stdout``, so a reader that
+    leaves early ends the output quietly and the command still does the rest of its work.  Print
+    through sys.stdout (print(), a rich Console without a file of its own) for this to apply."""
+
+    @functools.wraps(main)
+    def guarded(*args, **kwargs):
+        guard = sys.stdout = _Stdout(sys.stdout)
+        try:
+            return main(*args, **kwargs)
+        finally:
+            guard.flush()  # the last buffered output, while a closed pipe is still quiet
+            sys.stdout = guard.stream
+
+    return guarded
+
+
+def stdout_gone() -> bool:
+    """Has the reader of stdout left (in a main() under ``reader_may_leave``)?"""
+    return isinstance(sys.stdout, _Stdout) and sys.stdout.gone

@@ -56,7 +56,7 @@ from typing import Iterable
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import host_port  # noqa: E402  (after the path is set)
+from tools.cli import counted, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 Address = tuple[str, int]
 
@@ -177,7 +177,7 @@ class Rule:
 @dataclass
 class Decision:
     action: str  # what happened: one of ACTIONS
-    rule: int | None  # index of the rule that matched, None for none
+    rule: int | None  # index of the rule that matched (shown from 1), None for none
     copies: list[tuple[float, bytes]] = field(default_factory=list)  # (delay, bytes) to deliver
     hold: bool = False  # reorder: keep it until the flow's next datagram
 
@@ -360,7 +360,7 @@ class LossyProxy:
             "type": kind,
             "id": msg_id,
             "action": decision.action,
-            "rule": decision.rule,
+            "rule": None if decision.rule is None else decision.rule + 1,  # numbered from 1, as everywhere shown
             "bytes": size,
         }
         self._log.write(json.dumps(row) + "\n")
@@ -432,16 +432,26 @@ def _print_stats(proxy: LossyProxy) -> None:
     table = Table(title="lossy proxy: counts per rule")
     for column in ("#", "rule", "selected", "applied"):
         table.add_column(column, justify="right" if column in ("#", "selected", "applied") else "left")
-    for index, rule in enumerate(proxy.plan.rules):
-        table.add_row(str(index), rich_text(rule.text), str(rule.selected), str(rule.applied))  # rules name clients: data
+    for number, rule in enumerate(proxy.plan.rules, 1):
+        table.add_row(str(number), rich_text(rule.text), str(rule.selected), str(rule.applied))  # rules name clients: data
     Console(stderr=True).print(table)
-    totals = ", ".join(f"{k} {v}" for k, v in sorted(proxy.counters.items()))
-    print(f"totals: {totals or 'no traffic'}", file=sys.stderr)
+    print(f"totals: {totals(proxy.counters)}", file=sys.stderr)
 
 
+def totals(counters: Counter[str]) -> str:
+    """Each count once: datagrams in, what befell the chat ones (one action each), datagrams out."""
+    actions = {action: counters[action] for action in ACTIONS if counters[action]}
+    chat, other = sum(actions.values()), counters["non_chat"]
+    if not chat + other:
+        return "no traffic"
+    fates = ": " + ", ".join(f"{action} {n}" for action, n in actions.items()) if chat else ""
+    return f"{counted(chat + other, 'datagram')} in ({chat} chat{fates}; {other} not chat), {counters['forwarded']} out"
+
+
+@reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="lossy_proxy.py",
+        prog=prog(),
         description="Fault-injecting UDP proxy for ChatApp: clients use --listen as the server address.",
         epilog=__doc__[__doc__.index("Rules"):],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -464,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.log:
             open(args.log, "a", encoding="utf-8").close()  # fail here, not as a listening error later
     except (RuleError, OSError) as exc:
-        print(f"lossy_proxy.py: {exc}", file=sys.stderr)
+        print(f"{prog()}: {exc}", file=sys.stderr)
         return 2
 
     async def serve() -> None:
@@ -476,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         host, port = proxy.address
         # Only now: whoever waits for this line may stop the proxy at once.
-        print(f"lossy proxy on {host}:{port} -> server {args.server[0]}:{args.server[1]} ({len(rules)} rules)", flush=True)
+        said = counted(len(rules), "rule") if rules else "no rules: every datagram passes"
+        print(f"lossy proxy on {host}:{port} -> server {args.server[0]}:{args.server[1]} ({said})", flush=True)
         await stop.wait()
         proxy.stop()
         if args.stats:
@@ -485,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve())
     except OSError as exc:
-        print(f"lossy_proxy.py: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
+        print(f"{prog()}: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
 

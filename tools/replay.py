@@ -24,9 +24,8 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, host_port, open_capture  # noqa: E402  (after the path is set)
+from tools.cli import UserError, counted, examples, host_port, open_capture, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
-PROG = "replay.py"
 LOCAL_NAME = "replay"
 
 
@@ -53,14 +52,16 @@ def load(path: str, types: set[str]) -> list[tuple[int, bytes]]:
     return datagrams
 
 
-def replay(datagrams: list[tuple[int, bytes]], target: tuple[str, int], sock: socket.socket, speed: float | None,
-           wait: float, show) -> tuple[int, int]:
-    """Send with the capture's spacing divided by ``speed`` (None: at once); ``show(direction, event)``
-    for each datagram sent and received.  Returns (sent, received)."""
+def replay(datagrams: list[tuple[int, bytes]], sock: socket.socket, speed: float | None, wait: float,
+           show) -> tuple[int, int]:
+    """Send on ``sock`` (connected to the target) with the capture's spacing divided by ``speed``
+    (None: at once); ``show(direction, event)`` for each datagram sent and received.  Returns
+    (sent, received); UserError if nothing listens at the target."""
     from tools.trace import Tracker
 
+    here, target = sock.getsockname()[:2], sock.getpeername()[:2]
     tracker = Tracker()
-    tracker.pin(sock.getsockname()[:2], LOCAL_NAME)
+    tracker.pin(here, LOCAL_NAME)
     start = time.monotonic()
     first = datagrams[0][0]
     received = 0
@@ -72,23 +73,22 @@ def replay(datagrams: list[tuple[int, bytes]], target: tuple[str, int], sock: so
         """Show what arrives until ``deadline``, and what has already arrived."""
         nonlocal received
         while select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            try:
-                data, addr = sock.recvfrom(65535)
-            except OSError:
-                continue  # an ICMP error for an earlier datagram: nothing arrived
+            data = sock.recv(65535)
             received += 1
-            show("recv", tracker.feed(now_us(), addr[:2], sock.getsockname()[:2], data))
+            show("recv", tracker.feed(now_us(), target, here, data))
 
-    for when, data in datagrams:
-        if speed is not None:
-            receive_until(start + (when - first) / 1_000_000 / speed)
-        receive_until(time.monotonic())
-        try:
-            sock.sendto(data, target)
-        except OSError as exc:
-            raise UserError(f"cannot send to {target[0]}:{target[1]}: {exc.strerror}") from None
-        show("sent", tracker.feed(now_us(), sock.getsockname()[:2], target, data))
-    receive_until(time.monotonic() + wait)
+    try:
+        for when, data in datagrams:
+            if speed is not None:
+                receive_until(start + (when - first) / 1_000_000 / speed)
+            receive_until(time.monotonic())
+            sock.send(data)
+            show("sent", tracker.feed(now_us(), here, target, data))
+        receive_until(time.monotonic() + wait)
+    except ConnectionRefusedError:  # the ICMP port unreachable a connected socket is told of
+        raise UserError(f"nothing listens on {target[0]}:{target[1]} (port unreachable)") from None
+    except OSError as exc:
+        raise UserError(f"cannot send to {target[0]}:{target[1]}: {exc.strerror}") from None
     return len(datagrams), received
 
 
@@ -112,7 +112,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=__doc__[__doc__.index("examples:"):],
+    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0], epilog=examples(__doc__, "replay.py"),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("capture", metavar="FILE.pcap", help="a capture, e.g. from sniff.py -w or tcpdump")
     parser.add_argument("--to", type=host_port, required=True, metavar="HOST:PORT", help="where to send the datagrams")
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
@@ -148,14 +149,20 @@ def main(argv: list[str] | None = None) -> int:
                 sock.bind(args.bind)
             except OSError as exc:
                 raise UserError(f"cannot bind {args.bind[0]}:{args.bind[1]}: {exc.strerror}") from None
+            # Connected: only the target's answers arrive, and an ICMP port unreachable from it is
+            # reported (as ConnectionRefusedError), which an unconnected socket never hears of.
             try:
-                sent, received = replay(datagrams, args.to, sock, None if args.fast else args.speed, args.wait, show)
+                sock.connect(args.to)
+            except OSError as exc:
+                raise UserError(f"cannot send to {args.to[0]}:{args.to[1]}: {exc.strerror}") from None
+            try:
+                sent, received = replay(datagrams, sock, None if args.fast else args.speed, args.wait, show)
             except KeyboardInterrupt:
                 return 130
     except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{prog()}: {exc}", file=sys.stderr)
         return 1
-    console.print(f"sent {sent} datagrams to {args.to[0]}:{args.to[1]}, received {received}", style="dim")
+    console.print(f"sent {counted(sent, 'datagram')} to {args.to[0]}:{args.to[1]}, received {received}", style="dim")
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import socket
 import sys
@@ -33,9 +32,8 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, open_capture  # noqa: E402  (after the path is set)
+from tools.cli import UserError, examples, open_capture, prog, reader_may_leave, stdout_gone  # noqa: E402  (after the path is set)
 
-PROG = "sniff.py"
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
 SO_RCVBUFFORCE = 33  # root may raise the receive buffer past net.core.rmem_max
@@ -116,6 +114,7 @@ class Inspector:
         self.writer = None
         self.written = False
         self.stop_at: int | None = None  # -r with --timeout: the capture time to stop at
+        self.end: int | None = None  # when the capture ended (µs): its last datagram, or when it was stopped
         if args.write:
             from scapy.utils import PcapWriter
 
@@ -133,7 +132,9 @@ class Inspector:
             self.stop_at = time_us + round(self.args.timeout * 1_000_000)
         if self.stop_at is not None and time_us > self.stop_at:
             self.done = True
+            self.end = self.stop_at
             return
+        self.end = time_us
         event = self.tracker.feed(*datagram)
         if self.writer is not None:
             if not self.written:
@@ -148,6 +149,8 @@ class Inspector:
         self.show(event)
         if self.args.count and self.count >= self.args.count:
             self.done = True
+        if stdout_gone() and self.writer is None and not self.args.svg:
+            self.done = True  # nothing more would come of it
 
     def wanted(self, event) -> bool:
         if self.types and event.kind not in self.types:
@@ -179,19 +182,22 @@ class Inspector:
             self.writer.close()
         if self.args.ladder or self.args.svg:
             self.draw_ladder()
-        first_tries = [ex for ex in self.tracker.unanswered() if self.wanted(ex.tries[0])]
+        unanswered, waiting = ([ex for ex in found if self.wanted(ex.tries[0])]
+                               for found in self.tracker.without_answer(self.end))
         if self.args.json:
-            for exchange in first_tries:
-                print(json_line(trace.unanswered_record(self.tracker, exchange)))
+            for exchanges, cut_off in ((unanswered, False), (waiting, True)):
+                for exchange in exchanges:
+                    print(json_line(trace.unanswered_record(self.tracker, exchange, cut_off)))
             if self.args.stats:
-                print(json_line({"stats": trace.stats_record(self.tracker.stats())}))
+                print(json_line({"stats": trace.stats_record(self.tracker.stats(self.end))}))
             return
-        if first_tries:
-            self.console.print()
-            for text in trace.unanswered_lines(self.tracker, first_tries):
-                self.console.print(text)
+        for exchanges, cut_off in ((unanswered, False), (waiting, True)):
+            if exchanges:
+                self.console.print()
+                for text in trace.unanswered_lines(self.tracker, exchanges, cut_off):
+                    self.console.print(text)
         if self.args.stats:
-            print_stats(self.console, self.tracker.stats())
+            print_stats(self.console, self.tracker.stats(self.end))
 
     def draw_ladder(self) -> None:
         from tools.trace import apply_proxy_log, ladder
@@ -262,8 +268,9 @@ def print_stats(console, stats) -> None:
     rtt = "no answers seen"
     if stats.rtt_median is not None:
         rtt = f"median {ms(stats.rtt_median)}, p99 {ms(stats.rtt_p99)} ({stats.rtt_samples} answered)"
+    waiting = f", {stats.waiting} waiting when the capture ended" if stats.waiting else ""
     console.print(f"packets {stats.packets}, retransmissions {stats.retransmissions}, "
-                  f"unanswered {stats.unanswered}, rtt {rtt}")
+                  f"unanswered {stats.unanswered}{waiting}, rtt {rtt}")
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -292,7 +299,7 @@ def capture_live(args: argparse.Namespace, inspector: Inspector) -> None:
             inspector.done = True
 
     def started() -> None:
-        print(f"{PROG}: capturing on {args.iface} (Ctrl+C to stop)", file=sys.stderr, flush=True)
+        print(f"{prog()}: capturing on {args.iface} (Ctrl+C to stop)", file=sys.stderr, flush=True)
 
     sniffer = AsyncSniffer(
         opened_socket=sock, prn=each, store=False, started_callback=started, stop_filter=lambda _: inspector.done
@@ -308,6 +315,7 @@ def capture_live(args: argparse.Namespace, inspector: Inspector) -> None:
         if sniffer.running:
             sniffer.stop()
         sock.close()
+        inspector.end = round(time.time() * 1_000_000)  # the capture ran until now (capture times are wall clock)
     if failure:
         raise failure[0]
 
@@ -505,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
     types = [*MSG_TYPES.values(), "malformed", "other_version"]
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                     epilog=__doc__[__doc__.index("examples:"):], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0],
+                     epilog=examples(__doc__, "sniff.py"), formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("-i", dest="iface", default="lo", metavar="IFACE", help="capture live on IFACE (default lo; needs root)")
     source.add_argument("-r", dest="read", metavar="FILE.pcap", help="read a capture (pcap or pcapng, e.g. from -w or tcpdump)")
@@ -527,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -550,11 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             pass  # Ctrl+C while reading a file: report what was read
         inspector.finish()
     except UserError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{prog()}: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        # The reader went away (| head): stop quietly, and keep Python's exit flush quiet too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

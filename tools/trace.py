@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from rich.text import Text
 
+from node.reliable import RetryPolicy
 from node.text import escaped
 from proto import MSG_TYPES, STATUSES, VERSION, ChatHeader, ProtocolError, decode, version_of
 
@@ -66,6 +67,10 @@ _BY_ROLE, _BY_TABLE, _BY_SELF, _PINNED = 0, 1, 2, 3
 # capture forgets the oldest, and does not list them as unanswered.
 MAX_EXCHANGES = 20_000
 TEXT_CUT = 48
+# A request without an answer counts as unanswered only if the capture went on this long after its
+# latest try (the nodes' default time between tries): by then its sender would have tried again or
+# given up.  One tried more recently was cut off by the end of the capture: it is *waiting*.
+ANSWER_WINDOW = round(RetryPolicy().timeout * 1_000_000)
 
 
 @dataclass(eq=False)
@@ -214,10 +219,23 @@ class Tracker:
 
     # -- results ------------------------------------------------------------------------
 
-    def unanswered(self) -> list[Exchange]:
-        return [ex for ex in self._exchanges.values() if not ex.answers]
+    def unanswered(self, end: int | None = None) -> list[Exchange]:
+        """Requests with no answer; with ``end`` (when the capture ended, µs), only those whose latest
+        try was ANSWER_WINDOW or more before it."""
+        return self.without_answer(end)[0]
 
-    def stats(self) -> "Stats":
+    def without_answer(self, end: int | None) -> tuple[list[Exchange], list[Exchange]]:
+        """Requests with no answer: (unanswered, waiting), waiting being those tried less than
+        ANSWER_WINDOW before the capture ended at ``end`` (µs; None: none is waiting)."""
+        unanswered, waiting = [], []
+        for ex in self._exchanges.values():
+            if not ex.answers:
+                cut_off = end is not None and end - ex.tries[-1].time < ANSWER_WINDOW
+                (waiting if cut_off else unanswered).append(ex)
+        return unanswered, waiting
+
+    def stats(self, end: int | None = None) -> "Stats":
+        unanswered, waiting = self.without_answer(end)
         per_node: dict[str, list[int]] = {}
         for counter, column in ((self._sent, 0), (self._received, 1)):
             for addr, n in counter.items():
@@ -227,7 +245,8 @@ class Tracker:
             per_type=dict(self._types.most_common()),
             per_node={name: (sent, received) for name, (sent, received) in sorted(per_node.items())},
             retransmissions=self._retries,
-            unanswered=len(self.unanswered()),
+            unanswered=len(unanswered),
+            waiting=len(waiting),
             rtt_median=statistics.median(self._rtts) if self._rtts else None,
             rtt_p99=percentile(self._rtts, 99) if self._rtts else None,
             rtt_samples=len(self._rtts),
@@ -241,6 +260,7 @@ class Stats:
     per_node: dict[str, tuple[int, int]]  # name -> (sent, received)
     retransmissions: int
     unanswered: int
+    waiting: int  # without an answer when the capture ended, too recently tried to call unanswered
     rtt_median: float | None  # microseconds
     rtt_p99: int | None
     rtt_samples: int
@@ -332,17 +352,21 @@ def line(event: Event, replayed: bool = False) -> Text:
     return text
 
 
-def unanswered_lines(tracker: Tracker, exchanges: list[Exchange]) -> list[Text]:
+def unanswered_lines(tracker: Tracker, exchanges: list[Exchange], waiting: bool = False) -> list[Text]:
+    """The report of requests without an answer: unanswered ones, or (``waiting``) those the end of
+    the capture cut off."""
     if not exchanges:
         return []
-    out = [Text(f"unanswered requests: {len(exchanges)}", style="bold red")]
+    title = "waiting for an answer when the capture ended" if waiting else "unanswered requests"
+    out = [Text(f"{title}: {len(exchanges)}", style="bold yellow" if waiting else "bold red")]
     for ex in exchanges:
         first, last = ex.tries[0], ex.tries[-1]
         tries = len(ex.tries)
         row = Text(f"{seconds(first.rel):>9} ", style="dim")
         row.append(f"{tracker.name(first.src)} → {tracker.name(first.dst)}  ", style="bold")
         row.append(f"{ex.kind} #{first.msg_id}", style=TYPE_STYLE.get(ex.kind, ""))
-        row.append(f"  {tries} {'try' if tries == 1 else 'tries'}, last at {seconds(last.rel)}", style="red")
+        row.append(f"  {tries} {'try' if tries == 1 else 'tries'}, last at {seconds(last.rel)}",
+                   style="yellow" if waiting else "red")
         out.append(row)
     return out
 
@@ -405,16 +429,18 @@ def stats_record(stats: Stats) -> dict:
         "per_node": {name: {"sent": s, "received": r} for name, (s, r) in stats.per_node.items()},
         "retransmissions": stats.retransmissions,
         "unanswered": stats.unanswered,
+        "waiting": stats.waiting,
         "rtt_median_ms": None if stats.rtt_median is None else stats.rtt_median / 1000,
         "rtt_p99_ms": None if stats.rtt_p99 is None else stats.rtt_p99 / 1000,
         "rtt_samples": stats.rtt_samples,
     }
 
 
-def unanswered_record(tracker: Tracker, exchange: Exchange) -> dict:
+def unanswered_record(tracker: Tracker, exchange: Exchange, waiting: bool = False) -> dict:
+    """``{"unanswered": {...}}``, or ``{"waiting": {...}}`` for a request the end of the capture cut off."""
     first = exchange.tries[0]
     return {
-        "unanswered": {
+        "waiting" if waiting else "unanswered": {
             "time": round(first.rel / 1e6, 6),
             "from": tracker.name(first.src),
             "to": tracker.name(first.dst),
