@@ -533,3 +533,41 @@ def test_a_datagram_of_another_protocol_version_is_labelled():
 
     frame = IP(src=ANN[0], dst=SERVER[0]) / UDP(sport=ANN[1], dport=SERVER[1]) / bytes(old)
     assert udp_datagram(IP(bytes(frame)), set()) is not None, "the sniffer shows it, labelled"
+
+
+# -- the kernel filter for --port -------------------------------------------------------------------
+
+
+@needs_root
+def test_the_port_filter_lets_only_those_ports_through_in_the_kernel():
+    """Attached to a real packet socket on lo: datagrams from or to the chosen ports reach it once
+    (no outgoing copy), other ports' datagrams never do, so another suite's traffic costs nothing."""
+    from tools.bpf import attach_udp_ports
+    from tools.sniff import open_live_socket
+
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) for _ in range(3)]
+        for s in sockets:
+            s.bind((HOST, 0))
+        watched, other, sender = sockets
+        port = watched.getsockname()[1]
+        capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        stack.callback(capture.close)
+        capture.bind(("lo", 0))
+        attach_udp_ports(capture, [port])
+        while True:  # what arrived before the filter was attached
+            capture.setblocking(False)
+            try:
+                capture.recv(65536)
+            except BlockingIOError:
+                break
+        capture.settimeout(5)
+        for payload, to in ((b"other-1", other), (b"to-watched", watched), (b"other-2", other), (b"end", watched)):
+            sender.sendto(payload, to.getsockname())
+        seen = []
+        while not seen or seen[-1] != b"end":
+            frame = capture.recv(65536)
+            seen.append(frame[42:])  # Ethernet 14 + IPv4 20 + UDP 8
+        assert seen == [b"to-watched", b"end"], seen
+    sock = open_live_socket("lo", [port])  # the sniffer's own socket takes the same filter
+    sock.close()
