@@ -177,7 +177,10 @@ class ChatHeader(Packet):
         ByteEnumField("type", 1, MSG_TYPES),
         IntField("msg_id", 0),  # chosen by the sender; acks name it, receivers dedup on it
         ShortField("port", 0),  # sender's listening port (informational: the source address rules)
-        XLongField("token", 0),  # secret session token on requests to the server, 0 until registered
+        # A secret the receiver checks: the sender's session token on requests to the server; the
+        # receiving client's token on the server's requests; a random nonce on reg and pri_msg;
+        # an answer echoes its request's.  So a blind spoofer cannot answer or send in another's name.
+        XLongField("token", 0),
         FieldLenField("name_len", None, length_of="sender", fmt="B"),
         _utf8("sender", "name_len"),
     ]
@@ -194,6 +197,20 @@ class ChatHeader(Packet):
 
     def answers(self, other):
         return isinstance(self.payload, _Answer) and self.payload.answers(other)
+
+
+def _offset_of(layer, name: str) -> int:
+    """Where the fixed-size field ``name`` starts, when every field before it is fixed-size too."""
+    offset = 0
+    for field in layer.fields_desc:
+        if field.name == name:
+            return offset
+        offset += struct.calcsize(field.fmt)
+    raise KeyError(name)
+
+
+# The header's token field: a group message is encoded once and each member's token written here.
+TOKEN_AT = _offset_of(ChatHeader, "token")
 
 
 class _Payload(Packet):
@@ -326,11 +343,12 @@ class GrpMsg(_Payload):
 
 
 class PriMsg(_Payload):
-    """A private message, sent peer to peer."""
+    """A private message, sent peer to peer.  Its header token is a fresh nonce that the ack echoes."""
 
     name = "PriMsg"
     fields_desc = [
         XIntField("session", 0),  # the sender's session number, as in its table entry
+        XIntField("to_session", 0),  # the receiver's, from the sender's table: shown by that session only
         FieldLenField("text_len", None, length_of="text", fmt="H"),
         _utf8("text", "text_len"),
     ]

@@ -13,12 +13,11 @@ from node.limits import Limits
 from node.reliable import RetryPolicy
 from proto import MAX_TEXT_BYTES, STATUSES, VERSION, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
 
-
-from proto import MAX_TEXT_BYTES, STATUSES, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
 from proto.fastpath import encode, parse
 from simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
+TOKEN = 9  # the session token registered_client() is given: the server's datagrams carry it
 
 
 def new_lines(sim: SimNet, name: str, since: int) -> list[str]:
@@ -51,8 +50,8 @@ def test_a_client_confirms_its_registration_at_once_and_is_welcomed_when_that_is
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
     (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    assert reg.token == 0
-    answer = ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9, session=4)
+    assert reg.token != 0, "a nonce, which the reg_ack must echo"
+    answer = ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9, session=4)
     client.receive(bytes(answer), SERVER, 0.1)
     effects = client.drain()
     (confirm,) = [decode(e.data) for e in effects if isinstance(e, Send)]
@@ -60,7 +59,7 @@ def test_a_client_confirms_its_registration_at_once_and_is_welcomed_when_that_is
     assert not client.registered and not [e for e in effects if isinstance(e, Show)], "no welcome yet"
     client.handle_timer(0.6)  # unanswered: retransmitted like any request
     assert [decode(e.data).msg_id for e in client.drain() if isinstance(e, Send)] == [confirm.msg_id]
-    acked = ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
+    acked = ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
     client.receive(bytes(acked), SERVER, 0.7)
     assert [e.text for e in client.drain() if isinstance(e, Show)] == [WELCOME]
     assert client.registered and client.session == 4
@@ -74,9 +73,9 @@ def test_a_refused_confirm_exits_1(status, line):
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
     (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9)), SERVER, 0.1)
+    client.receive(bytes(ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9)), SERVER, 0.1)
     (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status=status)), SERVER, 0.2)
+    client.receive(bytes(ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status=status)), SERVER, 0.2)
     assert [e.text for e in client.drain() if isinstance(e, Show)] == [line]
     assert client.exit_status == 1 and not client.registered
 
@@ -638,17 +637,17 @@ def test_everything_duplicated_is_shown_once():
 
 def table_pkt(msg_id: int, version: int, base: int, *entries: tuple[str, int]) -> bytes:
     rows = [Entry(client=name, ip="10.0.0.9", port=port, online=1) for name, port in entries]
-    return bytes(ChatHeader(type="table", msg_id=msg_id, sender="server") / Table(version=version, base=base, entries=rows))
+    return bytes(ChatHeader(type="table", msg_id=msg_id, token=TOKEN, sender="server") / Table(version=version, base=base, entries=rows))
 
 
 def registered_client() -> ClientLogic:
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
     (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    answer = ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9)
+    answer = ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9)
     client.receive(bytes(answer), SERVER, 0.0)
     (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    confirmed = ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
+    confirmed = ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
     client.receive(bytes(confirmed), SERVER, 0.0)
     client.drain()
     assert client.registered
@@ -727,21 +726,21 @@ def test_table_probe_and_group_messages_only_from_the_server():
     client = registered_client()
     stranger = ("10.6.6.6", 666)
     client.receive(table_pkt(11, 1, 0, ("Zed", 6666)), stranger, 0.1)
-    client.receive(bytes(ChatHeader(type="probe", msg_id=12, sender="server")), stranger, 0.1)
-    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="g", origin="x", text="y")), stranger, 0.1)
+    client.receive(bytes(ChatHeader(type="probe", msg_id=12, token=TOKEN, sender="server")), stranger, 0.1)
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text="y")), stranger, 0.1)
     assert client.drops["not from server"] == 3
     assert client.drain() == [] and "Zed" not in client.table
 
 
 def test_probe_from_the_server_is_acked():
     client = registered_client()
-    client.receive(bytes(ChatHeader(type="probe", msg_id=12, sender="server")), SERVER, 0.1)
+    client.receive(bytes(ChatHeader(type="probe", msg_id=12, token=TOKEN, sender="server")), SERVER, 0.1)
     assert acks(client) == [(12, "ok")]
 
 
 def test_group_message_for_another_group_is_acked_not_shown():
     client = registered_client()
-    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="old", origin="x", text="y")), SERVER, 0.1)
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="old", origin="x", text="y")), SERVER, 0.1)
     effects = client.drain()
     assert not any(isinstance(e, Show) for e in effects)
     assert [STATUSES[decode(e.data).payload.status] for e in effects if isinstance(e, Send)] == ["ok"]
@@ -770,7 +769,7 @@ def test_nothing_left_behind_after_exit():
     assert sim.exits["Ann"] == 0
     assert ann.net.pending_count == 0 and ann.get_timer() is None
     effects_before = len(sim.sent)
-    ann.receive(bytes(ChatHeader(type="probe", msg_id=1, sender="server")), SERVER, sim.now)
+    ann.receive(bytes(ChatHeader(type="probe", msg_id=1, token=TOKEN, sender="server")), SERVER, sim.now)
     ann.handle_timer(sim.now + 10)
     assert ann.drain() == [] and len(sim.sent) == effects_before, "an exited client does nothing more"
 
@@ -795,7 +794,7 @@ def test_group_messages_close_together_are_acknowledged_in_one_datagram():
     delay = client.net.policy.ack_delay
 
     def grp_msg(msg_id: int, now: float) -> None:
-        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="x", text="y"))
+        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text="y"))
         client.receive(data, SERVER, now)
 
     grp_msg(20, 1.0)
@@ -816,8 +815,8 @@ def test_group_message_held_for_a_join_that_fails_is_not_shown():
     client = registered_client()
     client.command("join_group g", 0.1)
     (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="g", origin="x", text="y")), SERVER, 0.2)
-    client.receive(bytes(ChatHeader(type="ack", msg_id=14, sender="server") / Ack(ack_id=join.msg_id, status="no_such_group")), SERVER, 0.3)
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text="y")), SERVER, 0.2)
+    client.receive(bytes(ChatHeader(type="ack", msg_id=14, token=join.token, sender="server") / Ack(ack_id=join.msg_id, status="no_such_group")), SERVER, 0.3)
     client.command("create_group g", 0.4)
     shown = [e.text for e in client.drain() if isinstance(e, Show)]
     assert shown == [">>> Group g does not exist"]
@@ -905,7 +904,7 @@ def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
     (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
 
     def grp_msg(msg_id: int, now: float) -> None:
-        data = ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="x", text=f"t{msg_id}")
+        data = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text=f"t{msg_id}")
         client.receive(bytes(data), SERVER, now)
 
     for i in range(bound + 5):
@@ -914,7 +913,7 @@ def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
     acked = {m for p in (decode(e.data) for e in client.drain() if isinstance(e, Send)) for m in [p.payload.ack_id, *(x.id for x in p.payload.also)]}
     assert acked == set(range(100, 100 + bound)), "held ones acknowledged, the others not"
     assert client.drops["early, no room"] == 5 and len(client._early) == bound
-    client.receive(bytes(ChatHeader(type="ack", msg_id=9, sender="server") / Ack(ack_id=join.msg_id, status="ok")), SERVER, 0.4)
+    client.receive(bytes(ChatHeader(type="ack", msg_id=9, token=join.token, sender="server") / Ack(ack_id=join.msg_id, status="ok")), SERVER, 0.4)
     grp_msg(100 + bound, 0.6)  # the server's retransmission of the first one not acknowledged
     client.handle_timer(0.7)
     effects = client.drain()
@@ -978,7 +977,7 @@ BOB = ("10.0.0.2", 7002)
 
 def from_server(client: ClientLogic, type_name: str, msg_id: int, payload=None, now: float = 1.0) -> list[str]:
     """Deliver a datagram from the server; return the lines the client shows."""
-    pkt = ChatHeader(type=type_name, msg_id=msg_id, sender="server")
+    pkt = ChatHeader(type=type_name, msg_id=msg_id, token=TOKEN, sender="server")
     client.receive(bytes(pkt if payload is None else pkt / payload), SERVER, now)
     return [e.text for e in client.drain() if isinstance(e, Show)]
 
@@ -1088,7 +1087,10 @@ def test_datagrams_to_peers_never_carry_the_session_token():
     peers = {sim.addr(ann), sim.addr(bob)}
     between = [p for t, s, d, p in sim.sent if s in peers and d in peers]
     assert sorted(kind(p) for p in between) == ["ack", "ack", "pri_msg", "pri_msg"]
-    assert [p.token for p in between] == [0, 0, 0, 0]
+    tokens = {ann.net.token, bob.net.token}
+    assert not tokens & {p.token for p in between}, "a nonce instead, echoed by the ack"
+    nonces = {p.msg_id: p.token for p in between if kind(p) == "pri_msg"}
+    assert {p.payload.ack_id: p.token for p in between if kind(p) == "ack"} == nonces and 0 not in nonces.values()
     to_server = [p for t, s, d, p in sim.sent if s in peers and d == SERVER and kind(p) != "reg"]
     assert to_server and all(p.token != 0 for p in to_server), "what goes to the server after registering carries it"
 
@@ -1100,7 +1102,7 @@ def test_the_servers_burst_is_not_rate_limited_but_a_peers_is():
     burst = int(Limits().burst) + 500  # more than any one peer may send at once
 
     def header(msg_id: int, sender: str) -> dict:
-        return {"msg_id": msg_id, "port": 0, "token": 0, "sender": sender}
+        return {"msg_id": msg_id, "port": 0, "token": TOKEN, "sender": sender}
 
     for msg_id in range(100, 100 + burst):
         client.receive(encode("probe", header(msg_id, "server"), None), SERVER, 1.0)
