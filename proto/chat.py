@@ -177,10 +177,9 @@ class ChatHeader(Packet):
         ByteEnumField("type", 1, MSG_TYPES),
         IntField("msg_id", 0),  # chosen by the sender; acks name it, receivers dedup on it
         ShortField("port", 0),  # sender's listening port (informational: the source address rules)
-        # A secret the receiver checks: the sender's session token on requests to the server; the
-        # receiving client's token on the server's requests; a random nonce on reg and pri_msg;
-        # an answer echoes its request's.  So a blind spoofer cannot answer or send in another's name.
-        XLongField("token", 0),
+        # Which secret: the sender's session token on requests to the server, the receiving client's
+        # on the server's requests, a random nonce on reg and pri_msg; an answer echoes its request's.
+        XLongField("token", 0),  # a secret the receiver checks, which a blind spoofer cannot guess
         FieldLenField("name_len", None, length_of="sender", fmt="B"),
         _utf8("sender", "name_len"),
     ]
