@@ -484,6 +484,9 @@ class ClientLogic:
             self._exit(1, "The server marked this client offline (it did not answer the server's probe)", "Exiting")
 
     def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
+        if self.net.too_old(pkt, addr):
+            self.drops["replayed"] += 1  # a copy captured earlier, sent again in the server's name
+            return
         msg = pkt.payload
         if msg.group == self.group:
             self._say(f"Group_Message {msg.origin}: {msg.text}", in_group=True)

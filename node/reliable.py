@@ -92,7 +92,7 @@ class _Acks:
     of plain sets, the older dropped whole: cheaper than an entry per id with its own expiry,
     like the remembered replies, when a busy group brings thousands of ids a second."""
 
-    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at", "batch", "token")
+    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at", "batch", "token", "floor")
 
     def __init__(self, memory: float, now: float):
         self.memory = memory
@@ -105,12 +105,25 @@ class _Acks:
         # it began (the time cannot tell: several acks may go at the same instant of a batch).
         self.batch = 0
         self.token = 0  # the header token of the requests waiting: their ack echoes it
+        # The newest id forgotten at least ``memory`` after it came: its retransmissions (and those
+        # of every older id, since the sender's ids grow) are long over, so one now is a replay.
+        self.floor: int | None = None
 
     def age(self, now: float) -> None:
         """Start a new generation when the current one is ``memory`` old (or full)."""
-        if now - self.since >= self.memory or len(self.current) >= MAX_REMEMBERED_REPLIES // 2:
+        old = now - self.since >= self.memory
+        if old or len(self.current) >= MAX_REMEMBERED_REPLIES // 2:
             young = now - self.since < 2 * self.memory  # some of ``current`` are still to be kept
+            if old:  # what is forgotten now came a memory ago or more (not so when full)
+                self._raise_floor(self.previous if young else self.previous | self.current)
             self.previous, self.current, self.since = self.current if young else set(), set(), now
+
+    def _raise_floor(self, forgotten: set[int]) -> None:
+        floor = self.floor
+        for msg_id in forgotten:  # once a memory: cheap per id
+            if floor is None or is_newer(msg_id, floor):
+                floor = msg_id
+        self.floor = floor
 
     def add(self, msg_id: int, now: float) -> None:
         self.age(now)
@@ -262,6 +275,12 @@ class Endpoint:
             acks.waiting.append(request.msg_id)  # its ack was lost: no waiting this time
         self._send_acks(addr, acks, now)
         return True
+
+    def too_old(self, request: Fields, addr: Address) -> bool:
+        """Whether ``request``, of a stream acknowledged with ``acknowledge`` and not answered
+        again by ``answer_again``, is older than ids from ``addr`` long forgotten: a replay."""
+        acks = self._acks.get(addr)
+        return acks is not None and acks.floor is not None and not is_newer(request.msg_id, acks.floor)
 
     def answer(self, request: Fields, addr: Address, reply: Outgoing, now: float) -> None:
         """Send ``reply`` to ``request`` and remember it for retransmissions of the request."""
