@@ -16,7 +16,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
-from proto import STATUS_CODES, TOKEN_AT, TYPE_CODES
+from proto import STATUS_CODES, TOKEN_AT, TOKEN_END, TYPE_CODES
 from proto.fastpath import Fields, encode
 
 from .effects import Address, Effect, Send
@@ -56,7 +56,7 @@ MAX_REMEMBERED_REPLIES = 65536
 
 # What one message id of an ack did (``Endpoint._acked``); or-ed over the ids of one ack.
 _UNKNOWN, _ANSWERED, _WRONG, _FORGED = 0, 1, 2, 4
-_TOKEN_END = TOKEN_AT + 8  # the header's token field: data[TOKEN_AT:_TOKEN_END]
+_TOKEN_BYTES = TOKEN_END - TOKEN_AT
 
 
 def is_newer(msg_id: int, than: int) -> bool:
@@ -68,6 +68,7 @@ class Outgoing(NamedTuple):  # a named tuple: one is made for every datagram sen
     msg_id: int
     data: bytes
     kind: str  # the message type, by name
+    token: int  # the header's token: the answer must echo it
 
 
 @dataclass(slots=True)
@@ -168,8 +169,9 @@ class Endpoint:
         its answer echoes (peers never see the token)."""
         msg_id = self._next_id
         self._next_id = self._next_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
-        header = {"msg_id": msg_id, "port": self.port, "token": self.token if token is None else token, "sender": self.name}
-        return Outgoing(msg_id, encode(type_name, header, payload), type_name)
+        token = self.token if token is None else token
+        header = {"msg_id": msg_id, "port": self.port, "token": token, "sender": self.name}
+        return Outgoing(msg_id, encode(type_name, header, payload), type_name, token)
 
     def build_answer(self, request: Fields, type_name: str = "ack", **payload) -> Outgoing:
         """The answer to ``request``: it names the request's message id and echoes its header
@@ -183,8 +185,7 @@ class Endpoint:
 
     def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
         """Send ``out`` and retransmit it until acked (the ack echoing its token); returns its message id."""
-        token = int.from_bytes(out.data[TOKEN_AT:_TOKEN_END], "big")
-        return self._track(out.data, None, {addr: token}, out, now, on_ack, lambda addr, now: on_fail(now))
+        return self._track(out.data, None, {addr: out.token}, out, now, on_ack, lambda addr, now: on_fail(now))
 
     def request_each(self, out: Outgoing, tokens: dict[Address, int], now: float, on_fail: EachFailHandler) -> int:
         """Send ``out`` to every address of ``tokens`` with that receiver's token written into its
@@ -194,7 +195,7 @@ class Endpoint:
         message to its members): encoding and tracking it once per receiver was most of the
         server's work per group message.  ``on_fail(addr, now)`` for each that never acks."""
         data = out.data
-        return self._track(data[:TOKEN_AT], data[_TOKEN_END:], dict(tokens), out, now, None, on_fail)
+        return self._track(data[:TOKEN_AT], data[TOKEN_END:], dict(tokens), out, now, None, on_fail)
 
     def _track(self, data, tail, waiting, out: Outgoing, now: float, on_ack, on_fail) -> int:
         due = now + self.policy.timeout
@@ -213,7 +214,7 @@ class Endpoint:
                 effects.append(Send(data, addr))
         else:
             for addr, token in pending.waiting.items():
-                effects.append(Send(data + token.to_bytes(8, "big") + tail, addr))
+                effects.append(Send(data + token.to_bytes(_TOKEN_BYTES, "big") + tail, addr))
 
     def cancel(self, msg_id: int) -> None:
         self._pending.pop(msg_id, None)

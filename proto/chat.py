@@ -198,18 +198,20 @@ class ChatHeader(Packet):
         return isinstance(self.payload, _Answer) and self.payload.answers(other)
 
 
-def _offset_of(layer, name: str) -> int:
-    """Where the fixed-size field ``name`` starts, when every field before it is fixed-size too."""
+def _span_of(layer, name: str) -> tuple[int, int]:
+    """Where the fixed-size field ``name`` starts and ends, when every field before it is fixed-size too."""
     offset = 0
     for field in layer.fields_desc:
+        size = struct.calcsize(field.fmt)
         if field.name == name:
-            return offset
-        offset += struct.calcsize(field.fmt)
+            return offset, offset + size
+        offset += size
     raise KeyError(name)
 
 
-# The header's token field: a group message is encoded once and each member's token written here.
-TOKEN_AT = _offset_of(ChatHeader, "token")
+# The header's token field, data[TOKEN_AT:TOKEN_END]: a group message is encoded once and each
+# member's token written there.
+TOKEN_AT, TOKEN_END = _span_of(ChatHeader, "token")
 
 
 class _Payload(Packet):
