@@ -355,14 +355,14 @@ class ServerLogic:
         """One encoding for every other member, each copy carrying that member's token (which its
         ack echoes, and without which it refuses the copy); each acks it, or leaves the group."""
         clients = self.clients
-        members = {clients[name].addr: clients[name] for name in self.groups[group] if name != origin}
-        if not members:
+        tokens = {clients[name].addr: clients[name].token for name in self.groups[group] if name != origin}
+        if not tokens:
             return
-        tokens = {addr: member.token for addr, member in members.items()}
 
         def unresponsive(addr: Address, now: float) -> None:
-            member = members[addr]  # the session it was sent to, even if another holds the address now
-            if member.group == group:
+            member = self.clients.get(self.by_addr.get(addr))
+            # only the session it was sent to (its token), not another that holds the address now
+            if member is not None and member.token == tokens[addr] and member.group == group:
                 self._leave_group(member)
                 self._show(f"Client {member.name} not responsive, removed from {group}")
                 self._show_groups()
