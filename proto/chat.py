@@ -329,7 +329,8 @@ class SendGroup(_Payload):
 
 
 class GrpMsg(_Payload):
-    """A group message the server forwards: the same datagram, one message id, to every other member; each acks it."""
+    """A group message the server forwards: one encoding, one message id, to every other member, each copy
+    with that member's token in its header; each acks it, echoing the token."""
 
     name = "GrpMsg"
     fields_desc = _GroupRequest.fields_desc + [
