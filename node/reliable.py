@@ -263,25 +263,29 @@ class Endpoint:
     # -- incoming requests ------------------------------------------------
 
     def answer_again(self, request: Fields, addr: Address, now: float) -> bool:
-        """If ``request`` was already answered, send the same answer again and return True."""
+        """If ``request`` was already answered, send the same answer again and return True.
+
+        True too, with nothing sent, for a request from a sender acknowledged with
+        ``acknowledge`` (the server, in a client) that is older than ids forgotten long ago:
+        a replay (counted ``replayed``)."""
         self._forget_old_replies(now)
         remembered = self._replies.get((addr, request.msg_id))
         if remembered is not None:
             self.effects.append(remembered[1])
             return True
         acks = self._acks.get(addr)
-        if acks is None or not acks.seen(request.msg_id):
+        if acks is None:
             return False
-        if request.msg_id not in acks.waiting:
-            acks.waiting.append(request.msg_id)  # its ack was lost: no waiting this time
+        msg_id = request.msg_id
+        if not acks.seen(msg_id):
+            if acks.floor is None or is_newer(msg_id, acks.floor):
+                return False
+            self.drops["replayed"] += 1  # its sender's ids grow: one this old is a copy sent again
+            return True
+        if msg_id not in acks.waiting:
+            acks.waiting.append(msg_id)  # its ack was lost: no waiting this time
         self._send_acks(addr, acks, now)
         return True
-
-    def too_old(self, request: Fields, addr: Address) -> bool:
-        """Whether ``request``, of a stream acknowledged with ``acknowledge`` and not answered
-        again by ``answer_again``, is older than ids from ``addr`` long forgotten: a replay."""
-        acks = self._acks.get(addr)
-        return acks is not None and acks.floor is not None and not is_newer(request.msg_id, acks.floor)
 
     def answer(self, request: Fields, addr: Address, reply: Outgoing, now: float) -> None:
         """Send ``reply`` to ``request`` and remember it for retransmissions of the request."""

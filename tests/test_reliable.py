@@ -407,7 +407,9 @@ def test_a_message_id_is_not_newer_than_itself():
 def test_acknowledged_messages_are_remembered_at_least_the_memory_time():
     """Acknowledged ids are kept in two generations, the older dropped whole: whenever that
     happens, an id younger than ``memory`` must still be known (else a late retransmission
-    of it would be processed, and shown, a second time), and none is kept for ever."""
+    of it would be processed, and shown, a second time), and none is kept for ever.  A
+    forgotten id is not new either: it is older than the newest id forgotten (ids grow), so
+    a copy of it is refused as a replay, unanswered."""
     ep = endpoint()
     memory = REPLY_MEMORY_WINDOWS * ep.policy.window
     step = memory / 8
@@ -415,12 +417,15 @@ def test_acknowledged_messages_are_remembered_at_least_the_memory_time():
     for k in range(40):  # five memory times, a message every eighth of one
         now = k * step
         ep.acknowledge(request_from("S", k + 1), PEER, now)
+        ep.drain()
         added.append((k + 1, now))
         for msg_id, when in added:
-            known = ep.answer_again(request_from("S", msg_id), PEER, now)
+            handled = ep.answer_again(request_from("S", msg_id), PEER, now)
+            known = bool(ep.drain())  # acknowledged again
+            assert handled, f"#{msg_id} taken for a new message {now - when:.2f} s after its ack"
             assert known or now - when >= memory, f"#{msg_id} forgotten {now - when:.2f} s after its ack"
             assert not known or now - when <= 2 * memory + step, f"#{msg_id} still known after {now - when:.2f} s"
-        ep.drain()
+    assert ep.drops["replayed"] > 0
 
 
 # -- an answer echoes the token of the request it answers ------------------------------------
