@@ -167,16 +167,19 @@ class Endpoint:
         The header carries ``token`` (positional: a reg_ack's payload has a field of that name),
         by default the session token (``self.token``): to a peer, a ``nonce()`` instead, which
         its answer echoes (peers never see the token)."""
-        msg_id = self._next_id
-        self._next_id = self._next_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
-        token = self.token if token is None else token
-        header = {"msg_id": msg_id, "port": self.port, "token": token, "sender": self.name}
-        return Outgoing(msg_id, encode(type_name, header, payload), type_name, token)
+        return self._encode(type_name, self.token if token is None else token, payload)
 
     def build_answer(self, request: Fields, type_name: str = "ack", **payload) -> Outgoing:
         """The answer to ``request``: it names the request's message id and echoes its header
         token, the proof that whoever answers received the request (a blind spoofer did not)."""
-        return self.build(type_name, request.token, ack_id=request.msg_id, **payload)
+        payload["ack_id"] = request.msg_id
+        return self._encode(type_name, request.token, payload)
+
+    def _encode(self, type_name: str, token: int, payload: dict) -> Outgoing:
+        msg_id = self._next_id
+        self._next_id = msg_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
+        header = {"msg_id": msg_id, "port": self.port, "token": token, "sender": self.name}
+        return Outgoing(msg_id, encode(type_name, header, payload), type_name, token)
 
     def nonce(self) -> int:
         """A fresh 64-bit secret for the header token of a request that has no session token to
