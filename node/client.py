@@ -132,7 +132,8 @@ class ClientLogic:
     # -- driving interface ----------------------------------------------------
 
     def start(self, now: float) -> None:
-        self._request(self.net.build("reg"), now, self._on_reg_ack)
+        # A nonce in the header: the reg_ack must echo it, so a forged one needs a 64-bit guess.
+        self._request(self.net.build("reg", self.net.nonce()), now, self._on_reg_ack)
 
     def command(self, line: str, now: float) -> None:
         if self.exit_status is None and not self._closing:
@@ -173,8 +174,9 @@ class ClientLogic:
         handler = self._receivers.get(kind)
         if handler is None:
             self.drops["unexpected type"] += 1
-        elif kind in FROM_SERVER_ONLY and addr != self.server:
-            self.drops["not from server"] += 1
+        elif kind in FROM_SERVER_ONLY and (addr != self.server or pkt.token != self.net.token or not pkt.token):
+            # The server's address is easy to forge; our token (0 until reg_ack) is not.
+            self.drops["not from server" if addr != self.server else "forged"] += 1
         elif not self.net.answer_again(pkt, addr, now):
             handler(pkt, addr, now)
 
@@ -223,7 +225,8 @@ class ClientLogic:
         elif not self._text_fits(text):
             return
         else:
-            out = self.net.build("pri_msg", secret=False, session=self.session, text=text)
+            # A nonce, not our token (the peer must never see it): the ack must echo it.
+            out = self.net.build("pri_msg", self.net.nonce(), session=self.session, to_session=peer.session, text=text)
             self._busy = True
             self.net.request(
                 out,
@@ -456,10 +459,11 @@ class ClientLogic:
 
     def _on_table(self, pkt: Fields, addr: Address, now: float) -> None:
         update = pkt.payload
-        if update.version > self.table_version and update.base > self.table_version:
+        newer = is_newer(update.version, self.table_version)  # versions may wrap around
+        if newer and update.base and is_newer(update.base, self.table_version):
             self._ack(pkt, addr, now, "resync")  # we missed the versions in between
             return
-        if update.version > self.table_version:
+        if newer:
             table, peers = self.table, _PEERS
             for entry in update.entries:
                 key = (entry.ip, entry.port, entry.online, entry.session)
@@ -496,6 +500,9 @@ class ClientLogic:
         if not self.registered or peer is None or not peer.online or (peer.addr, peer.session) != (addr, session):
             self.drops["unknown sender"] += 1  # no ack: the sender retries once our table knows it
             return
+        if pkt.payload.to_session != self.session:
+            self.drops["for another session"] += 1  # replayed to us, or meant for our previous run
+            return
         if text_too_long(pkt.payload.text):
             self.drops["oversized"] += 1  # no ack: a well-behaved sender refuses it before sending
             return
@@ -517,8 +524,7 @@ class ClientLogic:
     # -- helpers ------------------------------------------------------------------------
 
     def _ack(self, pkt: Fields, addr: Address, now: float, status: str) -> None:
-        ack = self.net.build("ack", secret=addr == self.server, ack_id=pkt.msg_id, status=STATUS_CODES[status])
-        self.net.answer(pkt, addr, ack, now)
+        self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status]), now)
 
     def _finish(self, now: float, line: str | None = None) -> None:
         """The current command is done: say its result, then run the next typed one."""

@@ -14,9 +14,9 @@ import heapq
 import random
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, NamedTuple
 
-from proto import STATUS_CODES, TYPE_CODES
+from proto import STATUS_CODES, TOKEN_AT, TOKEN_END, TYPE_CODES
 from proto.fastpath import Fields, encode
 
 from .effects import Address, Effect, Send
@@ -55,7 +55,8 @@ MAX_REMEMBERED_REPLIES = 65536
 
 
 # What one message id of an ack did (``Endpoint._acked``); or-ed over the ids of one ack.
-_UNKNOWN, _ANSWERED, _WRONG = 0, 1, 2
+_UNKNOWN, _ANSWERED, _WRONG, _FORGED = 0, 1, 2, 4
+_TOKEN_BYTES = TOKEN_END - TOKEN_AT
 
 
 def is_newer(msg_id: int, than: int) -> bool:
@@ -67,12 +68,16 @@ class Outgoing(NamedTuple):  # a named tuple: one is made for every datagram sen
     msg_id: int
     data: bytes
     kind: str  # the message type, by name
+    token: int  # the header's token: the answer must echo it
 
 
 @dataclass(slots=True)
 class _Pending:
-    data: bytes
-    waiting: set[Address]  # the receivers that have not acknowledged it yet
+    data: bytes  # the datagram; if ``tail`` is set, only its header up to the token field
+    tail: bytes | None  # the rest after the token field, when each receiver's token is written in
+    # The receivers that have not acknowledged it yet, each with the header token it was sent
+    # with: an answer must echo it, so a blind spoofer cannot answer in a receiver's name.
+    waiting: dict[Address, int]
     tries_left: int
     due: float
     on_ack: AckHandler | None  # called once every receiver has acknowledged
@@ -88,7 +93,7 @@ class _Acks:
     of plain sets, the older dropped whole: cheaper than an entry per id with its own expiry,
     like the remembered replies, when a busy group brings thousands of ids a second."""
 
-    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at", "batch")
+    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at", "batch", "token", "floor")
 
     def __init__(self, memory: float, now: float):
         self.memory = memory
@@ -100,12 +105,26 @@ class _Acks:
         # Acks sent so far: a wait knows its own batch is still waiting only if none went since
         # it began (the time cannot tell: several acks may go at the same instant of a batch).
         self.batch = 0
+        self.token = 0  # the header token of the requests waiting: their ack echoes it
+        # The newest id forgotten at least ``memory`` after it came: its retransmissions (and those
+        # of every older id, since the sender's ids grow) are long over, so one now is a replay.
+        self.floor: int | None = None
 
     def age(self, now: float) -> None:
         """Start a new generation when the current one is ``memory`` old (or full)."""
-        if now - self.since >= self.memory or len(self.current) >= MAX_REMEMBERED_REPLIES // 2:
+        old = now - self.since >= self.memory
+        if old or len(self.current) >= MAX_REMEMBERED_REPLIES // 2:
             young = now - self.since < 2 * self.memory  # some of ``current`` are still to be kept
+            if old:  # what is forgotten now came a memory ago or more (not so when full)
+                self._raise_floor(self.previous if young else self.previous | self.current)
             self.previous, self.current, self.since = self.current if young else set(), set(), now
+
+    def _raise_floor(self, forgotten: set[int]) -> None:
+        floor = self.floor
+        for msg_id in forgotten:  # once a memory: cheap per id
+            if floor is None or is_newer(msg_id, floor):
+                floor = msg_id
+        self.floor = floor
 
     def add(self, msg_id: int, now: float) -> None:
         self.age(now)
@@ -142,36 +161,63 @@ class Endpoint:
 
     # -- outgoing ---------------------------------------------------------
 
-    def build(self, type_name: str, secret: bool = True, **payload) -> Outgoing:
+    def build(self, type_name: str, token: int | None = None, /, **payload) -> Outgoing:
         """A datagram from this endpoint with a fresh message id; ``payload`` fields by name.
 
-        ``secret=False`` leaves the session token out, for datagrams to peers."""
+        The header carries ``token`` (positional: a reg_ack's payload has a field of that name),
+        by default the session token (``self.token``): to a peer, a ``nonce()`` instead, which
+        its answer echoes (peers never see the token)."""
+        return self._encode(type_name, self.token if token is None else token, payload)
+
+    def build_answer(self, request: Fields, type_name: str = "ack", **payload) -> Outgoing:
+        """The answer to ``request``: it names the request's message id and echoes its header
+        token, the proof that whoever answers received the request (a blind spoofer did not)."""
+        payload["ack_id"] = request.msg_id
+        return self._encode(type_name, request.token, payload)
+
+    def _encode(self, type_name: str, token: int, payload: dict) -> Outgoing:
         msg_id = self._next_id
-        self._next_id = self._next_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
-        header = {"msg_id": msg_id, "port": self.port, "token": self.token if secret else 0, "sender": self.name}
-        return Outgoing(msg_id, encode(type_name, header, payload), type_name)
+        self._next_id = msg_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
+        header = {"msg_id": msg_id, "port": self.port, "token": token, "sender": self.name}
+        return Outgoing(msg_id, encode(type_name, header, payload), type_name, token)
+
+    def nonce(self) -> int:
+        """A fresh 64-bit secret for the header token of a request that has no session token to
+        carry (a ``reg``, a private message to a peer); never 0, the token of nothing."""
+        return self._rng.getrandbits(64) or 1
 
     def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
-        """Send ``out`` and retransmit it until acked; returns its message id."""
-        return self._track(out, {addr}, now, on_ack, lambda addr, now: on_fail(now))
+        """Send ``out`` and retransmit it until acked (the ack echoing its token); returns its message id."""
+        return self._track(out.data, None, {addr: out.token}, out, now, on_ack, lambda addr, now: on_fail(now))
 
-    def request_each(self, out: Outgoing, addrs: Iterable[Address], now: float, on_fail: EachFailHandler) -> int:
-        """Send ``out`` to every address and retransmit it to each until that one acks.
+    def request_each(self, out: Outgoing, tokens: dict[Address, int], now: float, on_fail: EachFailHandler) -> int:
+        """Send ``out`` to every address of ``tokens`` with that receiver's token written into its
+        header, and retransmit it to each until that one acks (echoing its token).
 
-        One datagram, one message id and one retransmission timer for all of them (a group
+        One encoding, one message id and one retransmission timer for all of them (a group
         message to its members): encoding and tracking it once per receiver was most of the
         server's work per group message.  ``on_fail(addr, now)`` for each that never acks."""
-        return self._track(out, set(addrs), now, None, on_fail)
+        data = out.data
+        return self._track(data[:TOKEN_AT], data[TOKEN_END:], dict(tokens), out, now, None, on_fail)
 
-    def _track(self, out: Outgoing, addrs: set[Address], now: float, on_ack, on_fail) -> int:
-        data, effects = out.data, self.effects
-        for addr in addrs:
-            effects.append(Send(data, addr))
+    def _track(self, data, tail, waiting, out: Outgoing, now: float, on_ack, on_fail) -> int:
         due = now + self.policy.timeout
         answer = ANSWER_TYPES.get(out.kind, ACK)
-        self._pending[out.msg_id] = _Pending(data, addrs, self.policy.tries - 1, due, on_ack, on_fail, answer)
+        pending = _Pending(data, tail, waiting, self.policy.tries - 1, due, on_ack, on_fail, answer)
+        self._send(pending)
+        self._pending[out.msg_id] = pending
         heapq.heappush(self._timers, (due, out.msg_id))
         return out.msg_id
+
+    def _send(self, pending: _Pending) -> None:
+        """(Re)send ``pending`` to each receiver still waiting, stamped with its token if need be."""
+        data, tail, effects = pending.data, pending.tail, self.effects
+        if tail is None:
+            for addr in pending.waiting:
+                effects.append(Send(data, addr))
+        else:
+            for addr, token in pending.waiting.items():
+                effects.append(Send(data + token.to_bytes(_TOKEN_BYTES, "big") + tail, addr))
 
     def cancel(self, msg_id: int) -> None:
         self._pending.pop(msg_id, None)
@@ -187,23 +233,30 @@ class Endpoint:
         """Match an ack or reg_ack to the requests it answers; False if it answers nothing pending.
 
         What answers nothing is counted in ``drops``: a ``stale ack`` (late or duplicate, normal
-        under loss), or a ``wrong answer``, one of the other type than its request takes."""
+        under loss), a ``forged ack``, one whose token is not the one its request carried (it
+        never reached a callback), or a ``wrong answer``, one of the other type than its request
+        takes."""
         payload = ack.payload
         outcome = self._acked(payload.ack_id, ack, addr, now)
         for more in getattr(payload, "also", ()):  # a reg_ack answers one request only
             outcome |= self._acked(more.id, ack, addr, now)
         if outcome & _ANSWERED:
             return True
-        self.drops["wrong answer" if outcome else "stale ack"] += 1
+        self.drops["forged ack" if outcome & _FORGED else "wrong answer" if outcome else "stale ack"] += 1
         return False
 
     def _acked(self, msg_id: int, ack: Fields, addr: Address, now: float) -> int:
         pending = self._pending.get(msg_id)
-        if pending is None or addr not in pending.waiting:
+        if pending is None:
             return _UNKNOWN
+        token = pending.waiting.get(addr)
+        if token is None:
+            return _UNKNOWN
+        if ack.token != token:
+            return _FORGED  # not from whoever received the request; the request stays
         if ack.type != pending.answer:
             return _WRONG  # its fields are not the ones the request's handler reads; the request stays
-        pending.waiting.discard(addr)
+        del pending.waiting[addr]
         if not pending.waiting:
             del self._pending[msg_id]
             if pending.on_ack is not None:
@@ -213,17 +266,27 @@ class Endpoint:
     # -- incoming requests ------------------------------------------------
 
     def answer_again(self, request: Fields, addr: Address, now: float) -> bool:
-        """If ``request`` was already answered, send the same answer again and return True."""
+        """If ``request`` was already answered, send the same answer again and return True.
+
+        True too, with nothing sent, for a request from a sender acknowledged with
+        ``acknowledge`` (the server, in a client) that is older than ids forgotten long ago:
+        a replay (counted ``replayed``)."""
         self._forget_old_replies(now)
         remembered = self._replies.get((addr, request.msg_id))
         if remembered is not None:
             self.effects.append(remembered[1])
             return True
         acks = self._acks.get(addr)
-        if acks is None or not acks.seen(request.msg_id):
+        if acks is None:
             return False
-        if request.msg_id not in acks.waiting:
-            acks.waiting.append(request.msg_id)  # its ack was lost: no waiting this time
+        msg_id = request.msg_id
+        if not acks.seen(msg_id):
+            if acks.floor is None or is_newer(msg_id, acks.floor):
+                return False
+            self.drops["replayed"] += 1  # its sender's ids grow: one this old is a copy sent again
+            return True
+        if msg_id not in acks.waiting:
+            acks.waiting.append(msg_id)  # its ack was lost: no waiting this time
         self._send_acks(addr, acks, now)
         return True
 
@@ -241,11 +304,14 @@ class Endpoint:
 
         The ack goes at once when none went to ``addr`` in the last ``policy.ack_delay``;
         otherwise it waits until that much time has passed since the last one, or until
-        ACK_BATCH wait.  Like a request, the ack carries the session token: for the server's
-        messages only."""
+        ACK_BATCH wait.  The ack echoes the requests' header token (the receiver's own, for the
+        server's group messages): requests with another token do not share an ack."""
         acks = self._acks.get(addr)
         if acks is None:
             acks = self._acks[addr] = _Acks(self._memory, now)
+        if request.token != acks.token:
+            self._send_acks(addr, acks, now)  # those waiting go with their own token
+            acks.token = request.token
         acks.add(request.msg_id, now)
         last = acks.sent_at
         if len(acks.waiting) >= ACK_BATCH or last is None or now >= last + self._ack_delay:
@@ -266,7 +332,7 @@ class Endpoint:
         acks.waiting = []
         acks.sent_at = now
         acks.batch += 1
-        ack = self.build("ack", ack_id=first, status=STATUS_OK, also=[{"id": msg_id} for msg_id in also])
+        ack = self.build("ack", acks.token, ack_id=first, status=STATUS_OK, also=[{"id": msg_id} for msg_id in also])
         self.effects.append(Send(ack.data, addr))
 
     def _forget_old_replies(self, now: float) -> None:
@@ -320,7 +386,7 @@ class Endpoint:
             pending.tries_left -= 1
             pending.due = due + self.policy.timeout
             heapq.heappush(self._timers, (pending.due, msg_id))
-            self.effects.extend(Send(pending.data, addr) for addr in pending.waiting)
+            self._send(pending)
 
     def drain(self) -> list[Effect]:
         effects, self.effects = self.effects, []

@@ -186,10 +186,11 @@ class ServerLogic:
             return
         status = "bad_name" if not valid_username(name) else self._refusal(name, addr)
         if status is not None:
-            self.net.answer(pkt, addr, self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_CODES[status]), now)
+            self.net.answer(pkt, addr, self.net.build_answer(pkt, "reg_ack", status=STATUS_CODES[status]), now)
             return
         pending = self._await_confirm(name, addr, pkt.msg_id, now)
-        answer = self.net.build("reg_ack", ack_id=pkt.msg_id, status=STATUS_OK, token=pending.token, session=pending.session)
+        # its header echoes the reg's nonce; the new token is in the payload
+        answer = self.net.build_answer(pkt, "reg_ack", status=STATUS_OK, token=pending.token, session=pending.session)
         self.net.answer(pkt, addr, answer, now)
 
     def _on_confirm(self, pkt: Fields, addr: Address, now: float) -> None:
@@ -352,21 +353,23 @@ class ServerLogic:
     # -- server-initiated exchanges ------------------------------------------
 
     def _send_group_message(self, group: str, origin: str, text: str, now: float) -> None:
-        """One datagram for every other member; each acks it, or leaves the group."""
+        """One encoding for every other member, each copy carrying that member's token (which its
+        ack echoes, and without which it refuses the copy); each acks it, or leaves the group."""
         clients = self.clients
-        members = {clients[name].addr: clients[name] for name in self.groups[group] if name != origin}
-        if not members:
+        tokens = {clients[name].addr: clients[name].token for name in self.groups[group] if name != origin}
+        if not tokens:
             return
 
         def unresponsive(addr: Address, now: float) -> None:
-            member = members[addr]  # the session it was sent to, even if another holds the address now
-            if member.group == group:
+            member = self.clients.get(self.by_addr.get(addr))
+            # only the session it was sent to (its token), not another that holds the address now
+            if member is not None and member.token == tokens[addr] and member.group == group:
                 self._leave_group(member)
                 self._event("Client {} not responsive, removed from {}", member.name, group)
                 self._show_groups()
 
         pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
-        self.net.request_each(pkt, members, now, on_fail=unresponsive)
+        self.net.request_each(pkt, tokens, now, on_fail=unresponsive)
 
     def _probe(self, target: ClientRecord, now: float) -> None:
         """A kick is only a report: believe it if the client ignores the server too."""
@@ -382,7 +385,7 @@ class ServerLogic:
                 self._go_offline(target, now)
                 self._sync_table(target, now)  # tell it too, in case only its answers were lost
 
-        self.net.request(self.net.build("probe"), target.addr, now, answered, unanswered)
+        self.net.request(self.net.build("probe", target.token), target.addr, now, answered, unanswered)
 
     def _sync_table(self, record: ClientRecord, now: float) -> None:
         """Send ``record`` the next part of the rows changed since the version it acknowledged
@@ -393,7 +396,7 @@ class ServerLogic:
         self._flying.add(record.name)
         base = record.synced
         version, rows = self._versions.delta(base)
-        pkt = self.net.build("table", version=version, base=base, entries=rows)
+        pkt = self.net.build("table", record.token, version=version, base=base, entries=rows)
 
         def acked(ack: Fields, now: float) -> None:
             record.table_msg = None
@@ -496,8 +499,7 @@ class ServerLogic:
         return None
 
     def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[bytes] = ()) -> None:
-        reply = self.net.build("ack", ack_id=pkt.msg_id, status=STATUS_CODES[status], items=items)
-        self.net.answer(pkt, addr, reply, now)
+        self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status], items=items), now)
 
     def _reply_list(self, pkt: Fields, addr: Address, now: float, items: list[str], start: int) -> None:
         """Answer with the items from ``start`` on: all of them, or as many as fit one datagram with

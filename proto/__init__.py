@@ -9,6 +9,8 @@ from .chat import (
     PAYLOADS,
     STATUS_CODES,
     STATUSES,
+    TOKEN_AT,
+    TOKEN_END,
     TYPE_CODES,
     VERSION,
     Ack,
@@ -31,7 +33,7 @@ from .chat import (
 from .codec import ProtocolError, decode, is_chat, version_of
 
 __all__ = [
-    "MAGIC", "MAX_DATAGRAM", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "STATUS_CODES", "STATUSES", "TYPE_CODES",
+    "MAGIC", "MAX_DATAGRAM", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "STATUS_CODES", "STATUSES", "TOKEN_AT", "TOKEN_END", "TYPE_CODES",
     "VERSION", "Ack", "ChatHeader", "CreateGroup", "Entry", "GrpMsg", "JoinGroup", "Kick",
     "LeaveGroup", "ListMembers", "ListMore", "MsgId", "Name", "PriMsg", "RegAck", "SendGroup", "Table", "ProtocolError",
     "decode", "is_chat", "version_of",

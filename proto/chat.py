@@ -177,7 +177,9 @@ class ChatHeader(Packet):
         ByteEnumField("type", 1, MSG_TYPES),
         IntField("msg_id", 0),  # chosen by the sender; acks name it, receivers dedup on it
         ShortField("port", 0),  # sender's listening port (informational: the source address rules)
-        XLongField("token", 0),  # secret session token on requests to the server, 0 until registered
+        # Which secret: the sender's session token on requests to the server, the receiving client's
+        # on the server's requests, a random nonce on reg and pri_msg; an answer echoes its request's.
+        XLongField("token", 0),  # a secret the receiver checks, which a blind spoofer cannot guess
         FieldLenField("name_len", None, length_of="sender", fmt="B"),
         _utf8("sender", "name_len"),
     ]
@@ -194,6 +196,22 @@ class ChatHeader(Packet):
 
     def answers(self, other):
         return isinstance(self.payload, _Answer) and self.payload.answers(other)
+
+
+def _span_of(layer, name: str) -> tuple[int, int]:
+    """Where the fixed-size field ``name`` starts and ends, when every field before it is fixed-size too."""
+    offset = 0
+    for field in layer.fields_desc:
+        size = struct.calcsize(field.fmt)
+        if field.name == name:
+            return offset, offset + size
+        offset += size
+    raise KeyError(name)
+
+
+# The header's token field, data[TOKEN_AT:TOKEN_END]: a group message is encoded once and each
+# member's token written there.
+TOKEN_AT, TOKEN_END = _span_of(ChatHeader, "token")
 
 
 class _Payload(Packet):
@@ -311,7 +329,8 @@ class SendGroup(_Payload):
 
 
 class GrpMsg(_Payload):
-    """A group message the server forwards: the same datagram, one message id, to every other member; each acks it."""
+    """A group message the server forwards: one encoding, one message id, to every other member, each copy
+    with that member's token in its header; each acks it, echoing the token."""
 
     name = "GrpMsg"
     fields_desc = _GroupRequest.fields_desc + [
@@ -326,11 +345,12 @@ class GrpMsg(_Payload):
 
 
 class PriMsg(_Payload):
-    """A private message, sent peer to peer."""
+    """A private message, sent peer to peer.  Its header token is a fresh nonce that the ack echoes."""
 
     name = "PriMsg"
     fields_desc = [
         XIntField("session", 0),  # the sender's session number, as in its table entry
+        XIntField("to_session", 0),  # the receiver's, from the sender's table: shown by that session only
         FieldLenField("text_len", None, length_of="text", fmt="H"),
         _utf8("text", "text_len"),
     ]

@@ -299,9 +299,10 @@ def generate() -> str:
     add("#### Example: a private message and its ack, in a Python session")
     add("")
     msg = ChatHeader(type="pri_msg", msg_id=0x2A, port=7771, token=0x1122334455667788, sender="Ann") / PriMsg(
-        text="Hi; 12:30?"
+        session=0x5E55A0, to_session=0xB0B, text="Hi; 12:30?"
     )
-    ack = ChatHeader(type="ack", msg_id=0x77, port=7772, token=0x99AABBCCDDEEFF00, sender="Bob") / Ack(
+    # the ack echoes the message's token (a nonce): proof that Bob received it
+    ack = ChatHeader(type="ack", msg_id=0x77, port=7772, token=msg.token, sender="Bob") / Ack(
         ack_id=msg.msg_id, status="ok"
     )
     add("```")

@@ -34,6 +34,8 @@ class ScriptedServer:
                 return msg, addr
 
     def send(self, addr, type_name: str, **payload) -> Outgoing:
+        """Send a datagram carrying the client's token (once ``register`` has given it one): the
+        token of the server's requests, and the one its answers to the client's requests echo."""
         out = self.net.build(type_name, **payload)
         self.sock.sendto(out.data, addr)
         return out
@@ -41,9 +43,11 @@ class ScriptedServer:
     def register(self, name: str, token: int = 77, session: int = 5) -> tuple[str, int]:
         """Welcome the client's registration and send it a table of itself; its address."""
         reg, addr = self.receive("reg")
-        self.send(addr, "reg_ack", ack_id=reg.msg_id, status=OK, token=token, session=session)
+        answer = self.net.build_answer(reg, "reg_ack", status=OK, token=token, session=session)  # echoes the nonce
+        self.sock.sendto(answer.data, addr)
         confirm, _ = self.receive("confirm")
         assert confirm.token == token, "the confirm carries the new token"
+        self.net.token = token
         self.send(addr, "ack", ack_id=confirm.msg_id, status=OK)
         self.send(addr, "table", version=1, base=0,
                   entries=[{"client": name, "ip": HOST, "port": addr[1], "online": 1, "session": session}])

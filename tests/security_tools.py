@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from proto import MSG_TYPES, STATUSES, ChatHeader, ProtocolError
+from proto import MSG_TYPES, STATUSES, Ack, ChatHeader, ProtocolError
 from proto.fastpath import Fields, parse
 from tests.procs import HOST, ROOT, WAIT, Piped, Proc
 
@@ -177,6 +177,39 @@ class Peer:
         confirmed = self.request(self.header("confirm"), server)
         assert STATUSES[confirmed.payload.status] == "ok", confirmed
         return answer
+
+    def session_of(self, name: str) -> int:
+        """The session number of online ``name``, from the server's table updates to this peer."""
+        return session_from_tables(self.sock, name)
+
+
+def session_from_tables(sock: socket.socket, name: str, deadline: float | None = None) -> int:
+    """The session number of online ``name``, read from the table updates the server sends the
+    registered socket ``sock`` (each acknowledged, echoing its token, as a client does): a private
+    message must name its receiver's session.  Updates retransmitted until acknowledged bring
+    the rows again, so one read earlier and dropped is not missed."""
+    deadline = deadline or time.monotonic() + WAIT
+    timeout = sock.gettimeout()
+    try:
+        while True:
+            sock.settimeout(max(0.0, deadline - time.monotonic()))
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (socket.timeout, BlockingIOError):
+                raise AssertionError(f"no table update listing {name!r} online") from None
+            try:
+                msg = parse(data)
+            except ProtocolError:
+                continue
+            if MSG_TYPES[msg.type] != "table":
+                continue
+            ack = ChatHeader(type="ack", msg_id=msg.msg_id ^ 0x5A5A, token=msg.token, sender="") / Ack(ack_id=msg.msg_id)
+            sock.sendto(bytes(ack), addr)
+            for row in msg.payload.entries:
+                if row.client == name and row.online:
+                    return row.session
+    finally:
+        sock.settimeout(timeout)
 
 
 def status(answer: Fields) -> str:

@@ -51,8 +51,9 @@ def test_group_message_ids_a_client_remembers_are_bounded(monkeypatch):
     two generations of at most MAX_REMEMBERED_REPLIES / 2 each, however fast they come."""
     monkeypatch.setattr(reliable, "MAX_REMEMBERED_REPLIES", 8)
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    client.net.token = 9  # as if registered: the server's group messages carry it
     for msg_id in range(1, 101):  # all at one instant: no generation expires by age
-        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="x", text="y"))
+        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, token=9, sender="server") / GrpMsg(group="g", origin="x", text="y"))
         client.receive(data, SERVER, 0.0)
         assert client.net.remembered_count <= 8
     client.drain()

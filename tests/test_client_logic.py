@@ -13,12 +13,11 @@ from node.limits import Limits
 from node.reliable import RetryPolicy
 from proto import MAX_TEXT_BYTES, STATUSES, VERSION, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
 
-
-from proto import MAX_TEXT_BYTES, STATUSES, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
 from proto.fastpath import encode, parse
 from simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
+TOKEN = 9  # the session token registered_client() is given: the server's datagrams carry it
 
 
 def new_lines(sim: SimNet, name: str, since: int) -> list[str]:
@@ -51,8 +50,8 @@ def test_a_client_confirms_its_registration_at_once_and_is_welcomed_when_that_is
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
     (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    assert reg.token == 0
-    answer = ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9, session=4)
+    assert reg.token != 0, "a nonce, which the reg_ack must echo"
+    answer = ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9, session=4)
     client.receive(bytes(answer), SERVER, 0.1)
     effects = client.drain()
     (confirm,) = [decode(e.data) for e in effects if isinstance(e, Send)]
@@ -60,7 +59,7 @@ def test_a_client_confirms_its_registration_at_once_and_is_welcomed_when_that_is
     assert not client.registered and not [e for e in effects if isinstance(e, Show)], "no welcome yet"
     client.handle_timer(0.6)  # unanswered: retransmitted like any request
     assert [decode(e.data).msg_id for e in client.drain() if isinstance(e, Send)] == [confirm.msg_id]
-    acked = ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
+    acked = ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
     client.receive(bytes(acked), SERVER, 0.7)
     assert [e.text for e in client.drain() if isinstance(e, Show)] == [WELCOME]
     assert client.registered and client.session == 4
@@ -74,9 +73,9 @@ def test_a_refused_confirm_exits_1(status, line):
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
     (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9)), SERVER, 0.1)
+    client.receive(bytes(ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9)), SERVER, 0.1)
     (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status=status)), SERVER, 0.2)
+    client.receive(bytes(ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status=status)), SERVER, 0.2)
     assert [e.text for e in client.drain() if isinstance(e, Show)] == [line]
     assert client.exit_status == 1 and not client.registered
 
@@ -638,17 +637,17 @@ def test_everything_duplicated_is_shown_once():
 
 def table_pkt(msg_id: int, version: int, base: int, *entries: tuple[str, int]) -> bytes:
     rows = [Entry(client=name, ip="10.0.0.9", port=port, online=1) for name, port in entries]
-    return bytes(ChatHeader(type="table", msg_id=msg_id, sender="server") / Table(version=version, base=base, entries=rows))
+    return bytes(ChatHeader(type="table", msg_id=msg_id, token=TOKEN, sender="server") / Table(version=version, base=base, entries=rows))
 
 
 def registered_client() -> ClientLogic:
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
     (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    answer = ChatHeader(type="reg_ack", msg_id=1, sender="server") / RegAck(ack_id=reg.msg_id, token=9)
+    answer = ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9)
     client.receive(bytes(answer), SERVER, 0.0)
     (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    confirmed = ChatHeader(type="ack", msg_id=2, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
+    confirmed = ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
     client.receive(bytes(confirmed), SERVER, 0.0)
     client.drain()
     assert client.registered
@@ -727,21 +726,21 @@ def test_table_probe_and_group_messages_only_from_the_server():
     client = registered_client()
     stranger = ("10.6.6.6", 666)
     client.receive(table_pkt(11, 1, 0, ("Zed", 6666)), stranger, 0.1)
-    client.receive(bytes(ChatHeader(type="probe", msg_id=12, sender="server")), stranger, 0.1)
-    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="g", origin="x", text="y")), stranger, 0.1)
+    client.receive(bytes(ChatHeader(type="probe", msg_id=12, token=TOKEN, sender="server")), stranger, 0.1)
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text="y")), stranger, 0.1)
     assert client.drops["not from server"] == 3
     assert client.drain() == [] and "Zed" not in client.table
 
 
 def test_probe_from_the_server_is_acked():
     client = registered_client()
-    client.receive(bytes(ChatHeader(type="probe", msg_id=12, sender="server")), SERVER, 0.1)
+    client.receive(bytes(ChatHeader(type="probe", msg_id=12, token=TOKEN, sender="server")), SERVER, 0.1)
     assert acks(client) == [(12, "ok")]
 
 
 def test_group_message_for_another_group_is_acked_not_shown():
     client = registered_client()
-    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="old", origin="x", text="y")), SERVER, 0.1)
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="old", origin="x", text="y")), SERVER, 0.1)
     effects = client.drain()
     assert not any(isinstance(e, Show) for e in effects)
     assert [STATUSES[decode(e.data).payload.status] for e in effects if isinstance(e, Send)] == ["ok"]
@@ -770,7 +769,7 @@ def test_nothing_left_behind_after_exit():
     assert sim.exits["Ann"] == 0
     assert ann.net.pending_count == 0 and ann.get_timer() is None
     effects_before = len(sim.sent)
-    ann.receive(bytes(ChatHeader(type="probe", msg_id=1, sender="server")), SERVER, sim.now)
+    ann.receive(bytes(ChatHeader(type="probe", msg_id=1, token=TOKEN, sender="server")), SERVER, sim.now)
     ann.handle_timer(sim.now + 10)
     assert ann.drain() == [] and len(sim.sent) == effects_before, "an exited client does nothing more"
 
@@ -795,7 +794,7 @@ def test_group_messages_close_together_are_acknowledged_in_one_datagram():
     delay = client.net.policy.ack_delay
 
     def grp_msg(msg_id: int, now: float) -> None:
-        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="x", text="y"))
+        data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text="y"))
         client.receive(data, SERVER, now)
 
     grp_msg(20, 1.0)
@@ -816,8 +815,8 @@ def test_group_message_held_for_a_join_that_fails_is_not_shown():
     client = registered_client()
     client.command("join_group g", 0.1)
     (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, sender="server") / GrpMsg(group="g", origin="x", text="y")), SERVER, 0.2)
-    client.receive(bytes(ChatHeader(type="ack", msg_id=14, sender="server") / Ack(ack_id=join.msg_id, status="no_such_group")), SERVER, 0.3)
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text="y")), SERVER, 0.2)
+    client.receive(bytes(ChatHeader(type="ack", msg_id=14, token=join.token, sender="server") / Ack(ack_id=join.msg_id, status="no_such_group")), SERVER, 0.3)
     client.command("create_group g", 0.4)
     shown = [e.text for e in client.drain() if isinstance(e, Show)]
     assert shown == [">>> Group g does not exist"]
@@ -905,7 +904,7 @@ def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
     (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
 
     def grp_msg(msg_id: int, now: float) -> None:
-        data = ChatHeader(type="grp_msg", msg_id=msg_id, sender="server") / GrpMsg(group="g", origin="x", text=f"t{msg_id}")
+        data = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text=f"t{msg_id}")
         client.receive(bytes(data), SERVER, now)
 
     for i in range(bound + 5):
@@ -914,7 +913,7 @@ def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
     acked = {m for p in (decode(e.data) for e in client.drain() if isinstance(e, Send)) for m in [p.payload.ack_id, *(x.id for x in p.payload.also)]}
     assert acked == set(range(100, 100 + bound)), "held ones acknowledged, the others not"
     assert client.drops["early, no room"] == 5 and len(client._early) == bound
-    client.receive(bytes(ChatHeader(type="ack", msg_id=9, sender="server") / Ack(ack_id=join.msg_id, status="ok")), SERVER, 0.4)
+    client.receive(bytes(ChatHeader(type="ack", msg_id=9, token=join.token, sender="server") / Ack(ack_id=join.msg_id, status="ok")), SERVER, 0.4)
     grp_msg(100 + bound, 0.6)  # the server's retransmission of the first one not acknowledged
     client.handle_timer(0.7)
     effects = client.drain()
@@ -978,7 +977,7 @@ BOB = ("10.0.0.2", 7002)
 
 def from_server(client: ClientLogic, type_name: str, msg_id: int, payload=None, now: float = 1.0) -> list[str]:
     """Deliver a datagram from the server; return the lines the client shows."""
-    pkt = ChatHeader(type=type_name, msg_id=msg_id, sender="server")
+    pkt = ChatHeader(type=type_name, msg_id=msg_id, token=TOKEN, sender="server")
     client.receive(bytes(pkt if payload is None else pkt / payload), SERVER, now)
     return [e.text for e in client.drain() if isinstance(e, Show)]
 
@@ -1088,7 +1087,10 @@ def test_datagrams_to_peers_never_carry_the_session_token():
     peers = {sim.addr(ann), sim.addr(bob)}
     between = [p for t, s, d, p in sim.sent if s in peers and d in peers]
     assert sorted(kind(p) for p in between) == ["ack", "ack", "pri_msg", "pri_msg"]
-    assert [p.token for p in between] == [0, 0, 0, 0]
+    tokens = {ann.net.token, bob.net.token}
+    assert not tokens & {p.token for p in between}, "a nonce instead, echoed by the ack"
+    nonces = {p.msg_id: p.token for p in between if kind(p) == "pri_msg"}
+    assert {p.payload.ack_id: p.token for p in between if kind(p) == "ack"} == nonces and 0 not in nonces.values()
     to_server = [p for t, s, d, p in sim.sent if s in peers and d == SERVER and kind(p) != "reg"]
     assert to_server and all(p.token != 0 for p in to_server), "what goes to the server after registering carries it"
 
@@ -1100,7 +1102,7 @@ def test_the_servers_burst_is_not_rate_limited_but_a_peers_is():
     burst = int(Limits().burst) + 500  # more than any one peer may send at once
 
     def header(msg_id: int, sender: str) -> dict:
-        return {"msg_id": msg_id, "port": 0, "token": 0, "sender": sender}
+        return {"msg_id": msg_id, "port": 0, "token": TOKEN, "sender": sender}
 
     for msg_id in range(100, 100 + burst):
         client.receive(encode("probe", header(msg_id, "server"), None), SERVER, 1.0)
@@ -1169,3 +1171,148 @@ def test_private_message_before_the_registration_is_answered_is_ignored():
     from_server(client, "table", 11, row_table(1), now=0.1)
     assert from_bob(client, 50, "too early") == ([], []), "not shown before the welcome; Bob tries again"
     assert client.drops["unknown sender"] == 1
+
+
+# -- a blind spoofer cannot answer for the server or a peer, nor speak as the server ------------------
+
+
+@pytest.mark.parametrize("token", [0, TOKEN + 1], ids=["no token", "another token"])
+def test_server_datagrams_without_the_clients_token_are_refused(token):
+    """From the server's address (easy to forge) but without our token: a table that would
+    freeze ours (version 0x7fffffff), rows that redirect a peer, a probe, a group message."""
+    client = client_knowing_bob()
+    client.command("join_group g", 0.2)
+    join = [decode(e.data) for e in client.drain() if isinstance(e, Send)][-1]
+    from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok"), now=0.3)
+    forged = [
+        ("table", row_table(0x7FFFFFFF, ip="10.6.6.6", port=666)),
+        ("table", row_table(2, base=1, ip="10.6.6.6", port=666)),
+        ("probe", None),
+        ("grp_msg", GrpMsg(group="g", origin="Mallory", text="forged")),
+    ]
+    for msg_id, (type_name, payload) in enumerate(forged, 40):
+        pkt = ChatHeader(type=type_name, msg_id=msg_id, token=token, sender="server")
+        client.receive(bytes(pkt if payload is None else pkt / payload), SERVER, 0.4)
+    assert client.drain() == [], "nothing shown, nothing acknowledged"
+    assert client.drops["forged"] == 4
+    assert client.table_version == 1 and client.table["Bob"].addr == BOB
+    assert from_server(client, "table", 50, row_table(2, base=1, port=BOB[1] + 1), now=0.5) == []
+    assert client.table_version == 2 and client.table["Bob"].addr == (BOB[0], BOB[1] + 1), "real updates still apply"
+
+
+def test_a_group_message_stamped_for_another_member_is_refused():
+    client = registered_client()
+    client.command("join_group g", 0.1)
+    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok"), now=0.2)
+    other_member = ChatHeader(type="grp_msg", msg_id=31, token=0xB0B, sender="server") / GrpMsg(group="g", origin="Cy", text="for Bob")
+    client.receive(bytes(other_member), SERVER, 0.3)
+    assert client.drain() == [] and client.drops["forged"] == 1
+    assert from_server(client, "grp_msg", 31, GrpMsg(group="g", origin="Cy", text="for Ann"), now=0.4) == [
+        ">>> (g) Group_Message Cy: for Ann"]
+
+
+@pytest.mark.parametrize("token", [0, TOKEN + 1], ids=["no token", "another token"])
+def test_an_answer_from_the_servers_address_without_the_requests_token_is_ignored(token):
+    """A forged not_registered would make the client exit; it answers nothing."""
+    client = registered_client()
+    request = typed(client, "list_groups", 0.1)
+    forged = ChatHeader(type="ack", msg_id=60, token=token, sender="server") / Ack(ack_id=request.msg_id, status="not_registered")
+    client.receive(bytes(forged), SERVER, 0.2)
+    assert client.drain() == [] and client.exit_status is None
+    assert client.drops["forged ack"] == 1
+    assert from_server(client, "ack", 61, Ack(ack_id=request.msg_id, status="ok"), now=0.3) == [
+        ">>> No available group right now"]
+
+
+def test_a_reg_ack_that_does_not_echo_the_regs_nonce_is_ignored():
+    client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    client.start(0.0)
+    (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    for token in (0, reg.token ^ 1):
+        forged = ChatHeader(type="reg_ack", msg_id=1, token=token, sender="server") / RegAck(ack_id=reg.msg_id, token=66, session=6)
+        client.receive(bytes(forged), SERVER, 0.1)
+    assert client.drain() == [] and client.net.token == 0 and client.drops["forged ack"] == 2
+    genuine = ChatHeader(type="reg_ack", msg_id=2, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9, session=4)
+    client.receive(bytes(genuine), SERVER, 0.2)
+    assert client.net.token == 9
+
+
+def test_a_forged_ack_from_a_silent_peers_address_does_not_deliver_the_message():
+    """Bob is gone; an ack in his name without the message's nonce must not make Ann print
+    'Message received by Bob.'"""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.crash(bob)
+    mark = Mark(sim)
+    sim.type(ann, "send Bob are you there")
+    sim.run(0.1)
+    ((_, pri),) = sim.sends("pri_msg", src=sim.addr(ann))
+    for token in (0, pri.token ^ 1):
+        forged = ChatHeader(type="ack", msg_id=77, token=token, sender="Bob") / Ack(ack_id=pri.msg_id, status="ok")
+        sim.inject(bytes(forged), sim.addr(bob), sim.addr(ann))
+    sim.run(5)
+    assert mark("Ann")[:2] == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server"]
+    assert ann.drops["forged ack"] == 2
+
+
+def test_a_private_message_for_another_session_is_refused():
+    """A captured message replayed to a third client, or to the receiver after it restarted
+    (a new session), names a session that is not the receiver's: not shown, not acked."""
+    client = client_knowing_bob()
+    client.session = 0x1234
+    data = ChatHeader(type="pri_msg", msg_id=70, token=0xC0FFEE, sender="Bob", port=BOB[1]) / PriMsg(session=5, to_session=0x4321, text="for Cy")
+    client.receive(bytes(data), BOB, 1.0)
+    assert client.drain() == [] and client.drops["for another session"] == 1
+    data.payload.to_session = 0x1234
+    data.msg_id = 71
+    client.receive(bytes(data), BOB, 1.1)
+    effects = client.drain()
+    assert [e.text for e in effects if isinstance(e, Show)] == [">>> Bob: for Cy"]
+    (ack,) = [decode(e.data) for e in effects if isinstance(e, Send)]
+    assert ack.payload.ack_id == 71 and ack.token == 0xC0FFEE, "the ack echoes the message's nonce"
+
+
+def test_a_private_message_names_the_receivers_session_and_carries_a_fresh_nonce():
+    client = client_knowing_bob(session=0xB0B5)
+    first, second = typed(client, "send Bob one", 1.0), None
+    from_bob_ack = ChatHeader(type="ack", msg_id=80, token=first.token, sender="Bob") / Ack(ack_id=first.msg_id, status="ok")
+    client.receive(bytes(from_bob_ack), BOB, 1.1)
+    assert [e.text for e in client.drain() if isinstance(e, Show)] == [">>> Message received by Bob."]
+    second = typed(client, "send Bob two", 1.2)
+    assert first.payload.to_session == second.payload.to_session == 0xB0B5
+    assert first.token not in (0, second.token, client.net.token)
+
+
+def test_table_versions_are_compared_serially_so_they_may_wrap_around():
+    client = registered_client()
+    from_server(client, "table", 90, row_table(0x7FFFFFFF, base=0), now=0.1)
+    from_server(client, "table", 91, row_table(0xFFFFFFFE, base=0x7FFFFFFF, port=BOB[1] + 1), now=0.2)
+    assert client.table_version == 0xFFFFFFFE and client.table["Bob"].addr == (BOB[0], BOB[1] + 1)
+    from_server(client, "table", 92, row_table(1, base=0xFFFFFFFE, port=BOB[1] + 2), now=0.3)
+    assert client.table_version == 1 and client.table["Bob"].addr == (BOB[0], BOB[1] + 2), "the next one, wrapped"
+    from_server(client, "table", 93, row_table(0xFFFFFFFF, base=0, port=BOB[1] + 3), now=0.4)
+    assert client.table_version == 1 and client.table["Bob"].addr == (BOB[0], BOB[1] + 2), "an older one is not applied"
+
+
+def test_a_group_message_replayed_after_its_id_is_forgotten_is_not_shown_again():
+    """The server's message ids grow: once an acknowledged id is forgotten (it came a memory
+    ago or more, long after its last retransmission), a copy of it or of any older id is a
+    replay, even with this client's own token."""
+    client = registered_client()
+    client.command("join_group g", 0.1)
+    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok"), now=0.2)
+    memory = 4 * client.net.policy.window
+    times = {100: 1.0, 101: 1.0 + memory + 0.1, 102: 1.0 + 2 * memory + 0.2}
+    for msg_id, now in times.items():
+        assert from_server(client, "grp_msg", msg_id, GrpMsg(group="g", origin="Cy", text=f"m{msg_id}"), now=now) == [
+            f">>> (g) Group_Message Cy: m{msg_id}"]
+    later = times[102] + 0.1
+    for msg_id in (100, 99):
+        replay = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="Cy", text="again")
+        client.receive(bytes(replay), SERVER, later)
+        assert client.drain() == [], "neither shown nor acknowledged"
+    assert client.drops["replayed"] == 2
+    assert from_server(client, "grp_msg", 101, GrpMsg(group="g", origin="Cy", text="m101"), now=later) == []
+    assert client.drops["replayed"] == 2, "still remembered: acknowledged again, not shown"

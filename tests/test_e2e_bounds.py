@@ -37,10 +37,12 @@ def test_queue_of_private_messages_in_group_mode_is_bounded(cluster, peers):
     mal = peers()
     mal.register("Mal", (HOST, server.port))
     bob.expect_clients({"Mal": "online"})
+    to = mal.session_of("Bob")
     before = rss_kib(bob.pid)
     flood = 3000
     for _ in range(flood):
-        answer = mal.request(mal.header("pri_msg", token=0) / PriMsg(session=mal.session, text="y" * 4000), (HOST, bob.port))
+        pkt = mal.header("pri_msg", token=0xD1) / PriMsg(session=mal.session, to_session=to, text="y" * 4000)
+        answer = mal.request(pkt, (HOST, bob.port))
         assert status(answer) == "queue_full"
     grown = rss_kib(bob.pid) - before
     assert grown < 4 * 1024, f"Bob's memory grew by {grown} KiB while refusing {flood} messages of 4,000 bytes"

@@ -12,6 +12,7 @@ import pytest
 
 from proto import MAGIC, MSG_TYPES, STATUSES, VERSION, ChatHeader, CreateGroup, Entry, GrpMsg, PriMsg, RegAck, SendGroup, Table, decode
 from tests.procs import FAST, HOST, WAIT, cluster  # noqa: F401  (cluster is a fixture)
+from tests.security_tools import session_from_tables
 
 
 @pytest.fixture
@@ -186,11 +187,12 @@ def test_duplicate_private_message_is_shown_once(cluster, udp):
     ann = cluster.client("Ann", server)
     session = register_raw(udp, server, "Raw").session
     ann.expect_clients({"Raw": "online"})  # Ann accepts messages from Raw's address now
-    pkt = ChatHeader(type="pri_msg", msg_id=41, sender="Raw") / PriMsg(session=session, text="only once")
+    to = session_from_tables(udp, "Ann")  # a private message names its receiver's session
+    pkt = ChatHeader(type="pri_msg", msg_id=41, token=0xD1, sender="Raw") / PriMsg(session=session, to_session=to, text="only once")
     for _ in range(3):
         answer = request(udp, (HOST, ann.port), pkt)  # each copy is acknowledged
         assert STATUSES[answer.payload.status] == "ok"
-    later = ChatHeader(type="pri_msg", msg_id=42, sender="Raw") / PriMsg(session=session, text="next")
+    later = ChatHeader(type="pri_msg", msg_id=42, token=0xD2, sender="Raw") / PriMsg(session=session, to_session=to, text="next")
     request(udp, (HOST, ann.port), later)
     ann.expect_lines(">>> Raw: only once", ">>> Raw: next")
     assert ann.text.count("only once") == 1

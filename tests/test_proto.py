@@ -168,8 +168,8 @@ def test_each_kind_of_damage_is_a_protocol_error():
         "trailing garbage": good + b"x",
         "bad UTF-8": good[:-2] + b"\xff\xfe",
         "sender length past the end": good[:18] + b"\xff" + good[19:],
-        "text length past the end": good[:26] + b"\x00\x09" + good[28:],
-        "text length too short": good[:26] + b"\x00\x01" + good[28:],
+        "text length past the end": good[:30] + b"\x00\x09" + good[32:],
+        "text length too short": good[:30] + b"\x00\x01" + good[32:],
         "payload on a bodiless type": bytes(ChatHeader(type="reg", sender="Ann")) + b"\x00",
         "missing payload": bytes(ChatHeader(type="pri_msg", sender="Ann")),
     }

@@ -9,7 +9,7 @@ import pytest
 from node import reliable
 from node.effects import Send
 from node.reliable import REPLY_MEMORY_WINDOWS, Endpoint, RetryPolicy
-from proto import Ack, ChatHeader, MsgId, PriMsg, RegAck, decode
+from proto import Ack, ChatHeader, GrpMsg, MsgId, PriMsg, RegAck, decode
 
 PEER = ("10.0.0.2", 7002)
 OTHER = ("10.0.0.3", 7003)
@@ -33,8 +33,8 @@ def endpoint(policy=RetryPolicy(), seed=1) -> Endpoint:
     return Endpoint("A", 7001, policy, random.Random(seed))
 
 
-def ack_for(msg_id: int, status="ok") -> ChatHeader:
-    return decode(bytes(ChatHeader(type="ack", msg_id=999, sender="B") / Ack(ack_id=msg_id, status=status)))
+def ack_for(msg_id: int, status="ok", token=0) -> ChatHeader:
+    return decode(bytes(ChatHeader(type="ack", msg_id=999, token=token, sender="B") / Ack(ack_id=msg_id, status=status)))
 
 
 def reg_ack_for(msg_id: int) -> ChatHeader:
@@ -123,19 +123,27 @@ def test_several_requests_retry_independently():
 
 
 THIRD = ("10.0.0.4", 7004)
+TOKENS = {PEER: 0x1111, OTHER: 0x2222, THIRD: 0x3333}  # each receiver's token, stamped into its copy
+
+
+def stamped(data: bytes, token: int) -> bytes:
+    """``data`` with its header token set to ``token`` (what the receiver must get)."""
+    msg = decode(data)
+    msg.token = token
+    return bytes(msg)
 
 
 def test_one_request_to_several_is_sent_once_to_each_and_retried_to_the_silent_ones():
     ep, failed = endpoint(), []
     pkt = ep.build("grp_msg", group="g", origin="Ann", text="hi")
-    msg_id = ep.request_each(pkt, [PEER, OTHER, THIRD], 0.0, on_fail=lambda addr, now: failed.append((addr, now)))
-    assert sorted(ep.drain(), key=lambda s: s.addr) == [Send(pkt.data, a) for a in sorted([PEER, OTHER, THIRD])]
-    assert ep.handle_ack(ack_for(msg_id), PEER, 0.1)
-    assert not ep.handle_ack(ack_for(msg_id), PEER, 0.2), "a duplicate ack answers nothing"
+    msg_id = ep.request_each(pkt, TOKENS, 0.0, on_fail=lambda addr, now: failed.append((addr, now)))
+    assert sorted(ep.drain(), key=lambda s: s.addr) == [Send(stamped(pkt.data, TOKENS[a]), a) for a in sorted(TOKENS)]
+    assert ep.handle_ack(ack_for(msg_id, token=TOKENS[PEER]), PEER, 0.1)
+    assert not ep.handle_ack(ack_for(msg_id, token=TOKENS[PEER]), PEER, 0.2), "a duplicate ack answers nothing"
     assert ep.awaited() == {OTHER, THIRD}
     resent = run_until(ep, 0.6)
-    assert sorted(s.addr for _, s in resent) == sorted([OTHER, THIRD]) and all(s.data == pkt.data for _, s in resent)
-    assert ep.handle_ack(ack_for(msg_id), OTHER, 0.7)
+    assert sorted((s.addr, s.data) for _, s in resent) == [(a, stamped(pkt.data, TOKENS[a])) for a in sorted([OTHER, THIRD])]
+    assert ep.handle_ack(ack_for(msg_id, token=TOKENS[OTHER]), OTHER, 0.7)
     resent = run_until(ep, 100)
     assert {s.addr for _, s in resent} == {THIRD} and len(resent) == 3  # tries 3, 4 and 5
     assert failed == [(THIRD, pytest.approx(2.5))]
@@ -144,11 +152,11 @@ def test_one_request_to_several_is_sent_once_to_each_and_retried_to_the_silent_o
 
 def test_one_request_to_several_acked_by_all_is_done():
     ep, failed = endpoint(), []
-    msg_id = ep.request_each(ep.build("grp_msg", group="g", origin="Ann", text="hi"), [PEER, OTHER], 0.0,
+    msg_id = ep.request_each(ep.build("grp_msg", group="g", origin="Ann", text="hi"), {PEER: 1, OTHER: 2}, 0.0,
                              on_fail=lambda addr, now: failed.append(addr))
     ep.drain()
-    assert not ep.handle_ack(ack_for(msg_id), THIRD, 0.1), "only the receivers' acks count"
-    assert ep.handle_ack(ack_for(msg_id), OTHER, 0.1) and ep.handle_ack(ack_for(msg_id), PEER, 0.1)
+    assert not ep.handle_ack(ack_for(msg_id, token=1), THIRD, 0.1), "only the receivers' acks count"
+    assert ep.handle_ack(ack_for(msg_id, token=2), OTHER, 0.1) and ep.handle_ack(ack_for(msg_id, token=1), PEER, 0.1)
     assert run_until(ep, 100) == [] and failed == [] and ep.pending_count == 0
 
 
@@ -195,8 +203,8 @@ def test_header_carries_name_port_and_token():
     assert (hdr.sender, hdr.port, hdr.token) == ("A", 7001, 1234)
 
 
-def request_from(sender: str, msg_id: int) -> ChatHeader:
-    return decode(bytes(ChatHeader(type="pri_msg", msg_id=msg_id, sender=sender) / PriMsg(text="x")))
+def request_from(sender: str, msg_id: int, token: int = 0) -> ChatHeader:
+    return decode(bytes(ChatHeader(type="pri_msg", msg_id=msg_id, token=token, sender=sender) / PriMsg(text="x")))
 
 
 def test_answer_is_sent_again_for_a_retransmitted_request():
@@ -261,19 +269,18 @@ def test_an_ack_after_a_quiet_spell_goes_at_once():
 
 def test_acks_close_together_wait_for_each_other_at_most_the_ack_delay():
     ep = endpoint()
-    ep.token = 77
     delay = ep.policy.ack_delay
-    ep.acknowledge(request_from("S", 1), PEER, 0.0)
+    ep.acknowledge(request_from("S", 1, token=77), PEER, 0.0)
     ep.drain()
     for msg_id, t in ((2, 0.001), (3, 0.002)):
-        ep.acknowledge(request_from("S", msg_id), PEER, t)
+        ep.acknowledge(request_from("S", msg_id, token=77), PEER, t)
         assert ep.drain() == []
     ep.handle_timer(delay / 2)
     assert ep.drain() == [] and ep.acks_waiting == 2, "the alarm is not early"
     (t, send), = run_until(ep, 100)
     assert t == pytest.approx(delay) and acked_ids([send]) == [[2, 3]], "one datagram, a delay after the last ack"
     assert ep.acks_waiting == 0
-    assert decode(send.data).token == 77 and send.addr == PEER
+    assert decode(send.data).token == 77 and send.addr == PEER, "the requests' token echoed"
 
 
 def test_acks_go_as_soon_as_a_batch_is_full():
@@ -332,7 +339,7 @@ def test_the_ack_delay_is_a_small_part_of_the_retry_timeout():
 def test_one_ack_can_answer_several_requests():
     ep, calls, failed = endpoint(), Calls(), []
     ids = [ep.request(ep.build("probe"), PEER, 0.0, calls.on_ack, calls.on_fail) for _ in range(3)]
-    group = ep.request_each(ep.build("grp_msg", group="g", origin="Ann", text="hi"), [PEER, OTHER], 0.0,
+    group = ep.request_each(ep.build("grp_msg", group="g", origin="Ann", text="hi"), {PEER: 0, OTHER: 0}, 0.0,
                             on_fail=lambda addr, now: failed.append(addr))
     ep.drain()
     batch = ChatHeader(type="ack", msg_id=9, sender="B") / Ack(ack_id=ids[0], also=[MsgId(id=ids[2]), MsgId(id=group)])
@@ -400,7 +407,9 @@ def test_a_message_id_is_not_newer_than_itself():
 def test_acknowledged_messages_are_remembered_at_least_the_memory_time():
     """Acknowledged ids are kept in two generations, the older dropped whole: whenever that
     happens, an id younger than ``memory`` must still be known (else a late retransmission
-    of it would be processed, and shown, a second time), and none is kept for ever."""
+    of it would be processed, and shown, a second time), and none is kept for ever.  A
+    forgotten id is not new either: it is older than the newest id forgotten (ids grow), so
+    a copy of it is refused as a replay, unanswered."""
     ep = endpoint()
     memory = REPLY_MEMORY_WINDOWS * ep.policy.window
     step = memory / 8
@@ -408,9 +417,65 @@ def test_acknowledged_messages_are_remembered_at_least_the_memory_time():
     for k in range(40):  # five memory times, a message every eighth of one
         now = k * step
         ep.acknowledge(request_from("S", k + 1), PEER, now)
+        ep.drain()
         added.append((k + 1, now))
         for msg_id, when in added:
-            known = ep.answer_again(request_from("S", msg_id), PEER, now)
+            handled = ep.answer_again(request_from("S", msg_id), PEER, now)
+            known = bool(ep.drain())  # acknowledged again
+            assert handled, f"#{msg_id} taken for a new message {now - when:.2f} s after its ack"
             assert known or now - when >= memory, f"#{msg_id} forgotten {now - when:.2f} s after its ack"
             assert not known or now - when <= 2 * memory + step, f"#{msg_id} still known after {now - when:.2f} s"
-        ep.drain()
+    assert ep.drops["replayed"] > 0
+
+
+# -- an answer echoes the token of the request it answers ------------------------------------
+
+
+def test_an_ack_with_another_token_than_its_request_is_counted_forged_and_the_request_retried():
+    ep, calls = endpoint(), Calls()
+    ep.token = 0x5EC2E7
+    msg_id = ep.request(ep.build("probe"), PEER, 0.0, calls.on_ack, calls.on_fail)
+    ep.drain()
+    for wrong in (0, 0x5EC2E6):
+        assert not ep.handle_ack(ack_for(msg_id, token=wrong), PEER, 0.1)
+    assert calls.acks == [] and ep.drops == {"forged ack": 2}
+    assert len(run_until(ep, 0.6)) == 1, "still retransmitted"
+    assert ep.handle_ack(ack_for(msg_id, token=0x5EC2E7), PEER, 0.7)
+    assert calls.acks == [(msg_id, 0.7)]
+
+
+def test_a_member_is_answered_only_with_its_own_token():
+    """A forged ack in a member's name (no token, or another member's) leaves it waiting, retried
+    and in the end reported unresponsive."""
+    ep, failed = endpoint(), []
+    msg_id = ep.request_each(ep.build("grp_msg", group="g", origin="Ann", text="hi"), TOKENS, 0.0,
+                             on_fail=lambda addr, now: failed.append(addr))
+    ep.drain()
+    assert not ep.handle_ack(ack_for(msg_id), PEER, 0.1)
+    assert not ep.handle_ack(ack_for(msg_id, token=TOKENS[OTHER]), PEER, 0.1)
+    assert ep.drops == {"forged ack": 2}
+    assert ep.handle_ack(ack_for(msg_id, token=TOKENS[OTHER]), OTHER, 0.1)
+    assert ep.handle_ack(ack_for(msg_id, token=TOKENS[THIRD]), THIRD, 0.1)
+    resent = run_until(ep, 100)
+    assert [s.addr for _, s in resent] == [PEER] * 4 and failed == [PEER]
+
+
+def test_answers_echo_the_request_token_and_requests_without_a_session_carry_a_nonce():
+    ep = endpoint()
+    ep.token = 77
+    request = decode(bytes(ChatHeader(type="probe", msg_id=5, token=0xABCDEF, sender="B")))
+    assert decode(ep.build_answer(request).data).token == 0xABCDEF
+    ep.acknowledge(request, PEER, 0.0)
+    assert [decode(e.data).token for e in ep.drain()] == [0xABCDEF]
+    nonces = {ep.nonce() for _ in range(100)}
+    assert len(nonces) == 100 and 0 not in nonces and all(n < 2**64 for n in nonces)
+
+
+def test_batched_acks_of_requests_with_different_tokens_go_apart():
+    ep = endpoint(RetryPolicy(timeout=1.0))
+    ep.acknowledge(decode(bytes(ChatHeader(type="grp_msg", msg_id=1, token=7, sender="S") / GrpMsg())), PEER, 0.0)
+    ep.acknowledge(decode(bytes(ChatHeader(type="grp_msg", msg_id=2, token=7, sender="S") / GrpMsg())), PEER, 0.01)
+    ep.acknowledge(decode(bytes(ChatHeader(type="grp_msg", msg_id=3, token=8, sender="S") / GrpMsg())), PEER, 0.02)
+    run_until(ep, 1.0)
+    acks = [decode(e.data) for e in ep.drain()]
+    assert [(a.token, [a.ack_id] + [m.id for m in a.also]) for a in acks] == [(7, [1]), (7, [2]), (8, [3])]

@@ -287,10 +287,10 @@ def test_client_accepts_private_messages_only_from_the_tables_sender(cluster, pe
     raw, stranger = peers(), peers()
     raw.register("Raw", addr(server))
     ann.expect_clients({"Raw": "online"})
-    session = raw.session
+    session, to = raw.session, raw.session_of("Ann")
 
     def pri_msg(peer: Peer, text: str, sender: str = "Raw", session: int = session, **fields):
-        return peer.header("pri_msg", sender=sender, token=0, **fields) / PriMsg(session=session, text=text)
+        return peer.header("pri_msg", sender=sender, token=0xD1, **fields) / PriMsg(session=session, to_session=to, text=text)
 
     refused = [
         (raw, pri_msg(raw, "wrong name", sender="Bob")),  # Bob's name, Raw's address

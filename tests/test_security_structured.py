@@ -213,7 +213,17 @@ def test_server_logic_under_structured_fuzz_from_registered_sessions():
 # -- at a client's logic, from the server's address ---------------------------------------------------
 
 
-SERVER_HEADER = {"port": SERVER[1], "token": 0, "sender": "server"}
+def ids_behind(server_net):
+    """Message ids for datagrams in the server's name: far behind its own (which grow), so that a
+    client acknowledging them still takes the server's next ones as new."""
+    base = server_net._next_id - 2**30
+    return ((base + i) % 2**32 or 1 for i in range(2**30))
+
+
+def server_header(bob) -> dict:
+    """The header of what the server sends Bob: his token (the token of the server's requests
+    to him, and the one its answers to his requests echo)."""
+    return {"port": SERVER[1], "token": bob.net.token, "sender": "server"}
 
 
 def from_server_payload(type_name: str, bob, ack_id: int) -> dict | None:
@@ -251,13 +261,13 @@ def test_client_logic_under_structured_fuzz_from_the_servers_address():
     # While his answers are being fuzzed, Bob's list requests do not reach the server: the
     # hostile acks are the only answers (his retransmissions too; he would give up after 2.5 s).
     kept_back = lambda pkt, src, dst, s: [] if src == bob_addr and MSG_TYPES[pkt.type] in LIST_REQUESTS else [0.0]  # noqa: E731
-    ids = iter(range(0x7000_0000, 0x8000_0000))
+    ids = ids_behind(sim.server.net)
     sent = refused_count = 0
     for type_name in FROM_SERVER:
         asking = type_name == "ack"  # (a reg_ack answering a list request: see the test after this one)
         sim.fault = kept_back if asking else None
         ack_id = outstanding_list_request(sim, bob) if asking else 1
-        header = {**SERVER_HEADER, "msg_id": 0}
+        header = {**server_header(bob), "msg_id": 0}
         found = list(enumerate(variants(type_name, header, from_server_payload(type_name, bob, ack_id))))
         rng.shuffle(found)
         for index, (what, data) in found:
@@ -292,7 +302,7 @@ def test_client_logic_given_a_reg_ack_for_a_list_request():
     ann, bob, cid = live_chat(sim)
     sim.fault = lambda pkt, src, dst, s: [] if MSG_TYPES[pkt.type] in LIST_REQUESTS else [0.0]
     ack_id = outstanding_list_request(sim, bob)
-    sim.inject(datagram("reg_ack", {**SERVER_HEADER, "msg_id": 0x7000_0000}, {"ack_id": ack_id}), SERVER, sim.addr(bob))
+    sim.inject(datagram("reg_ack", {**server_header(bob), "msg_id": 0x7000_0000}, {"ack_id": ack_id}), SERVER, sim.addr(bob))
     sim.run(0.03)
     assert bob.drops["wrong answer"] == 1, bob.drops  # a list request takes an ack, never a reg_ack
     sim.fault = None
@@ -441,15 +451,16 @@ def test_client_process_under_structured_fuzz_from_its_servers_address(cluster, 
     bob.expect_line(">>> Entered group g successfully")
     bob.sendline("leave_group")
     bob.expect_line(">>> Leave group chat g")
-    hostile = []
+    hostile, ids = [], ids_behind(fuzzing_server.logic.net)
     for type_name in FROM_SERVER:
         payload = None
         if type_name == "table":  # a row of someone new: applies to Bob's copy without moving Ann
             version = fuzzing_server.logic.version
             payload = {"version": version + 1, "base": version,
                        "entries": [{"client": "Zed", "ip": HOST, "port": 7999, "online": 1, "session": 5}]}
-        for what, data in variants(type_name, {**SERVER_HEADER, "msg_id": 0, "port": fuzzing_server.port}, payload, rng):
-            hostile.append((what, stamp(data, what, 0x7000_0000 + len(hostile), None)))
+        header = {"msg_id": 0, "port": fuzzing_server.port, "token": fuzzing_server.logic.clients["Bob"].token, "sender": "server"}
+        for what, data in variants(type_name, header, payload, rng):
+            hostile.append((what, stamp(data, what, next(ids), None)))
     refused_count = sum(expected_refused(what, data) for what, data in hostile)
     hostile = [data for _, data in hostile]
     fuzzing_server.target = (HOST, bob.port)

@@ -34,7 +34,7 @@ from proto import (
 )
 from proto.codec import HEADER_MIN
 from proto.fastpath import encode
-from simnet import SimNet, dropping, kind
+from simnet import SERVER, SimNet, dropping, kind
 from tests.packets import PAYLOAD_STRATEGIES
 
 # -- a server fed by hand ------------------------------------------------------------
@@ -1149,3 +1149,69 @@ def test_names_are_counted_in_bytes_and_printable_only(name):
     assert ann.ask("create_group", CreateGroup(group=name)) == "bad_request"
     assert h.server.clients.keys() == {"Ann"} and h.server.groups == {}
     assert h.client("é" * 16, register=False).register() == "ok", "32 bytes fit"
+
+
+# -- an answer echoes its request's token; the server's requests carry the receiver's --------------
+
+
+def test_forged_acks_in_a_members_name_do_not_stop_its_retries():
+    """Cat never acks; acks from Cat's address without Cat's token (none, or Bob's) are
+    counted and change nothing: Cat is retried and removed as unresponsive."""
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann, bob, cat])
+    sim.fault = dropping(lambda p, src, dst: src == sim.addr(cat) and kind(p) == "ack")
+    sim.type(ann, "send_group anyone?")
+    sim.run(0.1)
+    ((_, copy),) = sim.sends("grp_msg", dst=sim.addr(cat))
+    for token in (0, bob.net.token):
+        forged = ChatHeader(type="ack", msg_id=5000 + token % 7, token=token, sender="Cat") / Ack(ack_id=copy.msg_id)
+        sim.inject(bytes(forged), sim.addr(cat), SERVER)
+    sim.run(5)
+    assert len(sim.sends("grp_msg", dst=sim.addr(cat))) == 5, "retried as if no ack had come"
+    assert ">>> Client Cat not responsive, removed from g" in sim.lines["server"]
+    assert sim.server.drops["forged ack"] == 2
+    assert list(sim.server.groups["g"]) == ["Ann", "Bob"]
+
+
+def test_each_members_copy_of_a_group_message_carries_its_token_and_its_ack_echoes_it():
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann, bob, cat])
+    sim.type(ann, "send_group hi")
+    sim.run(1)
+    copies = {dst: pkt for _, _, dst, pkt in sim.sent if kind(pkt) == "grp_msg"}
+    assert {dst: pkt.token for dst, pkt in copies.items()} == {sim.addr(bob): bob.net.token, sim.addr(cat): cat.net.token}
+    (msg_id,) = {pkt.msg_id for pkt in copies.values()}
+    acks = [(src, pkt.token) for _, src, dst, pkt in sim.sent if dst == SERVER and kind(pkt) == "ack"
+            and pkt.payload.ack_id == msg_id]
+    assert sorted(acks) == sorted([(sim.addr(bob), bob.net.token), (sim.addr(cat), cat.net.token)])
+    assert sim.server.drops["forged ack"] == 0
+
+
+def test_a_forged_ack_of_a_table_update_leaves_it_in_flight():
+    h = Harness()
+    ann = h.client("Ann")
+    (table,) = ann.received("table")
+    assert table.token == ann.token, "the server's requests carry the receiver's token"
+    h.deliver(bytes(ChatHeader(type="ack", msg_id=1, token=ann.token ^ 1, sender="Ann") / Ack(ack_id=table.msg_id)), ann.addr)
+    assert h.server.drops["forged ack"] == 1 and h.server.clients["Ann"].synced == 0
+    h.advance(0.6)
+    assert len(ann.received("table")) == 2, "retransmitted"
+    ann.ack(table)
+    assert h.server.clients["Ann"].synced == h.server.version
+
+
+def test_answers_echo_the_token_of_the_request():
+    """So a client knows the answer comes from whoever got its request: a reg_ack echoes the
+    reg's nonce, a not_registered the token of the request it refuses."""
+    h = Harness()
+    ann = h.client("Ann", register=False)
+    reg = ann.packet("reg", token=0xA11CE)
+    h.deliver(reg, ann.addr)
+    assert ann.answer_to(decode(reg).msg_id).token == 0xA11CE
+    stranger = h.client("Zed", register=False)
+    ask = stranger.packet("list_groups", token=0x5EC)
+    h.deliver(ask, stranger.addr)
+    answer = stranger.answer_to(decode(ask).msg_id)
+    assert STATUSES[answer.payload.status] == "not_registered" and answer.token == 0x5EC

@@ -41,7 +41,7 @@ PAYLOAD = {
     "list_members": {"group": "g4"},
     "send_group": {"group": "g5", "text": "hi;"},
     "grp_msg": {"group": "g6", "origin": "Cid", "text": "yo"},
-    "pri_msg": {"session": 0x91929394, "text": "psst"},
+    "pri_msg": {"session": 0x91929394, "to_session": 0xA1A2A3A4, "text": "psst"},
     "kick": {"target": "Dan"},
     "list_more": {"list": 10, "start": 0x0A0B, "group": "g7"},
 }
@@ -58,7 +58,7 @@ GOLDEN = {
     "list_members": "c4a7020a0102030405060708090a0b0c0d0e03416e6e026734",
     "send_group": "c4a7020b0102030405060708090a0b0c0d0e03416e6e026735000368693b",
     "grp_msg": "c4a7020c0102030405060708090a0b0c0d0e03416e6e026736034369640002796f",
-    "pri_msg": "c4a7020d0102030405060708090a0b0c0d0e03416e6e91929394000470737374",
+    "pri_msg": "c4a7020d0102030405060708090a0b0c0d0e03416e6e91929394a1a2a3a4000470737374",
     "kick": "c4a7020e0102030405060708090a0b0c0d0e03416e6e0344616e",
     "probe": "c4a7020f0102030405060708090a0b0c0d0e03416e6e",
     "list_more": "c4a702100102030405060708090a0b0c0d0e03416e6e0a0a0b026737",

@@ -39,7 +39,8 @@ class Client:
         return next(pkt for pkt in reversed(self.sent) if MSG_TYPES[pkt.type] == type_name)
 
     def answer(self, request, type_name: str, now: float, **payload) -> None:
-        self.logic.receive(encode(type_name, {"msg_id": 500 + len(self.sent), "sender": "server"},
+        header = {"msg_id": 500 + len(self.sent), "token": request.token, "sender": "server"}  # echoed, as answers do
+        self.logic.receive(encode(type_name, header,
                                   {"ack_id": request.msg_id, "status": OK, **payload}), SERVER, now)
         self.collect()
 
