@@ -4,7 +4,7 @@ lists are cut.
 
 A line has a kind, its template (``"Client {} joined group {}"``).  Each kind has a budget
 of lines (a token bucket): ``LINES_AT_ONCE`` at once, ``LINES_PER_SECOND`` on average, so
-a scripted conversation at machine speed prints every line and a flood does not.  A line
+a few commands in a row print every line and anything faster than a person reads is merged.  A line
 beyond the budget is only counted; a second after the first one counted, one line
 ``... and N more like it in the last second: Client … joined group …`` says how many.
 Per event that is a dictionary look-up and a little arithmetic; a line is formatted only
@@ -16,8 +16,10 @@ from __future__ import annotations
 from itertools import islice
 from typing import Callable, Collection
 
-LINES_PER_SECOND = 200.0  # lines of one kind printed a second on average, and at once: a conversation
-LINES_AT_ONCE = 1_000.0  # scripted at machine speed prints every line; a line costs about 10 µs (a list's names count)
+# Lines of one kind printed a second on average, and at once: about what a person can read, after a
+# burst that a few commands typed in a row (or a short script) stay within.  A list's names count.
+LINES_PER_SECOND = 20.0
+LINES_AT_ONCE = 100.0
 WINDOW = 1.0  # seconds over which counted lines are summed up in one line
 LIST_SHOWN = 20  # items of a printed list; then "... and N more"
 ELLIPSIS = "\u2026"

@@ -56,12 +56,26 @@ def test_lines_at_reading_pace_are_printed_each_exactly():
     assert lines == [f"Client c{i} joined group g" for i in range(1200)]
 
 
-def test_lines_of_a_script_at_machine_speed_are_printed_each_exactly():
+def test_a_short_burst_at_machine_speed_is_printed_each_exactly():
     clock, out, lines = console()
-    for i in range(300):  # 60 a second for five seconds
+    for i in range(int(LINES_AT_ONCE)):  # a few commands typed in a row, a short script
         assert out.event(clock.now, JOINED, f"c{i}", "g")
-        clock.advance(1 / 60)
-    assert lines == [f"Client c{i} joined group g" for i in range(300)]
+        clock.advance(0.001)
+    assert lines == [f"Client c{i} joined group g" for i in range(int(LINES_AT_ONCE))]
+
+
+def test_churn_at_40_a_second_is_merged_faster_than_anyone_reads():
+    """The issue's abuse: one client joining and leaving 40 times a second, for ten seconds."""
+    clock, out, lines = console()
+    for i in range(400):
+        out.event(clock.now, JOINED, f"c{i}", "g")
+        clock.advance(1 / 40)
+    clock.advance(2.0)
+    merged = [line for line in lines if line.startswith("... and ")]
+    assert merged and all(line.endswith("more like it in the last second: Client … joined group …") for line in merged)
+    assert len(lines) - len(merged) <= LINES_AT_ONCE + 10 * LINES_PER_SECOND + 1
+    shown = sum(int(line.split()[2]) for line in merged) + len(lines) - len(merged)
+    assert shown == 400, "every line is printed or counted in a merge line"
 
 
 def test_a_flood_of_one_kind_is_merged_into_one_line_a_second():

@@ -9,6 +9,7 @@ closing ``Dropped datagrams`` lines count the drops."""
 from __future__ import annotations
 
 import random
+import re
 import socket
 import threading
 import time
@@ -221,6 +222,9 @@ def conversation_round(ann, bob, cid, server, k: int) -> None:
     step(cid, "send_group not in a group", (cid, ">>> Invalid command"))
 
 
+MERGED = re.compile(r"^>>> \.\.\. and \d+ more like it in the last second: ")
+
+
 def visible(proc, start: int, end: int, k: int) -> list[str]:
     """What ``proc`` showed between two marks, the round number made generic; client tables
     (registrations by the fuzz itself change them), the first-drop notes and the notes naming a
@@ -301,6 +305,11 @@ def test_fuzz_at_server_and_client_during_a_conversation(cluster):
 
     for k, shown in enumerate(rounds, 1):
         for name in shown:
+            if name == "server":  # its event lines are merged when rounds come faster than anyone reads
+                extra = set(shown[name]) - set(baseline[0][name])
+                assert all(MERGED.match(line) for line in extra), (f"round {k} under fuzz: the server showed\n"
+                                                                   + "\n".join(sorted(extra)))
+                continue
             assert shown[name] == baseline[0][name], (
                 f"round {k} under fuzz: {name} showed\n" + "\n".join(shown[name])
                 + "\n--- instead of ---\n" + "\n".join(baseline[0][name]))
