@@ -220,11 +220,10 @@ class ClientLogic:
         peer = self.table.get(target)
         if peer is None:
             self._say(f"User {target} does not exist")
-        elif not peer.online:
-            self._say(f"User {target} is offline, message not sent")
         elif not self._text_fits(text):
             return
-        else:
+        else:  # listed offline too: the table may be stale, so try as for anyone (as the original does)
+            listed_offline = not peer.online
             # A nonce, not our token (the peer must never see it): the ack must echo it.
             out = self.net.build("pri_msg", self.net.nonce(), session=self.session, to_session=peer.session, text=text)
             self._busy = True
@@ -233,7 +232,7 @@ class ClientLogic:
                 peer.addr,
                 now,
                 on_ack=lambda ack, now: self._finish(now, self._delivery(target, ack.payload.status)),
-                on_fail=lambda now: self._report_silent_peer(target, now),
+                on_fail=lambda now: self._report_silent_peer(target, now, listed_offline),
             )
 
     @staticmethod
@@ -245,9 +244,11 @@ class ClientLogic:
             return f"{target}'s queue of messages is full ({target} is in a group chat), message not delivered"
         return f"{target} did not accept the message, message not delivered"
 
-    def _report_silent_peer(self, target: str, now: float) -> None:
+    def _report_silent_peer(self, target: str, now: float, listed_offline: bool) -> None:
         self._say(f"No ACK from {target}, message not delivered")
         self._say("Report this issue to server")
+        if listed_offline:
+            self._say(f"(The client table listed {target} as offline.)")
         self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
     def _cmd_create_group(self, rest: str, now: float) -> None:

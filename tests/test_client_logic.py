@@ -154,15 +154,22 @@ def test_unknown_user():
     assert len(sim.sent) == before, "nothing sent"
 
 
-def test_send_to_an_offline_user_is_refused_locally():
+def test_send_to_a_user_listed_offline_is_tried_and_reported_as_the_original_does():
+    """The table may be stale: the message is sent with the usual retries, then No ACK, the
+    report to the server, and a line saying the table listed the receiver offline."""
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     sim.type(bob, "dereg Bob")
     sim.run(1)
+    assert not ann.table["Bob"].online
     sent = len(sim.sent)
     sim.type(ann, "send Bob are you there")
-    assert sim.lines["Ann"][-1] == ">>> User Bob is offline, message not sent"
-    assert len(sim.sent) == sent
+    sim.run(5)
+    tries = [p for _, src, _, p in sim.sent[sent:] if kind(p) == "pri_msg" and src == sim.addr(ann)]
+    assert len(tries) == 5, "the usual five tries"
+    assert sim.lines["Ann"][-3:] == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
+                                     ">>> (The client table listed Bob as offline.)"]
+    assert [p.payload.target for _, _, _, p in sim.sent[sent:] if kind(p) == "kick"] == ["Bob"]
 
 
 def test_help_in_any_mode():

@@ -29,7 +29,7 @@ BURST_RUNS = int(os.environ.get("SIM_BURST_RUNS", "500"))
 SHOWN = re.compile(r">>> (?:\(\w+\) Group_Message )?(\w+): (\S+)$")
 SEND_OUTCOME = re.compile(
     r">>> (?:Message received by (?P<ok>\w+)\.|No ACK from (?P<lost>\w+), message not delivered"
-    r"|User (?P<unknown>\w+) does not exist|User (?P<offline>\w+) is offline, message not sent)$"
+    r"|User (?P<unknown>\w+) does not exist)$"
 )
 
 
