@@ -7,12 +7,25 @@ and the benchmarks all print through it."""
 
 from __future__ import annotations
 
-from typing import Callable
-
-from . import events as ev
-from .text import escaped
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 _RENDERERS: dict[type, Callable] = {}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A title line and a table; the terminal draws it with rich or as aligned text.
+    Cells are network text, still raw: whoever draws the table escapes them."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: Iterable[tuple[str, ...]]
+
+
+def render(event) -> list[str] | Table:
+    """What the user reads for ``event``: finished lines (already escaped), or a table."""
+    return _RENDERERS[type(event)](event)
 
 
 def renders(event_type: type) -> Callable[[Callable], Callable]:
