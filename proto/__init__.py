@@ -9,8 +9,6 @@ from .chat import (
     PAYLOADS,
     STATUS_CODES,
     STATUSES,
-    TOKEN_AT,
-    TOKEN_END,
     TYPE_CODES,
     VERSION,
     Ack,
@@ -31,9 +29,11 @@ from .chat import (
     Table,
 )
 from .codec import ProtocolError, decode, is_chat, version_of
+from .fields import HEADER_MIN, TOKEN_AT, TOKEN_END
+from .messages import SERVER_NAME
 
 __all__ = [
-    "MAGIC", "MAX_DATAGRAM", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "STATUS_CODES", "STATUSES", "TOKEN_AT", "TOKEN_END", "TYPE_CODES",
+    "HEADER_MIN", "MAGIC", "MAX_DATAGRAM", "MAX_NAME_BYTES", "MAX_TEXT_BYTES", "MSG_TYPES", "PAYLOADS", "SERVER_NAME", "STATUS_CODES", "STATUSES", "TOKEN_AT", "TOKEN_END", "TYPE_CODES",
     "VERSION", "Ack", "ChatHeader", "CreateGroup", "Entry", "GrpMsg", "JoinGroup", "Kick",
     "LeaveGroup", "ListMembers", "ListMore", "MsgId", "Name", "PriMsg", "RegAck", "SendGroup", "Table", "ProtocolError",
     "decode", "is_chat", "version_of",

@@ -26,28 +26,13 @@ from scapy.fields import (
 from scapy.packet import Packet, bind_layers
 from scapy.volatile import RandNum, RandString
 
+from .messages import IN_PARTS, MESSAGES
+
 MAGIC = 0xC4A7
 VERSION = 2  # 2: registration is confirmed (type confirm) before its session starts
 
-MSG_TYPES = {
-    1: "reg",
-    2: "reg_ack",
-    3: "dereg",
-    4: "ack",
-    5: "table",
-    6: "create_group",
-    7: "list_groups",
-    8: "join_group",
-    9: "leave_group",
-    10: "list_members",
-    11: "send_group",
-    12: "grp_msg",
-    13: "pri_msg",
-    14: "kick",
-    15: "probe",  # the server checks a kicked client itself before believing the kick
-    16: "list_more",  # the next part of a list that did not fit one datagram
-    17: "confirm",  # the client shows it received reg_ack (the new token): its address is its own
-}
+# The header's type byte: the codes of the message types in proto/messages.py.
+MSG_TYPES = {message.code: message.name for message in MESSAGES}
 TYPE_CODES = {name: code for code, name in MSG_TYPES.items()}
 
 # Result of a request, carried by ack and reg_ack.
@@ -196,22 +181,6 @@ class ChatHeader(Packet):
 
     def answers(self, other):
         return isinstance(self.payload, _Answer) and self.payload.answers(other)
-
-
-def _span_of(layer, name: str) -> tuple[int, int]:
-    """Where the fixed-size field ``name`` starts and ends, when every field before it is fixed-size too."""
-    offset = 0
-    for field in layer.fields_desc:
-        size = struct.calcsize(field.fmt)
-        if field.name == name:
-            return offset, offset + size
-        offset += size
-    raise KeyError(name)
-
-
-# The header's token field, data[TOKEN_AT:TOKEN_END]: a group message is encoded once and each
-# member's token written there.
-TOKEN_AT, TOKEN_END = _span_of(ChatHeader, "token")
 
 
 class _Payload(Packet):
@@ -372,7 +341,7 @@ class Kick(_Payload):
         return f"Kick {self.target!r}"
 
 
-LISTS = {TYPE_CODES[name]: name for name in ("list_groups", "list_members")}  # the requests answered in parts
+LISTS = {TYPE_CODES[name]: name for name in IN_PARTS}  # the requests answered in parts
 
 
 class ListMore(_Payload):

@@ -5,36 +5,24 @@ when they refuse a datagram.  Every refusal is a ``ProtocolError`` saying what w
 
 from __future__ import annotations
 
-from scapy.fields import EnumField, PacketListField
-
 from .chat import MAGIC, PAYLOADS, VERSION, ChatHeader
+from .fields import HEADER_MIN, enum_values, layer_spec  # noqa: F401  (enum_values: kept importable from here)
 
 
 class ProtocolError(ValueError):
     """The datagram is not a well-formed chat packet of this version."""
 
 
-HEADER_MIN = len(ChatHeader())  # the fixed part of the header (the sender name empty)
-
 # Fields whose value is fixed for this version: a datagram with another is not ours.
 FIXED = {"magic": MAGIC, "version": VERSION}
-
-
-def enum_values(field) -> dict | None:
-    """The value -> name table of an enumerated field (a new ``*EnumField`` of the layer is
-    checked by both decoders without anyone listing it); None for other fields."""
-    if isinstance(field, EnumField) and isinstance(field.i2s, dict) and field.i2s:
-        return field.i2s
-    return None
 
 
 def _labels() -> dict[type, str]:
     labels = {ChatHeader: "header"}
     for type_name, layer in PAYLOADS.items():
         labels[layer] = type_name
-        for field in layer.fields_desc:
-            if isinstance(field, PacketListField):
-                labels.setdefault(field.cls, f"{type_name} {field.cls.__name__.lower()}")
+        for item in layer_spec(layer).sub_layers():
+            labels.setdefault(item.cls, f"{type_name} {item.cls.__name__.lower()}")
     return labels
 
 

@@ -3,11 +3,11 @@ packet or raises ``ProtocolError`` saying what was wrong, whatever the input."""
 
 from __future__ import annotations
 
-from scapy.fields import FieldLenField, PacketListField
 from scapy.packet import NoPayload, Packet
 
 from .chat import MAGIC, MSG_TYPES, PAYLOADS, VERSION, ChatHeader
-from .checks import HEADER_MIN, ProtocolError, enum_values, label, not_chat, not_in_enum
+from .checks import HEADER_MIN, ProtocolError, label, not_chat, not_in_enum
+from .fields import Kind, layer_spec
 
 __all__ = ["HEADER_MIN", "ProtocolError", "decode", "is_chat"]
 
@@ -65,22 +65,21 @@ def _why(data: bytes, fallback: str) -> ProtocolError:
 
 def _check_enums(layer: Packet) -> None:
     """Every enumerated field of ``layer`` (and of its list items) holds a value of its enum."""
-    for field in layer.fields_desc:
-        values = enum_values(field)
-        if values is not None:
+    for field in layer_spec(type(layer)).fields:
+        if field.kind is Kind.ENUM:
             value = layer.getfieldval(field.name)
-            if value not in values:
-                raise not_in_enum(label(type(layer)), field.name, value, values)
-        elif isinstance(field, PacketListField):
+            if value not in field.enum:
+                raise not_in_enum(label(type(layer)), field.name, value, field.enum)
+        elif field.kind is Kind.LIST:
             for item in getattr(layer, field.name):
                 _check_enums(item)
 
 
 def _check_lists(layer: Packet) -> None:
-    for field in layer.fields_desc:
-        if isinstance(field, PacketListField):
+    for field in layer_spec(type(layer)).fields:
+        if field.kind is Kind.LIST:
             for item in getattr(layer, field.name):
-                if not isinstance(item, field.cls) or not isinstance(item.payload, NoPayload):
+                if not isinstance(item, field.item.cls) or not isinstance(item.payload, NoPayload):
                     raise ProtocolError(f"malformed item in {field.name}")
 
 
@@ -94,10 +93,10 @@ def _with_computed_lengths(pkt: Packet) -> Packet:
 def _forget_lengths(pkt: Packet) -> None:
     layer = pkt
     while not isinstance(layer, NoPayload):
-        for field in layer.fields_desc:
-            if isinstance(field, FieldLenField):
+        for field in layer_spec(type(layer)).fields:
+            if field.computed:
                 layer.fields.pop(field.name, None)
-            elif isinstance(field, PacketListField):
+            elif field.kind is Kind.LIST:
                 for item in getattr(layer, field.name):
                     _forget_lengths(item)
         layer = layer.payload

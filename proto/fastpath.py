@@ -1,8 +1,8 @@
 """A fast codec compiled from the Scapy layer's own field lists.
 
 The chat nodes encode and decode every datagram, and building or dissecting a
-Scapy packet costs tens of microseconds.  This module reads ``fields_desc`` of
-each layer once and writes a small Python function per layer from it: ``struct``
+Scapy packet costs tens of microseconds.  This module reads the field model of
+each layer (proto.fields) once and writes a small Python function per layer from it: ``struct``
 calls for the runs of fixed-size fields, slices for the length-prefixed strings,
 a loop for the lists.  The Scapy layer stays the one schema: add a field there
 and it is encoded here too.  A test proves both produce and accept exactly the
@@ -22,21 +22,19 @@ import socket
 import struct
 from types import SimpleNamespace
 
-from scapy.fields import EnumField, FieldLenField, IPField, PacketListField
-
-from .chat import MSG_TYPES, PAYLOADS, TYPE_CODES, ChatHeader, Utf8LenField
+from .chat import MSG_TYPES, PAYLOADS, TYPE_CODES, ChatHeader
 from .checks import (
     FIXED,
     ProtocolError,
     bad_utf8,
     cut_short,
-    enum_values,
     label,
     length_past_end,
     not_chat,
     not_in_enum,
     trailing,
 )
+from .fields import Kind, layer_spec
 
 
 class Fields(SimpleNamespace):
@@ -44,7 +42,7 @@ class Fields(SimpleNamespace):
 
 
 class _Layout:
-    """The reader and writer of one layer, generated from its ``fields_desc``.
+    """The reader and writer of one layer, generated from its field model (proto.fields).
 
     ``read(data, offset, end) -> (Fields, offset)``; ``write(values, out, t)`` appends the
     encoded bytes to the list ``out`` (``t`` stands in for the header's ``type`` field)."""
@@ -53,16 +51,11 @@ class _Layout:
 
     def __init__(self, layer):
         self.layer = layer
+        self.spec = layer_spec(layer)
         self.env = {"Fields": Fields, "inet_ntoa": socket.inet_ntoa, "inet_aton": socket.inet_aton, "bytes": bytes,
                     "dict": dict, "vars": vars, "len": len, "not_chat": not_chat, "not_in_enum": not_in_enum,
                     "cut_short": cut_short, "length_past_end": length_past_end, "bad_utf8": bad_utf8}
-        counted = {}  # target field -> its length/count field
-        for field in layer.fields_desc:
-            if isinstance(field, FieldLenField):
-                counted[field.length_of or field.count_of] = field.name
-        self.counted = counted
-        self.lengths = {length: target for target, length in counted.items()}
-        self.runs = self._runs(layer.fields_desc)
+        self.runs = self._runs(self.spec.fields)
         exec(self._reader_source() + self._writer_source(), self.env)  # noqa: S102 - source generated above
         self.read = self.env["read"]
         self.write = self.env["write"]
@@ -75,10 +68,10 @@ class _Layout:
 
     @staticmethod
     def _runs(fields) -> list:
-        """The fields in wire order, consecutive fixed-size ones grouped: [list of fields | str/list field]."""
+        """The fields in wire order, consecutive fixed-size ones grouped: [list of fields | string/list field]."""
         runs, run = [], []
         for field in fields:
-            if isinstance(field, (Utf8LenField, PacketListField)):
+            if not field.fixed:
                 if run:
                     runs.append(run)
                 run = []
@@ -91,7 +84,7 @@ class _Layout:
 
     def _struct(self, run) -> str:
         name = f"S{len(self.env)}"
-        self.env[name] = struct.Struct("!" + "".join(f.fmt.lstrip("!<>=") for f in run))
+        self.env[name] = struct.Struct("!" + "".join(f.code for f in run))
         return name
 
     def _reader_source(self) -> str:
@@ -102,7 +95,7 @@ class _Layout:
         where = label(self.layer)
         lines = ["def read(data, off, end):"]
         for step in self.runs:
-            if isinstance(step, list) and len(step) == 1 and step[0].fmt.lstrip("!<>=") == "B":
+            if isinstance(step, list) and len(step) == 1 and step[0].code == "B":
                 # a lone byte (a length prefix, mostly): indexing is quicker than a struct call
                 field = step[0]
                 lines.append(f"    if off >= end: raise cut_short({where!r}, {'field ' + repr(field.name)!r}, 0, 1)")
@@ -120,24 +113,26 @@ class _Layout:
                     lines.append(f"    if off + {size} > end: raise cut_short({where!r}, {fields!r}, end - off, {size})")
                 lines.append(f"    {', '.join(names)}, = {layout}.unpack_from(data, off)")
                 lines.append(f"    off += {size}")
-                lines += [f"    {local[f.name]} = inet_ntoa({local[f.name]})" for f in step if isinstance(f, IPField)]
+                lines += [f"    {local[f.name]} = inet_ntoa({local[f.name]})" for f in step if f.kind is Kind.IP]
                 lines += self._value_checks(step, local, where)
-            elif isinstance(step, Utf8LenField):
+            elif step.kind is Kind.TEXT:
                 var = local.setdefault(step.name, f"v{len(local)}")
-                length = local[self.counted[step.name]]
+                length = local[step.measured_by]
                 lines.append(f"    e = off + {length}")
                 lines.append(f"    if e > end: raise length_past_end({where!r}, {step.name!r}, {length}, end - off)")
                 lines.append(f"    try: {var} = data[off:e].decode('utf-8')")
                 lines.append(f"    except UnicodeDecodeError as x: raise bad_utf8({where!r}, {step.name!r}, x) from None")
                 lines.append("    off = e")
-            else:
+            elif step.kind is Kind.LIST:
                 var = local.setdefault(step.name, f"v{len(local)}")
                 item = f"R{len(self.env)}"
-                self.env[item] = _Layout.of(step.cls).read
+                self.env[item] = _Layout.of(step.item.cls).read
                 lines.append(f"    {var} = []")
-                lines.append(f"    for _ in range({local[self.counted[step.name]]}):")
+                lines.append(f"    for _ in range({local[step.measured_by]}):")
                 lines.append(f"        x, off = {item}(data, off, end)")
                 lines.append(f"        {var}.append(x)")
+            else:
+                raise NotImplementedError(f"{self.layer.__name__}.{step.name}: the fast codec has no {step.kind.value}")
         plain = all(name.isidentifier() and not keyword.iskeyword(name) for name in local)
         if plain:
             made = "Fields(" + ", ".join(f"{name}={var}" for name, var in local.items()) + ")"
@@ -155,9 +150,9 @@ class _Layout:
                 if field.name in FIXED:
                     lines.append(f"    if {local[field.name]} != {FIXED[field.name]!r}: raise not_chat(data)")
         for field in step:
-            if (values := enum_values(field)) is not None:
+            if field.kind is Kind.ENUM:
                 table = f"E{len(self.env)}"
-                self.env[table] = values
+                self.env[table] = field.enum
                 var = local[field.name]
                 lines.append(f"    if {var} not in {table}: raise not_in_enum({where!r}, {field.name!r}, {var}, {table})")
         return lines
@@ -166,38 +161,38 @@ class _Layout:
         lines = ["def write(v, out, t=None):"]
         local = {}
         # strings and lists first: the length and count fields before them need their sizes
-        for field in self.layer.fields_desc:
-            if isinstance(field, Utf8LenField):
+        for field in self.spec.fields:
+            if field.kind is Kind.TEXT:
                 local[field.name] = f"s{len(local)}"
                 lines.append(f"    {local[field.name]} = v.get({field.name!r}, '').encode('utf-8')")
-            elif isinstance(field, PacketListField):
+            elif field.kind is Kind.LIST:
                 local[field.name] = f"s{len(local)}"
                 lines.append(f"    {local[field.name]} = v.get({field.name!r}, ())")
         for step in self.runs:
             if isinstance(step, list):
                 values = []
                 for field in step:
-                    if field.name in self.lengths:
-                        values.append(f"len({local[self.lengths[field.name]]})")
+                    if field.computed:
+                        values.append(f"len({local[field.measures]})")
                         continue
                     if field.name == "type" and self.layer is ChatHeader:
                         values.append("t")
                         continue
                     var = f"f{len(values)}"
                     lines.append(f"    {var} = v.get({field.name!r}, {field.default!r})")
-                    if isinstance(field, EnumField) and field.s2i:
+                    if field.kind is Kind.ENUM:
                         names = f"E{len(self.env)}"
-                        self.env[names] = field.s2i
+                        self.env[names] = field.names
                         lines.append(f"    if {var}.__class__ is str: {var} = {names}[{var}]")
-                    elif isinstance(field, IPField):
+                    elif field.kind is Kind.IP:
                         lines.append(f"    {var} = inet_aton({var})")
                     values.append(var)
                 lines.append(f"    out.append({self._struct(step)}.pack({', '.join(values)}))")
-            elif isinstance(step, Utf8LenField):
+            elif step.kind is Kind.TEXT:
                 lines.append(f"    out.append({local[step.name]})")
             else:
                 item = f"W{len(self.env)}"
-                self.env[item] = _Layout.of(step.cls).write
+                self.env[item] = _Layout.of(step.item.cls).write
                 lines.append(f"    for x in {local[step.name]}:")
                 lines.append("        if x.__class__ is bytes: out.append(x)")  # encoded by encode_item
                 lines.append(f"        else: {item}(x if x.__class__ is dict else vars(x), out)")
