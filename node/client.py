@@ -24,6 +24,7 @@ from proto import (
     ProtocolError,
 )
 from proto.fastpath import Fields, parse
+from proto.messages import SERVER, sent_only_by
 
 from .effects import Address, Effect, Exit, LazyRows, Show, ShowTable
 from .limits import LineQueue, Limits, RateLimiter
@@ -58,7 +59,7 @@ STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
 STATUS_QUEUE_FULL = STATUS_CODES["queue_full"]
 
 # Datagrams that only the server may send to a client.
-FROM_SERVER_ONLY = {"table", "grp_msg", "probe"}
+FROM_SERVER_ONLY = sent_only_by(SERVER)
 
 
 @dataclass(frozen=True)

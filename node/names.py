@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES
+from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES, SERVER_NAME
 
 from .text import inert
-
-SERVER_NAME = "server"
 
 
 def _plain_name(name: str) -> bool:

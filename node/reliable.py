@@ -16,7 +16,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
-from proto import STATUS_CODES, TOKEN_AT, TOKEN_END, TYPE_CODES
+from proto import MESSAGES, STATUS_CODES, TOKEN_AT, TOKEN_END, TYPE_CODES
 from proto.fastpath import Fields, encode
 
 from .effects import Address, Effect, Send
@@ -28,7 +28,7 @@ STATUS_OK = STATUS_CODES["ok"]
 ACK_DELAY = 0.005  # seconds an ack may wait to go with others; see RetryPolicy.ack_delay
 ACK_BATCH = 16  # message ids one ack answers at most (Ack.also holds up to 255)
 ACK = TYPE_CODES["ack"]
-ANSWER_TYPES = {"reg": TYPE_CODES["reg_ack"]}  # the type of answer a request takes: ack unless named here
+ANSWER_TYPES = {m.name: TYPE_CODES[m.answer] for m in MESSAGES if m.answer}  # the type of answer each request takes
 
 
 @dataclass(frozen=True)

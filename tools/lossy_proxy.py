@@ -254,7 +254,9 @@ class LossyProxy:
         self.plan = FaultPlan(rules, seed)
         self.max_hold = max_hold
         self.counters: Counter[str] = Counter()  # forwarded, non_chat, and one per action taken
-        self.names: dict[Address, str] = {server: "server"}
+        from proto import SERVER_NAME
+
+        self.names: dict[Address, str] = {server: SERVER_NAME}
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None
         self._mirrors: dict[Address, _Mirror] = {}  # real endpoint -> its mirror
         self._held: dict[tuple[Address, Address], list[tuple[_Mirror, bytes]]] = {}

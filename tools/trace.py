@@ -27,28 +27,19 @@ from rich.text import Text
 
 from node.reliable import RetryPolicy
 from node.text import escaped
-from proto import MSG_TYPES, STATUSES, VERSION, ChatHeader, ProtocolError, decode, version_of
+from proto import MSG_TYPES, STATUSES, VERSION, ChatHeader, ProtocolError, decode, messages, version_of
 
 Address = tuple[str, int]
 
-SERVER = "server"
-ANSWERS = frozenset({"ack", "reg_ack"})
+SERVER = messages.SERVER_NAME
+ANSWERS = messages.ANSWERS
 # Requests only a server receives: their destination is the server.
-TO_SERVER = frozenset(
-    {"reg", "confirm", "dereg", "create_group", "list_groups", "join_group", "leave_group", "list_members", "send_group", "kick"}
-)
+TO_SERVER = messages.received_only_by(messages.SERVER)
 MALFORMED = "malformed"
 OTHER_VERSION = "other_version"  # a chat datagram of a protocol version this tool does not read
 UNREAD = frozenset({MALFORMED, OTHER_VERSION})
 
-FAMILIES = {
-    "session": ("reg", "reg_ack", "confirm", "dereg"),
-    "table": ("table",),
-    "group": ("create_group", "list_groups", "join_group", "leave_group", "list_members"),
-    "message": ("send_group", "grp_msg", "pri_msg"),
-    "failure": ("kick", "probe"),
-    "answer": ("ack",),
-}
+FAMILIES = messages.FAMILIES
 FAMILY_STYLE = {
     "session": "blue",
     "table": "cyan",
@@ -376,16 +367,16 @@ def unanswered_lines(tracker: Tracker, exchanges: list[Exchange], waiting: bool 
 
 def field_values(layer) -> dict:
     """Every field of one Scapy layer, as JSON values: enum fields by their names."""
-    from scapy.fields import EnumField, PacketListField
+    from proto.fields import Kind, layer_spec
 
     values = {}
-    for fld in layer.fields_desc:
+    for fld in layer_spec(type(layer)).fields:
         value = layer.getfieldval(fld.name)
-        if isinstance(fld, PacketListField):
+        if fld.kind is Kind.LIST:
             value = [field_values(item) for item in value]
-        elif isinstance(fld, EnumField):
-            value = fld.i2s.get(value, value)
-        elif isinstance(value, bytes):
+        elif fld.kind is Kind.ENUM:
+            value = fld.enum.get(value, value)
+        elif fld.kind is Kind.BYTES:
             value = value.hex()
         values[fld.name] = value
     return values
