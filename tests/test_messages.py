@@ -1,0 +1,72 @@
+"""The table of message types (proto/messages.py) against the layer, and what is made of it:
+the README's list of exchanges, kept up to date like the protocol reference."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from proto import MSG_TYPES, PAYLOADS, ChatHeader, ListMore
+from proto.chat import _Answer
+from proto.fields import layer_spec
+from proto.messages import ANSWERS, ANY, BY_NAME, CLIENT, FAMILIES, IN_PARTS, MESSAGES, SERVER, requests
+from proto.reference import EXCHANGES_BEGIN, EXCHANGES_END, exchanges, extract, main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_every_type_of_the_layer_has_one_row():
+    assert len({m.code for m in MESSAGES}) == len({m.name for m in MESSAGES}) == len(MESSAGES)
+    assert {m.code: m.name for m in MESSAGES} == MSG_TYPES == layer_spec(ChatHeader).field("type").enum
+
+
+def test_the_answers_are_the_types_whose_payload_answers_a_request():
+    assert ANSWERS == {name for name, layer in PAYLOADS.items() if issubclass(layer, _Answer)}
+    for m in MESSAGES:
+        assert m.sender in (CLIENT, SERVER, ANY) and m.receiver in (CLIENT, SERVER, ANY), m
+        assert m.answer is None or m.answer in ANSWERS, f"{m.name} is answered by {m.answer}, which answers nothing"
+        assert m.family in FAMILIES and m.name in FAMILIES[m.family]
+
+
+def test_an_answer_goes_back_the_way_its_request_came():
+    for m in MESSAGES:
+        if m.answer is not None:
+            answer = BY_NAME[m.answer]
+            assert answer.sender in (m.receiver, ANY) and answer.receiver in (m.sender, ANY), m
+
+
+def test_the_requests_answered_in_parts_are_the_ones_list_more_continues():
+    assert IN_PARTS, "list requests exist"
+    assert layer_spec(ListMore).field("list").enum == {BY_NAME[name].code: name for name in IN_PARTS}
+    for name in IN_PARTS:
+        answer = layer_spec(PAYLOADS[BY_NAME[name].answer])
+        assert any(f.item is not None for f in answer.fields), f"{name}'s answer carries no list"
+    assert "list_more" in requests(CLIENT, SERVER)
+
+
+def test_readme_exchanges_match_the_table():
+    readme = README.read_text(encoding="utf-8")
+    assert readme.count(EXCHANGES_BEGIN) == 1 and readme.count(EXCHANGES_END) == 1
+    assert extract(readme, EXCHANGES_BEGIN, EXCHANGES_END) == exchanges(), "regenerate: python -m proto.reference --update README.md"
+
+
+def test_the_exchanges_name_every_request_once_on_its_path():
+    block = exchanges()
+    for m in MESSAGES:
+        if m.answer is None:
+            continue
+        lines = [line for line in block.splitlines() if re.search(rf"(?<!\w){m.name}(?!\w)", line)]
+        assert len(lines) == 1, (m.name, lines)
+    for sender, receiver in ((CLIENT, SERVER), (SERVER, CLIENT), (CLIENT, CLIENT)):
+        assert f"{sender} -> {receiver}" in block
+
+
+def test_check_fails_on_a_stale_exchanges_block_and_update_mends_it(tmp_path, capsys):
+    stale = README.read_text(encoding="utf-8").replace(exchanges().rstrip("\n"), "```text\nclient -> server   reg\n```")
+    copy = tmp_path / "README.md"
+    copy.write_text(stale, encoding="utf-8")
+    assert main(["--check", str(copy)]) == 1
+    assert "exchanges out of date" in capsys.readouterr().err
+    assert main(["--update", str(copy)]) == 0
+    assert main(["--check", str(copy)]) == 0
+    assert copy.read_text(encoding="utf-8") == README.read_text(encoding="utf-8")
