@@ -9,13 +9,13 @@ import shutil
 import subprocess
 
 import pytest
-from scapy.fields import IPField, PacketListField, StrLenField
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from proto import (
+    MSG_TYPES,
     Ack,
     ChatHeader,
     CreateGroup,
@@ -34,6 +34,7 @@ from proto import (
     Table,
     decode,
 )
+from proto.fields import Kind, layer_spec
 from tests.captures import SNIFF, run_tool
 
 SEPARATOR = "\x1f"  # between the values of a field that occurs more than once (list items)
@@ -54,30 +55,27 @@ def dissector(tmp_path_factory) -> str:
 
 def every_type() -> list[ChatHeader]:
     """One datagram of each message type, with lists, empty strings and non-ASCII text."""
-    payloads = {
-        "reg": None,
-        "reg_ack": RegAck(ack_id=7, status="ok", token=0xFEDCBA9876543210),
-        "dereg": None,
+    payloads = {  # the types that carry something
+        "reg_ack": RegAck(ack_id=7, status="ok", token=0xFEDCBA9876543210, session=0x89ABCDEF),
         "ack": Ack(ack_id=8, status="not_in_group", items=[Name(value="g1"), Name(value="ünï"), Name(value="")],
                    also=[MsgId(id=9), MsgId(id=4_000_000_000)]),
         "table": Table(version=3, base=1, entries=[
-            Entry(client="Ann", ip="10.1.2.3", port=7001, online=1),
-            Entry(client="Zoë", ip="127.0.0.1", port=65535, online=0),
+            Entry(client="Ann", ip="10.1.2.3", port=7001, online=1, session=0xFFFFFFFF),
+            Entry(client="Zoë", ip="127.0.0.1", port=65535, online=0, session=1),
         ]),
         "create_group": CreateGroup(group="g1"),
-        "list_groups": None,
         "join_group": JoinGroup(group="g1"),
         "leave_group": LeaveGroup(group="g1"),
         "list_members": ListMembers(group="g1"),
         "send_group": SendGroup(group="g1", text="hi; all: ✓"),
         "grp_msg": GrpMsg(group="g1", origin="Ann", text="hi; all: ✓"),
-        "pri_msg": PriMsg(text=""),
+        "pri_msg": PriMsg(session=0x5E55, to_session=0xB0B, text=""),
         "kick": Kick(target="Bob"),
-        "probe": None,
         "list_more": ListMore(list="list_members", start=40, group="g1"),
     }
     packets = []
-    for n, (kind, payload) in enumerate(payloads.items()):
+    for n, kind in enumerate(MSG_TYPES.values()):
+        payload = payloads.get(kind)
         pkt = ChatHeader(type=kind, msg_id=4_000_000_000 + n, port=6000 + n, token=n * 0x0101010101010101,
                          sender="server" if n % 2 else "Ann")
         packets.append(decode(bytes(pkt / payload if payload is not None else pkt)))
@@ -90,9 +88,9 @@ def expected_fields(pkt) -> dict[str, list]:
     found: dict[str, list] = {}
 
     def walk(layer, prefix: str) -> None:
-        for fld in layer.fields_desc:
+        for fld in layer_spec(type(layer)).fields:
             value = layer.getfieldval(fld.name)
-            if isinstance(fld, PacketListField):
+            if fld.kind is Kind.LIST:
                 for item in value:
                     walk(item, f"chat.{item.name.lower()}")
                 continue
@@ -107,13 +105,14 @@ def expected_fields(pkt) -> dict[str, list]:
 def kinds() -> dict[str, str]:
     """How tshark prints each field: 'text', 'ip' or 'int'."""
     out = {}
-    layers = {type(p) for p in every_type()} | {type(p.payload) for p in every_type()}
-    items = {fld.cls for cls in layers for fld in cls.fields_desc if isinstance(fld, PacketListField)}
-    for cls in layers | items:
-        prefix = "chat" if cls is ChatHeader else f"chat.{cls().name.lower()}"
-        for fld in cls.fields_desc:
-            if not isinstance(fld, PacketListField):
-                out[f"{prefix}.{fld.name}"] = "text" if isinstance(fld, StrLenField) else "ip" if isinstance(fld, IPField) else "int"
+    how = {Kind.TEXT: "text", Kind.BYTES: "text", Kind.IP: "ip", Kind.INT: "int", Kind.ENUM: "int"}
+    layers = {layer_spec(type(p)) for p in every_type()} | {layer_spec(type(p.payload)) for p in every_type()}
+    items = {item for layer in layers for item in layer.sub_layers()}
+    for layer in layers | items:
+        prefix = "chat" if layer.cls is ChatHeader else f"chat.{layer.title.lower()}"
+        for fld in layer.fields:
+            if fld.kind is not Kind.LIST:
+                out[f"{prefix}.{fld.name}"] = how[fld.kind]
     return out
 
 
