@@ -12,11 +12,9 @@ import socket
 import struct
 import timeit
 
-from scapy.fields import FieldLenField, IPField, PacketListField
-
 from proto import MSG_TYPES, PAYLOADS, ChatHeader
-from proto.chat import Utf8LenField
 from proto.fastpath import encode, parse
+from proto.fields import Kind, layer_spec
 
 from .figures import Figure, check, median
 
@@ -29,16 +27,16 @@ TARGET_PRI_MSG = "< 25"  # µs, build + dissect of a private message (the issue'
 def sample_values(layer) -> dict:
     """Plausible values for the user fields of ``layer`` (lengths and counts are computed)."""
     values = {}
-    for field in layer.fields_desc:
-        if isinstance(field, FieldLenField):
+    for field in layer_spec(layer).fields:
+        if field.computed:
             continue
-        if isinstance(field, Utf8LenField):
+        if field.kind is Kind.TEXT:
             values[field.name] = TEXT if field.name == "text" else "Ann"
-        elif isinstance(field, PacketListField):
-            values[field.name] = [sample_values(field.cls) for _ in range(LIST_ITEMS)]
-        elif isinstance(field, IPField):
+        elif field.kind is Kind.LIST:
+            values[field.name] = [sample_values(field.item.cls) for _ in range(LIST_ITEMS)]
+        elif field.kind is Kind.IP:
             values[field.name] = "127.0.0.1"
-        elif isinstance(field.default, int) and not getattr(field, "i2s", None):
+        elif field.kind is Kind.INT:
             values[field.name] = 7
     return values
 
@@ -46,13 +44,7 @@ def sample_values(layer) -> dict:
 def scapy_packet(type_name: str, values: dict):
     header = ChatHeader(type=type_name, **HEADER)
     layer = PAYLOADS.get(type_name)
-    if layer is None:
-        return header
-    fields = {}
-    for name, value in values.items():
-        spec = next(f for f in layer.fields_desc if f.name == name)
-        fields[name] = [spec.cls(**item) for item in value] if isinstance(spec, PacketListField) else value
-    return header / layer(**fields)
+    return header if layer is None else header / layer_spec(layer).build(values)
 
 
 def struct_equivalent(pkt) -> tuple[struct.Struct, tuple]:
@@ -60,20 +52,20 @@ def struct_equivalent(pkt) -> tuple[struct.Struct, tuple]:
     fmt, args = ["!"], []
 
     def walk(layer) -> None:
-        for field in layer.fields_desc:
+        for field in layer_spec(type(layer)).fields:
             value = layer.getfieldval(field.name)
-            if isinstance(field, Utf8LenField):
+            if field.kind is Kind.TEXT:
                 data = value.encode("utf-8")
                 fmt.append(f"{len(data)}s")
                 args.append(data)
-            elif isinstance(field, PacketListField):
+            elif field.kind is Kind.LIST:
                 for item in value:
                     walk(item)
-            elif isinstance(field, IPField):
+            elif field.kind is Kind.IP:
                 fmt.append("4s")
                 args.append(socket.inet_aton(value))
             else:
-                fmt.append(field.fmt.lstrip("!<>="))
+                fmt.append(field.code)
                 args.append(value)
 
     layer = pkt
