@@ -5,84 +5,62 @@ random corruptions of valid datagrams."""
 from __future__ import annotations
 
 import random
+import socket
 
 from hypothesis import strategies as st
-from scapy.fields import FieldLenField
 from scapy.packet import fuzz
 
-from proto import (
-    MAGIC,
-    MSG_TYPES,
-    PAYLOADS,
-    STATUSES,
-    TYPE_CODES,
-    VERSION,
-    Ack,
-    ChatHeader,
-    CreateGroup,
-    Entry,
-    GrpMsg,
-    JoinGroup,
-    Kick,
-    LeaveGroup,
-    ListMembers,
-    ListMore,
-    MsgId,
-    Name,
-    PriMsg,
-    RegAck,
-    SendGroup,
-    Table,
-)
+from proto import HEADER_MIN, MAGIC, MSG_TYPES, PAYLOADS, VERSION, ChatHeader
+from proto.checks import FIXED
+from proto.fields import HEADER, FieldSpec, Kind, LayerSpec, layer_spec
 
 # -- strategies ---------------------------------------------------------------
+# Derived from the layer's field model: a field added to a layer is drawn too.
 
 # Text that stresses a chat format: separators, newlines, quotes, non-ASCII, emoji, empty.
 TRICKY = ["", ";", ";;", "a;b", "\n", "line\nbreak", ":", "'\"", "  spaced  ", "é", "日本語", "🙂", "%s", "{x}", "%type%"]
 chars = st.characters(blacklist_categories=("Cs",))  # surrogates cannot be UTF-8 encoded
 free_text = st.one_of(st.sampled_from(TRICKY), st.text(chars, max_size=60))
+MAX_ITEMS = 8  # list items drawn at most
 
 
 def fits(limit):
     return lambda s: len(s.encode("utf-8")) <= limit
 
 
-names = free_text.filter(fits(255))  # one-byte length prefix
-texts = st.one_of(free_text, st.text(chars, min_size=500, max_size=1500)).filter(fits(65535))  # two-byte prefix
-u8, u16, u32, u64 = (st.integers(0, 2**bits - 1) for bits in (8, 16, 32, 64))
-statuses = st.sampled_from(sorted(STATUSES))
+def _largest(field: FieldSpec) -> int:
+    return (1 << (8 * field.size - field.signed)) - 1
 
-headers = st.fixed_dictionaries({"msg_id": u32, "port": u16, "token": u64, "sender": names})
 
-entries = st.builds(
-    Entry,
-    client=names,
-    ip=st.ip_addresses(v=4).map(str),
-    port=u16,
-    online=st.sampled_from([0, 1]),
-)
-items = st.builds(Name, value=names)
+def field_strategy(layer: LayerSpec, field: FieldSpec) -> st.SearchStrategy:
+    """Any value ``field`` of ``layer`` may hold: integers over their whole range, enums over their values."""
+    if field.kind is Kind.INT:
+        return st.integers(-_largest(field) - 1 if field.signed else 0, _largest(field))
+    if field.kind is Kind.ENUM:
+        return st.sampled_from(sorted(field.enum))
+    if field.kind is Kind.IP:
+        return st.ip_addresses(v=4).map(str)
+    limit = _largest(layer.field(field.measured_by))  # what its length or count field can say
+    if field.kind is Kind.LIST:
+        return st.lists(layer_strategy(field.item.cls), max_size=min(MAX_ITEMS, limit))
+    if field.kind is Kind.BYTES:
+        return st.binary(max_size=min(limit, 1500))
+    if limit <= 255:  # a name: short text
+        return free_text.filter(fits(limit))
+    return st.one_of(free_text, st.text(chars, min_size=500, max_size=1500)).filter(fits(limit))
 
-PAYLOAD_STRATEGIES = {
-    "reg": st.none(),
-    "dereg": st.none(),
-    "list_groups": st.none(),
-    "probe": st.none(),
-    "confirm": st.none(),
-    "reg_ack": st.builds(RegAck, ack_id=u32, status=statuses, token=u64),
-    "ack": st.builds(Ack, ack_id=u32, status=statuses, items=st.lists(items, max_size=8),
-                     also=st.lists(st.builds(MsgId, id=u32), max_size=8)),
-    "table": st.builds(Table, version=u32, base=u32, entries=st.lists(entries, max_size=8)),
-    "create_group": st.builds(CreateGroup, group=names),
-    "join_group": st.builds(JoinGroup, group=names),
-    "leave_group": st.builds(LeaveGroup, group=names),
-    "list_members": st.builds(ListMembers, group=names),
-    "send_group": st.builds(SendGroup, group=names, text=texts),
-    "grp_msg": st.builds(GrpMsg, group=names, origin=names, text=texts),
-    "pri_msg": st.builds(PriMsg, text=texts),
-    "kick": st.builds(Kick, target=names),
-    "list_more": st.builds(ListMore, list=st.sampled_from([7, 10]), start=u16, group=names),
-}
+
+def _drawn(layer: LayerSpec, skip=()) -> dict:
+    return {f.name: field_strategy(layer, f) for f in layer.fields if not f.computed and f.name not in skip}
+
+
+def layer_strategy(cls) -> st.SearchStrategy:
+    """Packets of the Scapy layer ``cls``, every field a sender sets drawn."""
+    return st.builds(cls, **_drawn(layer_spec(cls)))
+
+
+headers = st.fixed_dictionaries(_drawn(HEADER, skip={*FIXED, "type"}))  # the type is chosen apart
+PAYLOAD_STRATEGIES = {name: layer_strategy(PAYLOADS[name]) if name in PAYLOADS else st.none() for name in MSG_TYPES.values()}
 
 
 @st.composite
@@ -95,50 +73,54 @@ def packets(draw, type_name=None):
 
 def user_fields(layer):
     """The values a sender sets, with the computed length and count fields left out."""
-    out = {}
-    for field in layer.fields_desc:
-        if isinstance(field, FieldLenField):
-            continue
-        value = layer.getfieldval(field.name)
-        out[field.name] = [user_fields(v) for v in value] if isinstance(value, list) else value
-    return out
+    return layer_spec(type(layer)).user_values(layer)
 
 
 # -- samples, fuzzed and corrupted --------------------------------------------------
 
 
+SAMPLE_TEXTS = ["Ann;é", "g1", "日本", "", "hi; there\n🙂", "hello é", "psst; é"]
+
+
+def sample_values(layer: LayerSpec, rng: random.Random, skip=()) -> dict:
+    """Non-trivial values for every field of ``layer`` a sender sets (list items as dicts)."""
+    values = {}
+    for f in layer.fields:
+        if f.computed or f.name in skip:
+            continue
+        if f.kind is Kind.INT:
+            values[f.name] = rng.randint(-_largest(f) - 1 if f.signed else 0, _largest(f))
+        elif f.kind is Kind.ENUM:
+            values[f.name] = rng.choice(sorted(f.enum))
+        elif f.kind is Kind.IP:
+            values[f.name] = socket.inet_ntoa(rng.randbytes(4))
+        elif f.kind is Kind.TEXT:
+            values[f.name] = rng.choice(SAMPLE_TEXTS)
+        elif f.kind is Kind.BYTES:
+            values[f.name] = rng.randbytes(rng.randrange(8))
+        else:
+            values[f.name] = [sample_values(f.item, rng) for _ in range(rng.randint(1, 3))]
+    return values
+
+
 def sample_packets(rng: random.Random) -> list[bytes]:
     """One well-formed datagram of every type, with non-trivial contents."""
-    hdr = dict(msg_id=rng.randrange(2**32), port=7001, token=rng.randrange(2**64), sender="Ann;é")
-    payloads = {
-        "reg_ack": RegAck(ack_id=5, status="ok", token=99),
-        "ack": Ack(ack_id=6, status="ok", items=[Name(value="g1"), Name(value="日本"), Name(value="")],
-                   also=[MsgId(id=7), MsgId(id=2**32 - 1)]),
-        "table": Table(
-            version=3,
-            base=1,
-            entries=[Entry(client="Ann", ip="10.0.0.1", port=7001), Entry(client="Bob", ip="10.0.0.2", port=7002, online=0)],
-        ),
-        "create_group": CreateGroup(group="g1"),
-        "join_group": JoinGroup(group="g1"),
-        "leave_group": LeaveGroup(group="g1"),
-        "list_members": ListMembers(group="g1"),
-        "send_group": SendGroup(group="g1", text="hi; there\n🙂"),
-        "grp_msg": GrpMsg(group="g1", origin="Bob", text="hello é"),
-        "pri_msg": PriMsg(text="psst; é"),
-        "kick": Kick(target="Bob"),
-        "list_more": ListMore(list="list_members", start=40, group="g1"),
-    }
-    return [
-        bytes(ChatHeader(type=t, **hdr) / payloads[t]) if t in payloads else bytes(ChatHeader(type=t, **hdr))
-        for t in TYPE_CODES
-    ]
+    out = []
+    for type_name in MSG_TYPES.values():
+        pkt = ChatHeader(type=type_name, **sample_values(HEADER, rng, skip={*FIXED, "type"}))
+        if type_name in PAYLOADS:
+            pkt /= layer_spec(PAYLOADS[type_name]).build(sample_values(layer_spec(PAYLOADS[type_name]), rng))
+        out.append(bytes(pkt))
+    return out
+
+
+SENDER_LEN_AT = HEADER.span(HEADER.field("sender").measured_by)[0]  # the header's byte that gives the sender's length
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
     """One random corruption of a valid datagram."""
     b = bytearray(data)
-    if len(b) <= 19:  # already cut into the header (by an earlier mutation): cut more
+    if len(b) <= HEADER_MIN:  # already cut into the header (by an earlier mutation): cut more
         return bytes(b[:-1])
     how = rng.randrange(11)
     if how == 0:  # truncation
@@ -155,13 +137,13 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     elif how == 5:  # trailing garbage
         b += rng.randbytes(rng.randint(1, 8))
     elif how == 6:  # invalid UTF-8 somewhere after the header
-        i = rng.randrange(19, len(b)) if len(b) > 19 else len(b) - 1
+        i = rng.randrange(HEADER_MIN, len(b)) if len(b) > HEADER_MIN else len(b) - 1
         b[i] = rng.choice([0x80, 0xC0, 0xFF, 0xFE])
     elif how == 7:  # a length or count byte pushed past the end (or just off)
-        i = rng.randrange(18, len(b))
+        i = rng.randrange(SENDER_LEN_AT, len(b))
         b[i] = min(255, b[i] + rng.randint(1, 255))
     elif how == 8:  # sender length past the end
-        b[18] = 255
+        b[SENDER_LEN_AT] = 255
     elif how == 9:  # random byte overwritten
         b[rng.randrange(len(b))] = rng.randrange(256)
     else:  # a chunk removed from the middle
@@ -176,13 +158,8 @@ def fuzzed_packets(rng: random.Random, count: int) -> list[bytes]:
     layers = sorted(PAYLOADS.items())
     for i in range(count):
         type_name, layer = layers[i % len(layers)]
-        if layer is Ack:
-            payload = fuzz(Ack(items=[fuzz(Name()) for _ in range(rng.randrange(3))],
-                               also=[fuzz(MsgId()) for _ in range(rng.randrange(3))]))
-        elif layer is Table:
-            payload = fuzz(Table(entries=[fuzz(Entry()) for _ in range(rng.randrange(3))]))
-        else:
-            payload = fuzz(layer())
+        lists = {f.name: [fuzz(f.item.cls()) for _ in range(rng.randrange(3))] for f in layer_spec(layer).fields if f.kind is Kind.LIST}
+        payload = fuzz(layer(**lists))
         if i % 4 == 0:  # header fuzzed too, except what makes it recognisable
             header = fuzz(ChatHeader(magic=MAGIC, version=VERSION, type=type_name))
         else:

@@ -8,16 +8,15 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scapy.fields import FieldLenField
-
-from proto import MSG_TYPES, PAYLOADS, ChatHeader, Entry, MsgId, Name, ProtocolError, decode
+from proto import MSG_TYPES, PAYLOADS, ChatHeader, ProtocolError, decode
 from proto.fastpath import encode, parse
+from proto.fields import layer_spec
 from tests.packets import PAYLOAD_STRATEGIES, fuzzed_packets, mutate, packets, sample_packets, user_fields
 
 
 # length and count fields: user_fields leaves them out too
-COMPUTED = {f.name for layer in (ChatHeader, Entry, MsgId, Name, *PAYLOADS.values())
-            for f in layer.fields_desc if isinstance(f, FieldLenField)}
+COMPUTED = {f.name for layer in map(layer_spec, (ChatHeader, *PAYLOADS.values()))
+            for spec in (layer, *layer.sub_layers()) for f in spec.fields if f.computed}
 
 
 def as_plain(fields) -> dict:

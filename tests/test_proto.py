@@ -6,9 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from scapy.fields import FieldLenField, PacketListField
 from scapy.packet import NoPayload
 
 import proto
@@ -36,11 +35,53 @@ from proto import (
     decode,
     is_chat,
 )
-from tests.packets import PAYLOAD_STRATEGIES, fuzzed_packets, mutate, packets, sample_packets, user_fields
+from proto.fields import HEADER, Kind, layer_spec
+from tests.packets import PAYLOAD_STRATEGIES, fuzzed_packets, headers, mutate, packets, sample_packets, user_fields
 
 
 def test_every_type_has_a_strategy():
     assert set(PAYLOAD_STRATEGIES) == set(MSG_TYPES.values())
+
+
+def field_paths(spec, prefix=""):
+    """(path, field) of every field a sender sets, list items' fields as ``entries.session``."""
+    for field in spec.fields:
+        if field.kind is Kind.LIST:
+            yield from field_paths(field.item, f"{prefix}{field.name}.")
+        elif not field.computed:
+            yield prefix + field.name, field
+
+
+def values_at(pkt, path: str) -> list:
+    name, _, rest = path.partition(".")
+    value = pkt.getfieldval(name)
+    return [v for item in value for v in values_at(item, rest)] if rest else [value]
+
+
+def varied_fields(strategy, spec, values_of=values_at) -> set[str]:
+    """The paths of the fields of ``spec`` that examples drawn from ``strategy`` set to something but their default."""
+    paths = dict(field_paths(spec))
+    varied: set[str] = set()
+
+    @settings(max_examples=200, derandomize=True, database=None, phases=[Phase.generate])
+    @given(strategy)
+    def draw(example):
+        varied.update(p for p, f in paths.items() if any(v != f.default for v in values_of(example, p)))
+
+    draw()
+    return varied
+
+
+@pytest.mark.parametrize("type_name", sorted(proto.PAYLOADS))
+def test_the_strategies_draw_every_field(type_name):
+    """A field the strategies leave at its default is never tested: every one must vary."""
+    spec = layer_spec(proto.PAYLOADS[type_name])
+    assert varied_fields(PAYLOAD_STRATEGIES[type_name], spec) == dict(field_paths(spec)).keys()
+
+
+def test_the_header_strategy_draws_every_field_but_the_fixed_ones():
+    drawn = varied_fields(headers, HEADER, lambda values, path: [values[path]] if path in values else [])
+    assert drawn == dict(field_paths(HEADER)).keys() - {"magic", "version", "type"}
 
 
 def all_layers(pkt):
@@ -105,10 +146,10 @@ def encoded_afresh(pkt) -> bytes:
     todo = [clone]
     while todo:
         layer = todo.pop()
-        for field in layer.fields_desc:
-            if isinstance(field, FieldLenField):
+        for field in layer_spec(type(layer)).fields:
+            if field.computed:
                 del layer.fields[field.name]
-            elif isinstance(field, PacketListField):
+            elif field.kind is Kind.LIST:
                 todo.extend(getattr(layer, field.name))
         if not isinstance(layer.payload, NoPayload):
             todo.append(layer.payload)
@@ -167,7 +208,7 @@ def test_each_kind_of_damage_is_a_protocol_error():
         "unknown type": good[:3] + b"\xee" + good[4:],
         "trailing garbage": good + b"x",
         "bad UTF-8": good[:-2] + b"\xff\xfe",
-        "sender length past the end": good[:18] + b"\xff" + good[19:],
+        "sender length past the end": good[: proto.HEADER_MIN - 1] + b"\xff" + good[proto.HEADER_MIN :],
         "text length past the end": good[:30] + b"\x00\x09" + good[32:],
         "text length too short": good[:30] + b"\x00\x01" + good[32:],
         "payload on a bodiless type": bytes(ChatHeader(type="reg", sender="Ann")) + b"\x00",
