@@ -8,11 +8,14 @@ of the wire format updates this file (and ``VERSION``)."""
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import pytest
-from scapy.fields import PacketListField
 
 from proto import MAGIC, MSG_TYPES, PAYLOADS, STATUSES, VERSION, ChatHeader, decode
 from proto.fastpath import encode, parse
+from proto.fields import layer_spec
+from tests.structured import segments
 
 PINNED_TYPES = {
     "reg": 1, "reg_ack": 2, "dereg": 3, "ack": 4, "table": 5, "create_group": 6, "list_groups": 7,
@@ -67,7 +70,7 @@ GOLDEN = {
 
 
 def field(layer, name):
-    return next(f for f in layer.fields_desc if f.name == name)
+    return layer_spec(layer).field(name)
 
 
 def test_magic_and_version():
@@ -76,18 +79,18 @@ def test_magic_and_version():
 
 def test_message_type_codes():
     assert {name: code for code, name in MSG_TYPES.items()} == PINNED_TYPES
-    assert field(ChatHeader, "type").i2s == {code: name for name, code in PINNED_TYPES.items()}
+    assert field(ChatHeader, "type").enum == {code: name for name, code in PINNED_TYPES.items()}
 
 
 def test_status_codes():
     assert {name: code for code, name in STATUSES.items()} == PINNED_STATUSES
     for layer in (PAYLOADS["ack"], PAYLOADS["reg_ack"]):
-        assert field(layer, "status").i2s == {code: name for name, code in PINNED_STATUSES.items()}
+        assert field(layer, "status").enum == {code: name for name, code in PINNED_STATUSES.items()}
 
 
 def test_other_enumerated_fields():
-    assert field(PAYLOADS["list_more"], "list").s2i == PINNED_LIST_MORE
-    assert field(field(PAYLOADS["table"], "entries").cls, "online").s2i == PINNED_ONLINE
+    assert field(PAYLOADS["list_more"], "list").names == PINNED_LIST_MORE
+    assert field(field(PAYLOADS["table"], "entries").item.cls, "online").names == PINNED_ONLINE
 
 
 def test_every_type_has_a_golden_datagram():
@@ -97,13 +100,7 @@ def test_every_type_has_a_golden_datagram():
 def scapy_packet(type_name: str):
     pkt = ChatHeader(type=type_name, **HEADER)
     layer = PAYLOADS.get(type_name)
-    if layer is None:
-        return pkt
-    values = {}
-    for name, value in PAYLOAD[type_name].items():
-        spec = field(layer, name)
-        values[name] = [spec.cls(**item) for item in value] if isinstance(spec, PacketListField) else value
-    return pkt / layer(**values)
+    return pkt if layer is None else pkt / layer_spec(layer).build(PAYLOAD[type_name])
 
 
 @pytest.mark.parametrize("type_name", sorted(GOLDEN))
@@ -126,3 +123,23 @@ def test_golden_bytes_decode_to_their_values(type_name):
             got_slow = [{k: getattr(item, k) for k in want} for item, want in zip(got_slow, value)]
             got_fast = [{k: getattr(item, k) for k in want} for item, want in zip(got_fast, value)]
         assert got_slow == got_fast == value, name
+
+
+def test_reordering_any_two_fields_of_a_layer_changes_a_golden_datagram():
+    """The golden bytes catch a reordered layer only if the two fields' bytes differ in some datagram:
+    for every layer (and list item) and every pair of its fields, one golden datagram must show it."""
+    shown: dict[type, set] = {}
+    for hex_bytes in GOLDEN.values():
+        golden = bytes.fromhex(hex_bytes)
+        segs = segments(golden)
+        for i, j in combinations(range(len(segs)), 2):
+            if segs[i].layer is segs[j].layer:
+                swapped = [s.data for s in segs]
+                swapped[i], swapped[j] = swapped[j], swapped[i]
+                if b"".join(swapped) != golden:
+                    shown.setdefault(type(segs[i].layer), set()).add((segs[i].spec.name, segs[j].spec.name))
+    for layer in (ChatHeader, *PAYLOADS.values()):
+        for spec in (layer_spec(layer), *layer_spec(layer).sub_layers()):
+            plain = [f.name for f in spec.fields if f.item is None]  # a list's items are their layer's fields
+            missed = set(combinations(plain, 2)) - shown.get(spec.cls, set())
+            assert not missed, f"{spec.cls.__name__}: swapping {sorted(missed)} leaves every golden datagram as it is"
