@@ -16,8 +16,8 @@ from scapy.layers.inet import UDP
 from scapy.utils import rdpcap, wrpcap
 
 from proto import MSG_TYPES
-from proto.messages import CLIENT, SERVER, requests
 from proto.fastpath import parse
+from proto.messages import CLIENT, SERVER, requests
 from node.reliable import REPLY_MEMORY_WINDOWS, RetryPolicy
 from tests.procs import HOST, WAIT, cluster, free_port, in_group  # noqa: F401  (cluster is a fixture)
 from tests.security_tools import drain, finish, needs_root, spoof, spoof_all, tools  # noqa: F401  (tools is a fixture)
