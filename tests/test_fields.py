@@ -8,18 +8,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from scapy.fields import (
-    BitField,
-    ByteEnumField,
-    FieldLenField,
-    IntField,
-    IPField,
-    PacketListField,
-    ShortField,
-    StrFixedLenField,
-    StrLenField,
-    XLongField,
-)
+from scapy.fields import BitField, ByteEnumField, FieldLenField, IntField, IPField, PacketListField, ShortField
+from scapy.fields import StrFixedLenField, StrLenField, XLongField
 from scapy.packet import Packet
 
 from proto import HEADER_MIN, PAYLOADS, TOKEN_AT, TOKEN_END, ChatHeader, Name
