@@ -16,7 +16,8 @@ from collections import Counter, deque
 from typing import Callable, Protocol
 
 from .client import ClientLogic
-from .effects import Address, Effect, Exit, Send, Show
+from .effects import Address, Effect, Exit, Send, Show, ShowTable
+from .events import ServerOnline
 from .limits import drop_report
 from .server import ServerLogic
 
@@ -200,8 +201,9 @@ async def open_node(logic: Logic, show: Callable[[Effect], None], bind: Address)
 
 async def run_server(logic: ServerLogic, bind: Address, show: Callable[[Effect], None]) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status."""
+    show = _shown_as_text(show)  # TEMPORARY (see there)
     node, done = await open_node(logic, show, bind)
-    show(Show(">>> Server is online"))
+    show(ServerOnline(node.sock.getsockname()[:2]))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: done.done() or done.set_result(0))
@@ -211,6 +213,25 @@ async def run_server(logic: ServerLogic, bind: Address, show: Callable[[Effect],
         node.close()
         if report := drop_report(logic.drops):
             show(report)
+
+
+def _shown_as_text(show: Callable[[Effect], None]) -> Callable[[object], None]:
+    """TEMPORARY, removed when the terminal renders events itself: the server's events as the
+    Show and ShowTable the terminal prints today."""
+    from .render import Table, render
+
+    def shown(item) -> None:
+        if isinstance(item, (Show, ShowTable)):
+            show(item)
+            return
+        out = render(item)
+        if isinstance(out, Table):
+            show(ShowTable(out.title, out.columns, out.rows))
+        else:
+            for line in out:
+                show(Show(line))
+
+    return shown
 
 
 async def run_client(logic: ClientLogic, bind: Address, terminal) -> int:

@@ -17,21 +17,21 @@ from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import Fields, parse
 
 from .console import Console
-from .effects import Address, Effect, LazyRows, Show, ShowTable
+from . import events as ev
+from .effects import Address, Effect, LazyRows
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy, is_newer
+from .render import CLIENT_COLUMNS  # noqa: F401 (node/client.py reads it from here)
 from .tables import TablePrinter, TableVersions, entry, page
 from .versions import OtherVersions
 
-CLIENT_COLUMNS = ("name", "ip", "port", "status")
 STATUS_OK = STATUS_CODES["ok"]
 MAX_SYNC_PAUSE = 30.0  # seconds between table-update rounds to a client that stopped answering
 # Table parts in flight at once, all clients together: after a change, thousands of clients
 # are due one each, and sending them all at once would be a burst (12 MB for 10,000) that
 # overflows buffers and comes back as retransmissions.  The others wait their turn.
 TABLE_WINDOW = 256
-GROUP_COLUMNS = ("group", "members")
 # A registration waits for its confirm (the proof that the client got reg_ack at that address) at
 # most this many retry windows: long enough for a reg_ack and a confirm that each needed every try.
 PENDING_WINDOWS = 2
@@ -100,7 +100,7 @@ class ServerLogic:
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.clients), self._print_table)
         self._group_printer = TablePrinter(self.net.call_at, lambda: len(self.groups), self._print_groups)
         self._groups_shown = False  # the group table is printed (or set to be) for this batch of datagrams
-        self._console = Console(self.net.call_at, self._show)
+        self._console = Console(self.net.call_at, self._emit)
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self._probing: set[str] = set()
         # by address: one registration waits per address, so forging regs from one address in
@@ -130,13 +130,13 @@ class ServerLogic:
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         self._now = now
         if not self._rate.allow(addr, now):
-            self._drop("rate-limited", addr, "too many datagrams from one source")
+            self._drop("rate-limited", addr)
             return
         try:
             pkt = parse(data)
         except ProtocolError as exc:
             if not self._versions_seen.check(data, addr, self.net.effects):
-                self._drop("malformed", addr, str(exc))
+                self._drop("malformed", addr, detail=str(exc))
             return
         kind = MSG_TYPES[pkt.type]
         if kind == "ack":
@@ -182,11 +182,12 @@ class ServerLogic:
         name = pkt.sender
         existing = self.clients.get(name)
         if existing is not None and pkt.msg_id in existing.reg_ids:
-            self._drop("replayed", addr, f"reg #{pkt.msg_id} of {name!r} seen before")
+            self._drop("replayed", addr, "reg", name, pkt.msg_id)
             return
         status = "bad_name" if not valid_username(name) else self._refusal(name, addr)
         if status is not None:
             self.net.answer(pkt, addr, self.net.build_answer(pkt, "reg_ack", status=STATUS_CODES[status]), now)
+            self._emit(ev.RegistrationRefused(name, addr, status))
             return
         pending = self._await_confirm(name, addr, pkt.msg_id, now)
         # its header echoes the reg's nonce; the new token is in the payload
@@ -199,17 +200,19 @@ class ServerLogic:
         if pending is None or pending.name != pkt.sender or pending.expires <= now:
             # Nothing waits here for that name (expired, replaced, or never sent): a genuine
             # client can tell its user.  The answer is no bigger than a reg_ack.
-            self._drop("unregistered", addr, f"confirm from no registration of {pkt.sender!r} at that address")
+            self._drop("unregistered", addr, "confirm", pkt.sender)
             self._reply(pkt, addr, now, "not_registered")
             return
         if pending.token != pkt.token:
-            self._drop("forged", addr, f"confirm in the name of {pkt.sender!r} with a wrong token")
+            self._drop("forged", addr, "confirm", pkt.sender)
             return
         del self._pending[addr]
         status = self._refusal(pending.name, addr)  # another registration may have won meanwhile
         self._reply(pkt, addr, now, status or "ok")
         if status is None:
             self._start_session(pending, pkt.msg_id, now)
+        else:
+            self._emit(ev.RegistrationRefused(pending.name, addr, status))
 
     def _refusal(self, name: str, addr: Address) -> str | None:
         """Why ``name`` cannot have a session at ``addr`` now, or None."""
@@ -258,47 +261,50 @@ class ServerLogic:
         self.by_addr[pending.addr] = name
         self._due[name] = record
         self._table_changed(record, now)
+        self._emit(ev.ClientRegistered(name, pending.addr))
 
     def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:
         self._reply(pkt, addr, now, "ok")
         self._go_offline(record, now)
+        self._emit(ev.ClientDeregistered(record.name))
 
     def _on_create_group(self, pkt, addr, now, record: ClientRecord) -> None:
         group = pkt.payload.group
         if not valid_group_name(group):
             self._reply(pkt, addr, now, "bad_request")
         elif group in self.groups:
-            self._event("Client {} creating group {} failed, group already exists", record.name, group)
+            self._event(now, ev.GroupExisted, record.name, group)
             self._reply(pkt, addr, now, "group_exists")
         elif len(self.groups) >= self.limits.max_groups:
-            self._event("Client {} creating group {} failed, too many groups", record.name, group)
+            self._event(now, ev.GroupsFull, record.name, group)
             self._reply(pkt, addr, now, "too_many_groups")
         elif not self._groups_held.allows(addr[0], self.limits.max_groups_per_ip):
-            self._event("Client {} creating group {} failed, too many groups from {}", record.name, group, addr[0])
+            self._event(now, ev.GroupQuotaReached, record.name, group, addr[0])
             self._reply(pkt, addr, now, "quota")
         else:
             self._groups_held.move(addr[0])
             self.groups[group] = {}
-            self._event("Client {} created group {} successfully", record.name, group)
-            self._show_groups()
+            self._event(now, ev.GroupCreated, record.name, group)
+            self._show_groups(now)
             self._reply(pkt, addr, now, "ok")
 
     def _on_list_groups(self, pkt, addr, now, record: ClientRecord) -> None:
-        self._event("Client {} requested listing groups, current groups:", record.name, items=self.groups)
-        self._reply_list(pkt, addr, now, list(self.groups), 0)
+        groups = list(self.groups)
+        self._event(now, ev.GroupsListed, record.name, groups, items=groups)
+        self._reply_list(pkt, addr, now, groups, 0)
 
     def _on_join_group(self, pkt, addr, now, record: ClientRecord) -> None:
         group = pkt.payload.group
         if group not in self.groups:
-            self._event("Client {} joining group {} failed, group does not exist", record.name, group)
+            self._event(now, ev.GroupNotFound, record.name, group)
             self._reply(pkt, addr, now, "no_such_group")
             return
         if record.group != group:
             self._leave_group(record)
             self.groups[group][record.name] = None
             record.group = group
-        self._event("Client {} joined group {}", record.name, group)
-        self._show_groups()
+        self._event(now, ev.GroupJoined, record.name, group)
+        self._show_groups(now)
         self._reply(pkt, addr, now, "ok")
 
     def _on_leave_group(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -306,8 +312,8 @@ class ServerLogic:
             self._reply(pkt, addr, now, "not_in_group")
             return
         self._leave_group(record)
-        self._event("Client {} left group", record.name)
-        self._show_groups()
+        self._event(now, ev.GroupLeft, record.name, pkt.payload.group)
+        self._show_groups(now)
         self._reply(pkt, addr, now, "ok")
 
     def _on_list_members(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -316,7 +322,7 @@ class ServerLogic:
             self._reply(pkt, addr, now, "not_in_group")
             return
         members = list(self.groups[group])
-        self._event("Client {} requested listing members of group {}:", record.name, group, items=members)
+        self._event(now, ev.MembersListed, record.name, group, members, items=members)
         self._reply_list(pkt, addr, now, members, 0)
 
     def _on_list_more(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -337,7 +343,7 @@ class ServerLogic:
         if record.group != group:
             self._reply(pkt, addr, now, "not_in_group")
             return
-        self._event("Client {} sent group message: {}", record.name, text)
+        self._event(now, ev.GroupMessageRelayed, record.name, group, text)
         self._reply(pkt, addr, now, "ok")
         self._send_group_message(group, record.name, text, now)
 
@@ -365,8 +371,8 @@ class ServerLogic:
             # only the session it was sent to (its token), not another that holds the address now
             if member is not None and member.token == tokens[addr] and member.group == group:
                 self._leave_group(member)
-                self._event("Client {} not responsive, removed from {}", member.name, group)
-                self._show_groups()
+                self._event(now, ev.MemberRemoved, member.name, group)
+                self._show_groups(now)
 
         pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
         self.net.request_each(pkt, tokens, now, on_fail=unresponsive)
@@ -381,7 +387,7 @@ class ServerLogic:
         def unanswered(now: float) -> None:
             self._probing.discard(target.name)
             if target.online and self.clients.get(target.name) is target:
-                self._event("Client {} did not answer the server's probe, marked offline", target.name)
+                self._event(now, ev.ClientMarkedOffline, target.name)
                 self._go_offline(target, now)
                 self._sync_table(target, now)  # tell it too, in case only its answers were lost
 
@@ -452,7 +458,7 @@ class ServerLogic:
                 self._waiting[name] = record
 
     def _print_table(self) -> None:
-        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(self.client_rows)))
+        self._emit(ev.ClientTableChanged(LazyRows(self.client_rows)))
 
     def _go_offline(self, record: ClientRecord, now: float) -> None:
         record.online = False
@@ -465,7 +471,7 @@ class ServerLogic:
             self._flying.discard(record.name)
         if record.group is not None:
             self._leave_group(record)
-            self._show_groups()
+            self._show_groups(now)
         self._table_changed(record, now)
 
     def _leave_group(self, record: ClientRecord) -> None:
@@ -486,14 +492,14 @@ class ServerLogic:
         if record is None or not record.online or record.addr != addr:
             # No session of that name at that address (an old session, a restarted server,
             # or someone using another's name): say so, a genuine client can tell its user.
-            self._drop("unregistered", addr, f"{kind} from no session of {pkt.sender!r} at that address")
+            self._drop("unregistered", addr, kind, pkt.sender)
             self._reply(pkt, addr, now, "not_registered")
         elif record.token != pkt.token:
             # The right address with the wrong token: a forged source address.  An answer
             # would go to the real client, so there is none.
-            self._drop("forged", addr, f"{kind} in the name of {pkt.sender!r} with a wrong token")
+            self._drop("forged", addr, kind, pkt.sender)
         elif not is_newer(pkt.msg_id, record.last_id):
-            self._drop("replayed", addr, f"{kind} #{pkt.msg_id} of {pkt.sender!r} is older than the session's last")
+            self._drop("replayed", addr, kind, pkt.sender, pkt.msg_id)
         else:
             return record
         return None
@@ -507,33 +513,33 @@ class ServerLogic:
         part, more = page(items, start)
         self._reply(pkt, addr, now, "more" if more else "ok", part)
 
-    def _drop(self, kind: str, addr: Address, detail: str) -> None:
-        """Count a bad datagram; log only the first of each kind, so a flood cannot flood the log."""
-        self.drops[kind] += 1
-        if self.drops[kind] == 1:
-            self._show(f"Dropped {kind} datagram from {addr[0]}:{addr[1]} ({detail}); more of this kind are only counted")
+    def _drop(self, reason: str, addr: Address, message: str = "", sender: str = "", msg_id: int = 0,
+              detail: str = "") -> None:
+        """Count a bad datagram; report only the first of each kind, so a flood cannot flood the log."""
+        self.drops[reason] += 1
+        if self.drops[reason] == 1:
+            self._emit(ev.DatagramDropped(reason, addr, message, sender, msg_id, detail))
 
-    def _show(self, text: str) -> None:
-        self.net.effects.append(Show(f">>> {text}"))
+    def _emit(self, event) -> None:
+        self.net.effects.append(event)
 
-    def _event(self, template: str, *args: str, items=()) -> None:
-        """One line per event, merged with others of its kind when they come too fast (node/console.py)."""
-        self._console.event(self._now, template, *args, items=items)
+    def _event(self, now: float, kind: type, *fields, items=()) -> None:
+        """An event with a line of its own, merged with others of its kind when they come too fast
+        (node/console.py): made only if it is printed."""
+        self._console.event(now, kind, *fields, items=items)
 
-    def _show_groups(self) -> None:
+    def _show_groups(self, now: float) -> None:
         if not self._groups_shown:  # once per batch: its rows are made after the batch, the latest
             self._groups_shown = True
-            self._group_printer.changed(self._now)
+            self._group_printer.changed(now)
 
     def _print_groups(self) -> None:
         groups = self.groups
 
-        def rows() -> tuple[tuple[str, str], ...]:
-            return tuple((group, ", ".join(members)) for group, members in groups.items())
+        def rows() -> tuple[tuple[str, tuple[str, ...]], ...]:
+            return tuple((group, tuple(members)) for group, members in groups.items())
 
-        self.net.effects.append(ShowTable(">>> Group table updated.", GROUP_COLUMNS, LazyRows(rows)))
+        self._emit(ev.GroupTableChanged(LazyRows(rows)))
 
-    def client_rows(self) -> tuple[tuple[str, ...], ...]:
-        return tuple(
-            (c.name, c.addr[0], str(c.addr[1]), "online" if c.online else "offline") for c in self.clients.values()
-        )
+    def client_rows(self) -> tuple[tuple[str, str, int, bool], ...]:
+        return tuple((c.name, c.addr[0], c.addr[1], c.online) for c in self.clients.values())

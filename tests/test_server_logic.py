@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.effects import Send, Show, ShowTable
+from node.effects import Send
+from node.events import GroupMessageRelayed
 from node.names import SERVER_NAME
 from node.reliable import RetryPolicy
 from node.server import MAX_PENDING, PENDING_WINDOWS, ServerLogic
@@ -34,6 +35,7 @@ from proto import (
 )
 from proto.codec import HEADER_MIN
 from proto.fastpath import encode
+from shown import shown
 from simnet import SERVER, SimNet, dropping, kind
 from tests.packets import PAYLOAD_STRATEGIES
 
@@ -46,7 +48,8 @@ class Harness:
     def __init__(self, policy: RetryPolicy = RetryPolicy()):
         self.server = ServerLogic(9000, policy, random.Random(7))
         self.now = 0.0
-        self.lines: list[str] = []
+        self.lines: list[str] = []  # as users read them (node/render.py)
+        self.events: list = []  # what the server said happened
         self.out: list[tuple[float, tuple, object]] = []  # (time, destination, decoded packet)
         self._ids = itertools.count(1000)
         self._hosts = itertools.count(10)
@@ -77,11 +80,9 @@ class Harness:
         for effect in self.server.drain():
             if isinstance(effect, Send):
                 self.out.append((self.now, effect.addr, decode(effect.data)))
-            elif isinstance(effect, Show):
-                self.lines.append(effect.text)
-            elif isinstance(effect, ShowTable):
-                self.lines.append(effect.title)
-                self.lines.extend("| " + " | ".join(row) for row in effect.rows)
+            else:
+                self.events.append(effect)
+                self.lines.extend(shown(effect))
 
     def take_lines(self) -> list[str]:
         lines, self.lines = self.lines, []
@@ -453,7 +454,8 @@ def test_send_group_reaches_every_other_member_only():
     outsider = h.client("Dan")
     text = "hi; all\nsecond line é"
     assert ann.ask("send_group", SendGroup(group="g", text=text)) == "ok"
-    assert ">>> Client Ann sent group message: " + text in h.take_lines()
+    assert GroupMessageRelayed("Ann", "g", text) in h.events, "the text exactly as sent"
+    assert ">>> Client Ann sent group message: hi; all\\nsecond line é" in h.take_lines(), "shown as data"
     for member in (bob, cat):
         (msg,) = member.received("grp_msg")
         assert (msg.payload.group, msg.payload.origin, msg.payload.text) == ("g", "Ann", text)
