@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.effects import Send
-from node.events import GroupMessageRelayed
+from node.events import ClientDeregistered, ClientRegistered, GroupMessageRelayed, RegistrationRefused
 from node.names import SERVER_NAME
 from node.reliable import RetryPolicy
 from node.server import MAX_PENDING, PENDING_WINDOWS, ServerLogic
@@ -149,6 +149,17 @@ def test_registration_is_welcomed_with_a_token_and_a_table():
     (table,) = ann.received("table")
     assert [(e.client, e.ip, e.port, e.online) for e in table.payload.entries] == [("Ann", *ann.addr, 1)]
     assert h.server.clients["Ann"].online
+
+
+def test_the_session_events_say_who_registered_was_refused_and_left():
+    h = Harness()
+    ann = h.client("Ann")
+    impostor = h.client("Ann", addr=("10.0.0.99", 7000), register=False)
+    assert impostor.register() == "name_taken"
+    assert ann.ask("dereg") == "ok"
+    sessions = [e for e in h.events if isinstance(e, (ClientRegistered, RegistrationRefused, ClientDeregistered))]
+    assert sessions == [ClientRegistered("Ann", ann.addr), RegistrationRefused("Ann", impostor.addr, "name_taken"),
+                        ClientDeregistered("Ann")]
 
 
 def test_name_taken_by_an_online_client_is_refused():
