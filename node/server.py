@@ -23,15 +23,11 @@ from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import Endpoint, RetryPolicy, is_newer
 from .render import CLIENT_COLUMNS  # noqa: F401 (node/client.py reads it from here)
-from .tables import TablePrinter, TableVersions, entry, page
+from .sync import TABLE_WINDOW, SyncState, TableSync
+from .tables import TablePrinter, page
 from .versions import OtherVersions
 
 STATUS_OK = STATUS_CODES["ok"]
-MAX_SYNC_PAUSE = 30.0  # seconds between table-update rounds to a client that stopped answering
-# Table parts in flight at once, all clients together: after a change, thousands of clients
-# are due one each, and sending them all at once would be a burst (12 MB for 10,000) that
-# overflows buffers and comes back as retransmissions.  The others wait their turn.
-TABLE_WINDOW = 256
 # A registration waits for its confirm (the proof that the client got reg_ack at that address) at
 # most this many retry windows: long enough for a reg_ack and a confirm that each needed every try.
 PENDING_WINDOWS = 2
@@ -48,8 +44,10 @@ class ClientRecord:
     last_id: int = 0  # msg id of the latest request processed for this session
     online: bool = True
     group: str | None = None
+    # kept by node/sync.py:
     changed: int = 0  # table version in which this row last changed
     synced: int = 0  # table version this client has acknowledged
+    sync: SyncState = SyncState.OFF  # where its table updates are
     table_msg: int | None = None  # msg_id of the table update in flight to it
     sync_pause: float = 0.0  # wait before trying again after an update went unanswered
     row: bytes = b""  # this client's table row as it goes on the wire, encoded when it changes
@@ -77,6 +75,7 @@ class ServerLogic:
         policy: RetryPolicy = RetryPolicy(),
         rng: random.Random | None = None,
         limits: Limits = Limits(),
+        table_window: int = TABLE_WINDOW,
     ):
         self._rng = rng or random.SystemRandom()
         self.net = Endpoint(SERVER_NAME, port, policy, self._rng)
@@ -89,15 +88,8 @@ class ServerLogic:
         # registration (its ``addr``), a group against its creator's; neither is ever removed.
         self._names_held = SourceQuota()
         self._groups_held = SourceQuota()
-        self._versions = TableVersions(self.clients)
-        # Table updates are sent when the shell drains the effects, so the changes of a burst of
-        # datagrams go out as one update per client; each client has at most one in flight.
-        self._waiting: dict[str, ClientRecord] = {}  # online, nothing in flight: to update on a change
-        self._due: OrderedDict[str, ClientRecord] = OrderedDict()  # to update at the next drain, in turn
-        self._changed = False  # the table changed since the last drain
-        self._flying: set[str] = set()  # clients with a table part in flight (at most TABLE_WINDOW)
+        self._sync = TableSync(self.net, self.clients, self._print_table, table_window)
         self._now = 0.0  # the time the logic was last told
-        self._printer = TablePrinter(self.net.call_at, lambda: len(self.clients), self._print_table)
         self._group_printer = TablePrinter(self.net.call_at, lambda: len(self.groups), self._print_groups)
         self._groups_shown = False  # the group table is printed (or set to be) for this batch of datagrams
         self._console = Console(self.net.call_at, self._emit)
@@ -125,7 +117,7 @@ class ServerLogic:
     @property
     def version(self) -> int:
         """The client table's version: how many changes it has seen."""
-        return self._versions.version
+        return self._sync.version
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         self._now = now
@@ -159,8 +151,8 @@ class ServerLogic:
             return
         record.last_id = pkt.msg_id
         handler(pkt, addr, now, record)
-        if record.online and record.synced < self.version and record.table_msg is None:
-            self._sync_table(record, now)  # a client that missed an update is repaired on contact
+        if record.online:
+            self._sync.contact(record, now)  # a client that missed an update is repaired on contact
 
     def get_timer(self) -> float | None:
         return self.net.get_timer()
@@ -171,7 +163,7 @@ class ServerLogic:
 
     def drain(self) -> list[Effect]:
         self._groups_shown = False
-        self._send_table_updates(self._now)
+        self._sync.round(self._now)
         return self.net.drain()
 
     # -- requests ---------------------------------------------------------------
@@ -250,17 +242,12 @@ class ServerLogic:
             self._leave_group(existing)  # a new session starts outside any group
             if self.by_addr.get(existing.addr) == name:  # an offline client's old address may be someone else's now
                 del self.by_addr[existing.addr]
-            if existing.table_msg is not None:
-                self.net.cancel(existing.table_msg)
-            self._waiting.pop(name, None)
-            self._flying.discard(name)
         self._names_held.move(pending.addr[0], existing and existing.addr[0])
         reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pending.reg_id,)
         record = ClientRecord(name, pending.addr, pending.token, pending.session, reg_ids, last_id=confirm_id)
         self.clients[name] = record
         self.by_addr[pending.addr] = name
-        self._due[name] = record
-        self._table_changed(record, now)
+        self._sync.start(record, existing)
         self._emit(ev.ClientRegistered(name, pending.addr))
 
     def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -389,73 +376,11 @@ class ServerLogic:
             if target.online and self.clients.get(target.name) is target:
                 self._event(now, ev.ClientMarkedOffline, target.name)
                 self._go_offline(target, now)
-                self._sync_table(target, now)  # tell it too, in case only its answers were lost
+                self._sync.tell(target, now)  # tell it too, in case only its answers were lost
 
         self.net.request(self.net.build("probe", target.token), target.addr, now, answered, unanswered)
 
-    def _sync_table(self, record: ClientRecord, now: float) -> None:
-        """Send ``record`` the next part of the rows changed since the version it acknowledged
-        (the first datagram's worth: the next part goes when this one is acknowledged)."""
-        if record.table_msg is not None:
-            self.net.cancel(record.table_msg)  # superseded: the new delta covers it
-        self._waiting.pop(record.name, None)
-        self._flying.add(record.name)
-        base = record.synced
-        version, rows = self._versions.delta(base)
-        pkt = self.net.build("table", record.token, version=version, base=base, entries=rows)
-
-        def acked(ack: Fields, now: float) -> None:
-            record.table_msg = None
-            self._flying.discard(record.name)
-            record.sync_pause = 0.0
-            if ack.payload.status == STATUS_OK:
-                record.synced = max(record.synced, version)
-            else:  # resync: its copy is not what we thought; send everything
-                record.synced = 0
-            if self.clients.get(record.name) is record and record.online:
-                # the next part, or what changed meanwhile, goes at the drain; else it waits for a change
-                (self._due if record.synced < self.version else self._waiting)[record.name] = record
-
-        def failed(now: float) -> None:
-            # Keep trying, ever more slowly, while the client counts as online: a client
-            # that only listens would otherwise keep a stale table for good.
-            record.table_msg = None
-            self._flying.discard(record.name)
-            record.sync_pause = min(MAX_SYNC_PAUSE, 2 * record.sync_pause or self.net.policy.window)
-            self.net.call_at(now + record.sync_pause, retry)
-            if self.clients.get(record.name) is record and record.online:
-                self._waiting[record.name] = record  # the next change reaches it sooner than the retry
-
-        def retry(now: float) -> None:
-            if self.clients.get(record.name) is record and record.online and record.table_msg is None:
-                if record.synced < self.version:
-                    self._sync_table(record, now)
-
-        record.table_msg = self.net.request(pkt, record.addr, now, acked, failed)
-
     # -- state changes ------------------------------------------------------------
-
-    def _table_changed(self, record: ClientRecord, now: float) -> None:
-        record.row = entry(record.name, record.addr, record.online, record.session)
-        self._versions.change(record)
-        self._changed = True  # updates go out, and the table is printed, when the shell drains
-
-    def _send_table_updates(self, now: float) -> None:
-        """One round for the changes since the last drain: a part to each online client that has
-        none in flight (the others get theirs when they acknowledge the one they have)."""
-        if self._changed:
-            self._changed = False
-            self._due.update(self._waiting)
-            self._waiting.clear()
-            self._printer.changed(now)
-        while self._due and len(self._flying) < TABLE_WINDOW:
-            name, record = self._due.popitem(last=False)
-            if self.clients.get(name) is not record or not record.online or record.table_msg is not None:
-                continue
-            if record.synced < self.version:
-                self._sync_table(record, now)
-            else:
-                self._waiting[name] = record
 
     def _print_table(self) -> None:
         self._emit(ev.ClientTableChanged(LazyRows(self.client_rows)))
@@ -463,16 +388,11 @@ class ServerLogic:
     def _go_offline(self, record: ClientRecord, now: float) -> None:
         record.online = False
         self.by_addr.pop(record.addr, None)
-        self._waiting.pop(record.name, None)
-        self._due.pop(record.name, None)
-        if record.table_msg is not None:
-            self.net.cancel(record.table_msg)
-            record.table_msg = None
-            self._flying.discard(record.name)
+        self._sync.stop(record)
         if record.group is not None:
             self._leave_group(record)
             self._show_groups(now)
-        self._table_changed(record, now)
+        self._sync.changed(record)
 
     def _leave_group(self, record: ClientRecord) -> None:
         if record.group is not None:

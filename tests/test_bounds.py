@@ -87,5 +87,5 @@ def test_refused_registrations_leave_no_rows():
             server.receive(encode("confirm", {"msg_id": i + 1000, "token": tokens[0], "sender": f"n{i}"}), addr, 0.0)
     server.drain()
     assert len(server.clients) == 50 and len(server.by_addr) == 50
-    assert len(server._due) + len(server._waiting) + len(server._flying) <= 50
+    assert len(server._sync._due) + len(server._sync._idle) + server._sync.in_flight <= 50
     assert [server._names_held.held(f"10.0.{a}.1") for a in range(8)] == [10] * 5 + [0] * 3

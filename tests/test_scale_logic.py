@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import random
 
-from node import server as server_module
 from node.client import ClientLogic
 from node.effects import Send, ShowTable
 from node.events import ClientTableChanged
 from node.limits import Limits
 from node.reliable import RetryPolicy
 from node.server import ClientRecord, ServerLogic
+from node.sync import TABLE_WINDOW
 from node.tables import TableVersions, entry, page
 from proto import MAX_DATAGRAM, MSG_TYPES, STATUSES, Entry, decode
 from proto.fastpath import encode, encode_item, parse
@@ -24,10 +24,10 @@ LONG = "x" * 24  # a long name prefix, so that few rows fit a datagram
 class Server:
     """A ServerLogic fed by hand, as the asyncio shell feeds it: datagrams in batches, one drain per batch."""
 
-    def __init__(self, **limits):
+    def __init__(self, table_window: int = TABLE_WINDOW, **limits):
         # Every fake client is on 10.1.0.1: no per-IP quota (a test may set one).
         limits = {"max_names_per_ip": 0, **limits}
-        self.logic = ServerLogic(9000, RetryPolicy(), random.Random(3), Limits(rate=0, **limits))
+        self.logic = ServerLogic(9000, RetryPolicy(), random.Random(3), Limits(rate=0, **limits), table_window=table_window)
         self.now = 0.0
         self.tokens: dict[str, int] = {}
         self.sent: list[Send] = []
@@ -197,9 +197,8 @@ def test_server_bytes_per_registration_grow_linearly():
     assert big / small < 6, f"{small:.0f} -> {big:.0f} bytes per registration: 4x the clients should cost about 4x, not 16x"
 
 
-def test_at_most_a_window_of_table_parts_in_flight(monkeypatch):
-    monkeypatch.setattr(server_module, "TABLE_WINDOW", 8)
-    s = Server()
+def test_at_most_a_window_of_table_parts_in_flight():
+    s = Server(table_window=8)
     sends = s.batch([s.reg(f"{LONG}-{i}") for i in range(40)])
     assert len([x for x in sends if kind(parse(x.data)) == "table"]) == 8
     assert len(s.logic.net._pending) == 8
