@@ -8,6 +8,7 @@ first one's traceback goes to stderr, and the node goes on serving."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import socket
 import sys
@@ -26,7 +27,7 @@ class Logic(Protocol):
     def receive(self, data: bytes, addr: Address, now: float) -> None: ...
     def get_timer(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
-    def drain(self) -> list[Effect]: ...
+    def drain(self, now: float) -> list[Effect]: ...
 
     drops: Counter[str]
 
@@ -132,7 +133,7 @@ class Node:
     def pump(self) -> None:
         """Carry out what the logic asked for, then arm its next timer."""
         try:
-            effects = self.logic.drain()
+            effects = self.logic.drain(self.loop.time())
         except Exception:
             self._internal_error("collecting the logic's effects")
             effects = ()
@@ -196,6 +197,9 @@ async def open_node(logic: Logic, show: Callable[[Effect], None], bind: Address)
         sock.close()
         raise
     done = asyncio.get_running_loop().create_future()
+    if isinstance(logic, ClientLogic) and "now" not in inspect.signature(logic.drain).parameters:
+        # TEMPORARY, removed at merge: the client's drain(now) comes from the client's branch
+        logic.drain = (lambda drain: lambda now: drain())(logic.drain)
     return Node(logic, show, done, sock), done
 
 

@@ -2,8 +2,9 @@
 
 Feed it datagrams with ``receive(data, addr, now)`` and the time with
 ``handle_timer(now)`` when ``get_timer()`` says; collect what it wants done with
-``drain()``.  It keeps the client table (name, observed address, online state,
-session token), the groups, and the table version each client has acknowledged.
+``drain(now)``: the datagrams to send, and what happened as events (``node/events.py``).
+It keeps the client table (name, observed address, online state, session token) and
+the groups; ``node/sync.py`` keeps every online client's copy of the table up to date.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import random
 import secrets
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import Fields, parse
 
 from .console import Console
 from . import events as ev
-from .effects import Address, Effect, LazyRows
+from .effects import Address, LazyRows
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
-from .reliable import Endpoint, RetryPolicy, is_newer
+from .reliable import MAX_REMEMBERED_REPLIES, Endpoint, RetryPolicy, is_newer
 from .render import CLIENT_COLUMNS  # noqa: F401 (node/client.py reads it from here)
 from .sync import TABLE_WINDOW, SyncState, TableSync
 from .tables import TablePrinter, page
@@ -76,9 +78,19 @@ class ServerLogic:
         rng: random.Random | None = None,
         limits: Limits = Limits(),
         table_window: int = TABLE_WINDOW,
+        randbits: Callable[[int], int] = secrets.randbits,
+        max_replies: int = MAX_REMEMBERED_REPLIES,
     ):
+        """``rng`` draws message ids and nonces; ``randbits(k)`` draws the session tokens and
+        numbers (its default is unpredictable: a token is the proof of a session).  The bounds
+        ``table_window`` (node/sync.py) and ``max_replies`` (node/reliable.py) are parameters
+        for the tests that drive them past their limit."""
         self._rng = rng or random.SystemRandom()
-        self.net = Endpoint(SERVER_NAME, port, policy, self._rng)
+        self._randbits = randbits
+        self.net = Endpoint(SERVER_NAME, port, policy, self._rng, max_replies)
+        # What happened, to go out with the next drain (the endpoint keeps the datagrams).
+        self._outbox: list = []
+        self._emit = self._outbox.append
         self.limits = limits
         self._rate = RateLimiter(limits.rate, limits.burst)
         self.clients: dict[str, ClientRecord] = {}
@@ -89,7 +101,6 @@ class ServerLogic:
         self._names_held = SourceQuota()
         self._groups_held = SourceQuota()
         self._sync = TableSync(self.net, self.clients, self._print_table, table_window)
-        self._now = 0.0  # the time the logic was last told
         self._group_printer = TablePrinter(self.net.call_at, lambda: len(self.groups), self._print_groups)
         self._groups_shown = False  # the group table is printed (or set to be) for this batch of datagrams
         self._console = Console(self.net.call_at, self._emit)
@@ -120,14 +131,13 @@ class ServerLogic:
         return self._sync.version
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
-        self._now = now
         if not self._rate.allow(addr, now):
             self._drop("rate-limited", addr)
             return
         try:
             pkt = parse(data)
         except ProtocolError as exc:
-            if not self._versions_seen.check(data, addr, self.net.effects):
+            if not self._versions_seen.check(data, addr, self._outbox):
                 self._drop("malformed", addr, detail=str(exc))
             return
         kind = MSG_TYPES[pkt.type]
@@ -158,13 +168,19 @@ class ServerLogic:
         return self.net.get_timer()
 
     def handle_timer(self, now: float) -> None:
-        self._now = now
         self.net.handle_timer(now)
 
-    def drain(self) -> list[Effect]:
+    def drain(self, now: float) -> list:
+        """What to do now: the datagrams to send (``Send``), then the events since the last drain.
+        The table updates of what changed since then go out now, one round for a whole batch."""
         self._groups_shown = False
-        self._sync.round(self._now)
-        return self.net.drain()
+        self._sync.round(now)
+        effects = self.net.drain()
+        outbox = self._outbox
+        if outbox:
+            effects += outbox
+            outbox.clear()
+        return effects
 
     # -- requests ---------------------------------------------------------------
 
@@ -230,7 +246,8 @@ class ServerLogic:
                 break
             pending.popitem(last=False)
             self.drops["unconfirmed reg"] += 1
-        waiting = PendingReg(name, addr, secrets.randbits(64) or 1, secrets.randbits(32), reg_id, now + self._pending_life)
+        randbits = self._randbits
+        waiting = PendingReg(name, addr, randbits(64) or 1, randbits(32), reg_id, now + self._pending_life)
         pending[addr] = waiting
         return waiting
 
@@ -439,9 +456,6 @@ class ServerLogic:
         self.drops[reason] += 1
         if self.drops[reason] == 1:
             self._emit(ev.DatagramDropped(reason, addr, message, sender, msg_id, detail))
-
-    def _emit(self, event) -> None:
-        self.net.effects.append(event)
 
     def _event(self, now: float, kind: type, *fields, items=()) -> None:
         """An event with a line of its own, merged with others of its kind when they come too fast

@@ -197,7 +197,8 @@ class SimNet:
         if logic is None:
             return
         name = logic._sim_name
-        for effect in logic.drain():
+        # (a client's drain takes no time until the client's drain(now) is merged)
+        for effect in logic.drain(self.now) if isinstance(logic, ServerLogic) else logic.drain():
             if isinstance(effect, Send):
                 self._offer(effect.data, addr, effect.addr)
             elif isinstance(effect, Exit):

@@ -242,7 +242,7 @@ class Server:
         self._collect()
 
     def _collect(self) -> None:
-        for effect in self.logic.drain():
+        for effect in self.logic.drain(self.now):
             if isinstance(effect, Send):
                 pkt = parse(effect.data)
                 if MSG_TYPES[pkt.type] == "reg_ack":

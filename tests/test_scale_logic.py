@@ -42,7 +42,7 @@ class Server:
         out, confirms = [], []
         for data, addr in datagrams:
             self.logic.receive(data, addr, self.now)
-        for effect in self.logic.drain():
+        for effect in self.logic.drain(self.now):
             if isinstance(effect, Send):
                 out.append(effect)
                 msg = parse(effect.data)
