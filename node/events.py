@@ -68,17 +68,21 @@ class ClientMarkedOffline:
 
 
 @dataclass(frozen=True)
-class GroupCreated:
+class ClientGroupEvent:
+    """Something a client did with a group (or the server did to it there): the subclasses say what."""
+
     client: str
     group: str
 
 
 @dataclass(frozen=True)
-class GroupNotCreated:
-    """A create_group refused: one of the subclasses says why."""
+class GroupCreated(ClientGroupEvent):
+    pass
 
-    client: str
-    group: str
+
+@dataclass(frozen=True)
+class GroupNotCreated(ClientGroupEvent):
+    """A create_group refused: the subclasses say why."""
 
 
 @dataclass(frozen=True)
@@ -105,47 +109,35 @@ class GroupsListed:
 
 
 @dataclass(frozen=True)
-class GroupJoined:
-    client: str
-    group: str
+class GroupJoined(ClientGroupEvent):
+    pass
 
 
 @dataclass(frozen=True)
-class GroupNotFound:
+class GroupNotFound(ClientGroupEvent):
     """A join_group named a group that does not exist."""
 
-    client: str
-    group: str
+
+@dataclass(frozen=True)
+class GroupLeft(ClientGroupEvent):
+    pass
 
 
 @dataclass(frozen=True)
-class GroupLeft:
-    client: str
-    group: str
-
-
-@dataclass(frozen=True)
-class MembersListed:
-    client: str
-    group: str
+class MembersListed(ClientGroupEvent):
     members: Sequence[str]
 
 
 @dataclass(frozen=True)
-class GroupMessageRelayed:
+class GroupMessageRelayed(ClientGroupEvent):
     """A member's group message, accepted and sent on to the other members."""
 
-    client: str
-    group: str
     text: str
 
 
 @dataclass(frozen=True)
-class MemberRemoved:
+class MemberRemoved(ClientGroupEvent):
     """A member did not acknowledge a group message: it is out of the group."""
-
-    client: str
-    group: str
 
 
 @dataclass(frozen=True)
