@@ -18,8 +18,8 @@ from typing import Callable
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import Fields, parse
 
-from .console import Console
 from . import events as ev
+from .console import Console
 from .effects import Address, LazyRows
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
@@ -103,7 +103,9 @@ class ServerLogic:
         self._sync = TableSync(self.net, self.clients, self._print_table, table_window)
         self._group_printer = TablePrinter(self.net.call_at, lambda: len(self.groups), self._print_groups)
         self._groups_shown = False  # the group table is printed (or set to be) for this batch of datagrams
-        self._console = Console(self.net.call_at, self._emit)
+        # _event(now, EventType, *fields): an event with a line of its own, merged with others of
+        # its kind when they come too fast (node/console.py), and made only if it is printed
+        self._event = Console(self.net.call_at, self._emit).event
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self._probing: set[str] = set()
         # by address: one registration waits per address, so forging regs from one address in
@@ -138,7 +140,7 @@ class ServerLogic:
             pkt = parse(data)
         except ProtocolError as exc:
             if not self._versions_seen.check(data, addr, self._outbox):
-                self._drop("malformed", addr, detail=str(exc))
+                self._drop("malformed", addr, detail=exc)
             return
         kind = MSG_TYPES[pkt.type]
         if kind == "ack":
@@ -451,16 +453,12 @@ class ServerLogic:
         self._reply(pkt, addr, now, "more" if more else "ok", part)
 
     def _drop(self, reason: str, addr: Address, message: str = "", sender: str = "", msg_id: int = 0,
-              detail: str = "") -> None:
-        """Count a bad datagram; report only the first of each kind, so a flood cannot flood the log."""
+              detail: object = "") -> None:
+        """Count a bad datagram; report only the first of each kind, so a flood cannot flood the log
+        (or cost more than the count: ``detail``, the decoder's error, say, is made a string then)."""
         self.drops[reason] += 1
         if self.drops[reason] == 1:
-            self._emit(ev.DatagramDropped(reason, addr, message, sender, msg_id, detail))
-
-    def _event(self, now: float, kind: type, *fields, items=()) -> None:
-        """An event with a line of its own, merged with others of its kind when they come too fast
-        (node/console.py): made only if it is printed."""
-        self._console.event(now, kind, *fields, items=items)
+            self._emit(ev.DatagramDropped(reason, addr, message, sender, msg_id, str(detail)))
 
     def _show_groups(self, now: float) -> None:
         if not self._groups_shown:  # once per batch: its rows are made after the batch, the latest
