@@ -66,11 +66,12 @@ CLIENT_COLUMNS = ("name", "ip", "port", "status")
 GROUP_COLUMNS = ("group", "members")
 
 
-def _line(text: str) -> list[str]:
+# (the helpers are named _server_...: module globals, which the client's section must not rebind)
+def _server_line(text: str) -> list[str]:
     return [escaped(">>> " + text)]
 
 
-def _listed(title: str, items) -> list[str]:
+def _server_listed(title: str, items) -> list[str]:
     """``title``, then the first LIST_SHOWN items, one a line, and how many more there are."""
     lines = [">>> " + title, *(">>> " + item for item in itertools.islice(items, LIST_SHOWN))]
     if len(items) > LIST_SHOWN:
@@ -78,40 +79,40 @@ def _listed(title: str, items) -> list[str]:
     return [escaped(line) for line in lines]
 
 
-def _says(event_type: type, wording: Callable[..., str]) -> None:
+def _server_says(event_type: type, wording: Callable[..., str]) -> None:
     """Register the one line ``wording(event)`` for ``event_type``."""
-    _RENDERERS[event_type] = lambda event: _line(wording(event))
+    renders(event_type)(lambda event: _server_line(wording(event)))
 
 
-def _nothing(event) -> list[str]:
+def _server_nothing(event) -> list[str]:
     return []  # the table changes that go with it say it
 
 
 for _quiet in (ev.ClientRegistered, ev.RegistrationRefused, ev.ClientDeregistered):
-    _RENDERERS[_quiet] = _nothing
+    renders(_quiet)(_server_nothing)
 
-_says(ev.ServerOnline, lambda e: "Server is online")
-_says(ev.ClientMarkedOffline, lambda e: f"Client {e.client} did not answer the server's probe, marked offline")
-_says(ev.GroupCreated, lambda e: f"Client {e.client} created group {e.group} successfully")
-_says(ev.GroupExisted, lambda e: f"Client {e.client} creating group {e.group} failed, group already exists")
-_says(ev.GroupsFull, lambda e: f"Client {e.client} creating group {e.group} failed, too many groups")
-_says(ev.GroupQuotaReached,
+_server_says(ev.ServerOnline, lambda e: "Server is online")
+_server_says(ev.ClientMarkedOffline, lambda e: f"Client {e.client} did not answer the server's probe, marked offline")
+_server_says(ev.GroupCreated, lambda e: f"Client {e.client} created group {e.group} successfully")
+_server_says(ev.GroupExisted, lambda e: f"Client {e.client} creating group {e.group} failed, group already exists")
+_server_says(ev.GroupsFull, lambda e: f"Client {e.client} creating group {e.group} failed, too many groups")
+_server_says(ev.GroupQuotaReached,
       lambda e: f"Client {e.client} creating group {e.group} failed, too many groups from {e.source}")
-_says(ev.GroupJoined, lambda e: f"Client {e.client} joined group {e.group}")
-_says(ev.GroupNotFound, lambda e: f"Client {e.client} joining group {e.group} failed, group does not exist")
-_says(ev.GroupLeft, lambda e: f"Client {e.client} left group")
-_says(ev.GroupMessageRelayed, lambda e: f"Client {e.client} sent group message: {e.text}")
-_says(ev.MemberRemoved, lambda e: f"Client {e.client} not responsive, removed from {e.group}")
+_server_says(ev.GroupJoined, lambda e: f"Client {e.client} joined group {e.group}")
+_server_says(ev.GroupNotFound, lambda e: f"Client {e.client} joining group {e.group} failed, group does not exist")
+_server_says(ev.GroupLeft, lambda e: f"Client {e.client} left group")
+_server_says(ev.GroupMessageRelayed, lambda e: f"Client {e.client} sent group message: {e.text}")
+_server_says(ev.MemberRemoved, lambda e: f"Client {e.client} not responsive, removed from {e.group}")
 
 
 @renders(ev.GroupsListed)
 def _groups_listed(e: ev.GroupsListed) -> list[str]:
-    return _listed(f"Client {e.client} requested listing groups, current groups:", e.groups)
+    return _server_listed(f"Client {e.client} requested listing groups, current groups:", e.groups)
 
 
 @renders(ev.MembersListed)
 def _members_listed(e: ev.MembersListed) -> list[str]:
-    return _listed(f"Client {e.client} requested listing members of group {e.group}:", e.members)
+    return _server_listed(f"Client {e.client} requested listing members of group {e.group}:", e.members)
 
 
 @renders(ev.ClientTableChanged)
@@ -127,7 +128,7 @@ def _group_table(e: ev.GroupTableChanged) -> Table:
 
 # Why a datagram was dropped, by drop kind (and by message type where that reads otherwise);
 # filled in with the event's fields, which stay data.
-_DROPPED = {
+_SERVER_DROPPED = {
     "rate-limited": "too many datagrams from one source",
     "malformed": "{detail}",
     "unexpected type": "{message}",
@@ -135,7 +136,7 @@ _DROPPED = {
     "forged": "{message} in the name of {sender!r} with a wrong token",
     "replayed": "{message} #{msg_id} of {sender!r} is older than the session's last",
 }
-_DROPPED_AS = {
+_SERVER_DROPPED_AS = {
     ("unregistered", "confirm"): "confirm from no registration of {sender!r} at that address",
     ("replayed", "reg"): "reg #{msg_id} of {sender!r} seen before",
 }
@@ -143,9 +144,9 @@ _DROPPED_AS = {
 
 @renders(ev.DatagramDropped)
 def _dropped(e: ev.DatagramDropped) -> list[str]:
-    why = _DROPPED_AS.get((e.reason, e.message)) or _DROPPED.get(e.reason, "{detail}")
+    why = _SERVER_DROPPED_AS.get((e.reason, e.message)) or _SERVER_DROPPED.get(e.reason, "{detail}")
     detail = why.format_map(vars(e))
-    return _line(f"Dropped {e.reason} datagram from {e.source[0]}:{e.source[1]} ({detail}); "
+    return _server_line(f"Dropped {e.reason} datagram from {e.source[0]}:{e.source[1]} ({detail}); "
                  "more of this kind are only counted")
 
 
@@ -153,7 +154,7 @@ def _dropped(e: ev.DatagramDropped) -> list[str]:
 def _merged(e: ev.LinesMerged) -> list[str]:
     example = e.kind(**{field.name: ELLIPSIS for field in fields(e.kind)})
     like = render(example)[0].removeprefix(">>> ")
-    return _line(f"... and {e.count} more like it in the last second: {like}")
+    return _server_line(f"... and {e.count} more like it in the last second: {like}")
 
 
 #
