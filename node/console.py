@@ -2,19 +2,19 @@
 that keep coming far faster than anyone reads them (a flood) are merged, and printed
 lists are cut.
 
-A line has a kind, its template (``"Client {} joined group {}"``).  Each kind has a budget
-of lines (a token bucket): ``LINES_AT_ONCE`` at once, ``LINES_PER_SECOND`` on average, so
-a few commands in a row print every line and anything faster than a person reads is merged.  A line
-beyond the budget is only counted; a second after the first one counted, one line
-``... and N more like it in the last second: Client … joined group …`` says how many.
-Per event that is a dictionary look-up and a little arithmetic; a line is formatted only
-when it is printed.
+A line's kind is its event's type (``GroupJoined``).  Each kind has a budget of lines (a
+token bucket): ``LINES_AT_ONCE`` at once, ``LINES_PER_SECOND`` on average, so a few commands
+in a row print every line and anything faster than a person reads is merged.  An event
+beyond the budget is only counted, never made; a second after the first one counted, a
+``LinesMerged`` event says how many (``... and N more like it in the last second: Client …
+joined group …``).  Per event that is a dictionary look-up and a little arithmetic.
 """
 
 from __future__ import annotations
 
-from itertools import islice
-from typing import Callable, Collection
+from typing import Callable, Sized
+
+from .events import LinesMerged
 
 # Lines of one kind printed a second on average, and at once: about what a person can read, after a
 # burst that a few commands typed in a row (or a short script) stay within.  A list's names count.
@@ -22,7 +22,6 @@ LINES_PER_SECOND = 20.0
 LINES_AT_ONCE = 100.0
 WINDOW = 1.0  # seconds over which counted lines are summed up in one line
 LIST_SHOWN = 20  # items of a printed list; then "... and N more"
-ELLIPSIS = "\u2026"
 
 
 class _Kind:
@@ -31,40 +30,34 @@ class _Kind:
     def __init__(self, now: float):
         self.credit = LINES_AT_ONCE  # lines of this kind that may be printed now
         self.at = now  # when the credit was last topped up
-        self.merged = 0  # lines counted, not printed, since the last summary
+        self.merged = 0  # events counted, not made, since the last summary
 
 
 class Console:
-    """``show(text)`` prints one line; ``call_at(when, callback)`` is the endpoint's timer."""
+    """``emit(event)`` puts out an event to print; ``call_at(when, callback)`` is the endpoint's timer."""
 
-    def __init__(self, call_at: Callable[[float, Callable[[float], None]], None], show: Callable[[str], None]):
+    def __init__(self, call_at: Callable[[float, Callable[[float], None]], None], emit: Callable[[object], None]):
         self._call_at = call_at
-        self._show = show
-        self._kinds: dict[str, _Kind] = {}  # one per template: a handful
+        self._emit = emit
+        self._kinds: dict[type, _Kind] = {}  # one per event type: a handful
 
-    def event(self, now: float, template: str, *args: str, items: Collection[str] = ()) -> bool:
-        """Print ``template`` filled with ``args``, then the first ``items`` (a list that goes
-        with the line), unless lines of this kind come too fast; True if printed."""
-        kind = self._kinds.get(template)
-        if kind is None:
-            kind = self._kinds[template] = _Kind(now)
-        kind.credit = min(LINES_AT_ONCE, kind.credit + (now - kind.at) * LINES_PER_SECOND)
-        kind.at = now
-        if kind.credit < 1.0:
-            kind.merged += 1
-            if kind.merged == 1:
-                self._call_at(now + WINDOW, lambda now: self._summarise(template, kind))
+    def event(self, now: float, kind: type, *fields, items: Sized = ()) -> bool:
+        """Emit ``kind(*fields)`` (an event whose line goes with ``items``, a list printed below it,
+        cut to LIST_SHOWN), unless events of this kind come too fast; True if emitted."""
+        state = self._kinds.get(kind)
+        if state is None:
+            state = self._kinds[kind] = _Kind(now)
+        state.credit = min(LINES_AT_ONCE, state.credit + (now - state.at) * LINES_PER_SECOND)
+        state.at = now
+        if state.credit < 1.0:
+            state.merged += 1
+            if state.merged == 1:
+                self._call_at(now + WINDOW, lambda now: self._summarise(kind, state))
             return False
-        show = self._show
-        show(template.format(*args))
-        for item in islice(items, LIST_SHOWN):
-            show(item)
-        if len(items) > LIST_SHOWN:
-            show(f"... and {len(items) - LIST_SHOWN} more")
-        kind.credit -= 1 + min(len(items), LIST_SHOWN + 1)
+        self._emit(kind(*fields))
+        state.credit -= 1 + min(len(items), LIST_SHOWN + 1)
         return True
 
-    def _summarise(self, template: str, kind: _Kind) -> None:
-        like = template.format(*(ELLIPSIS,) * template.count("{}"))
-        self._show(f"... and {kind.merged} more like it in the last second: {like}")
-        kind.merged = 0
+    def _summarise(self, kind: type, state: _Kind) -> None:
+        self._emit(LinesMerged(kind, state.merged))
+        state.merged = 0

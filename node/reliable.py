@@ -93,10 +93,11 @@ class _Acks:
     of plain sets, the older dropped whole: cheaper than an entry per id with its own expiry,
     like the remembered replies, when a busy group brings thousands of ids a second."""
 
-    __slots__ = ("memory", "since", "current", "previous", "waiting", "sent_at", "batch", "token", "floor")
+    __slots__ = ("memory", "generation", "since", "current", "previous", "waiting", "sent_at", "batch", "token", "floor")
 
-    def __init__(self, memory: float, now: float):
+    def __init__(self, memory: float, now: float, remembered: int):
         self.memory = memory
+        self.generation = remembered // 2  # ids one generation holds at most
         self.since = now  # when ``current`` was started: its ids were added within ``memory`` after
         self.current: set[int] = set()
         self.previous: set[int] = set()
@@ -113,7 +114,7 @@ class _Acks:
     def age(self, now: float) -> None:
         """Start a new generation when the current one is ``memory`` old (or full)."""
         old = now - self.since >= self.memory
-        if old or len(self.current) >= MAX_REMEMBERED_REPLIES // 2:
+        if old or len(self.current) >= self.generation:
             young = now - self.since < 2 * self.memory  # some of ``current`` are still to be kept
             if old:  # what is forgotten now came a memory ago or more (not so when full)
                 self._raise_floor(self.previous if young else self.previous | self.current)
@@ -139,7 +140,9 @@ class _Acks:
 
 
 class Endpoint:
-    def __init__(self, name: str, port: int, policy: RetryPolicy, rng: random.Random):
+    def __init__(self, name: str, port: int, policy: RetryPolicy, rng: random.Random,
+                 max_replies: int = MAX_REMEMBERED_REPLIES):
+        """``max_replies`` bounds the answers remembered, and the message ids acknowledged per sender."""
         self.name = name
         self.port = port
         self.token = 0
@@ -153,6 +156,7 @@ class Endpoint:
         # An OrderedDict, not a dict: taking the oldest entry off a dict again and again
         # makes finding the next oldest slower each time (the emptied slots stay in front).
         self._replies: OrderedDict[tuple[Address, int], tuple[float, Send]] = OrderedDict()
+        self._max_replies = max_replies
         self._memory = REPLY_MEMORY_WINDOWS * policy.window  # how long answers are remembered
         self._acks: dict[Address, _Acks] = {}  # see ``acknowledge``; the server's address only, in a client
         self._ack_delay = policy.ack_delay
@@ -294,7 +298,7 @@ class Endpoint:
         """Send ``reply`` to ``request`` and remember it for retransmissions of the request."""
         send = Send(reply.data, addr)
         self.effects.append(send)
-        if len(self._replies) >= MAX_REMEMBERED_REPLIES:
+        if len(self._replies) >= self._max_replies:
             self._replies.popitem(last=False)
         self._replies[(addr, request.msg_id)] = (now + self._memory, send)
 
@@ -308,7 +312,7 @@ class Endpoint:
         server's group messages): requests with another token do not share an ack."""
         acks = self._acks.get(addr)
         if acks is None:
-            acks = self._acks[addr] = _Acks(self._memory, now)
+            acks = self._acks[addr] = _Acks(self._memory, now, self._max_replies)
         if request.token != acks.token:
             self._send_acks(addr, acks, now)  # those waiting go with their own token
             acks.token = request.token

@@ -2,8 +2,9 @@
 
 Feed it datagrams with ``receive(data, addr, now)`` and the time with
 ``handle_timer(now)`` when ``get_timer()`` says; collect what it wants done with
-``drain()``.  It keeps the client table (name, observed address, online state,
-session token), the groups, and the table version each client has acknowledged.
+``drain(now)``: the datagrams to send, and what happened as events (``node/events.py``).
+It keeps the client table (name, observed address, online state, session token) and
+the groups; ``node/sync.py`` keeps every online client's copy of the table up to date.
 """
 
 from __future__ import annotations
@@ -12,26 +13,23 @@ import random
 import secrets
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import Fields, parse
 
+from . import events as ev
 from .console import Console
-from .effects import Address, Effect, LazyRows, Show, ShowTable
+from .effects import Address, LazyRows
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
-from .reliable import Endpoint, RetryPolicy, is_newer
-from .tables import TablePrinter, TableVersions, entry, page
+from .reliable import MAX_REMEMBERED_REPLIES, Endpoint, RetryPolicy, is_newer
+from .render import CLIENT_COLUMNS  # noqa: F401 (node/client.py reads it from here)
+from .sync import TABLE_WINDOW, SyncState, TableSync
+from .tables import TablePrinter, page
 from .versions import OtherVersions
 
-CLIENT_COLUMNS = ("name", "ip", "port", "status")
 STATUS_OK = STATUS_CODES["ok"]
-MAX_SYNC_PAUSE = 30.0  # seconds between table-update rounds to a client that stopped answering
-# Table parts in flight at once, all clients together: after a change, thousands of clients
-# are due one each, and sending them all at once would be a burst (12 MB for 10,000) that
-# overflows buffers and comes back as retransmissions.  The others wait their turn.
-TABLE_WINDOW = 256
-GROUP_COLUMNS = ("group", "members")
 # A registration waits for its confirm (the proof that the client got reg_ack at that address) at
 # most this many retry windows: long enough for a reg_ack and a confirm that each needed every try.
 PENDING_WINDOWS = 2
@@ -48,8 +46,10 @@ class ClientRecord:
     last_id: int = 0  # msg id of the latest request processed for this session
     online: bool = True
     group: str | None = None
+    # kept by node/sync.py:
     changed: int = 0  # table version in which this row last changed
     synced: int = 0  # table version this client has acknowledged
+    sync: SyncState = SyncState.OFF  # where its table updates are
     table_msg: int | None = None  # msg_id of the table update in flight to it
     sync_pause: float = 0.0  # wait before trying again after an update went unanswered
     row: bytes = b""  # this client's table row as it goes on the wire, encoded when it changes
@@ -77,9 +77,20 @@ class ServerLogic:
         policy: RetryPolicy = RetryPolicy(),
         rng: random.Random | None = None,
         limits: Limits = Limits(),
+        table_window: int = TABLE_WINDOW,
+        randbits: Callable[[int], int] = secrets.randbits,
+        max_replies: int = MAX_REMEMBERED_REPLIES,
     ):
+        """``rng`` draws message ids and nonces; ``randbits(k)`` draws the session tokens and
+        numbers (its default is unpredictable: a token is the proof of a session).  The bounds
+        ``table_window`` (node/sync.py) and ``max_replies`` (node/reliable.py) are parameters
+        for the tests that drive them past their limit."""
         self._rng = rng or random.SystemRandom()
-        self.net = Endpoint(SERVER_NAME, port, policy, self._rng)
+        self._randbits = randbits
+        self.net = Endpoint(SERVER_NAME, port, policy, self._rng, max_replies)
+        # What happened, to go out with the next drain (the endpoint keeps the datagrams).
+        self._outbox: list = []
+        self._emit = self._outbox.append
         self.limits = limits
         self._rate = RateLimiter(limits.rate, limits.burst)
         self.clients: dict[str, ClientRecord] = {}
@@ -89,18 +100,12 @@ class ServerLogic:
         # registration (its ``addr``), a group against its creator's; neither is ever removed.
         self._names_held = SourceQuota()
         self._groups_held = SourceQuota()
-        self._versions = TableVersions(self.clients)
-        # Table updates are sent when the shell drains the effects, so the changes of a burst of
-        # datagrams go out as one update per client; each client has at most one in flight.
-        self._waiting: dict[str, ClientRecord] = {}  # online, nothing in flight: to update on a change
-        self._due: OrderedDict[str, ClientRecord] = OrderedDict()  # to update at the next drain, in turn
-        self._changed = False  # the table changed since the last drain
-        self._flying: set[str] = set()  # clients with a table part in flight (at most TABLE_WINDOW)
-        self._now = 0.0  # the time the logic was last told
-        self._printer = TablePrinter(self.net.call_at, lambda: len(self.clients), self._print_table)
+        self._sync = TableSync(self.net, self.clients, self._print_table, table_window)
         self._group_printer = TablePrinter(self.net.call_at, lambda: len(self.groups), self._print_groups)
         self._groups_shown = False  # the group table is printed (or set to be) for this batch of datagrams
-        self._console = Console(self.net.call_at, self._show)
+        # _event(now, EventType, *fields): an event with a line of its own, merged with others of
+        # its kind when they come too fast (node/console.py), and made only if it is printed
+        self._event = Console(self.net.call_at, self._emit).event
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self._probing: set[str] = set()
         # by address: one registration waits per address, so forging regs from one address in
@@ -125,18 +130,17 @@ class ServerLogic:
     @property
     def version(self) -> int:
         """The client table's version: how many changes it has seen."""
-        return self._versions.version
+        return self._sync.version
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
-        self._now = now
         if not self._rate.allow(addr, now):
-            self._drop("rate-limited", addr, "too many datagrams from one source")
+            self._drop("rate-limited", addr)
             return
         try:
             pkt = parse(data)
         except ProtocolError as exc:
-            if not self._versions_seen.check(data, addr, self.net.effects):
-                self._drop("malformed", addr, str(exc))
+            if not self._versions_seen.check(data, addr, self._outbox):
+                self._drop("malformed", addr, detail=exc)
             return
         kind = MSG_TYPES[pkt.type]
         if kind == "ack":
@@ -159,20 +163,26 @@ class ServerLogic:
             return
         record.last_id = pkt.msg_id
         handler(pkt, addr, now, record)
-        if record.online and record.synced < self.version and record.table_msg is None:
-            self._sync_table(record, now)  # a client that missed an update is repaired on contact
+        if record.online:
+            self._sync.contact(record, now)  # a client that missed an update is repaired on contact
 
     def get_timer(self) -> float | None:
         return self.net.get_timer()
 
     def handle_timer(self, now: float) -> None:
-        self._now = now
         self.net.handle_timer(now)
 
-    def drain(self) -> list[Effect]:
+    def drain(self, now: float) -> list:
+        """What to do now: the datagrams to send (``Send``), then the events since the last drain.
+        The table updates of what changed since then go out now, one round for a whole batch."""
         self._groups_shown = False
-        self._send_table_updates(self._now)
-        return self.net.drain()
+        self._sync.round(now)
+        effects = self.net.drain()
+        outbox = self._outbox
+        if outbox:
+            effects += outbox
+            outbox.clear()
+        return effects
 
     # -- requests ---------------------------------------------------------------
 
@@ -182,11 +192,12 @@ class ServerLogic:
         name = pkt.sender
         existing = self.clients.get(name)
         if existing is not None and pkt.msg_id in existing.reg_ids:
-            self._drop("replayed", addr, f"reg #{pkt.msg_id} of {name!r} seen before")
+            self._drop("replayed", addr, "reg", name, pkt.msg_id)
             return
         status = "bad_name" if not valid_username(name) else self._refusal(name, addr)
         if status is not None:
             self.net.answer(pkt, addr, self.net.build_answer(pkt, "reg_ack", status=STATUS_CODES[status]), now)
+            self._emit(ev.RegistrationRefused(name, addr, status))
             return
         pending = self._await_confirm(name, addr, pkt.msg_id, now)
         # its header echoes the reg's nonce; the new token is in the payload
@@ -199,17 +210,19 @@ class ServerLogic:
         if pending is None or pending.name != pkt.sender or pending.expires <= now:
             # Nothing waits here for that name (expired, replaced, or never sent): a genuine
             # client can tell its user.  The answer is no bigger than a reg_ack.
-            self._drop("unregistered", addr, f"confirm from no registration of {pkt.sender!r} at that address")
+            self._drop("unregistered", addr, "confirm", pkt.sender)
             self._reply(pkt, addr, now, "not_registered")
             return
         if pending.token != pkt.token:
-            self._drop("forged", addr, f"confirm in the name of {pkt.sender!r} with a wrong token")
+            self._drop("forged", addr, "confirm", pkt.sender)
             return
         del self._pending[addr]
         status = self._refusal(pending.name, addr)  # another registration may have won meanwhile
         self._reply(pkt, addr, now, status or "ok")
         if status is None:
             self._start_session(pending, pkt.msg_id, now)
+        else:
+            self._emit(ev.RegistrationRefused(pending.name, addr, status))
 
     def _refusal(self, name: str, addr: Address) -> str | None:
         """Why ``name`` cannot have a session at ``addr`` now, or None."""
@@ -235,7 +248,8 @@ class ServerLogic:
                 break
             pending.popitem(last=False)
             self.drops["unconfirmed reg"] += 1
-        waiting = PendingReg(name, addr, secrets.randbits(64) or 1, secrets.randbits(32), reg_id, now + self._pending_life)
+        randbits = self._randbits
+        waiting = PendingReg(name, addr, randbits(64) or 1, randbits(32), reg_id, now + self._pending_life)
         pending[addr] = waiting
         return waiting
 
@@ -247,58 +261,56 @@ class ServerLogic:
             self._leave_group(existing)  # a new session starts outside any group
             if self.by_addr.get(existing.addr) == name:  # an offline client's old address may be someone else's now
                 del self.by_addr[existing.addr]
-            if existing.table_msg is not None:
-                self.net.cancel(existing.table_msg)
-            self._waiting.pop(name, None)
-            self._flying.discard(name)
         self._names_held.move(pending.addr[0], existing and existing.addr[0])
         reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pending.reg_id,)
         record = ClientRecord(name, pending.addr, pending.token, pending.session, reg_ids, last_id=confirm_id)
         self.clients[name] = record
         self.by_addr[pending.addr] = name
-        self._due[name] = record
-        self._table_changed(record, now)
+        self._sync.start(record, existing)
+        self._emit(ev.ClientRegistered(name, pending.addr))
 
     def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:
         self._reply(pkt, addr, now, "ok")
         self._go_offline(record, now)
+        self._emit(ev.ClientDeregistered(record.name))
 
     def _on_create_group(self, pkt, addr, now, record: ClientRecord) -> None:
         group = pkt.payload.group
         if not valid_group_name(group):
             self._reply(pkt, addr, now, "bad_request")
         elif group in self.groups:
-            self._event("Client {} creating group {} failed, group already exists", record.name, group)
+            self._event(now, ev.GroupExisted, record.name, group)
             self._reply(pkt, addr, now, "group_exists")
         elif len(self.groups) >= self.limits.max_groups:
-            self._event("Client {} creating group {} failed, too many groups", record.name, group)
+            self._event(now, ev.GroupsFull, record.name, group)
             self._reply(pkt, addr, now, "too_many_groups")
         elif not self._groups_held.allows(addr[0], self.limits.max_groups_per_ip):
-            self._event("Client {} creating group {} failed, too many groups from {}", record.name, group, addr[0])
+            self._event(now, ev.GroupQuotaReached, record.name, group, addr[0])
             self._reply(pkt, addr, now, "quota")
         else:
             self._groups_held.move(addr[0])
             self.groups[group] = {}
-            self._event("Client {} created group {} successfully", record.name, group)
-            self._show_groups()
+            self._event(now, ev.GroupCreated, record.name, group)
+            self._show_groups(now)
             self._reply(pkt, addr, now, "ok")
 
     def _on_list_groups(self, pkt, addr, now, record: ClientRecord) -> None:
-        self._event("Client {} requested listing groups, current groups:", record.name, items=self.groups)
-        self._reply_list(pkt, addr, now, list(self.groups), 0)
+        groups = list(self.groups)
+        self._event(now, ev.GroupsListed, record.name, groups, items=groups)
+        self._reply_list(pkt, addr, now, groups, 0)
 
     def _on_join_group(self, pkt, addr, now, record: ClientRecord) -> None:
         group = pkt.payload.group
         if group not in self.groups:
-            self._event("Client {} joining group {} failed, group does not exist", record.name, group)
+            self._event(now, ev.GroupNotFound, record.name, group)
             self._reply(pkt, addr, now, "no_such_group")
             return
         if record.group != group:
             self._leave_group(record)
             self.groups[group][record.name] = None
             record.group = group
-        self._event("Client {} joined group {}", record.name, group)
-        self._show_groups()
+        self._event(now, ev.GroupJoined, record.name, group)
+        self._show_groups(now)
         self._reply(pkt, addr, now, "ok")
 
     def _on_leave_group(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -306,8 +318,8 @@ class ServerLogic:
             self._reply(pkt, addr, now, "not_in_group")
             return
         self._leave_group(record)
-        self._event("Client {} left group", record.name)
-        self._show_groups()
+        self._event(now, ev.GroupLeft, record.name, pkt.payload.group)
+        self._show_groups(now)
         self._reply(pkt, addr, now, "ok")
 
     def _on_list_members(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -316,7 +328,7 @@ class ServerLogic:
             self._reply(pkt, addr, now, "not_in_group")
             return
         members = list(self.groups[group])
-        self._event("Client {} requested listing members of group {}:", record.name, group, items=members)
+        self._event(now, ev.MembersListed, record.name, group, members, items=members)
         self._reply_list(pkt, addr, now, members, 0)
 
     def _on_list_more(self, pkt, addr, now, record: ClientRecord) -> None:
@@ -337,7 +349,7 @@ class ServerLogic:
         if record.group != group:
             self._reply(pkt, addr, now, "not_in_group")
             return
-        self._event("Client {} sent group message: {}", record.name, text)
+        self._event(now, ev.GroupMessageRelayed, record.name, group, text)
         self._reply(pkt, addr, now, "ok")
         self._send_group_message(group, record.name, text, now)
 
@@ -365,8 +377,8 @@ class ServerLogic:
             # only the session it was sent to (its token), not another that holds the address now
             if member is not None and member.token == tokens[addr] and member.group == group:
                 self._leave_group(member)
-                self._event("Client {} not responsive, removed from {}", member.name, group)
-                self._show_groups()
+                self._event(now, ev.MemberRemoved, member.name, group)
+                self._show_groups(now)
 
         pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
         self.net.request_each(pkt, tokens, now, on_fail=unresponsive)
@@ -381,92 +393,25 @@ class ServerLogic:
         def unanswered(now: float) -> None:
             self._probing.discard(target.name)
             if target.online and self.clients.get(target.name) is target:
-                self._event("Client {} did not answer the server's probe, marked offline", target.name)
+                self._event(now, ev.ClientMarkedOffline, target.name)
                 self._go_offline(target, now)
-                self._sync_table(target, now)  # tell it too, in case only its answers were lost
+                self._sync.tell(target, now)  # tell it too, in case only its answers were lost
 
         self.net.request(self.net.build("probe", target.token), target.addr, now, answered, unanswered)
 
-    def _sync_table(self, record: ClientRecord, now: float) -> None:
-        """Send ``record`` the next part of the rows changed since the version it acknowledged
-        (the first datagram's worth: the next part goes when this one is acknowledged)."""
-        if record.table_msg is not None:
-            self.net.cancel(record.table_msg)  # superseded: the new delta covers it
-        self._waiting.pop(record.name, None)
-        self._flying.add(record.name)
-        base = record.synced
-        version, rows = self._versions.delta(base)
-        pkt = self.net.build("table", record.token, version=version, base=base, entries=rows)
-
-        def acked(ack: Fields, now: float) -> None:
-            record.table_msg = None
-            self._flying.discard(record.name)
-            record.sync_pause = 0.0
-            if ack.payload.status == STATUS_OK:
-                record.synced = max(record.synced, version)
-            else:  # resync: its copy is not what we thought; send everything
-                record.synced = 0
-            if self.clients.get(record.name) is record and record.online:
-                # the next part, or what changed meanwhile, goes at the drain; else it waits for a change
-                (self._due if record.synced < self.version else self._waiting)[record.name] = record
-
-        def failed(now: float) -> None:
-            # Keep trying, ever more slowly, while the client counts as online: a client
-            # that only listens would otherwise keep a stale table for good.
-            record.table_msg = None
-            self._flying.discard(record.name)
-            record.sync_pause = min(MAX_SYNC_PAUSE, 2 * record.sync_pause or self.net.policy.window)
-            self.net.call_at(now + record.sync_pause, retry)
-            if self.clients.get(record.name) is record and record.online:
-                self._waiting[record.name] = record  # the next change reaches it sooner than the retry
-
-        def retry(now: float) -> None:
-            if self.clients.get(record.name) is record and record.online and record.table_msg is None:
-                if record.synced < self.version:
-                    self._sync_table(record, now)
-
-        record.table_msg = self.net.request(pkt, record.addr, now, acked, failed)
-
     # -- state changes ------------------------------------------------------------
 
-    def _table_changed(self, record: ClientRecord, now: float) -> None:
-        record.row = entry(record.name, record.addr, record.online, record.session)
-        self._versions.change(record)
-        self._changed = True  # updates go out, and the table is printed, when the shell drains
-
-    def _send_table_updates(self, now: float) -> None:
-        """One round for the changes since the last drain: a part to each online client that has
-        none in flight (the others get theirs when they acknowledge the one they have)."""
-        if self._changed:
-            self._changed = False
-            self._due.update(self._waiting)
-            self._waiting.clear()
-            self._printer.changed(now)
-        while self._due and len(self._flying) < TABLE_WINDOW:
-            name, record = self._due.popitem(last=False)
-            if self.clients.get(name) is not record or not record.online or record.table_msg is not None:
-                continue
-            if record.synced < self.version:
-                self._sync_table(record, now)
-            else:
-                self._waiting[name] = record
-
     def _print_table(self) -> None:
-        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(self.client_rows)))
+        self._emit(ev.ClientTableChanged(LazyRows(self.client_rows)))
 
     def _go_offline(self, record: ClientRecord, now: float) -> None:
         record.online = False
         self.by_addr.pop(record.addr, None)
-        self._waiting.pop(record.name, None)
-        self._due.pop(record.name, None)
-        if record.table_msg is not None:
-            self.net.cancel(record.table_msg)
-            record.table_msg = None
-            self._flying.discard(record.name)
+        self._sync.stop(record)
         if record.group is not None:
             self._leave_group(record)
-            self._show_groups()
-        self._table_changed(record, now)
+            self._show_groups(now)
+        self._sync.changed(record)
 
     def _leave_group(self, record: ClientRecord) -> None:
         if record.group is not None:
@@ -486,14 +431,14 @@ class ServerLogic:
         if record is None or not record.online or record.addr != addr:
             # No session of that name at that address (an old session, a restarted server,
             # or someone using another's name): say so, a genuine client can tell its user.
-            self._drop("unregistered", addr, f"{kind} from no session of {pkt.sender!r} at that address")
+            self._drop("unregistered", addr, kind, pkt.sender)
             self._reply(pkt, addr, now, "not_registered")
         elif record.token != pkt.token:
             # The right address with the wrong token: a forged source address.  An answer
             # would go to the real client, so there is none.
-            self._drop("forged", addr, f"{kind} in the name of {pkt.sender!r} with a wrong token")
+            self._drop("forged", addr, kind, pkt.sender)
         elif not is_newer(pkt.msg_id, record.last_id):
-            self._drop("replayed", addr, f"{kind} #{pkt.msg_id} of {pkt.sender!r} is older than the session's last")
+            self._drop("replayed", addr, kind, pkt.sender, pkt.msg_id)
         else:
             return record
         return None
@@ -507,33 +452,26 @@ class ServerLogic:
         part, more = page(items, start)
         self._reply(pkt, addr, now, "more" if more else "ok", part)
 
-    def _drop(self, kind: str, addr: Address, detail: str) -> None:
-        """Count a bad datagram; log only the first of each kind, so a flood cannot flood the log."""
-        self.drops[kind] += 1
-        if self.drops[kind] == 1:
-            self._show(f"Dropped {kind} datagram from {addr[0]}:{addr[1]} ({detail}); more of this kind are only counted")
+    def _drop(self, reason: str, addr: Address, message: str = "", sender: str = "", msg_id: int = 0,
+              detail: object = "") -> None:
+        """Count a bad datagram; report only the first of each kind, so a flood cannot flood the log
+        (or cost more than the count: ``detail``, the decoder's error, say, is made a string then)."""
+        self.drops[reason] += 1
+        if self.drops[reason] == 1:
+            self._emit(ev.DatagramDropped(reason, addr, message, sender, msg_id, str(detail)))
 
-    def _show(self, text: str) -> None:
-        self.net.effects.append(Show(f">>> {text}"))
-
-    def _event(self, template: str, *args: str, items=()) -> None:
-        """One line per event, merged with others of its kind when they come too fast (node/console.py)."""
-        self._console.event(self._now, template, *args, items=items)
-
-    def _show_groups(self) -> None:
+    def _show_groups(self, now: float) -> None:
         if not self._groups_shown:  # once per batch: its rows are made after the batch, the latest
             self._groups_shown = True
-            self._group_printer.changed(self._now)
+            self._group_printer.changed(now)
 
     def _print_groups(self) -> None:
         groups = self.groups
 
-        def rows() -> tuple[tuple[str, str], ...]:
-            return tuple((group, ", ".join(members)) for group, members in groups.items())
+        def rows() -> tuple[tuple[str, tuple[str, ...]], ...]:
+            return tuple((group, tuple(members)) for group, members in groups.items())
 
-        self.net.effects.append(ShowTable(">>> Group table updated.", GROUP_COLUMNS, LazyRows(rows)))
+        self._emit(ev.GroupTableChanged(LazyRows(rows)))
 
-    def client_rows(self) -> tuple[tuple[str, ...], ...]:
-        return tuple(
-            (c.name, c.addr[0], str(c.addr[1]), "online" if c.online else "offline") for c in self.clients.values()
-        )
+    def client_rows(self) -> tuple[tuple[str, str, int, bool], ...]:
+        return tuple((c.name, c.addr[0], c.addr[1], c.online) for c in self.clients.values())

@@ -38,6 +38,7 @@ from node.effects import Exit, Send, Show, ShowTable
 from node.reliable import RetryPolicy
 from node.runtime import INTERNAL_ERROR
 from node.server import ServerLogic
+from shown import shown
 from tools.lossy_proxy import FaultPlan
 
 SERVER = ("10.9.0.1", 9000)  # simulated addresses: nothing is ever sent to them
@@ -79,6 +80,7 @@ class SimNet:
         self.rng = random.Random(seed)
         self.nodes: dict[tuple, object] = {}  # address -> live node; crashed and exited nodes leave
         self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> printed lines
+        self.events: dict[str, list] = defaultdict(list)  # node name -> the events its logic drained
         self.exits: dict[str, int] = {}
         self.fault: Fault | None = None
         self.plan: FaultPlan | None = None  # the lossy proxy's rules, applied to every datagram
@@ -195,17 +197,17 @@ class SimNet:
         if logic is None:
             return
         name = logic._sim_name
-        for effect in logic.drain():
+        # (a client's drain takes no time until the client's drain(now) is merged)
+        for effect in logic.drain(self.now) if isinstance(logic, ServerLogic) else logic.drain():
             if isinstance(effect, Send):
                 self._offer(effect.data, addr, effect.addr)
-            elif isinstance(effect, Show):
-                self.lines[name].append(effect.text)
-            elif isinstance(effect, ShowTable):
-                self.lines[name].append(effect.title)
-                self.lines[name].extend("| " + " | ".join(row) for row in effect.rows)
             elif isinstance(effect, Exit):
                 self.exits[name] = effect.status
                 self.nodes.pop(addr, None)
+            else:
+                if not isinstance(effect, (Show, ShowTable)):
+                    self.events[name].append(effect)
+                self.lines[name].extend(shown(effect))
 
     def name_of(self, addr) -> str:
         """The name of the (last) node at ``addr``, live or gone."""

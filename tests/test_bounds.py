@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 
-from node import reliable
 from node.client import ClientLogic
 from node.limits import MAX_SOURCES
 from node.reliable import RetryPolicy
@@ -46,11 +45,12 @@ def test_strangers_leave_no_state_in_a_client():
     assert ann.drops["unknown sender"] == 1001 and ann.drops["not from server"] == 1000
 
 
-def test_group_message_ids_a_client_remembers_are_bounded(monkeypatch):
+def test_group_message_ids_a_client_remembers_are_bounded():
     """A busy group brings thousands of message ids a second; the ids acknowledged are kept in
-    two generations of at most MAX_REMEMBERED_REPLIES / 2 each, however fast they come."""
-    monkeypatch.setattr(reliable, "MAX_REMEMBERED_REPLIES", 8)
+    two generations of at most max_replies / 2 each (MAX_REMEMBERED_REPLIES), however fast they come."""
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    # the endpoint's bound, lowered (ClientLogic does not pass max_replies through yet)
+    client.net._max_replies = 8
     client.net.token = 9  # as if registered: the server's group messages carry it
     for msg_id in range(1, 101):  # all at one instant: no generation expires by age
         data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, token=9, sender="server") / GrpMsg(group="g", origin="x", text="y"))
@@ -69,7 +69,7 @@ def test_kicks_of_one_client_make_one_probe():
         kick = reporter.net.build("kick", target="Bob")
         sim.server.receive(kick.data, sim.addr(reporter), sim.now)
     assert sim.server._probing == {"Bob"}
-    sent = [kind(parse(e.data)) for e in sim.server.drain() if isinstance(e, Send)]
+    sent = [kind(parse(e.data)) for e in sim.server.drain(sim.now) if isinstance(e, Send)]
     assert sent.count("probe") == 1 and sent.count("ack") == 40
 
 
@@ -81,11 +81,11 @@ def test_refused_registrations_leave_no_rows():
     for i in range(200):
         addr = (f"10.0.{i // 25}.1", 7000 + i)
         server.receive(encode("reg", {"msg_id": i + 1, "sender": f"n{i}"}), addr, 0.0)
-        answers = [parse(e.data) for e in server.drain() if isinstance(e, Send) and e.addr == addr]
+        answers = [parse(e.data) for e in server.drain(0.0) if isinstance(e, Send) and e.addr == addr]
         tokens = [a.payload.token for a in answers if kind(a) == "reg_ack" and a.payload.token]
         if tokens:  # a registration starts when it is confirmed: the quota and the limit hold then too
             server.receive(encode("confirm", {"msg_id": i + 1000, "token": tokens[0], "sender": f"n{i}"}), addr, 0.0)
-    server.drain()
+    server.drain(0.0)
     assert len(server.clients) == 50 and len(server.by_addr) == 50
-    assert len(server._due) + len(server._waiting) + len(server._flying) <= 50
+    assert len(server._sync._due) + len(server._sync._idle) + server._sync.in_flight <= 50
     assert [server._names_held.held(f"10.0.{a}.1") for a in range(8)] == [10] * 5 + [0] * 3

@@ -9,15 +9,17 @@ import itertools
 import random
 
 from node.console import LINES_AT_ONCE, LINES_PER_SECOND, LIST_SHOWN, Console
-from node.effects import Send, Show, ShowTable
+from node.effects import Send
+from node.events import GroupJoined, GroupLeft, GroupMessageRelayed, GroupsListed, LinesMerged, MembersListed
 from node.limits import Limits
 from node.reliable import RetryPolicy
 from node.server import ServerLogic
 from node.tables import ROWS_IN_A_BURST, TablePrinter
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import encode, parse
+from shown import shown
 
-JOINED = "Client {} joined group {}"
+JOINED = GroupJoined
 
 
 class Clock:
@@ -41,8 +43,9 @@ class Clock:
 
 
 def console() -> tuple[Clock, Console, list[str]]:
+    """A console on a fake clock, and the lines a user reads of what it emits (">>> " dropped)."""
     clock, lines = Clock(), []
-    return clock, Console(clock.call_at, lines.append), lines
+    return clock, Console(clock.call_at, lambda event: lines.extend(line[4:] for line in shown(event))), lines
 
 
 # -- per-event lines -----------------------------------------------------------------------------
@@ -106,8 +109,8 @@ def test_kinds_are_merged_apart():
     clock, out, lines = console()
     for _ in range(3000):
         out.event(clock.now, JOINED, "Mal", "g")
-        out.event(clock.now, "Client {} left group", "Mal")
-    assert out.event(clock.now, "Client {} sent group message: {}", "Ann", "hello"), "another kind still gets through"
+        out.event(clock.now, GroupLeft, "Mal", "g")
+    assert out.event(clock.now, GroupMessageRelayed, "Ann", "g", "hello"), "another kind still gets through"
     clock.advance(1.0)
     n = int(3000 - LINES_AT_ONCE)
     assert sorted(line for line in lines if line.startswith("...")) == [
@@ -118,18 +121,36 @@ def test_kinds_are_merged_apart():
 
 def test_a_long_list_is_cut_and_a_short_one_is_not():
     clock, out, lines = console()
-    out.event(clock.now, "Client {} requested listing groups, current groups:", "Ann", items={f"g{i}": {} for i in range(1000)})
+    groups = [f"g{i}" for i in range(1000)]
+    out.event(clock.now, GroupsListed, "Ann", groups, items=groups)
     assert lines == ["Client Ann requested listing groups, current groups:", *(f"g{i}" for i in range(LIST_SHOWN)),
                      f"... and {1000 - LIST_SHOWN} more"]
     lines.clear()
-    out.event(clock.now, "Client {} requested listing members of group {}:", "Ann", "g", items=["Ann", "Bob"])
+    out.event(clock.now, MembersListed, "Ann", "g", ["Ann", "Bob"], items=["Ann", "Bob"])
     assert lines == ["Client Ann requested listing members of group g:", "Ann", "Bob"]
 
 
 def test_text_from_the_network_is_only_filled_in():
     clock, out, lines = console()
-    out.event(clock.now, "Client {} sent group message: {}", "{0}", "{1} {} %s {x!r}")
+    out.event(clock.now, GroupMessageRelayed, "{0}", "g", "{1} {} %s {x!r}")
     assert lines == ["Client {0} sent group message: {1} {} %s {x!r}"]
+
+
+def test_an_event_past_the_budget_is_never_made_and_the_merge_is_an_event():
+    clock, emitted = Clock(), []
+    out = Console(clock.call_at, emitted.append)
+    made = []
+
+    class Counted(GroupJoined):
+        def __init__(self, *fields):
+            made.append(fields)
+            super().__init__(*fields)
+
+    for i in range(int(LINES_AT_ONCE) + 50):
+        out.event(clock.now, Counted, f"c{i}", "g")
+    assert len(made) == LINES_AT_ONCE, "the 50 past the budget were only counted"
+    clock.advance(1.0)
+    assert emitted[-1] == LinesMerged(Counted, 50)
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -221,18 +242,20 @@ class Server:
         self._collect()
 
     def _collect(self) -> None:
-        for effect in self.logic.drain():
+        for effect in self.logic.drain(self.now):
             if isinstance(effect, Send):
                 pkt = parse(effect.data)
                 if MSG_TYPES[pkt.type] == "reg_ack":
                     self.token = pkt.payload.token
                 elif MSG_TYPES[pkt.type] == "ack":
                     self.answers[pkt.payload.ack_id] = pkt.payload.status
-            elif isinstance(effect, Show):
-                self.lines.append(effect.text)
-            elif isinstance(effect, ShowTable):
-                self.tables += 1
-                self.rows += sum(1 for _ in effect.rows)
+            else:
+                lines = shown(effect)
+                if lines and lines[0].endswith("table updated."):
+                    self.tables += 1
+                    self.rows += len(lines) - 1
+                else:
+                    self.lines += lines
 
 
 def with_groups(count: int) -> Server:

@@ -29,8 +29,8 @@ class Calls:
         self.fails.append(now)
 
 
-def endpoint(policy=RetryPolicy(), seed=1) -> Endpoint:
-    return Endpoint("A", 7001, policy, random.Random(seed))
+def endpoint(policy=RetryPolicy(), seed=1, **bounds) -> Endpoint:
+    return Endpoint("A", 7001, policy, random.Random(seed), **bounds)
 
 
 def ack_for(msg_id: int, status="ok", token=0) -> ChatHeader:
@@ -231,9 +231,8 @@ def test_remembered_answers_expire():
     assert not ep.answer_again(request_from("B", 42), PEER, 1.0 + memory + 0.01)
 
 
-def test_remembered_answers_are_bounded(monkeypatch):
-    monkeypatch.setattr(reliable, "MAX_REMEMBERED_REPLIES", 3)
-    ep = endpoint()
+def test_remembered_answers_are_bounded():
+    ep = endpoint(max_replies=3)
     for msg_id in range(1, 6):
         ep.answer(request_from("B", msg_id), PEER, ep.build("ack", ack_id=msg_id), 0.0)
     assert ep.remembered_count == 3

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import random
 
-from node import server as server_module
 from node.client import ClientLogic
 from node.effects import Send, ShowTable
+from node.events import ClientTableChanged
 from node.limits import Limits
 from node.reliable import RetryPolicy
 from node.server import ClientRecord, ServerLogic
+from node.sync import TABLE_WINDOW
 from node.tables import TableVersions, entry, page
 from proto import MAX_DATAGRAM, MSG_TYPES, STATUSES, Entry, decode
 from proto.fastpath import encode, encode_item, parse
@@ -23,14 +24,14 @@ LONG = "x" * 24  # a long name prefix, so that few rows fit a datagram
 class Server:
     """A ServerLogic fed by hand, as the asyncio shell feeds it: datagrams in batches, one drain per batch."""
 
-    def __init__(self, **limits):
+    def __init__(self, table_window: int = TABLE_WINDOW, **limits):
         # Every fake client is on 10.1.0.1: no per-IP quota (a test may set one).
         limits = {"max_names_per_ip": 0, **limits}
-        self.logic = ServerLogic(9000, RetryPolicy(), random.Random(3), Limits(rate=0, **limits))
+        self.logic = ServerLogic(9000, RetryPolicy(), random.Random(3), Limits(rate=0, **limits), table_window=table_window)
         self.now = 0.0
         self.tokens: dict[str, int] = {}
         self.sent: list[Send] = []
-        self.shown: list[ShowTable] = []
+        self.shown: list[tuple] = []  # the rows of each client table printed
 
     def addr(self, name: str) -> tuple[str, int]:
         return ("10.1.0.1", 1024 + int(name.rsplit("-", 1)[1]))
@@ -41,7 +42,7 @@ class Server:
         out, confirms = [], []
         for data, addr in datagrams:
             self.logic.receive(data, addr, self.now)
-        for effect in self.logic.drain():
+        for effect in self.logic.drain(self.now):
             if isinstance(effect, Send):
                 out.append(effect)
                 msg = parse(effect.data)
@@ -49,9 +50,9 @@ class Server:
                     name = self.name_at(effect.addr)
                     self.tokens[name] = msg.payload.token
                     confirms.append((encode("confirm", {"msg_id": 2, "sender": name, "token": msg.payload.token}), effect.addr))
-            elif isinstance(effect, ShowTable) and effect.title == ">>> Client table updated.":
+            elif isinstance(effect, ClientTableChanged):
                 # rows are made when read, and read right after the drain, as the shell does
-                self.shown.append(ShowTable(effect.title, effect.columns, tuple(effect.rows)))
+                self.shown.append(tuple(effect.clients))
         self.sent += out
         return out + (self.batch(confirms) if confirms else [])
 
@@ -196,9 +197,8 @@ def test_server_bytes_per_registration_grow_linearly():
     assert big / small < 6, f"{small:.0f} -> {big:.0f} bytes per registration: 4x the clients should cost about 4x, not 16x"
 
 
-def test_at_most_a_window_of_table_parts_in_flight(monkeypatch):
-    monkeypatch.setattr(server_module, "TABLE_WINDOW", 8)
-    s = Server()
+def test_at_most_a_window_of_table_parts_in_flight():
+    s = Server(table_window=8)
     sends = s.batch([s.reg(f"{LONG}-{i}") for i in range(40)])
     assert len([x for x in sends if kind(parse(x.data)) == "table"]) == 8
     assert len(s.logic.net._pending) == 8
@@ -275,12 +275,12 @@ def test_a_long_table_is_printed_now_and_then_the_latest_last():
     for i in range(0, 300, 10):
         s.batch([s.reg(f"{LONG}-{j}") for j in range(i, i + 10)])
         s.now += 0.01
-    printed = [len(tuple(t.rows)) for t in s.shown]
+    printed = [len(rows) for rows in s.shown]
     assert printed[:10] == [10 * (k + 1) for k in range(10)], "short: printed on every change"
     assert len(printed) < 15, "long: not on every change"
     s.logic.handle_timer(s.now + 5)
     s.batch([])
-    assert len(tuple(s.shown[-1].rows)) == 300, "the latest table is printed in the end"
+    assert len(s.shown[-1]) == 300, "the latest table is printed in the end"
 
 
 def test_a_client_shows_a_long_table_now_and_then():

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.effects import Send, Show, ShowTable
+from node.effects import Send
+from node.events import (
+    ClientDeregistered,
+    ClientRegistered,
+    GroupCreated,
+    GroupMessageRelayed,
+    GroupTableChanged,
+    RegistrationRefused,
+)
 from node.names import SERVER_NAME
 from node.reliable import RetryPolicy
 from node.server import MAX_PENDING, PENDING_WINDOWS, ServerLogic
@@ -34,6 +42,7 @@ from proto import (
 )
 from proto.codec import HEADER_MIN
 from proto.fastpath import encode
+from shown import shown
 from simnet import SERVER, SimNet, dropping, kind
 from tests.packets import PAYLOAD_STRATEGIES
 
@@ -46,7 +55,8 @@ class Harness:
     def __init__(self, policy: RetryPolicy = RetryPolicy()):
         self.server = ServerLogic(9000, policy, random.Random(7))
         self.now = 0.0
-        self.lines: list[str] = []
+        self.lines: list[str] = []  # as users read them (node/render.py)
+        self.events: list = []  # what the server said happened
         self.out: list[tuple[float, tuple, object]] = []  # (time, destination, decoded packet)
         self._ids = itertools.count(1000)
         self._hosts = itertools.count(10)
@@ -74,14 +84,12 @@ class Harness:
         self._collect()
 
     def _collect(self) -> None:
-        for effect in self.server.drain():
+        for effect in self.server.drain(self.now):
             if isinstance(effect, Send):
                 self.out.append((self.now, effect.addr, decode(effect.data)))
-            elif isinstance(effect, Show):
-                self.lines.append(effect.text)
-            elif isinstance(effect, ShowTable):
-                self.lines.append(effect.title)
-                self.lines.extend("| " + " | ".join(row) for row in effect.rows)
+            else:
+                self.events.append(effect)
+                self.lines.extend(shown(effect))
 
     def take_lines(self) -> list[str]:
         lines, self.lines = self.lines, []
@@ -148,6 +156,17 @@ def test_registration_is_welcomed_with_a_token_and_a_table():
     (table,) = ann.received("table")
     assert [(e.client, e.ip, e.port, e.online) for e in table.payload.entries] == [("Ann", *ann.addr, 1)]
     assert h.server.clients["Ann"].online
+
+
+def test_the_session_events_say_who_registered_was_refused_and_left():
+    h = Harness()
+    ann = h.client("Ann")
+    impostor = h.client("Ann", addr=("10.0.0.99", 7000), register=False)
+    assert impostor.register() == "name_taken"
+    assert ann.ask("dereg") == "ok"
+    sessions = [e for e in h.events if isinstance(e, (ClientRegistered, RegistrationRefused, ClientDeregistered))]
+    assert sessions == [ClientRegistered("Ann", ann.addr), RegistrationRefused("Ann", impostor.addr, "name_taken"),
+                        ClientDeregistered("Ann")]
 
 
 def test_name_taken_by_an_online_client_is_refused():
@@ -453,7 +472,8 @@ def test_send_group_reaches_every_other_member_only():
     outsider = h.client("Dan")
     text = "hi; all\nsecond line é"
     assert ann.ask("send_group", SendGroup(group="g", text=text)) == "ok"
-    assert ">>> Client Ann sent group message: " + text in h.take_lines()
+    assert GroupMessageRelayed("Ann", "g", text) in h.events, "the text exactly as sent"
+    assert ">>> Client Ann sent group message: hi; all\\nsecond line é" in h.take_lines(), "shown as data"
     for member in (bob, cat):
         (msg,) = member.received("grp_msg")
         assert (msg.payload.group, msg.payload.origin, msg.payload.text) == ("g", "Ann", text)
@@ -1095,7 +1115,7 @@ def test_a_flooding_source_is_served_again_after_a_quiet_spell():
     flood = ann.packet("list_groups")
     for _ in range(5000):  # all at one instant: the bucket is empty
         h.server.receive(flood, ann.addr, h.now)
-    h.server.drain()  # thousands of answers to one request: not worth decoding
+    h.server.drain(h.now)  # thousands of answers to one request: not worth decoding
     assert h.server.drops["rate-limited"] >= 5000 - h.server.limits.burst
     h.advance(2.0)  # refilled at the configured rate
     assert ann.ask("create_group", CreateGroup(group="later")) == "ok"
@@ -1215,3 +1235,65 @@ def test_answers_echo_the_token_of_the_request():
     h.deliver(ask, stranger.addr)
     answer = stranger.answer_to(decode(ask).msg_id)
     assert STATUSES[answer.payload.status] == "not_registered" and answer.token == 0x5EC
+
+
+# -- the endpoint boundary: events in an outbox of the logic's own, the time told, randomness injected ----
+
+
+def test_events_wait_in_the_logics_own_outbox_not_among_the_endpoints_datagrams():
+    h = Harness()
+    ann = h.client("Ann")
+    h.server.receive(ann.packet("create_group", CreateGroup(group="g")), ann.addr, h.now)
+    assert h.server.net.effects and all(type(e) is Send for e in h.server.net.effects), "the endpoint holds datagrams"
+    drained = h.server.drain(h.now)
+    assert [type(e) for e in drained] == [Send, GroupCreated, GroupTableChanged], "datagrams first, then what happened"
+    assert h.server.drain(h.now) == [], "each event once"
+
+
+def test_a_round_of_table_updates_goes_at_the_time_of_the_drain():
+    """drain(now) is told the time: the table update a registration causes goes out at the drain,
+    and its retransmission is due a timeout after that, not after the datagram's arrival."""
+    h = Harness()
+    ann = h.client("Ann", register=False)
+    reg = ann.packet("reg")
+    h.server.receive(reg, ann.addr, 0.0)
+    (answer,) = [decode(e.data) for e in h.server.drain(0.0) if isinstance(e, Send)]
+    confirm = ann.packet("confirm", token=answer.payload.token)
+    h.server.receive(confirm, ann.addr, 1.0)
+    sent = [kind(decode(e.data)) for e in h.server.drain(3.0) if isinstance(e, Send)]
+    assert sent == ["ack", "table"]
+    assert h.server.get_timer() == 3.0 + RetryPolicy().timeout
+
+
+def test_session_tokens_come_from_the_injected_source():
+    drawn = []
+
+    def randbits(k: int) -> int:
+        drawn.append(k)
+        return 0 if k == 64 else 12345  # a token of 0 would be the token of nothing: it is never used
+
+    h = Harness()
+    h.server = ServerLogic(9000, RetryPolicy(), random.Random(7), randbits=randbits)
+    ann = h.client("Ann", register=False)
+    assert ann.register(confirm=False) == "ok"
+    (reg_ack,) = ann.received("reg_ack")
+    assert drawn == [64, 32] and (reg_ack.payload.token, reg_ack.payload.session) == (1, 12345)
+
+
+def test_the_default_token_source_is_unpredictable():
+    tokens = set()
+    for _ in range(2):  # two servers with the same seeded rng
+        h = Harness()
+        ann = h.client("Ann", register=False)
+        ann.register(confirm=False)
+        tokens.add(ann.received("reg_ack")[0].payload.token)
+    assert len(tokens) == 2
+
+
+def test_the_answers_a_server_remembers_are_bounded_by_its_parameter():
+    h = Harness()
+    h.server = ServerLogic(9000, RetryPolicy(), random.Random(7), max_replies=4)
+    ann = h.client("Ann")
+    for _ in range(10):
+        assert ann.ask("list_groups") == "ok"
+    assert h.server.net.remembered_count == 4

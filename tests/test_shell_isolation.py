@@ -11,13 +11,15 @@ import random
 import socket
 
 from node.client import HELP, ClientLogic
-from node.effects import Show, ShowTable
+from node.effects import Show
+from node.events import GroupTableChanged
 from node.limits import drop_report
 from node.reliable import RetryPolicy
 from node.runtime import ERROR_PAUSE, open_node, run_client
 from node.server import ServerLogic
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import encode, parse
+from shown import shown as printed
 from tests.procs import HOST, WAIT
 
 QUICK = RetryPolicy(timeout=0.1, tries=5)
@@ -177,11 +179,11 @@ def test_a_timer_call_that_always_fails_is_not_repeated_at_once():
 def test_a_failing_show_is_counted_and_the_rest_is_carried_out(capsys):
     shown, raised = [], []
 
-    def show(effect):
-        if isinstance(effect, ShowTable):
-            raised.append(effect.title)
+    def show(event):
+        if isinstance(event, GroupTableChanged):
+            raised.append(printed(event)[0])
             raise Injected("cannot print a table")
-        shown.append(effect.text)
+        shown.extend(printed(event))
 
     async def test():
         logic, node, addr = await server_node(show)
@@ -202,7 +204,7 @@ def test_a_failing_show_is_counted_and_the_rest_is_carried_out(capsys):
     assert run(test) == []
     assert ">>> Client Ann created group g successfully" in shown
     err = capsys.readouterr().err
-    assert err.count("Traceback") == 1 and "Internal error while carrying out ShowTable" in err, err
+    assert err.count("Traceback") == 1 and "Internal error while carrying out GroupTableChanged" in err, err
 
 
 class ScriptedTerminal:

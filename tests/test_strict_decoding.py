@@ -131,7 +131,7 @@ def test_no_refusal_is_python_text():
 def register(server: ServerLogic, name: str, addr: tuple, now: float) -> int:
     """Register ``name`` from ``addr``; its token."""
     server.receive(encode("reg", {"msg_id": 1, "port": addr[1], "sender": name}), addr, now)
-    for effect in server.drain():
+    for effect in server.drain(now):
         if isinstance(effect, Send) and effect.addr == addr and MSG_TYPES[parse(effect.data).type] == "reg_ack":
             token = parse(effect.data).payload.token
             server.receive(encode("confirm", {"msg_id": 2, "port": addr[1], "token": token, "sender": name}), addr, now)
@@ -140,7 +140,7 @@ def register(server: ServerLogic, name: str, addr: tuple, now: float) -> int:
 
 
 def answers(server: ServerLogic, addr: tuple) -> list:
-    return [parse(e.data) for e in server.drain() if isinstance(e, Send) and e.addr == addr]
+    return [parse(e.data) for e in server.drain(0.0) if isinstance(e, Send) and e.addr == addr]
 
 
 def test_server_logic_counts_a_list_more_outside_its_enum_as_malformed():
