@@ -15,7 +15,7 @@ import pytest
 
 from tests.captures import run_into_closed_pipe
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 BENCH = str(ROOT / "tools" / "bench.py")
 
 TINY = {

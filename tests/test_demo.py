@@ -11,13 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from node.demo import DemoFailed, Printer, Stage
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 CHATAPP = str(ROOT / "ChatApp.py")
 DEADLINE = 60.0
 

@@ -14,7 +14,7 @@ from proto import MSG_TYPES, PAYLOADS, STATUSES, ChatHeader
 from proto.codec import HEADER_MIN
 from proto.reference import BEGIN, END, REGENERATE, extract, generate, replace
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -26,7 +25,7 @@ from proto import PAYLOADS, ChatHeader, decode
 from tests.procs import PROXY, ProxyProcess, free_port
 from tools.lossy_proxy import FaultPlan, ProxyThread, Rule, RuleError
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 HOST = "127.0.0.1"
 WAIT = 10.0  # deadline for one expected datagram; a passing test never waits this long
 
