@@ -1,4 +1,4 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by the test modules."""
 
 from __future__ import annotations
 
@@ -7,6 +7,54 @@ import os
 import pytest
 
 from tests.captures import Capture, record_direct, record_proxied
+from tests.procs import Cluster
+from tests.security_tools import Peer, Tool
+
+
+# -- processes and sockets --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster():
+    """ChatApp.py servers and clients in pseudo-terminals (tests/procs.py), stopped by pid at the end."""
+    nodes = Cluster()
+    yield nodes
+    nodes.stop_all()
+    for proc in nodes.procs:  # shown by pytest only when the test failed
+        print(f"----- {proc.label} (pid {proc.pid}, status {proc.status}) -----\n{proc.text}")
+
+
+@pytest.fixture
+def tools():
+    """Start tools with ``tools(script, *args)``; each is stopped by pid at the end of the test."""
+    started: list[Tool] = []
+
+    def start(script: str, *args: str) -> Tool:
+        tool = Tool(script, *args)
+        started.append(tool)
+        return tool
+
+    yield start
+    for tool in started:
+        tool.stop()
+
+
+@pytest.fixture
+def peers():
+    """Plain sockets on 127.0.0.1 (tests/security_tools.py): ``peers()`` opens one; all are closed at the end."""
+    opened: list[Peer] = []
+
+    def open_one() -> Peer:
+        peer = Peer()
+        opened.append(peer)
+        return peer
+
+    yield open_one
+    for peer in opened:
+        peer.close()
+
+
+# -- live captures ------------------------------------------------------------------------------------
 
 
 def _needs_root() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from node.limits import Limits
 from proto import PriMsg
-from tests.procs import HOST, cluster  # noqa: F401  (cluster is a fixture)
-from tests.security_tools import peers, rss_kib, status  # noqa: F401  (peers is a fixture)
+from tests.procs import HOST
+from tests.security_tools import rss_kib, status
 
 FULL = ">>> Bob's queue of messages is full (Bob is in a group chat), message not delivered"
 

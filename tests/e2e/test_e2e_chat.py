@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.procs import cluster  # noqa: F401  (cluster is a fixture)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import threading
 import time
 
 from node.console import LIST_SHOWN
-from tests.procs import HOST, PYTHON, ROOT, WAIT, cluster  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST, PYTHON, ROOT, WAIT
 from tools.perf.abuse import RawClient
 
 GROUPS = 300

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.procs import cluster, in_group  # noqa: F401  (cluster is a fixture)
+from tests.procs import in_group
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import signal
 
-from tests.procs import FAST, cluster  # noqa: F401  (cluster is a fixture)
+from tests.procs import FAST
 
 NOT_IN_GROUP = (
     ">>> You're already not in the group, because the Server didn't receive your previous ack to a group message."

@@ -10,7 +10,7 @@ import pytest
 from node.reliable import Endpoint, RetryPolicy
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import parse
-from tests.procs import FAST, HOST, WAIT, cluster, free_port  # noqa: F401  (cluster is a fixture)
+from tests.procs import FAST, HOST, WAIT, free_port
 from tests.scripted import ScriptedServer
 
 

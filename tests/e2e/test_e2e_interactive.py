@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from tests.procs import cluster  # noqa: F401  (cluster is a fixture)
 
 LIMIT = 4096  # bytes of UTF-8 in one message (SPEC: at least 4 KiB)
 

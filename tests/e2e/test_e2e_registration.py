@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from tests.procs import HOST, ProxyProcess, cluster, free_port  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST, ProxyProcess, free_port
 
 NAME_TAKEN = ">>> Someone has already used this name. Try another one."
 ADDR_TAKEN = ">>> Someone has already used this (IP, port) combination. Try another one."

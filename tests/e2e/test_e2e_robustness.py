@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from proto import MAGIC, MSG_TYPES, STATUSES, VERSION, ChatHeader, CreateGroup, Entry, GrpMsg, PriMsg, RegAck, SendGroup, Table, decode
-from tests.procs import FAST, HOST, WAIT, cluster  # noqa: F401  (cluster is a fixture)
+from tests.procs import FAST, HOST, WAIT
 from tests.security_tools import session_from_tables
 
 

@@ -3,7 +3,6 @@ real processes in pseudo-terminals, where tables are drawn with rich."""
 
 from __future__ import annotations
 
-from tests.procs import cluster  # noqa: F401  (cluster is a fixture)
 
 # Names a server accepts that rich reads as markup: '[/]' raised MarkupError wherever a table was
 # drawn; the link became an OSC 8 hyperlink; '[b][/b]Ann' read as 'Ann'.

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.procs import HOST, cluster, free_port, run_plain  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST, free_port, run_plain
 
 
 def assert_refused(result, line: str) -> None:

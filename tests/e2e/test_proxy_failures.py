@@ -20,7 +20,7 @@ from collections import Counter
 
 import pytest
 
-from tests.procs import HOST, Cluster, Proc, ProxyProcess, cluster, free_port, in_group  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST, Cluster, Proc, ProxyProcess, free_port, in_group
 from tools.lossy_proxy import ProxyThread
 
 DEFAULT: tuple[str, ...] = ()  # 500 ms x 5 tries

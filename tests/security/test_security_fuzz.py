@@ -19,7 +19,7 @@ from scapy.packet import fuzz
 
 from proto import MAGIC, PAYLOADS, TYPE_CODES, VERSION, ChatHeader
 from proto.fastpath import encode
-from tests.procs import HOST, cluster  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST
 from tests.security_tools import ReceiveQueues, drain, finish, rss_kib
 
 PER_TARGET = 100_000

@@ -16,8 +16,8 @@ import pytest
 
 from proto import MAX_NAME_BYTES, MAX_TEXT_BYTES, MSG_TYPES, VERSION, Ack, ChatHeader, CreateGroup, Entry, GrpMsg, JoinGroup, Kick, LeaveGroup
 from proto import PriMsg, SendGroup, Table
-from tests.procs import FAST, HOST, WAIT, cluster, free_port, in_group, run_plain  # noqa: F401  (cluster is a fixture)
-from tests.security_tools import Peer, ReceiveQueues, drain, finish, needs_root, peers, spoof, spoof_all, status  # noqa: F401  (peers)
+from tests.procs import FAST, HOST, WAIT, free_port, in_group, run_plain
+from tests.security_tools import Peer, ReceiveQueues, drain, finish, needs_root, spoof, spoof_all, status
 
 
 def addr(proc) -> tuple[str, int]:

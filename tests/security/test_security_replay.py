@@ -18,8 +18,8 @@ from scapy.utils import rdpcap, wrpcap
 from proto import MSG_TYPES
 from proto.fastpath import parse
 from node.reliable import REPLY_MEMORY_WINDOWS, RetryPolicy
-from tests.procs import HOST, WAIT, cluster, free_port, in_group  # noqa: F401  (cluster is a fixture)
-from tests.security_tools import drain, finish, needs_root, spoof, spoof_all, tools  # noqa: F401  (tools is a fixture)
+from tests.procs import HOST, WAIT, free_port, in_group
+from tests.security_tools import drain, finish, needs_root, spoof
 
 SHORT_MEMORY = ("--ack-timeout", "0.25", "--retries", "4")  # a 1 s retry window: answers remembered 4 s
 REQUESTS = {"dereg", "create_group", "list_groups", "join_group", "leave_group", "list_members", "send_group", "kick"}

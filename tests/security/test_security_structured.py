@@ -25,8 +25,8 @@ from node.server import ServerLogic
 from proto import MSG_TYPES, STATUS_CODES, TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 from simnet import SERVER, SimNet
-from tests.procs import HOST, WAIT, cluster  # noqa: F401  (cluster is a fixture)
-from tests.security_tools import Peer, ReceiveQueues, drain, finish, peers  # noqa: F401  (peers is a fixture)
+from tests.procs import HOST, WAIT
+from tests.security_tools import Peer, ReceiveQueues, drain, finish
 from tests.structured import OUTSIDE, datagram, hostile_variants, registered_sessions
 
 SEED = 20241130

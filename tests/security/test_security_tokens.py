@@ -13,8 +13,8 @@ import time
 import pytest
 
 from proto import TYPE_CODES, Ack, ChatHeader, Entry, JoinGroup, Table
-from tests.procs import HOST, WAIT, cluster, in_group  # noqa: F401  (cluster is a fixture)
-from tests.security_tools import Peer, ReceiveQueues, drain, drops, finish, needs_root, peers, spoof_all  # noqa: F401
+from tests.procs import HOST, WAIT, in_group
+from tests.security_tools import Peer, ReceiveQueues, drain, drops, finish, needs_root, spoof_all
 
 pytestmark = needs_root
 

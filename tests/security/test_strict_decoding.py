@@ -18,8 +18,8 @@ from proto import MSG_TYPES, STATUSES, TYPE_CODES, VERSION, ChatHeader, PriMsg, 
 from proto import codec, fastpath
 from proto.checks import enum_values
 from proto.fastpath import encode, parse
-from tests.procs import HOST, cluster  # noqa: F401  (cluster is a fixture)
-from tests.security_tools import drain, finish, peers  # noqa: F401  (peers is a fixture)
+from tests.procs import HOST
+from tests.security_tools import drain, finish
 from tests.structured import datagram, registered_sessions, segments
 
 HEADER = {"msg_id": 77, "port": 7000, "token": 0x1122334455667788, "sender": "Mal"}

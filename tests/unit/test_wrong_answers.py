@@ -12,7 +12,7 @@ from node.limits import drop_report
 from node.reliable import RetryPolicy
 from proto import MSG_TYPES
 from proto.fastpath import encode, parse
-from tests.procs import HOST, cluster, free_port  # noqa: F401  (cluster is a fixture)
+from tests.procs import HOST, free_port
 from tests.scripted import OK, ScriptedServer
 
 SERVER = ("10.9.0.1", 9000)
