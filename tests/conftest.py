@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and the marks of each test (tests/kinds.py): its kind,
+``e2e`` if it starts processes or real sockets, soak tests left out unless asked for."""
 
 from __future__ import annotations
 
@@ -6,9 +7,49 @@ import os
 
 import pytest
 
+from tests import in_process, kinds
 from tests.captures import Capture, record_direct, record_proxied
 from tests.procs import Cluster
 from tests.security_tools import Peer, Tool
+
+in_process.install()
+
+
+# -- marks ----------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the marks given here
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for mark in kinds.marks_for(item.path, getattr(item, "fixturenames", ())):
+            item.add_marker(mark)
+    if not kinds.soak_asked(config.option.markexpr or ""):
+        soak = [item for item in items if item.get_closest_marker(kinds.SOAK)]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [item for item in items if not item.get_closest_marker(kinds.SOAK)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Guards a test not marked e2e, from its fixtures' set-up to their teardown."""
+    in_process.GUARD.test = None if item.get_closest_marker("e2e") else item.nodeid
+    in_process.GUARD.take()
+    try:
+        return (yield)
+    finally:
+        in_process.GUARD.test = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A breach fails the test even where the code under test caught the error."""
+    report = yield
+    breaches = in_process.GUARD.take()
+    if breaches and report.passed:
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid} {'; '.join(breaches)} but is not marked e2e: {in_process.HOW_TO_MARK}"
+    return report
 
 
 # -- processes and sockets --------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from tests.captures import run_into_closed_pipe
 from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 BENCH = str(ROOT / "tools" / "bench.py")
 
+pytestmark = pytest.mark.e2e  # tools/bench.py as a process, starting servers and clients
+
 TINY = {
     "codec": ["--types", "pri_msg", "table", "--repeat", "1", "--budget", "0.001"],
     "latency": ["--count", "5", "--typed", "2", "--startups", "1"],

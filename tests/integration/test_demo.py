@@ -20,6 +20,8 @@ from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 CHATAPP = str(ROOT / "ChatApp.py")
 DEADLINE = 60.0
 
+pytestmark = pytest.mark.e2e  # the demo as processes; its printer's one in-process test comes along
+
 
 def started_pids(output: str) -> dict[str, int]:
     return {name: int(pid) for name, pid in re.findall(r"^demo +: started (\w+) \(pid (\d+)\)", output, re.M)}

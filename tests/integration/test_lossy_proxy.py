@@ -29,6 +29,8 @@ from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 HOST = "127.0.0.1"
 WAIT = 10.0  # deadline for one expected datagram; a passing test never waits this long
 
+pytestmark = pytest.mark.e2e  # the proxy on real sockets; the few rule-parsing tests come along
+
 
 class Node:
     """A UDP socket on 127.0.0.1 standing in for one chat node."""

@@ -13,6 +13,8 @@ import pytest
 
 from tests.procs import ROOT
 
+pytestmark = pytest.mark.e2e  # pip and the installed commands, as processes
+
 # A mistake each command reports itself (not argparse), and what its line says after the name.
 MISTAKES = {
     "chatapp-sniff": (["-r", "missing.pcap"], "cannot read missing.pcap"),

@@ -19,6 +19,8 @@ from tests.procs import HOST, free_port
 
 REPLAY = SNIFF.replace("sniff.py", "replay.py")
 
+pytestmark = pytest.mark.e2e  # replay.py and sniff.py as processes, on real sockets
+
 
 class FakeServer:
     """A UDP socket that records what arrives and acknowledges every request."""

@@ -10,6 +10,8 @@ import asyncio
 import random
 import socket
 
+import pytest
+
 from node.client import HELP, ClientLogic
 from node.effects import Show, ShowTable
 from node.limits import drop_report
@@ -21,6 +23,8 @@ from proto.fastpath import encode, parse
 from tests.procs import HOST, WAIT
 
 QUICK = RetryPolicy(timeout=0.1, tries=5)
+
+pytestmark = pytest.mark.e2e  # real nodes on real sockets, in this process
 
 
 class Injected(Exception):

@@ -30,6 +30,8 @@ from tests.captures import SNIFF, Capture, Processes, needs_root, run_into_close
 from tests.procs import HOST, PYTHON, ROOT, free_port
 from tools.lossy_proxy import ProxyThread
 
+pytestmark = pytest.mark.e2e  # sniff.py as a process on live captures; the traffic model's in-process tests come along
+
 
 def packet_lines(lines: list[str]) -> list[str]:
     """The per-datagram lines: those that start with the relative time, before the end-of-capture report."""

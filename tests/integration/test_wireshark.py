@@ -38,6 +38,8 @@ from tests.captures import SNIFF, run_tool
 
 SEPARATOR = "\x1f"  # between the values of a field that occurs more than once (list items)
 
+pytestmark = pytest.mark.e2e  # sniff.py and tshark as processes
+
 
 @pytest.fixture(scope="module")
 def tshark() -> str:

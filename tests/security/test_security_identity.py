@@ -379,6 +379,7 @@ def test_too_many_groups(cluster):
     ann.expect_lines(">>> Available group chats:", ">>> g1")
 
 
+@pytest.mark.e2e  # ChatApp.py as a process
 def test_overlong_name_is_refused_on_the_command_line():
     port, other = free_port(), free_port()
     done = run_plain("-c", "N" * (MAX_NAME_BYTES + 1), HOST, str(port), str(other))
