@@ -1,4 +1,4 @@
-"""Helpers for the security tests (tests/test_security_*.py): sockets on 127.0.0.1
+"""Helpers for the security tests (tests/security/): sockets on 127.0.0.1
 that play an attacker, helper processes (sniff.py, replay.py) stopped by pid, and
 the closing ``>>> Dropped datagrams: ...`` line of a node."""
 

@@ -1,4 +1,4 @@
-"""Structure-aware hostile datagrams (tests/test_security_structured.py, test_strict_decoding.py).
+"""Structure-aware hostile datagrams (tests/security/: test_security_structured.py, test_strict_decoding.py).
 
 One well-formed datagram, taken apart into its fields with the Scapy layer's own
 ``fields_desc`` (each field's bytes made by the field itself), then each field in turn

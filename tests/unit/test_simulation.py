@@ -7,8 +7,8 @@ messages close together, reordered, duplicated and late, and a clock that delive
 as the shell reads in batches.  Every run also checks that no exception escaped a logic.
 
 A failing seed is printed; replay it alone with
-    SIM_SEED=1234 ./dev test tests/test_simulation.py -k replay -s
-    SIM_SEED=1234 ./dev test tests/test_simulation.py -k replay_burst -s
+    SIM_SEED=1234 ./dev test tests/unit/test_simulation.py -k replay -s
+    SIM_SEED=1234 ./dev test tests/unit/test_simulation.py -k replay_burst -s
 """
 
 from __future__ import annotations
