@@ -66,6 +66,14 @@ def cluster():
 
 
 @pytest.fixture
+def pair(cluster):
+    """A server, and Ann and Bob registered with it, each seeing the other online: (server, ann, bob)."""
+    server = cluster.server()
+    ann, bob = cluster.clients(["Ann", "Bob"], server)
+    return server, ann, bob
+
+
+@pytest.fixture
 def tools():
     """Start tools with ``tools(script, *args)``; each is stopped by pid at the end of the test."""
     started: list[Tool] = []

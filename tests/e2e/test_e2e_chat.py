@@ -5,14 +5,6 @@ from __future__ import annotations
 import pytest
 
 
-
-@pytest.fixture
-def pair(cluster):
-    server = cluster.server()
-    ann, bob = cluster.clients(["Ann", "Bob"], server)
-    return server, ann, bob
-
-
 def test_private_message_both_ways(pair):
     _, ann, bob = pair
     ann.sendline("send Bob hello Bob")

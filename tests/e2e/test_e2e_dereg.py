@@ -9,13 +9,6 @@ import pytest
 from tests.procs import in_group
 
 
-@pytest.fixture
-def pair(cluster):
-    server = cluster.server()
-    ann, bob = cluster.clients(["Ann", "Bob"], server)
-    return server, ann, bob
-
-
 def assert_offline_everywhere(server, others, name):
     assert server.expect_clients({name: "offline"})
     for proc in others:
