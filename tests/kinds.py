@@ -24,7 +24,8 @@ SOAK = "soak"
 
 def kind_of(path: Path) -> str | None:
     """The kind of the test module at ``path``: the directory below tests/ it is in, if a kind."""
-    parts = path.resolve().relative_to(TESTS).parts
+    path = path.resolve()
+    parts = path.relative_to(TESTS).parts if path.is_relative_to(TESTS) else ()
     return parts[0] if len(parts) > 1 and parts[0] in KINDS else None
 
 

@@ -86,6 +86,7 @@ def test_every_mark_is_registered_and_unknown_ones_are_errors(pytestconfig):
     ("e2e/test_x.py", ["cluster"], ["e2e"]),
     ("bench/test_x.py", ["tmp_path"], ["bench"]),
     ("test_x.py", ["cluster"], ["e2e"]),  # astray (failed above), still kept out of the fast loop
+    ("../test_x.py", [], []),  # outside tests/, named on the command line
 ])
 def test_marks_follow_the_directory_and_the_fixtures(where, fixtures, marks):
     assert kinds.marks_for(kinds.TESTS / where, fixtures) == marks
