@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Guards a test not marked e2e, from its fixtures' set-up to their teardown."""
-    in_process.GUARD.test = None if item.get_closest_marker("e2e") else item.nodeid
+    in_process.GUARD.test = None if item.get_closest_marker(kinds.E2E) else item.nodeid
     in_process.GUARD.take()
     try:
         return (yield)
@@ -48,7 +48,7 @@ def pytest_runtest_makereport(item, call):
     breaches = in_process.GUARD.take()
     if breaches and report.passed:
         report.outcome = "failed"
-        report.longrepr = f"{item.nodeid} {'; '.join(breaches)} but is not marked e2e: {in_process.HOW_TO_MARK}"
+        report.longrepr = in_process.refusal(item.nodeid, "; ".join(breaches))
     return report
 
 

@@ -24,6 +24,7 @@ class Guard:
     def __init__(self):
         self.test: str | None = None  # the node id of the guarded test running now
         self.breaches: list[str] = []
+        self.installed = False
 
     def __call__(self, event: str, args: tuple) -> None:
         if self.test is None:  # the common case first: called for every audit event of the run
@@ -37,7 +38,7 @@ class Guard:
         else:
             return
         self.breaches.append(what)
-        raise NotInProcess(f"{self.test} {what} but is not marked e2e: {HOW_TO_MARK}")
+        raise NotInProcess(refusal(self.test, what))
 
     def take(self) -> list[str]:
         """The breaches since the last call, forgotten."""
@@ -45,15 +46,16 @@ class Guard:
         return taken
 
 
-HOW_TO_MARK = ("move it to tests/e2e, use a fixture that starts processes (tests/kinds.py), "
-               "or mark it with @pytest.mark.e2e")
+def refusal(test: str, what: str) -> str:
+    return (f"{test} {what} but is not marked e2e: move it to tests/e2e, use a fixture that starts "
+            "processes (tests/kinds.py), or mark it with @pytest.mark.e2e")
+
 
 GUARD = Guard()
-_installed: list[Guard] = []
 
 
 def install() -> None:
     """Once per process: an audit hook cannot be removed, and a second one would report twice."""
-    if not _installed:
+    if not GUARD.installed:
         sys.addaudithook(GUARD)
-        _installed.append(GUARD)
+        GUARD.installed = True

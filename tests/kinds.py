@@ -14,6 +14,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 
 KINDS = ("unit", "integration", "e2e", "security", "bench")
+E2E = "e2e"  # a kind, and the mark of every test that starts processes or opens real sockets
 
 # Fixtures (conftest.py) that start processes or open real sockets, directly or through another.
 LIVE_FIXTURES = frozenset({"cluster", "peers", "tools", "direct", "proxied"})
@@ -33,8 +34,8 @@ def marks_for(path: Path, fixtures: list[str] | tuple[str, ...]) -> list[str]:
     """The marks of a test in the module at ``path`` that uses ``fixtures`` (with those they use)."""
     kind = kind_of(path)
     marks = [kind] if kind else []
-    if kind != "e2e" and LIVE_FIXTURES.intersection(fixtures):
-        marks.append("e2e")
+    if kind != E2E and LIVE_FIXTURES.intersection(fixtures):
+        marks.append(E2E)
     return marks
 
 

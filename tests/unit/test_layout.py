@@ -73,7 +73,7 @@ def test_a_test_module_importing_another_is_found(tmp_path):
 
 def test_every_mark_is_registered_and_unknown_ones_are_errors(pytestconfig):
     registered = {line.split(":")[0].strip() for line in pytestconfig.getini("markers")}
-    assert {*kinds.KINDS, "e2e", kinds.SOAK} <= registered
+    assert {*kinds.KINDS, kinds.SOAK} <= registered
     assert pytestconfig.option.strict_markers or "--strict-markers" in pytestconfig.getini("addopts")
 
 
