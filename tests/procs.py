@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 import pexpect
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHATAPP = str(ROOT / "ChatApp.py")
@@ -537,15 +536,6 @@ def in_group(procs: list[Proc], server: Proc, group: str = "g", create: bool = T
         proc.sendline(f"join_group {group}")
         proc.expect_line(f">>> Entered group {group} successfully")
     server.expect_groups({group: [proc.name for proc in procs]})
-
-
-@pytest.fixture
-def cluster():
-    nodes = Cluster()
-    yield nodes
-    nodes.stop_all()
-    for proc in nodes.procs:  # shown by pytest only when the test failed
-        print(f"----- {proc.label} (pid {proc.pid}, status {proc.status}) -----\n{proc.text}")
 
 
 class Piped:

@@ -1,4 +1,4 @@
-"""Helpers for the security tests (tests/test_security_*.py): sockets on 127.0.0.1
+"""Helpers for the security tests (tests/security/): sockets on 127.0.0.1
 that play an attacker, helper processes (sniff.py, replay.py) stopped by pid, and
 the closing ``>>> Dropped datagrams: ...`` line of a node."""
 
@@ -238,33 +238,3 @@ class Tool(Piped):
 
     def __init__(self, script: str, *args: str):
         super().__init__([str(TOOLS / script), *args], script, COLUMNS="200")
-
-
-@pytest.fixture
-def tools():
-    """Start tools with ``tools(script, *args)``; each is stopped by pid at the end of the test."""
-    started: list[Tool] = []
-
-    def start(script: str, *args: str) -> Tool:
-        tool = Tool(script, *args)
-        started.append(tool)
-        return tool
-
-    yield start
-    for tool in started:
-        tool.stop()
-
-
-@pytest.fixture
-def peers():
-    """Plain sockets on 127.0.0.1: ``peers()`` opens one; all are closed at the end."""
-    opened: list[Peer] = []
-
-    def open_one() -> Peer:
-        peer = Peer()
-        opened.append(peer)
-        return peer
-
-    yield open_one
-    for peer in opened:
-        peer.close()

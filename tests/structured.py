@@ -1,4 +1,4 @@
-"""Structure-aware hostile datagrams (tests/test_security_structured.py, test_strict_decoding.py).
+"""Structure-aware hostile datagrams (tests/security/: test_security_structured.py, test_strict_decoding.py).
 
 One well-formed datagram, taken apart into its fields with the layer's field model
 (proto.fields; each field's bytes made by the Scapy field itself), then each field in turn

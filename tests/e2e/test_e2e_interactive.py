@@ -1,0 +1,100 @@
+"""The client on a real terminal (prompt_toolkit), checked on an emulated screen."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+
+LIMIT = 4096  # bytes of UTF-8 in one message (SPEC: at least 4 KiB)
+
+
+@pytest.fixture
+def pair(cluster):
+    """Ann on a terminal with line editing; Bob plain."""
+    server = cluster.server()
+    bob = cluster.client("Bob", server)
+    ann = cluster.client("Ann", server, interactive=True)
+    bob.expect_clients({"Ann": "online"})
+    ann.wait_screen(lambda lines: lines[-1] == ">>>", "the prompt")
+    return server, ann, bob
+
+
+def paste(proc, text: str) -> None:
+    """As a terminal sends pasted text (bracketed paste), so that it arrives as one input."""
+    proc.send("\x1b[200~" + text + "\x1b[201~")
+
+
+def test_incoming_message_does_not_garble_typing(pair):
+    _, ann, bob = pair
+    ann.send("send Bob half a")
+    ann.wait_screen(lambda lines: lines[-1] == ">>> send Bob half a", "the partial line")
+    bob.sendline("send Ann interrupting you")
+    bob.expect_line(">>> Message received by Ann.")
+    # The message gets a line of its own above the prompt, and the partial line is intact below.
+    screen = ann.wait_screen(lambda lines: ">>> Bob: interrupting you" in lines, "the incoming message")
+    screen = ann.wait_screen(lambda lines: lines[-1] == ">>> send Bob half a", "the partial line redrawn")
+    assert not any("half a" in line and "interrupting" in line for line in screen), screen
+    ann.send(" sentence\r")
+    ann.expect_line(">>> Message received by Bob.")
+    bob.expect_line(">>> Ann: half a sentence")
+
+
+def test_prompt_shows_the_group(pair):
+    _, ann, _ = pair
+    ann.sendline("create_group g")
+    ann.expect_line(">>> Group g created by Server.")
+    ann.wait_screen(lambda lines: lines[-1] == ">>>", "the normal prompt")
+    ann.sendline("join_group g")
+    ann.expect_line(">>> Entered group g successfully")
+    ann.wait_screen(lambda lines: lines[-1] == ">>> (g)", "the group prompt")
+    ann.sendline("send_group hi")
+    ann.expect_line(">>> (g) Message received by Server.")
+    ann.sendline("leave_group")
+    ann.expect_line(">>> Leave group chat g")
+    ann.wait_screen(lambda lines: lines[-1] == ">>>", "the normal prompt again")
+
+
+def test_longest_message_arrives_whole(pair):
+    _, ann, bob = pair
+    text = "x" * (LIMIT - 3) + "end"
+    paste(ann, f"send Bob {text}")
+    ann.send("\r")
+    ann.expect_line(">>> Message received by Bob.")
+    bob.expect_line(f">>> Ann: {text}")
+
+
+@pytest.mark.parametrize("text", ["y" * (LIMIT + 1), "é" * (LIMIT // 2) + "!"], ids=["ascii", "two-byte"])
+def test_too_long_message_refused(pair, text):
+    _, ann, bob = pair
+    assert len(text.encode("utf-8")) == LIMIT + 1
+    mark = bob.mark()
+    paste(ann, f"send Bob {text}")
+    ann.send("\r")
+    match = ann.expect(r"^>>> .*too long.*\n", flags=re.MULTILINE)
+    assert str(LIMIT) in match.group(0), match.group(0)
+    ann.sendline("send Bob short one")  # and nothing was sent before it
+    ann.expect_line(">>> Message received by Bob.")
+    bob.expect_line(">>> Ann: short one")
+    assert bob.text[mark:].count(">>> Ann:") == 1
+
+
+def test_ctrl_c_at_the_prompt(pair):
+    server, ann, bob = pair
+    ann.send("half typed")
+    ann.wait_screen(lambda lines: lines[-1] == ">>> half typed", "the partial line")
+    ann.send("\x03")
+    ann.expect_line(">>> You are Offline. Bye.")
+    ann.wait_exit()
+    server.expect_clients({"Ann": "offline"})
+    bob.expect_clients({"Ann": "offline"})
+
+
+def test_ctrl_d_at_the_prompt(pair):
+    server, ann, bob = pair
+    ann.send("\x04")
+    ann.expect_line(">>> You are Offline. Bye.")
+    assert ann.wait_exit() == 0
+    server.expect_clients({"Ann": "offline"})
+    bob.expect_clients({"Ann": "offline"})

@@ -1,0 +1,551 @@
+"""tools/lossy_proxy.py on its own: rules, actions and matches on real UDP sockets
+of 127.0.0.1, with small stand-in nodes that send chat datagrams built with the
+Scapy layer; then the command line as a process.
+
+To show that a datagram was *not* delivered, a test sends a sentinel after it on
+the same path: the proxy handles one path's datagrams in order, so whatever the
+receiver gets before the sentinel is all it will ever get of what came earlier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from proto import PAYLOADS, ChatHeader, decode
+from tests.procs import PROXY, ProxyProcess, free_port
+from tools.lossy_proxy import FaultPlan, ProxyThread, Rule, RuleError
+
+from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
+HOST = "127.0.0.1"
+WAIT = 10.0  # deadline for one expected datagram; a passing test never waits this long
+
+pytestmark = pytest.mark.e2e  # the proxy on real sockets; the few rule-parsing tests come along
+
+
+class Node:
+    """A UDP socket on 127.0.0.1 standing in for one chat node."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.address = self.sock.getsockname()
+        self.msg_id = 0
+        self.mirror: tuple[str, int] | None = None  # where the others reach it through the proxy
+
+    def chat(self, type_name: str, **payload) -> bytes:
+        """A chat datagram from this node with the next message id."""
+        self.msg_id += 1
+        header = ChatHeader(type=type_name, msg_id=self.msg_id, port=self.address[1], sender=self.name)
+        layer = PAYLOADS.get(type_name)
+        return bytes(header / layer(**payload) if layer else header)
+
+    def send(self, data: bytes, to) -> bytes:
+        self.sock.sendto(data, to)
+        return data
+
+    def recv(self, timeout: float = WAIT) -> tuple[bytes, tuple[str, int]]:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        assert ready, f"{self.name}: nothing arrived within {timeout} s"
+        return self.sock.recvfrom(65535)
+
+    def recv_until(self, sentinel: bytes) -> list[bytes]:
+        """Everything that arrives up to and without ``sentinel``."""
+        got = []
+        while (data := self.recv()[0]) != sentinel:
+            got.append(data)
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def texts(datagrams: list[bytes]) -> list[str]:
+    return [decode(d).payload.text for d in datagrams]
+
+
+@contextmanager
+def network(rules=(), **options):
+    """A stand-in server and clients A and B behind a ProxyThread.  Each client has
+    sent the server a ``reg`` (so the proxy knows its name and the server its mirror)
+    before ``rules`` are put in place."""
+    server, a, b = Node("server"), Node("A"), Node("B")
+    try:
+        with ProxyThread(server=server.address, **options) as proxy:
+            for client in (a, b):
+                client.send(client.chat("reg"), proxy.address)
+                data, client.mirror = server.recv()
+                assert decode(data).sender == client.name
+            proxy.replace_rules(rules)
+            yield proxy, server, a, b
+    finally:
+        for node in (server, a, b):
+            node.close()
+
+
+def pri_msgs(sender: Node, receiver: Node, count: int, start: int = 1) -> list[bytes]:
+    return [sender.send(sender.chat("pri_msg", text=f"m{i}"), receiver.mirror) for i in range(start, start + count)]
+
+
+def sentinel(sender: Node, receiver: Node) -> bytes:
+    """A datagram no rule in these tests selects (an ``ack``), sent last on the path."""
+    return sender.send(sender.chat("ack", ack_id=0), receiver.mirror)
+
+
+# -- rules: parsing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, word",
+    [
+        ("frop type=ack", "frop"),
+        ("drop tipe=ack", "tipe=ack"),
+        ("drop type=akc", "akc"),
+        ("drop type=ack,nope", "nope"),
+        ("drop ack", "ack"),
+        ("drop from=", "from="),
+        ("drop p=1.5", "1.5"),
+        ("drop p=often", "often"),
+        ("drop first=0", "0"),
+        ("drop nth=two", "two"),
+        ("drop after=-1", "-1"),
+        ("drop count=1.5", "1.5"),
+        ("delay", "delay"),
+        ("delay type=ack", "delay"),
+        ("delay 3xs", "3xs"),
+        ("delay 300ms±", "300ms±"),
+        ("delay 300ms±5x", "5x"),
+        ("duplicate", "duplicate"),
+        ("duplicate many", "many"),
+        ("corrupt 0", "0"),
+        ("replay soon", "soon"),
+        ("replay 1s±5ms", "1s±5ms"),
+    ],
+)
+def test_a_bad_rule_is_an_error_naming_the_bad_word(text, word):
+    with pytest.raises(RuleError) as caught:
+        Rule.parse(text)
+    assert f"'{word}'" in str(caught.value)
+
+
+def test_an_empty_rule_is_an_error():
+    with pytest.raises(RuleError, match="empty rule"):
+        Rule.parse("   ")
+
+
+def test_rules_parse_into_their_parts():
+    rule = Rule.parse("delay 300ms±50ms type=pri_msg,ack from=A to=B,server p=0.25 first=3")
+    assert (rule.action, rule.delay, rule.jitter, rule.p, rule.first) == ("delay", 0.3, 0.05, 0.25, 3)
+    assert rule.types == {"pri_msg", "ack"} and rule.src == {"A"} and rule.dst == {"B", "server"}
+    assert (Rule.parse("delay 1.5s+-0.5s").delay, Rule.parse("delay 1.5s+-0.5s").jitter) == (1.5, 0.5)
+    assert Rule.parse("delay 2").delay == 2.0
+    assert Rule.parse("duplicate 3 nth=2").copies == 3
+    assert Rule.parse("corrupt").copies == 1 and Rule.parse("corrupt 4 after=1").copies == 4
+    assert Rule.parse("replay 400ms count=2").delay == 0.4
+
+
+def test_jittered_delays_stay_in_their_range_and_repeat_with_the_seed():
+    def delays(seed):
+        plan = FaultPlan(["delay 300ms±100ms"], seed)
+        return [plan.decide(b"x", "pri_msg", "A", "B").copies[0][0] for _ in range(50)]
+
+    first = delays(5)
+    assert all(0.2 <= d <= 0.4 for d in first)
+    assert len(set(first)) == 50  # jittered, not one fixed delay
+    assert delays(5) == first
+    assert delays(6) != first
+
+
+def test_a_seed_gives_each_flow_the_same_choices_whatever_the_interleaving():
+    """Real nodes' flows reach the proxy in a different order on each run."""
+
+    def fates(order):
+        plan = FaultPlan(["drop p=0.5"], seed=11)
+        got = {"A": [], "B": []}
+        for src in order:
+            got[src].append(plan.decide(b"x", "pri_msg", src, "server").action)
+        return got
+
+    one = fates(["A", "B"] * 20)
+    other = fates(["A"] * 20 + ["B"] * 20)
+    assert one == other
+    assert {"drop", "pass"} == set(one["A"])
+
+
+# -- the proxy between nodes ------------------------------------------------------------------------
+
+
+def test_every_endpoint_gets_a_mirror_on_the_proxy():
+    with network() as (proxy, server, a, b):
+        assert a.mirror != b.mirror and a.mirror[1] != a.address[1] and b.mirror[1] != b.address[1]
+        server.send(server.chat("table"), a.mirror)
+        assert a.recv()[1] == proxy.address  # the server's replies come from the address A uses for it
+        data = a.send(a.chat("pri_msg", text="hi"), b.mirror)
+        assert b.recv() == (data, a.mirror)  # client to client: from A's mirror, the one the server knows
+        answer = b.send(b.chat("ack", ack_id=1), a.mirror)
+        assert a.recv() == (answer, b.mirror)
+        assert proxy.counters()["forwarded"] == 5
+
+
+def test_drop():
+    with network(["drop type=pri_msg"]) as (proxy, server, a, b):
+        pri_msgs(a, b, 2)
+        assert b.recv_until(sentinel(a, b)) == []
+        assert proxy.counters()["drop"] == 2
+        assert proxy.rule_counts() == [("drop type=pri_msg", 2, 2)]
+
+
+def test_pass_and_the_first_matching_rule_wins():
+    with network(["pass type=pri_msg from=A", "drop type=pri_msg"]) as (proxy, server, a, b):
+        sent = pri_msgs(a, b, 2)
+        pri_msgs(b, a, 2)
+        assert b.recv_until(sentinel(a, b)) == sent
+        assert a.recv_until(sentinel(b, a)) == []
+        assert proxy.rule_counts() == [("pass type=pri_msg from=A", 2, 2), ("drop type=pri_msg", 2, 2)]
+
+
+def test_delay_lets_later_datagrams_overtake():
+    with network(["delay 1s type=pri_msg"]) as (proxy, server, a, b):
+        (late,) = pri_msgs(a, b, 1)
+        mark = sentinel(a, b)
+        assert b.recv()[0] == mark  # it went on at once, the delayed one had not arrived
+        assert b.recv()[0] == late  # and that one did come, later
+
+
+def test_delay_with_jitter_reorders_a_flow():
+    with network(["delay 400ms±400ms type=pri_msg"], seed=2) as (proxy, server, a, b):
+        pri_msgs(a, b, 12)
+        got = texts([b.recv()[0] for _ in range(12)])
+        assert sorted(got) == sorted(f"m{i}" for i in range(1, 13))  # each once
+        assert got != [f"m{i}" for i in range(1, 13)]  # 12 random delays: not in the order sent
+
+
+def test_duplicate_sends_extra_copies():
+    with network(["duplicate 3 type=pri_msg"]) as (proxy, server, a, b):
+        (data,) = pri_msgs(a, b, 1)
+        assert b.recv_until(sentinel(a, b)) == [data] * 4
+        assert proxy.counters()["duplicate"] == 1
+
+
+def test_reorder_holds_a_datagram_until_the_next_one_of_its_flow():
+    with network(["reorder type=pri_msg from=A nth=1"]) as (proxy, server, a, b):
+        pri_msgs(a, b, 1)
+        pri_msgs(b, a, 1, start=10)  # traffic on another flow does not release it
+        assert texts(a.recv_until(sentinel(b, a))) == ["m10"]
+        pri_msgs(a, b, 2, start=2)
+        assert texts(b.recv_until(sentinel(a, b))) == ["m2", "m1", "m3"]
+
+
+def test_a_held_datagram_goes_after_max_hold_if_nothing_follows():
+    with network(["reorder type=pri_msg"], max_hold=0.2) as (proxy, server, a, b):
+        pri_msgs(a, b, 1)
+        assert texts([b.recv()[0]]) == ["m1"]
+        assert proxy.counters()["reorder"] == 1
+
+
+def test_corrupt_flips_bits():
+    with network(["corrupt type=pri_msg nth=1", "corrupt 4 type=pri_msg"], seed=3) as (proxy, server, a, b):
+        sent = pri_msgs(a, b, 2)
+        got = b.recv_until(sentinel(a, b))
+        assert [len(g) for g in got] == [len(s) for s in sent]
+        flipped = [sum(bin(x ^ y).count("1") for x, y in zip(g, s)) for g, s in zip(got, sent)]
+        assert flipped[0] == 1  # one bit of one byte
+        assert 1 <= flipped[1] <= 4 and got[1] != sent[1]
+        assert proxy.counters()["corrupt"] == 2
+
+
+def test_replay_delivers_now_and_again_later():
+    with network(["replay 1s type=pri_msg"]) as (proxy, server, a, b):
+        (data,) = pri_msgs(a, b, 1)
+        assert b.recv()[0] == data
+        mark = sentinel(a, b)  # sent after the first copy arrived
+        assert b.recv()[0] == mark
+        assert b.recv()[0] == data
+
+
+def test_non_chat_datagrams_pass_untouched_and_are_counted():
+    with network(["drop", "corrupt"]) as (proxy, server, a, b):
+        junk = [b"hello, not chat", b"\xc4\xa7\x01", b""]
+        for data in junk:
+            a.send(data, proxy.address)
+        assert [server.recv()[0] for _ in junk] == junk
+        assert proxy.counters()["non_chat"] == 3
+        assert proxy.rule_counts() == [("drop", 0, 0), ("corrupt", 0, 0)]
+
+
+# -- matches ------------------------------------------------------------------------------------------
+
+
+def test_type_takes_several_types():
+    with network(["drop type=pri_msg,kick"]) as (proxy, server, a, b):
+        a.send(a.chat("kick", target="B"), b.mirror)
+        pri_msgs(a, b, 1)
+        kept = a.send(a.chat("list_groups"), b.mirror)
+        assert b.recv_until(sentinel(a, b)) == [kept]
+
+
+def test_from_and_to_use_names_learned_from_the_traffic():
+    rules = ["drop type=table from=server to=A", "drop type=list_groups from=B to=server"]
+    with network(rules) as (proxy, server, a, b):
+        server.send(server.chat("table"), a.mirror)
+        to_b = server.send(server.chat("table"), b.mirror)
+        assert a.recv_until(sentinel(server, a)) == []
+        assert b.recv_until(sentinel(server, b)) == [to_b]
+        b.send(b.chat("list_groups"), proxy.address)
+        from_a = a.send(a.chat("list_groups"), proxy.address)
+        assert server.recv()[0] == from_a  # B's, sent first, was dropped
+
+
+def delivered(rule: str, count: int = 10, seed: int | None = None) -> tuple[list[str], list]:
+    """Which of ``count`` private messages from A get through with ``rule`` in place."""
+    with network([rule], seed=seed) as (proxy, server, a, b):
+        pri_msgs(a, b, count)
+        return texts(b.recv_until(sentinel(a, b))), proxy.rule_counts()
+
+
+def test_first():
+    with network(["drop type=pri_msg first=2"]) as (proxy, server, a, b):
+        a.send(a.chat("list_groups"), b.mirror)  # another type does not count
+        pri_msgs(a, b, 4)
+        assert texts(b.recv_until(sentinel(a, b))[1:]) == ["m3", "m4"]
+
+
+def test_nth():
+    assert delivered("drop type=pri_msg nth=2", 4)[0] == ["m1", "m3", "m4"]
+
+
+def test_after():
+    assert delivered("drop type=pri_msg after=2", 4)[0] == ["m1", "m2"]
+
+
+def test_count_caps_how_often_the_action_is_taken():
+    got, counts = delivered("drop type=pri_msg p=0.5 count=3", 30, seed=4)
+    assert len(got) == 27 and counts == [("drop type=pri_msg p=0.5 count=3", 30, 3)]
+
+
+def test_p_and_seed():
+    got, counts = delivered("drop type=pri_msg p=0.5", 40, seed=7)
+    assert 5 < len(got) < 35 and counts[0][2] == 40 - len(got)
+    assert delivered("drop type=pri_msg p=0.5", 40, seed=7)[0] == got  # the same seed, the same fates
+    assert delivered("drop type=pri_msg p=0.5", 40, seed=8)[0] != got
+    assert len(delivered("drop type=pri_msg p=0", 20)[0]) == 20
+    assert delivered("drop type=pri_msg p=1", 20)[0] == []
+
+
+def test_rules_change_while_running():
+    with network() as (proxy, server, a, b):
+        proxy.add_rule("drop type=pri_msg nth=1")
+        pri_msgs(a, b, 2)
+        assert texts(b.recv_until(sentinel(a, b))) == ["m2"]
+        proxy.replace_rules(["duplicate 1 type=pri_msg"])
+        pri_msgs(a, b, 1, start=3)
+        assert texts(b.recv_until(sentinel(a, b))) == ["m3", "m3"]
+        proxy.clear_rules()
+        pri_msgs(a, b, 1, start=4)
+        assert texts(b.recv_until(sentinel(a, b))) == ["m4"]
+        assert proxy.rule_counts() == []
+        counters = proxy.counters()
+        assert (counters["drop"], counters["duplicate"], counters["pass"]) == (1, 1, 7)  # 2 regs, m2, m4, 3 acks
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, PROXY, *args], capture_output=True, text=True, timeout=30, cwd=ROOT)
+
+
+def test_help_shows_the_rule_grammar_with_examples():
+    done = run_cli("--help")
+    assert done.returncode == 0
+    for word in ("--listen", "--server", "--rule", "--rules", "--seed", "--log", "--stats", "ACTION [ARG] [MATCH]",
+                 "drop", "pass", "delay D[±J]", "duplicate N", "reorder", "corrupt", "replay AFTER", "type=", "from=",
+                 "to=", "p=", "first=", "nth=", "after=", "count=", "Examples", "drop type=ack from=B first=5"):
+        assert word in done.stdout, word
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rule", "drop tipe=ack"], "bad word 'tipe=ack'"),
+        (["--rule", "pass", "--rule", "bounce"], "unknown action 'bounce'"),
+        (["--rule", "delay 5 parsecs"], "bad word 'parsecs'"),
+    ],
+)
+def test_a_bad_rule_is_one_line_on_stderr_and_status_2(args, message):
+    done = run_cli("--listen", f"{HOST}:0", "--server", f"{HOST}:9", *args)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_a_bad_line_in_a_rules_file(tmp_path):
+    rules = tmp_path / "rules.txt"
+    rules.write_text("# loss\ndrop p=0.1   # some\n\ndrop type=grp_msg too=C\n")
+    done = run_cli("--listen", f"{HOST}:0", "--server", f"{HOST}:9", "--rules", str(rules))
+    assert done.returncode == 2 and "bad word 'too=C'" in done.stderr
+
+
+@contextmanager
+def proxy_process(server: Node, *args: str):
+    proxy = ProxyProcess(server.address, *args)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def scripted_traffic(proxy_address, server: Node, count: int) -> list[bytes]:
+    """A registers, then sends ``count`` private messages to the server (the proxy does
+    not care who gets what) and a sentinel; what the server got before the sentinel."""
+    a = Node("A")
+    try:
+        a.send(a.chat("reg"), proxy_address)
+        server.recv()
+        for i in range(count):
+            a.send(a.chat("pri_msg", text=f"m{i}"), proxy_address)
+        end = a.send(a.chat("ack", ack_id=0), proxy_address)
+        return server.recv_until(end)
+    finally:
+        a.close()
+
+
+def test_the_command_line_logs_and_counts(tmp_path):
+    """Rules are numbered from 1 in the order given, in the --stats table and in the log's `rule` field;
+    the totals say once each how many datagrams came in, what befell the chat ones, and how many went out."""
+    log = tmp_path / "proxy.jsonl"
+    server = Node("server")
+    try:
+        with proxy_process(server, "--rule", "drop type=pri_msg nth=2", "--rule", "duplicate 1 type=pri_msg first=1",
+                           "--log", str(log), "--stats") as proxy:
+            assert proxy.banner.endswith(f"-> server {HOST}:{server.address[1]} (2 rules)")
+            assert texts(scripted_traffic(proxy.address, server, 3)) == ["m0", "m0", "m2"]
+            other = Node("X")
+            other.send(b"not chat", proxy.address)
+            assert server.recv()[0] == b"not chat"
+            other.close()
+            assert proxy.stop(signal.SIGTERM) == 0
+    finally:
+        server.close()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["from"], r["to"], r["type"], r["action"], r["rule"]) for r in rows] == [
+        ("A", "server", "reg", "pass", None),
+        ("A", "server", "pri_msg", "duplicate", 2),
+        ("A", "server", "pri_msg", "drop", 1),
+        ("A", "server", "pri_msg", "pass", None),
+        ("A", "server", "ack", "pass", None),
+    ]
+    assert all(isinstance(r["time"], float) and isinstance(r["id"], int) and r["bytes"] > 0 for r in rows)
+    assert [r["id"] for r in rows] == [1, 2, 3, 4, 5]
+    stats = proxy.stderr
+    assert "counts per rule" in stats and "Traceback" not in stats
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in stats.splitlines() if line.startswith("│")]
+    assert rows == [["1", "drop type=pri_msg nth=2", "3", "1"], ["2", "duplicate 1 type=pri_msg first=1", "2", "1"]]
+    assert "totals: 6 datagrams in (5 chat: drop 1, pass 3, duplicate 1; 1 not chat), 6 out\n" in stats, stats
+
+
+@pytest.mark.parametrize("rules, said", [([], "(no rules: every datagram passes)"), (["drop p=0.1"], "(1 rule)")])
+def test_the_first_line_counts_the_rules_in_words(rules, said):
+    server = Node("server")
+    try:
+        with proxy_process(server, *[arg for rule in rules for arg in ("--rule", rule)]) as proxy:
+            assert proxy.banner.endswith(f"-> server {HOST}:{server.address[1]} {said}"), proxy.banner
+            assert proxy.stop() == 0
+    finally:
+        server.close()
+
+
+def test_stats_of_a_proxy_nothing_went_through():
+    server = Node("server")
+    try:
+        with proxy_process(server, "--stats") as proxy:
+            assert proxy.stop() == 0
+        assert proxy.stderr.endswith("totals: no traffic\n"), proxy.stderr
+    finally:
+        server.close()
+
+
+def test_a_closed_stdout_does_not_stop_the_proxy_or_its_log(tmp_path):
+    """`lossy_proxy.py ... | head -0`: the reader leaves before the first line; the proxy still
+    forwards, writes its --log, and stops cleanly."""
+    log, listen = tmp_path / "proxy.jsonl", free_port()
+    server, a = Node("server"), Node("A")
+    read, write = os.pipe()
+    os.close(read)
+    proxy = subprocess.Popen([sys.executable, PROXY, "--listen", f"{HOST}:{listen}", "--server", f"{HOST}:{server.address[1]}",
+                              "--log", str(log)], cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not select.select([server.sock], [], [], 0.1)[0]:  # until it listens (or gives up)
+            assert proxy.poll() is None and time.monotonic() < deadline, "the proxy did not start or stopped"
+            a.send(a.chat("reg"), (HOST, listen))
+        assert decode(server.recv()[0]).sender == "A"
+        os.kill(proxy.pid, signal.SIGINT)
+        _, err = proxy.communicate(timeout=WAIT)
+        assert (proxy.returncode, err) == (0, "")
+    finally:
+        if proxy.poll() is None:
+            os.kill(proxy.pid, signal.SIGKILL)
+            proxy.communicate()
+        server.close()
+        a.close()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rows and all((r["from"], r["type"], r["action"]) == ("A", "reg", "pass") for r in rows)
+
+
+def unported(datagrams: list[bytes]) -> list[bytes]:
+    """Without the header's port field (bytes 8-9), which differs from run to run."""
+    return [d[:8] + d[10:] for d in datagrams]
+
+
+def test_the_same_seed_repeats_a_run(tmp_path):
+    def run(seed: int) -> tuple[list[str], list[bytes]]:
+        log = tmp_path / f"run-{seed}-{time.monotonic_ns()}.jsonl"
+        server = Node("server")
+        try:
+            with proxy_process(server, "--rule", "drop p=0.3 type=pri_msg", "--rule", "corrupt p=0.3 type=pri_msg",
+                               "--seed", str(seed), "--log", str(log)) as proxy:
+                got = scripted_traffic(proxy.address, server, 30)
+        finally:
+            server.close()
+        return [json.loads(line)["action"] for line in log.read_text().splitlines()], got
+
+    actions, got = run(21)
+    assert {"drop", "corrupt", "pass"} <= set(actions)
+    again, got_again = run(21)
+    assert again == actions
+    assert unported(got_again) == unported(got)  # the same bytes flipped
+    assert run(22)[0] != actions
+
+
+def test_the_command_line_stops_cleanly_on_sigint_and_sigterm():
+    server = Node("server")
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            proxy = ProxyProcess(server.address)
+            assert proxy.stop(sig) == 0
+            assert proxy.stderr == ""
+    finally:
+        server.close()
+
+
+def test_stats_show_a_rule_naming_a_markup_like_client_literally(capsys):
+    """Rules name clients, and names come from the network: `[/]` is a valid name, not rich markup."""
+    from tools.lossy_proxy import LossyProxy, _print_stats
+
+    proxy = LossyProxy(server=("127.0.0.1", 9), rules=["drop from=[/]", "delay 10ms to=[link=http://x]Bob[/link]"])
+    _print_stats(proxy)
+    err = capsys.readouterr().err
+    assert "drop from=[/]" in err and "to=[link=http://x]Bob[/link]" in err, err
+    assert "\x1b]8;" not in err
