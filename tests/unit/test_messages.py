@@ -4,15 +4,15 @@ the README's list of exchanges, kept up to date like the protocol reference."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from proto import MSG_TYPES, PAYLOADS, ChatHeader, ListMore
 from proto.chat import _Answer
 from proto.fields import layer_spec
 from proto.messages import ANSWERS, ANY, BY_NAME, CLIENT, FAMILIES, IN_PARTS, MESSAGES, SERVER, requests
 from proto.reference import EXCHANGES_BEGIN, EXCHANGES_END, exchanges, extract, main
+from tests.procs import ROOT
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 def test_every_type_of_the_layer_has_one_row():

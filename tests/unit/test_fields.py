@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import struct
-from pathlib import Path
 
 import pytest
 from scapy.fields import BitField, ByteEnumField, FieldLenField, IntField, IPField, PacketListField, ShortField
@@ -16,8 +15,8 @@ from proto import HEADER_MIN, PAYLOADS, TOKEN_AT, TOKEN_END, ChatHeader, Name
 from proto.chat import Utf8LenField
 from proto.fastpath import _Layout, encode
 from proto.fields import Kind, layer_spec
+from tests.procs import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 ALL = [ChatHeader, *PAYLOADS.values()]
 
 
