@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from simnet import SimNet, kind
-from tools.lossy_proxy import FaultPlan
+from tools.faults import FaultPlan
 
 RUNS = int(os.environ.get("SIM_RUNS", "2000"))
 BURST_RUNS = int(os.environ.get("SIM_BURST_RUNS", "500"))
