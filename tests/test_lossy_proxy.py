@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from proto import PAYLOADS, ChatHeader, decode
-from tests.procs import PROXY, ProxyProcess, free_port
+from tests.procs import PROXY, ProxyProcess, ProxyThread, free_port
 from tools.faults import FaultPlan, Rule, RuleError
-from tools.lossy_proxy import ProxyThread
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

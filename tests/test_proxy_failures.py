@@ -20,8 +20,7 @@ from collections import Counter
 
 import pytest
 
-from tests.procs import HOST, Cluster, Proc, ProxyProcess, cluster, free_port, in_group  # noqa: F401  (cluster is a fixture)
-from tools.lossy_proxy import ProxyThread
+from tests.procs import HOST, Cluster, Proc, ProxyProcess, ProxyThread, cluster, free_port, in_group  # noqa: F401  (cluster is a fixture)
 
 DEFAULT: tuple[str, ...] = ()  # 500 ms x 5 tries
 QUICK = ("--ack-timeout", "0.2")  # 5 tries too

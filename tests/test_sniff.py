@@ -27,8 +27,7 @@ from proto import MSG_TYPES, VERSION, Ack, ChatHeader, Entry, GrpMsg, MsgId, Pri
 from tools import trace
 from tools.trace import Tracker
 from tests.captures import SNIFF, Capture, Processes, needs_root, run_into_closed_pipe, run_tool
-from tests.procs import HOST, PYTHON, ROOT, free_port
-from tools.lossy_proxy import ProxyThread
+from tests.procs import HOST, PYTHON, ROOT, ProxyThread, free_port
 
 
 def packet_lines(lines: list[str]) -> list[str]:

@@ -21,7 +21,6 @@ import json
 import signal
 import socket
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -72,7 +71,7 @@ class LossyProxy:
         self._mirrors: dict[Address, _Mirror] = {}  # real endpoint -> its mirror
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    # control, also from tests (call on the proxy's loop, or through ProxyThread)
+    # control, also from tests (call on the proxy's loop, or through tests/procs.py's ProxyThread)
     def add_rule(self, rule: str | Rule) -> None:
         self.plan.add(rule)
 
@@ -179,59 +178,6 @@ class LossyProxy:
         }
         self._log.write(json.dumps(row) + "\n")
         self._log.flush()
-
-
-class ProxyThread:
-    """A LossyProxy on its own event loop in a background thread, for tests.
-
-    with ProxyThread(server=("127.0.0.1", port)) as proxy:
-        proxy.add_rule("drop type=pri_msg first=2")
-        ... proxy.address, proxy.counters() ...
-    """
-
-    def __init__(self, **kwargs):
-        self.proxy = LossyProxy(**kwargs)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="lossy-proxy", daemon=True)
-
-    def __enter__(self) -> "ProxyThread":
-        self._thread.start()
-        self.call(self.proxy.start)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.call(self.proxy.stop)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def call(self, fn, *args):
-        """Run ``fn(*args)`` on the proxy's loop and return its result."""
-
-        async def run():
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
-
-    @property
-    def address(self) -> Address:
-        return self.call(lambda: self.proxy.address)
-
-    def add_rule(self, rule: str) -> None:
-        self.call(self.proxy.add_rule, rule)
-
-    def replace_rules(self, rules: Iterable[str]) -> None:
-        self.call(self.proxy.replace_rules, list(rules))
-
-    def clear_rules(self) -> None:
-        self.call(self.proxy.clear_rules)
-
-    def counters(self) -> dict[str, int]:
-        return self.call(lambda: dict(self.proxy.counters))
-
-    def rule_counts(self) -> list[tuple[str, int, int]]:
-        """(rule, datagrams selected, times applied) per rule."""
-        return self.call(lambda: [(r.text, r.selected, r.applied) for r in self.proxy.plan.rules])
 
 
 # -- command line ----------------------------------------------------------------------------
