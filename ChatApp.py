@@ -16,21 +16,16 @@ import socket
 import sys
 
 from node.limits import Limits  # light: no Scapy behind it
+from tools.cli import Parser  # light too: argparse and the standard library
 
 
 class UserError(Exception):
     """A mistake on the command line: one line on stderr, exit status 1."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(1)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(  # no prog: argparse names the command as it was started (ChatApp.py, chatapp)
+    parser = Parser(  # no prog: argparse names the command as it was started (ChatApp.py, chatapp)
+        status=1,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="UDP group chat: run a server, or a client that registers with one.",
         epilog="examples:\n  %(prog)s -s 6666\n  %(prog)s -c Ann localhost 6666 7771\n  %(prog)s --demo",

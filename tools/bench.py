@@ -30,7 +30,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import prog, reader_may_leave  # noqa: E402
+from tools.cli import Parser, prog, reader_may_leave  # noqa: E402
 from tools.perf import abuse, codec, fanout, latency, scale, throughput  # noqa: E402
 from tools.perf.figures import Figure  # noqa: E402
 from tools.perf.processes import STARTED  # noqa: E402
@@ -48,7 +48,7 @@ QUICK = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog(), description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Each scenario has its own options: %(prog)s SCENARIO --help.",
     )

@@ -38,6 +38,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from tools.cli import seconds
+
 ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "corrupt", "replay")
 NEEDS_ARG = {"delay", "duplicate", "replay"}
 KEYS = ("type", "from", "to", "p", "first", "nth", "after", "count")
@@ -48,11 +50,10 @@ class RuleError(ValueError):
 
 
 def parse_duration(word: str, rule: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)?", word)
-    if not m:
-        raise RuleError(f"bad duration '{word}' in rule '{rule}' (use e.g. 300ms, 1.5s)")
-    value = float(m.group(1))
-    return value / 1000 if m.group(2) == "ms" else value
+    try:
+        return seconds(word)
+    except ValueError:
+        raise RuleError(f"bad duration '{word}' in rule '{rule}' (use e.g. 300ms, 1.5s)") from None
 
 
 def _positive_int(word: str, key: str, rule: str) -> int:

@@ -30,7 +30,7 @@ if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import faults  # noqa: E402  (after the path is set)
-from tools.cli import counted, host_port, prog, reader_may_leave  # noqa: E402
+from tools.cli import Parser, counted, host_port, prog, reader_may_leave  # noqa: E402
 from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError  # noqa: E402
 
 Address = tuple[str, int]
@@ -210,7 +210,7 @@ def totals(counters: Counter[str]) -> str:
 
 @reader_may_leave
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog(),
         description="Fault-injecting UDP proxy for ChatApp: clients use --listen as the server address.",
         epilog=faults.__doc__[faults.__doc__.index("Rules"):],

@@ -32,7 +32,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, examples, open_capture, prog, reader_may_leave, stdout_gone  # noqa: E402  (after the path is set)
+from tools.cli import Parser, UserError, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone  # noqa: E402  (after the path is set)
 
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
@@ -490,37 +490,11 @@ def lua_dissector() -> str:
 # -- command line -----------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _positive(kind):
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a positive number")
-        return value
-
-    return convert
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a UDP port")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
     types = [*MSG_TYPES.values(), "malformed", "other_version"]
-    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0],
+    parser = Parser(prog=prog(), description=__doc__.split("\n\n")[0],
                      epilog=examples(__doc__, "sniff.py"), formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("-i", dest="iface", default="lo", metavar="IFACE", help="capture live on IFACE (default lo; needs root)")
@@ -528,9 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-w", dest="write", metavar="FILE.pcap", help="also write the chat datagrams to a pcap file")
     parser.add_argument("--type", action="append", default=[], choices=types, metavar="T", help="show only this message type (repeatable)")
     parser.add_argument("--name", action="append", default=[], metavar="N", help="show only datagrams from or to this node (repeatable)")
-    parser.add_argument("--port", action="append", default=[], type=_port, metavar="P", help="capture only datagrams from or to this UDP port (repeatable)")
-    parser.add_argument("--count", type=_positive(int), metavar="N", help="stop after N datagrams shown")
-    parser.add_argument("--timeout", type=_positive(float), metavar="S", help="stop after S seconds (of capture time with -r)")
+    parser.add_argument("--port", action="append", default=[], type=port, metavar="P", help="capture only datagrams from or to this UDP port (repeatable)")
+    parser.add_argument("--count", type=positive(int), metavar="N", help="stop after N datagrams shown")
+    parser.add_argument("--timeout", type=positive(float), metavar="S", help="stop after S seconds (of capture time with -r)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per datagram, with every decoded field")
     output.add_argument("--ladder", action="store_true", help="draw a ladder diagram (at the end of the capture)")
