@@ -57,7 +57,7 @@ def replay(datagrams: list[tuple[int, bytes]], sock: socket.socket, speed: float
     """Send on ``sock`` (connected to the target) with the capture's spacing divided by ``speed``
     (None: at once); ``show(direction, event)`` for each datagram sent and received.  Returns
     (sent, received); UserError if nothing listens at the target."""
-    from tools.trace import Tracker
+    from tools.traffic import Tracker
 
     here, target = sock.getsockname()[:2], sock.getpeername()[:2]
     tracker = Tracker()
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
 
-    from tools.trace import line
+    from tools.traffic_views import line
 
     console = Console(highlight=False, soft_wrap=True)
 

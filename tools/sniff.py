@@ -107,7 +107,7 @@ class Inspector:
     """Feeds datagrams to the tracker and prints, writes and remembers what the options ask for."""
 
     def __init__(self, args: argparse.Namespace, console):
-        from tools.trace import Tracker
+        from tools.traffic import Tracker
 
         self.args = args
         self.console = console
@@ -166,7 +166,7 @@ class Inspector:
 
     def show(self, event) -> None:
         from node.text import json_line
-        from tools.trace import line, record
+        from tools.traffic_views import line, record
 
         if self.args.ladder or self.args.svg:
             self.shown.append(event)
@@ -183,7 +183,7 @@ class Inspector:
 
     def finish(self) -> None:
         from node.text import json_line
-        from tools import trace
+        from tools import traffic_views as views
 
         if self.writer is not None:
             self.writer.close()
@@ -194,20 +194,21 @@ class Inspector:
         if self.args.json:
             for exchanges, cut_off in ((unanswered, False), (waiting, True)):
                 for exchange in exchanges:
-                    print(json_line(trace.unanswered_record(self.tracker, exchange, cut_off)))
+                    print(json_line(views.unanswered_record(self.tracker, exchange, cut_off)))
             if self.args.stats:
-                print(json_line({"stats": trace.stats_record(self.tracker.stats(self.end))}))
+                print(json_line({"stats": views.stats_record(self.tracker.stats(self.end))}))
             return
         for exchanges, cut_off in ((unanswered, False), (waiting, True)):
             if exchanges:
                 self.console.print()
-                for text in trace.unanswered_lines(self.tracker, exchanges, cut_off):
+                for text in views.unanswered_lines(self.tracker, exchanges, cut_off):
                     self.console.print(text)
         if self.args.stats:
             print_stats(self.console, self.tracker.stats(self.end))
 
     def draw_ladder(self) -> None:
-        from tools.trace import apply_proxy_log, ladder
+        from tools.traffic import apply_proxy_log
+        from tools.traffic_views import ladder
 
         extra = apply_proxy_log(self.tracker, self.shown, read_proxy_log(self.args.proxy_log)) if self.args.proxy_log else []
         rows = ladder(self.tracker, self.shown + extra)
@@ -256,7 +257,7 @@ def print_stats(console, stats) -> None:
     from rich.table import Table
 
     from node.text import rich_text
-    from tools.trace import ms
+    from tools.traffic_views import ms
 
     console.print()
     types = Table(title="packets per type", box=box.SIMPLE_HEAD, title_justify="left")
