@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_clients < 1 or min(args.max_groups, args.rate_limit, args.max_names_per_ip, args.max_groups_per_ip) < 0:
         raise UserError("--max-clients must be at least 1; --max-groups, the per-IP limits and --rate-limit not negative")
     if args.demo:
-        from node.demo import run_demo  # lazily, like the imports below: --help stays fast
+        from tools.demo import run_demo  # lazily, like the imports below: --help stays fast
 
         return run_demo(args)
     # Imported here so that --help and argument errors stay fast (Scapy loads in ~0.1 s).

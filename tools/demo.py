@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .text import escaped
+from node.text import escaped
 
 CHATAPP = Path(__file__).resolve().parent.parent / "ChatApp.py"
 LOOPBACK = "127.0.0.1"
