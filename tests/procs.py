@@ -19,7 +19,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,13 +30,13 @@ from typing import Callable, Iterable
 import pexpect
 import pytest
 
+from tools.loopback import LOOPBACK as HOST, free_port  # noqa: F401  (the tests take free_port from here)
 from tools.lossy_proxy import Address, LossyProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 CHATAPP = str(ROOT / "ChatApp.py")
 PROXY = str(ROOT / "tools" / "lossy_proxy.py")
 PYTHON = sys.executable
-HOST = "127.0.0.1"
 
 # Deadline for one expected event.  Generous so that a loaded 2-core machine
 # does not fail a correct program; a passing test never waits this long.
@@ -47,13 +46,6 @@ FAST = ("--ack-timeout", "0.1", "--retries", "3")
 
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_=>78])")
 SEPARATOR = re.compile(r"^[\s\u2500-\u257f-]+$")  # the rule under a rich table's header
-
-
-def free_port() -> int:
-    """A UDP port the OS just handed out on 127.0.0.1 (closed again, so it can clash, rarely)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def clean(text: str) -> str:

@@ -20,13 +20,13 @@ log says which datagrams it dropped: ``apply_proxy_log`` marks them.
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from node.reliable import RetryPolicy
 from node.text import escaped
 from proto import MSG_TYPES, VERSION, ChatHeader, ProtocolError, decode, version_of
+from tools.stats import median, percentile
 
 Address = tuple[str, int]
 
@@ -230,8 +230,8 @@ class Tracker:
             retransmissions=self._retries,
             unanswered=len(unanswered),
             waiting=len(waiting),
-            rtt_median=statistics.median(self._rtts) if self._rtts else None,
-            rtt_p99=percentile(self._rtts, 99) if self._rtts else None,
+            rtt_median=median(self._rtts),
+            rtt_p99=percentile(self._rtts, 99),
             rtt_samples=len(self._rtts),
         )
 
@@ -247,13 +247,6 @@ class Stats:
     rtt_median: float | None  # microseconds
     rtt_p99: int | None
     rtt_samples: int
-
-
-def percentile(values: list[int], p: float) -> int:
-    """Nearest-rank percentile: a value that was measured, never an interpolation."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
 
 
 # -- the lossy proxy's log ---------------------------------------------------------------------
