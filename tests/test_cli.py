@@ -4,13 +4,14 @@ status, and the argument types (ports, positive numbers, durations)."""
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import subprocess
 
 import pytest
 
 from tests.procs import PYTHON, ROOT
-from tools.cli import Parser, port, positive, seconds
+from tools.cli import Parser, port, positive, seconds, text_table
 
 
 def test_a_usage_error_is_the_usage_then_one_line_and_the_parsers_status(capsys):
@@ -60,3 +61,22 @@ def test_sniff_refuses_a_timeout_that_is_not_a_number():
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == "sniff.py: error: argument --timeout: 'nan' is not a positive number"
+
+
+def test_a_table_shows_its_cells_as_written_never_as_markup():
+    from rich.console import Console
+
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(text_table("t", ("name", "n"), [("[bold]Ann[/bold]", 3), ("Bob\x1b[31m", 12)], ("n",)))
+    rows = console.export_text().splitlines()
+    assert any("[bold]Ann[/bold]" in row and row.rstrip().endswith("3 │") for row in rows)
+    assert any("Bob\\x1b[31m" in row for row in rows)  # a control character escaped, not sent to the terminal
+
+
+def test_the_bench_table_shows_a_note_with_brackets_as_written(capsys):
+    from tools import bench
+    from tools.perf.figures import Figure
+
+    bench.table([Figure("codec", "build [x]", 1.5, "us", note="p99 [0.3 ms]")])
+    out = capsys.readouterr().out
+    assert "build [x]" in out and "p99 [0.3 ms]" in out

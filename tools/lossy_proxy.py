@@ -30,7 +30,7 @@ if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import faults  # noqa: E402  (after the path is set)
-from tools.cli import Parser, counted, host_port, prog, reader_may_leave  # noqa: E402
+from tools.cli import Parser, counted, host_port, prog, reader_may_leave, text_table  # noqa: E402
 from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError  # noqa: E402
 
 Address = tuple[str, int]
@@ -185,16 +185,10 @@ class LossyProxy:
 
 def _print_stats(proxy: LossyProxy) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from node.text import rich_text
-
-    table = Table(title="lossy proxy: counts per rule")
-    for column in ("#", "rule", "selected", "applied"):
-        table.add_column(column, justify="right" if column in ("#", "selected", "applied") else "left")
-    for number, rule in enumerate(proxy.plan.rules, 1):
-        table.add_row(str(number), rich_text(rule.text), str(rule.selected), str(rule.applied))  # rules name clients: data
-    Console(stderr=True).print(table)
+    rows = [(number, rule.text, rule.selected, rule.applied) for number, rule in enumerate(proxy.plan.rules, 1)]
+    numbers = ("#", "selected", "applied")
+    Console(stderr=True).print(text_table("lossy proxy: counts per rule", ("#", "rule", *numbers[1:]), rows, numbers))
     print(f"totals: {totals(proxy.counters)}", file=sys.stderr)
 
 

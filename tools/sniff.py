@@ -32,7 +32,9 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import Parser, UserError, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone  # noqa: E402  (after the path is set)
+from tools.cli import (  # noqa: E402  (after the path is set)
+    Parser, UserError, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone, text_table,
+)
 
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
@@ -254,25 +256,14 @@ def save_svg(rows, path: str, source: str) -> None:
 
 def print_stats(console, stats) -> None:
     from rich import box
-    from rich.table import Table
 
-    from node.text import rich_text
     from tools.traffic_views import ms
 
     console.print()
-    types = Table(title="packets per type", box=box.SIMPLE_HEAD, title_justify="left")
-    types.add_column("type")
-    types.add_column("packets", justify="right")
-    for kind, n in stats.per_type.items():
-        types.add_row(kind, str(n))
-    console.print(types)
-    nodes = Table(title="packets per node", box=box.SIMPLE_HEAD, title_justify="left")
-    nodes.add_column("node")
-    nodes.add_column("sent", justify="right")
-    nodes.add_column("received", justify="right")
-    for name, (sent, received) in stats.per_node.items():
-        nodes.add_row(rich_text(name), str(sent), str(received))  # a name is network text, not markup
-    console.print(nodes)
+    style = {"box": box.SIMPLE_HEAD, "title_justify": "left"}
+    console.print(text_table("packets per type", ("type", "packets"), stats.per_type.items(), ("packets",), **style))
+    nodes = ((name, sent, received) for name, (sent, received) in stats.per_node.items())
+    console.print(text_table("packets per node", ("node", "sent", "received"), nodes, ("sent", "received"), **style))
     rtt = "no answers seen"
     if stats.rtt_median is not None:
         rtt = f"median {ms(stats.rtt_median)}, p99 {ms(stats.rtt_p99)} ({stats.rtt_samples} answered)"
