@@ -16,21 +16,16 @@ import socket
 import sys
 
 from node.limits import Limits  # light: no Scapy behind it
+from tools.cli import Parser  # light too: argparse and the standard library
 
 
 class UserError(Exception):
     """A mistake on the command line: one line on stderr, exit status 1."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(1)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(  # no prog: argparse names the command as it was started (ChatApp.py, chatapp)
+    parser = Parser(  # no prog: argparse names the command as it was started (ChatApp.py, chatapp)
+        status=1,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="UDP group chat: run a server, or a client that registers with one.",
         epilog="examples:\n  %(prog)s -s 6666\n  %(prog)s -c Ann localhost 6666 7771\n  %(prog)s --demo",
@@ -104,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_clients < 1 or min(args.max_groups, args.rate_limit, args.max_names_per_ip, args.max_groups_per_ip) < 0:
         raise UserError("--max-clients must be at least 1; --max-groups, the per-IP limits and --rate-limit not negative")
     if args.demo:
-        from node.demo import run_demo  # lazily, like the imports below: --help stays fast
+        from tools.demo import run_demo  # lazily, like the imports below: --help stays fast
 
         return run_demo(args)
     # Imported here so that --help and argument errors stay fast (Scapy loads in ~0.1 s).

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import CHATAPP, HOST, PYTHON, ROOT, Piped, free_port
-from tools.lossy_proxy import ProxyThread
+from tests.procs import CHATAPP, HOST, PYTHON, ROOT, Piped, ProxyThread, free_port
 
 SNIFF = str(ROOT / "tools" / "sniff.py")
 

@@ -6,31 +6,36 @@ after the cursor and moves it past the match, so a test reads a process's
 output in order.  For plain processes (TERM=dumb) the text is the output with
 ANSI escapes and carriage returns removed; for interactive (prompt_toolkit)
 ones it is what a tiny terminal emulator, ``Screen``, shows: what the user sees.
+
+The lossy proxy runs either as a process (``ProxyProcess``) or, for tests that change its rules
+while it runs, on a thread of the test's own process (``ProxyThread``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import unicodedata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import pexpect
+
+from tools.loopback import LOOPBACK as HOST, free_port  # noqa: F401  (the tests take free_port from here)
+from tools.lossy_proxy import Address, LossyProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 CHATAPP = str(ROOT / "ChatApp.py")
 PROXY = str(ROOT / "tools" / "lossy_proxy.py")
 PYTHON = sys.executable
-HOST = "127.0.0.1"
 
 # Deadline for one expected event.  Generous so that a loaded 2-core machine
 # does not fail a correct program; a passing test never waits this long.
@@ -40,13 +45,6 @@ FAST = ("--ack-timeout", "0.1", "--retries", "3")
 
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_=>78])")
 SEPARATOR = re.compile(r"^[\s\u2500-\u257f-]+$")  # the rule under a rich table's header
-
-
-def free_port() -> int:
-    """A UDP port the OS just handed out on 127.0.0.1 (closed again, so it can clash, rarely)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def clean(text: str) -> str:
@@ -653,3 +651,56 @@ class ProxyProcess:
             os.kill(self.proc.pid, signal.SIGKILL)
             out, self.stderr = self.proc.communicate()
         return self.proc.returncode
+
+
+class ProxyThread:
+    """A LossyProxy on its own event loop in a background thread, for tests.
+
+    with ProxyThread(server=("127.0.0.1", port)) as proxy:
+        proxy.add_rule("drop type=pri_msg first=2")
+        ... proxy.address, proxy.counters() ...
+    """
+
+    def __init__(self, **kwargs):
+        self.proxy = LossyProxy(**kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="lossy-proxy", daemon=True)
+
+    def __enter__(self) -> "ProxyThread":
+        self._thread.start()
+        self.call(self.proxy.start)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.call(self.proxy.stop)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def call(self, fn, *args):
+        """Run ``fn(*args)`` on the proxy's loop and return its result."""
+
+        async def run():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    @property
+    def address(self) -> Address:
+        return self.call(lambda: self.proxy.address)
+
+    def add_rule(self, rule: str) -> None:
+        self.call(self.proxy.add_rule, rule)
+
+    def replace_rules(self, rules: Iterable[str]) -> None:
+        self.call(self.proxy.replace_rules, list(rules))
+
+    def clear_rules(self) -> None:
+        self.call(self.proxy.clear_rules)
+
+    def counters(self) -> dict[str, int]:
+        return self.call(lambda: dict(self.proxy.counters))
+
+    def rule_counts(self) -> list[tuple[str, int, int]]:
+        """(rule, datagrams selected, times applied) per rule."""
+        return self.call(lambda: [(r.text, r.selected, r.applied) for r in self.proxy.plan.rules])

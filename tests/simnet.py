@@ -1,8 +1,8 @@
 """A deterministic simulated network for the sans-IO logic: a fake clock, no
 sockets, no sleeps.  Datagrams between nodes pass either a ``fault`` hook that can
-drop, delay or duplicate them, or a ``plan``: the lossy proxy's own rules
-(tools/lossy_proxy.py), so the simulator and the proxy mean the same thing by
-``drop p=0.2`` or ``reorder``.
+drop, delay or duplicate them, or a ``plan``: the lossy proxy's own rule engine
+(tools/faults.py, reorder hold included), so the simulator and the proxy mean the
+same thing by ``drop p=0.2`` or ``reorder``.
 
     sim = SimNet()
     a, b = sim.client("A"), sim.client("B")
@@ -38,8 +38,8 @@ from node.effects import Exit, Send, Show, ShowTable
 from node.reliable import RetryPolicy
 from node.runtime import INTERNAL_ERROR
 from node.server import ServerLogic
-from shown import shown
-from tools.lossy_proxy import FaultPlan
+from tests.shown import shown
+from tools.faults import FaultPlan, ReorderHold
 
 SERVER = ("10.9.0.1", 9000)  # simulated addresses: nothing is ever sent to them
 MAX_ERRORS = 100  # exceptions recorded before a run stops even if errors are tolerated
@@ -84,8 +84,7 @@ class SimNet:
         self.exits: dict[str, int] = {}
         self.fault: Fault | None = None
         self.plan: FaultPlan | None = None  # the lossy proxy's rules, applied to every datagram
-        self.max_hold = 1.0  # the longest a reordered datagram waits, as in the proxy
-        self._held: dict[tuple, list[int]] = {}  # flow -> queue seqs of held datagrams
+        self.holds = ReorderHold()  # reordered datagrams, held as (queue seq, bytes); max_hold as in the proxy
         self._released: set[int] = set()  # held datagrams already sent on early
         self.sent: list[tuple[float, tuple, tuple, object]] = []  # every datagram offered to the network
         self._queue: list = []
@@ -219,15 +218,16 @@ class SimNet:
         if self.plan is not None:
             decision = self.plan.decide(data, kind(pkt), self.name_of(src), self.name_of(dst))
             if decision.hold:
-                self._hold(data, src, dst)
+                self.holds.hold((src, dst), (self._push(self.now + self.holds.max_hold, data, src, dst), data))
                 return
             copies = decision.copies
         else:
             copies = [(extra, data) for extra in (self.fault(pkt, src, dst, self) if self.fault else [0.0])]
         for extra, copy in copies:
             self._push(self.now + self.latency + extra, copy, src, dst)
-        if copies:
-            self._release((src, dst))
+        for seq, held in self.holds.release((src, dst)) if copies else ():
+            self._released.add(seq)  # its entry at max_hold is skipped: it goes just after this one
+            self._push(self.now + self.latency * 1.5, held, src, dst)
 
     def _push(self, when: float, data: bytes, src, dst) -> int:
         if self.tick:
@@ -235,16 +235,6 @@ class SimNet:
         seq = next(self._seq)
         heapq.heappush(self._queue, (when, seq, data, src, dst))
         return seq
-
-    def _hold(self, data: bytes, src, dst) -> None:
-        """Reorder, as the proxy does: deliver after the flow's next datagram, or after max_hold."""
-        self._held.setdefault((src, dst), []).append(self._push(self.now + self.max_hold, data, src, dst))
-
-    def _release(self, flow) -> None:
-        for seq in self._held.pop(flow, []):
-            self._released.add(seq)
-            data = next(item[2] for item in self._queue if item[1] == seq)
-            self._push(self.now + self.latency * 1.5, data, *flow)
 
     def _next_event(self) -> float | None:
         times = [t for t in (logic.get_timer() for logic in self.nodes.values()) if t is not None]
@@ -262,9 +252,7 @@ class SimNet:
                 if seq in self._released:
                     self._released.discard(seq)  # sent on early already
                     continue
-                for held in self._held.values():
-                    if seq in held:
-                        held.remove(seq)
+                self.holds.expire((src, dst), (seq, data))  # if it was held, max_hold is up
                 if dst in self.nodes:
                     logic = self.nodes[dst]
                     self._call(logic, logic.receive, data, src, self.now)

@@ -30,7 +30,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import prog, reader_may_leave  # noqa: E402
+from tools.cli import Parser, prog, reader_may_leave, text_table  # noqa: E402
 from tools.perf import abuse, codec, fanout, latency, scale, throughput  # noqa: E402
 from tools.perf.figures import Figure  # noqa: E402
 from tools.perf.processes import STARTED  # noqa: E402
@@ -48,7 +48,7 @@ QUICK = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog(), description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Each scenario has its own options: %(prog)s SCENARIO --help.",
     )
@@ -108,21 +108,20 @@ def defaults(name: str, quick: bool = False) -> argparse.Namespace:
 
 def table(figures: list[Figure]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     def num(x: float | None) -> str:
         if x is None:
             return "-"
         return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
-    grid = Table(title="ChatApp benchmark (medians)", title_justify="left")
-    for column in ("scenario", "figure", "value", "unit", "baseline", "ratio", "target", "met", "note"):
-        grid.add_column(column, justify="right" if column in ("value", "baseline", "ratio") else "left")
+    rows = []
     for f in figures:
         met = {True: "yes", False: "NO", None: ""}[f.met]
         baseline = f"{num(f.baseline)} ({f.baseline_name})" if f.baseline is not None else ""
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
-        grid.add_row(f.scenario, f.name, num(f.value), f.unit, baseline, ratio, f.target, met, f.note)
+        rows.append((f.scenario, f.name, num(f.value), f.unit, baseline, ratio, f.target, met, f.note))
+    columns = ("scenario", "figure", "value", "unit", "baseline", "ratio", "target", "met", "note")
+    grid = text_table("ChatApp benchmark (medians)", columns, rows, ("value", "baseline", "ratio"), title_justify="left")
     Console(width=max(160, Console().width)).print(grid)
 
 

@@ -1,17 +1,63 @@
-"""Command-line pieces the tools share: the command's name, one-line user errors, HOST:PORT arguments,
-captures, and an output that a reader may close early."""
+"""Command-line pieces the tools and ChatApp.py share: the parser, the command's name, one-line user
+errors, argument types (HOST:PORT, ports, positive numbers, durations), captures, and an output that a
+reader may close early."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import os
+import re
 import socket
 import sys
 
 
 class UserError(Exception):
     """A mistake the user can fix: one line on stderr, no traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors exit with ``status`` (ChatApp.py's is 1, the tools' 2):
+    the usage, then ``PROG: error: MESSAGE``, on stderr."""
+
+    def __init__(self, *args, status: int = 2, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.status = status
+
+    def error(self, message: str) -> None:
+        self.print_usage(sys.stderr)
+        self.exit(self.status, f"{self.prog}: error: {message}\n")
+
+
+def port(text: str) -> int:
+    """argparse type for a UDP port, 1 to 65535."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a UDP port")
+    return int(text)
+
+
+def positive(kind=float):
+    """argparse type for a number above 0 of ``kind`` (int or float)."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:  # also refuses a NaN
+            raise argparse.ArgumentTypeError(f"'{text}' is not a positive number")
+        return value
+
+    return convert
+
+
+def seconds(word: str) -> float:
+    """A duration as written on a command line: ``300ms``, ``1.5s`` or ``2`` (seconds); ValueError if not."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)?", word)
+    if not m:
+        raise ValueError(f"not a duration: {word!r}")
+    value = float(m.group(1))
+    return value / 1000 if m.group(2) == "ms" else value
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -49,6 +95,22 @@ def examples(doc: str, script: str) -> str:
     """The examples at the end of a tool's docstring, as an argparse epilog that names the command
     as it was started (argparse fills in %(prog)s)."""
     return doc[doc.index("examples:"):].replace(script, "%(prog)s")
+
+
+def text_table(title: str, columns, rows, right=(), **options):
+    """A rich Table of ``columns`` (those named in ``right`` aligned right: numbers) and ``rows`` of
+    cells; every cell is shown as the text it is (escaped), never read as markup: a client's name,
+    a rule or a note with [brackets] prints as written.  ``options`` go to the Table (box, ...)."""
+    from rich.table import Table
+
+    from node.text import rich_text
+
+    table = Table(title=title, **options)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left")
+    for row in rows:
+        table.add_row(*(rich_text(str(cell)) for cell in row))
+    return table
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:

@@ -9,30 +9,7 @@ address from Y's mirror.  The server therefore observes each client at its
 mirror, the table it broadcasts points at mirrors, and private messages
 between clients pass through the proxy too.  No node needs a special mode.
 
-Rules (checked in order, first match wins; no match means pass):
-
-    ACTION [ARG] [MATCH]...
-
-    actions:  drop | pass | delay D[±J] | duplicate N | reorder | corrupt [N] | replay AFTER
-    matches:  type=T[,T...]  from=NAME[,NAME...]  to=NAME[,NAME...]  (names learned from
-              the traffic; the server is "server")
-              p=P        with probability P (--seed N: each flow, a sender, a receiver and
-                         a type, gets the same choices on every run with that N)
-              first=N    the first N datagrams the rule's type/from/to select
-              nth=N      only the Nth of them
-              after=N    all of them after the first N
-              count=N    apply the action at most N times
-    durations: 300ms, 1.5s, 2 (seconds); jitter with ± or +-: delay 300ms±50ms
-
-    duplicate N sends N extra copies; reorder holds a datagram until the next one
-    of the same flow (sender to receiver) has gone, at most --max-hold; corrupt N
-    flips N random bytes (default 1); replay AFTER delivers it now and a copy later.
-
-Examples:
-
-    --rule 'drop type=ack from=B first=5'      --rule 'delay 300ms type=grp_msg to=C'
-    --rule 'duplicate 2 type=pri_msg'          --rule 'drop p=0.2'
-    --rule 'reorder type=table'                --rule 'corrupt p=0.05'
+The rules, their grammar and what each action does: tools/faults.py (shown by --help).
 """
 
 from __future__ import annotations
@@ -41,187 +18,22 @@ import argparse
 import asyncio
 import contextlib
 import json
-import random
-import re
 import signal
 import socket
 import sys
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import counted, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
+from tools import faults  # noqa: E402  (after the path is set)
+from tools.cli import Parser, counted, host_port, prog, reader_may_leave, text_table  # noqa: E402
+from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError  # noqa: E402
 
 Address = tuple[str, int]
-
-ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "corrupt", "replay")
-NEEDS_ARG = {"delay", "duplicate", "replay"}
-KEYS = ("type", "from", "to", "p", "first", "nth", "after", "count")
-
-
-class RuleError(ValueError):
-    """A rule that does not parse; the message names the offending word."""
-
-
-# -- rules: pure decisions, no I/O -------------------------------------------------
-
-
-def parse_duration(word: str, rule: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)?", word)
-    if not m:
-        raise RuleError(f"bad duration '{word}' in rule '{rule}' (use e.g. 300ms, 1.5s)")
-    value = float(m.group(1))
-    return value / 1000 if m.group(2) == "ms" else value
-
-
-def _positive_int(word: str, key: str, rule: str) -> int:
-    if not re.fullmatch(r"\d+", word) or int(word) < 1:
-        raise RuleError(f"bad value '{word}' for {key} in rule '{rule}' (a whole number from 1)")
-    return int(word)
-
-
-@dataclass
-class Rule:
-    text: str
-    action: str
-    delay: float = 0.0
-    jitter: float = 0.0
-    copies: int = 0  # duplicate: extra copies; corrupt: bytes to flip
-    types: frozenset[str] | None = None
-    src: frozenset[str] | None = None
-    dst: frozenset[str] | None = None
-    p: float | None = None
-    first: int | None = None
-    nth: int | None = None
-    after: int | None = None
-    count: int | None = None
-    selected: int = 0  # datagrams its type/from/to selected
-    applied: int = 0  # times its action was taken
-
-    @classmethod
-    def parse(cls, text: str) -> "Rule":
-        from proto import TYPE_CODES  # the layer's own list of type names
-
-        words = text.split()
-        if not words:
-            raise RuleError("empty rule")
-        action, rest = words[0], words[1:]
-        if action not in ACTIONS:
-            raise RuleError(f"unknown action '{action}' in rule '{text}' (one of {', '.join(ACTIONS)})")
-        rule = cls(text, action)
-        if action in NEEDS_ARG or (action == "corrupt" and rest and "=" not in rest[0]):
-            if not rest or "=" in rest[0]:
-                raise RuleError(f"'{action}' needs an argument in rule '{text}'")
-            arg, rest = rest[0], rest[1:]
-            if action in ("delay", "replay"):
-                base, sep, jitter = arg.replace("+-", "±").partition("±")
-                rule.delay = parse_duration(base, text)
-                if sep and not jitter:
-                    raise RuleError(f"bad duration '{arg}' in rule '{text}' (a jitter after ±, e.g. 300ms±50ms)")
-                rule.jitter = parse_duration(jitter, text) if sep else 0.0
-                if action == "replay" and jitter:
-                    raise RuleError(f"bad duration '{arg}' in rule '{text}' (replay takes no jitter)")
-            else:
-                rule.copies = _positive_int(arg, action, text)
-        elif action == "corrupt":
-            rule.copies = 1
-        for word in rest:
-            key, eq, value = word.partition("=")
-            if not eq or key not in KEYS or not value:
-                raise RuleError(f"bad word '{word}' in rule '{text}' (matches are {', '.join(k + '=' for k in KEYS)})")
-            if key == "type":
-                names = value.split(",")
-                unknown = [n for n in names if n not in TYPE_CODES]
-                if unknown:
-                    raise RuleError(f"unknown type '{unknown[0]}' in rule '{text}'")
-                rule.types = frozenset(names)
-            elif key in ("from", "to"):
-                setattr(rule, "src" if key == "from" else "dst", frozenset(value.split(",")))
-            elif key == "p":
-                try:
-                    rule.p = float(value)
-                except ValueError:
-                    rule.p = -1.0
-                if not 0.0 <= rule.p <= 1.0:
-                    raise RuleError(f"bad value '{value}' for p in rule '{text}' (a probability from 0 to 1)")
-            else:
-                setattr(rule, key, _positive_int(value, key, text))
-        return rule
-
-    def take(self, kind: str, src: str, dst: str, rng: random.Random) -> bool:
-        """Does this rule act on this datagram?  Updates the rule's counters."""
-        if self.types is not None and kind not in self.types:
-            return False
-        if (self.src is not None and src not in self.src) or (self.dst is not None and dst not in self.dst):
-            return False
-        self.selected += 1
-        n = self.selected
-        if (self.first is not None and n > self.first) or (self.nth is not None and n != self.nth):
-            return False
-        if self.after is not None and n <= self.after:
-            return False
-        if self.count is not None and self.applied >= self.count:
-            return False
-        if self.p is not None and rng.random() >= self.p:
-            return False
-        self.applied += 1
-        return True
-
-
-@dataclass
-class Decision:
-    action: str  # what happened: one of ACTIONS
-    rule: int | None  # index of the rule that matched (shown from 1), None for none
-    copies: list[tuple[float, bytes]] = field(default_factory=list)  # (delay, bytes) to deliver
-    hold: bool = False  # reorder: keep it until the flow's next datagram
-
-
-class FaultPlan:
-    """The rule list and the seeded randomness: decides the fate of each chat datagram."""
-
-    def __init__(self, rules: Iterable[str | Rule] = (), seed: int | None = None):
-        self.seed = seed
-        self.rules: list[Rule] = [r if isinstance(r, Rule) else Rule.parse(r) for r in rules]
-        self._streams: dict[tuple[str, str, str], random.Random] = {}
-
-    def stream(self, kind: str, src: str, dst: str) -> random.Random:
-        """The random stream of one (sender, receiver, type).  Real nodes' flows reach the
-        proxy in a different interleaving on every run; a single stream would then give
-        each datagram a different fate, while one per flow repeats as long as each flow does."""
-        key = (src, dst, kind)
-        rng = self._streams.get(key)
-        if rng is None:
-            rng = self._streams[key] = random.Random(None if self.seed is None else f"{self.seed}|{src}|{dst}|{kind}")
-        return rng
-
-    def decide(self, data: bytes, kind: str, src: str, dst: str) -> Decision:
-        rng = self.stream(kind, src, dst)
-        for index, rule in enumerate(self.rules):
-            if rule.take(kind, src, dst, rng):
-                return Decision(rule.action, index, self._copies(rule, data, rng), hold=rule.action == "reorder")
-        return Decision("pass", None, [(0.0, data)])
-
-    def _copies(self, rule: Rule, data: bytes, rng: random.Random) -> list[tuple[float, bytes]]:
-        if rule.action == "drop":
-            return []
-        if rule.action == "delay":
-            return [(max(0.0, rule.delay + rng.uniform(-rule.jitter, rule.jitter)), data)]
-        if rule.action == "duplicate":
-            return [(0.0, data)] * (rule.copies + 1)
-        if rule.action == "corrupt":
-            flipped = bytearray(data)
-            for _ in range(rule.copies):
-                flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
-            return [(0.0, bytes(flipped))]
-        if rule.action == "replay":
-            return [(0.0, data), (rule.delay, data)]
-        return [(0.0, data)]  # pass, reorder
 
 
 # -- the proxy: sockets and timers around a FaultPlan ------------------------------------
@@ -252,22 +64,21 @@ class LossyProxy:
         self.server = server
         self.listen = listen
         self.plan = FaultPlan(rules, seed)
-        self.max_hold = max_hold
+        self.holds = ReorderHold(max_hold)
         self.counters: Counter[str] = Counter()  # forwarded, non_chat, and one per action taken
         from proto import SERVER_NAME
 
         self.names: dict[Address, str] = {server: SERVER_NAME}
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None
         self._mirrors: dict[Address, _Mirror] = {}  # real endpoint -> its mirror
-        self._held: dict[tuple[Address, Address], list[tuple[_Mirror, bytes]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    # control, also from tests (call on the proxy's loop, or through ProxyThread)
+    # control, also from tests (call on the proxy's loop, or through tests/procs.py's ProxyThread)
     def add_rule(self, rule: str | Rule) -> None:
-        self.plan.rules.append(rule if isinstance(rule, Rule) else Rule.parse(rule))
+        self.plan.add(rule)
 
     def replace_rules(self, rules: Iterable[str | Rule]) -> None:
-        self.plan.rules = [r if isinstance(r, Rule) else Rule.parse(r) for r in rules]
+        self.plan.replace(rules)
 
     def clear_rules(self) -> None:
         self.plan.rules = []
@@ -327,8 +138,9 @@ class LossyProxy:
         self._record(decision, kind, pkt.msg_id, src_name, dst_name, len(data))
         flow = (src, dst)
         if decision.hold:
-            self._held.setdefault(flow, []).append((from_mirror, data))
-            self._loop.call_later(self.max_hold, self._release, flow)
+            held = (from_mirror, data)
+            self.holds.hold(flow, held)
+            self._loop.call_later(self.holds.max_hold, self._expire, flow, held)
             return
         for delay, copy in decision.copies:
             if delay:
@@ -336,11 +148,12 @@ class LossyProxy:
             else:
                 self._send(from_mirror, copy, dst)
         if decision.copies:
-            self._release(flow)  # a held datagram now arrives after this one
+            for mirror, copy in self.holds.release(flow):  # a held datagram now arrives after this one
+                self._send(mirror, copy, dst)
 
-    def _release(self, flow: tuple[Address, Address]) -> None:
-        for mirror, data in self._held.pop(flow, []):
-            self._send(mirror, data, flow[1])
+    def _expire(self, flow: tuple[Address, Address], held: tuple[_Mirror, bytes]) -> None:
+        if self.holds.expire(flow, held):
+            self._send(held[0], held[1], flow[1])
 
     def _send(self, mirror: _Mirror, data: bytes, dst: Address) -> None:
         if mirror.sock.fileno() < 0:
@@ -369,74 +182,15 @@ class LossyProxy:
         self._log.flush()
 
 
-class ProxyThread:
-    """A LossyProxy on its own event loop in a background thread, for tests.
-
-    with ProxyThread(server=("127.0.0.1", port)) as proxy:
-        proxy.add_rule("drop type=pri_msg first=2")
-        ... proxy.address, proxy.counters() ...
-    """
-
-    def __init__(self, **kwargs):
-        self.proxy = LossyProxy(**kwargs)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="lossy-proxy", daemon=True)
-
-    def __enter__(self) -> "ProxyThread":
-        self._thread.start()
-        self.call(self.proxy.start)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.call(self.proxy.stop)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def call(self, fn, *args):
-        """Run ``fn(*args)`` on the proxy's loop and return its result."""
-
-        async def run():
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
-
-    @property
-    def address(self) -> Address:
-        return self.call(lambda: self.proxy.address)
-
-    def add_rule(self, rule: str) -> None:
-        self.call(self.proxy.add_rule, rule)
-
-    def replace_rules(self, rules: Iterable[str]) -> None:
-        self.call(self.proxy.replace_rules, list(rules))
-
-    def clear_rules(self) -> None:
-        self.call(self.proxy.clear_rules)
-
-    def counters(self) -> dict[str, int]:
-        return self.call(lambda: dict(self.proxy.counters))
-
-    def rule_counts(self) -> list[tuple[str, int, int]]:
-        """(rule, datagrams selected, times applied) per rule."""
-        return self.call(lambda: [(r.text, r.selected, r.applied) for r in self.proxy.plan.rules])
-
-
 # -- command line ----------------------------------------------------------------------------
 
 
 def _print_stats(proxy: LossyProxy) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from node.text import rich_text
-
-    table = Table(title="lossy proxy: counts per rule")
-    for column in ("#", "rule", "selected", "applied"):
-        table.add_column(column, justify="right" if column in ("#", "selected", "applied") else "left")
-    for number, rule in enumerate(proxy.plan.rules, 1):
-        table.add_row(str(number), rich_text(rule.text), str(rule.selected), str(rule.applied))  # rules name clients: data
-    Console(stderr=True).print(table)
+    rows = [(number, rule.text, rule.selected, rule.applied) for number, rule in enumerate(proxy.plan.rules, 1)]
+    numbers = ("#", "selected", "applied")
+    Console(stderr=True).print(text_table("lossy proxy: counts per rule", ("#", "rule", *numbers[1:]), rows, numbers))
     print(f"totals: {totals(proxy.counters)}", file=sys.stderr)
 
 
@@ -452,10 +206,10 @@ def totals(counters: Counter[str]) -> str:
 
 @reader_may_leave
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog(),
         description="Fault-injecting UDP proxy for ChatApp: clients use --listen as the server address.",
-        epilog=__doc__[__doc__.index("Rules"):],
+        epilog=faults.__doc__[faults.__doc__.index("Rules"):],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--listen", type=host_port, required=True, metavar="HOST:PORT", help="address clients use as the server's (port 0: any)")

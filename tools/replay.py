@@ -24,7 +24,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, counted, examples, host_port, open_capture, prog, reader_may_leave  # noqa: E402  (after the path is set)
+from tools.cli import Parser, UserError, counted, examples, host_port, open_capture, positive, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 LOCAL_NAME = "replay"
 
@@ -57,7 +57,7 @@ def replay(datagrams: list[tuple[int, bytes]], sock: socket.socket, speed: float
     """Send on ``sock`` (connected to the target) with the capture's spacing divided by ``speed``
     (None: at once); ``show(direction, event)`` for each datagram sent and received.  Returns
     (sent, received); UserError if nothing listens at the target."""
-    from tools.trace import Tracker
+    from tools.traffic import Tracker
 
     here, target = sock.getsockname()[:2], sock.getpeername()[:2]
     tracker = Tracker()
@@ -92,33 +92,16 @@ def replay(datagrams: list[tuple[int, bytes]], sock: socket.socket, speed: float
     return len(datagrams), received
 
 
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
-    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0], epilog=examples(__doc__, "replay.py"),
+    parser = Parser(prog=prog(), description=__doc__.split("\n\n")[0], epilog=examples(__doc__, "replay.py"),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("capture", metavar="FILE.pcap", help="a capture, e.g. from sniff.py -w or tcpdump")
     parser.add_argument("--to", type=host_port, required=True, metavar="HOST:PORT", help="where to send the datagrams")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--fast", action="store_true", help="send as fast as possible")
-    pace.add_argument("--speed", type=_speed, default=1.0, metavar="X", help="X times the original pace (default 1)")
+    pace.add_argument("--speed", type=positive(float), default=1.0, metavar="X", help="X times the original pace (default 1)")
     parser.add_argument("--type", action="append", default=[], choices=[*MSG_TYPES.values(), "malformed"],
                         metavar="T", help="replay only this message type (repeatable)")
     parser.add_argument("--bind", type=host_port, default=("0.0.0.0", 0), metavar="HOST:PORT",
@@ -133,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
 
-    from tools.trace import line
+    from tools.traffic_views import line
 
     console = Console(highlight=False, soft_wrap=True)
 

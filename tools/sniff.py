@@ -32,7 +32,9 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import UserError, examples, open_capture, prog, reader_may_leave, stdout_gone  # noqa: E402  (after the path is set)
+from tools.cli import (  # noqa: E402  (after the path is set)
+    Parser, UserError, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone, text_table,
+)
 
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
@@ -107,7 +109,7 @@ class Inspector:
     """Feeds datagrams to the tracker and prints, writes and remembers what the options ask for."""
 
     def __init__(self, args: argparse.Namespace, console):
-        from tools.trace import Tracker
+        from tools.traffic import Tracker
 
         self.args = args
         self.console = console
@@ -166,7 +168,7 @@ class Inspector:
 
     def show(self, event) -> None:
         from node.text import json_line
-        from tools.trace import line, record
+        from tools.traffic_views import line, record
 
         if self.args.ladder or self.args.svg:
             self.shown.append(event)
@@ -183,7 +185,7 @@ class Inspector:
 
     def finish(self) -> None:
         from node.text import json_line
-        from tools import trace
+        from tools import traffic_views as views
 
         if self.writer is not None:
             self.writer.close()
@@ -194,20 +196,21 @@ class Inspector:
         if self.args.json:
             for exchanges, cut_off in ((unanswered, False), (waiting, True)):
                 for exchange in exchanges:
-                    print(json_line(trace.unanswered_record(self.tracker, exchange, cut_off)))
+                    print(json_line(views.unanswered_record(self.tracker, exchange, cut_off)))
             if self.args.stats:
-                print(json_line({"stats": trace.stats_record(self.tracker.stats(self.end))}))
+                print(json_line({"stats": views.stats_record(self.tracker.stats(self.end))}))
             return
         for exchanges, cut_off in ((unanswered, False), (waiting, True)):
             if exchanges:
                 self.console.print()
-                for text in trace.unanswered_lines(self.tracker, exchanges, cut_off):
+                for text in views.unanswered_lines(self.tracker, exchanges, cut_off):
                     self.console.print(text)
         if self.args.stats:
             print_stats(self.console, self.tracker.stats(self.end))
 
     def draw_ladder(self) -> None:
-        from tools.trace import apply_proxy_log, ladder
+        from tools.traffic import apply_proxy_log
+        from tools.traffic_views import ladder
 
         extra = apply_proxy_log(self.tracker, self.shown, read_proxy_log(self.args.proxy_log)) if self.args.proxy_log else []
         rows = ladder(self.tracker, self.shown + extra)
@@ -253,25 +256,14 @@ def save_svg(rows, path: str, source: str) -> None:
 
 def print_stats(console, stats) -> None:
     from rich import box
-    from rich.table import Table
 
-    from node.text import rich_text
-    from tools.trace import ms
+    from tools.traffic_views import ms
 
     console.print()
-    types = Table(title="packets per type", box=box.SIMPLE_HEAD, title_justify="left")
-    types.add_column("type")
-    types.add_column("packets", justify="right")
-    for kind, n in stats.per_type.items():
-        types.add_row(kind, str(n))
-    console.print(types)
-    nodes = Table(title="packets per node", box=box.SIMPLE_HEAD, title_justify="left")
-    nodes.add_column("node")
-    nodes.add_column("sent", justify="right")
-    nodes.add_column("received", justify="right")
-    for name, (sent, received) in stats.per_node.items():
-        nodes.add_row(rich_text(name), str(sent), str(received))  # a name is network text, not markup
-    console.print(nodes)
+    style = {"box": box.SIMPLE_HEAD, "title_justify": "left"}
+    console.print(text_table("packets per type", ("type", "packets"), stats.per_type.items(), ("packets",), **style))
+    nodes = ((name, sent, received) for name, (sent, received) in stats.per_node.items())
+    console.print(text_table("packets per node", ("node", "sent", "received"), nodes, ("sent", "received"), **style))
     rtt = "no answers seen"
     if stats.rtt_median is not None:
         rtt = f"median {ms(stats.rtt_median)}, p99 {ms(stats.rtt_p99)} ({stats.rtt_samples} answered)"
@@ -330,37 +322,11 @@ def capture_live(args: argparse.Namespace, inspector: Inspector) -> None:
 # -- command line -----------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _positive(kind):
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a positive number")
-        return value
-
-    return convert
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a UDP port")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from proto import MSG_TYPES
 
     types = [*MSG_TYPES.values(), "malformed", "other_version"]
-    parser = _Parser(prog=prog(), description=__doc__.split("\n\n")[0],
+    parser = Parser(prog=prog(), description=__doc__.split("\n\n")[0],
                      epilog=examples(__doc__, "sniff.py"), formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("-i", dest="iface", default="lo", metavar="IFACE", help="capture live on IFACE (default lo; needs root)")
@@ -368,9 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-w", dest="write", metavar="FILE.pcap", help="also write the chat datagrams to a pcap file")
     parser.add_argument("--type", action="append", default=[], choices=types, metavar="T", help="show only this message type (repeatable)")
     parser.add_argument("--name", action="append", default=[], metavar="N", help="show only datagrams from or to this node (repeatable)")
-    parser.add_argument("--port", action="append", default=[], type=_port, metavar="P", help="capture only datagrams from or to this UDP port (repeatable)")
-    parser.add_argument("--count", type=_positive(int), metavar="N", help="stop after N datagrams shown")
-    parser.add_argument("--timeout", type=_positive(float), metavar="S", help="stop after S seconds (of capture time with -r)")
+    parser.add_argument("--port", action="append", default=[], type=port, metavar="P", help="capture only datagrams from or to this UDP port (repeatable)")
+    parser.add_argument("--count", type=positive(int), metavar="N", help="stop after N datagrams shown")
+    parser.add_argument("--timeout", type=positive(float), metavar="S", help="stop after S seconds (of capture time with -r)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per datagram, with every decoded field")
     output.add_argument("--ladder", action="store_true", help="draw a ladder diagram (at the end of the capture)")

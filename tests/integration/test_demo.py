@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from node.demo import DemoFailed, Printer, Stage
+from tools.demo import DemoFailed, Printer, Stage
 
 from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 CHATAPP = str(ROOT / "ChatApp.py")
@@ -140,7 +140,7 @@ def test_help_does_not_load_scapy_or_the_demo():
         "import sys, ChatApp\n"
         "try:\n    ChatApp.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scapy', 'rich', 'proto', 'prompt_toolkit')"
-        " or m in ('node.demo', 'node.client', 'node.server', 'node.runtime')))\n"
+        " or m in ('tools.demo', 'node.client', 'node.server', 'node.runtime')))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=DEADLINE)
     assert "--demo" in result.stdout

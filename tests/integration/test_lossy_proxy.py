@@ -22,8 +22,8 @@ from contextlib import contextmanager
 import pytest
 
 from proto import PAYLOADS, ChatHeader, decode
-from tests.procs import PROXY, ProxyProcess, free_port
-from tools.lossy_proxy import FaultPlan, ProxyThread, Rule, RuleError
+from tests.procs import PROXY, ProxyProcess, ProxyThread, free_port
+from tools.faults import FaultPlan, Rule, RuleError
 
 from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 HOST = "127.0.0.1"

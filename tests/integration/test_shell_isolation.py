@@ -21,7 +21,7 @@ from node.runtime import ERROR_PAUSE, open_node, run_client
 from node.server import ServerLogic
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import encode, parse
-from shown import shown as printed
+from tests.shown import shown as printed
 from tests.procs import HOST, WAIT
 
 QUICK = RetryPolicy(timeout=0.1, tries=5)

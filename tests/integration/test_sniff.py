@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from proto import MSG_TYPES, VERSION, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table, decode
-from tools import trace
-from tools.trace import Tracker
+from tools import traffic, traffic_views as views
+from tools.stats import percentile
+from tools.traffic import Tracker
 from tests.captures import SNIFF, Capture, Processes, needs_root, run_into_closed_pipe, run_tool
-from tests.procs import HOST, PYTHON, ROOT, free_port
-from tools.lossy_proxy import ProxyThread
+from tests.procs import HOST, PYTHON, ROOT, ProxyThread, free_port
 
 pytestmark = pytest.mark.e2e  # sniff.py as a process on live captures; the traffic model's in-process tests come along
 
@@ -314,7 +314,7 @@ def test_retries_acks_round_trips_and_unanswered():
     assert [e.retry for e in tries] == [0, 1, 2]
     ack = t.feed(2_000_300, BOB, ANN, bytes(header("ack", 70, "Bob", BOB[1]) / Ack(ack_id=5)))
     assert ack.request is tries[2] and ack.rtt == 300
-    assert "↩ pri_msg #5 retry 2 rtt 0.30 ms" in trace.line(ack).plain
+    assert "↩ pri_msg #5 retry 2 rtt 0.30 ms" in views.line(ack).plain
     again = t.feed(2_000_900, BOB, ANN, bytes(header("ack", 70, "Bob", BOB[1]) / Ack(ack_id=5)))
     assert again.repeat == 1
     lost = t.feed(3_000_000, ANN, SERVER, bytes(header("dereg", 6, "Ann", ANN[1])))
@@ -328,7 +328,7 @@ def test_a_request_the_end_of_the_capture_cut_off_is_waiting_not_unanswered():
     t = Tracker()
     lost = t.feed(1_000_000, ANN, BOB, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
     late = t.feed(1_400_000, ANN, SERVER, bytes(header("dereg", 6, "Ann", ANN[1])))
-    assert trace.ANSWER_WINDOW == 500_000  # the nodes' default time between tries
+    assert traffic.ANSWER_WINDOW == 500_000  # the nodes' default time between tries
     unanswered, waiting = t.without_answer(1_500_000)  # a window after the first, not after the second
     assert ([ex.tries for ex in unanswered], [ex.tries for ex in waiting]) == ([[lost]], [[late]])
     assert (t.stats(1_500_000).unanswered, t.stats(1_500_000).waiting) == (1, 1)
@@ -382,11 +382,11 @@ def test_one_ack_answering_several_group_messages_is_matched_to_each():
     batch = Ack(ack_id=1, also=[MsgId(id=3), MsgId(id=99)])  # 99: a request the capture did not see
     ack = t.feed(5000, ANN, SERVER, bytes(header("ack", 70, "Ann", ANN[1]) / batch))
     assert ack.request is sent[0] and ack.also == [sent[2]] and ack.rtt == 5000
-    line = trace.line(ack).plain
+    line = views.line(ack).plain
     assert "ok also #3 #99" in line and "↩ grp_msg #1 rtt 5.00 ms, and 1 more" in line, line
     assert [ex.tries for ex in t.unanswered()] == [[sent[1]]]
     assert t.stats().rtt_samples == 2
-    rec = trace.record(ack)
+    rec = views.record(ack)
     assert rec["answers"]["id"] == 1 and rec["also_answers"] == [{"type": "grp_msg", "id": 3, "retry": 0}]
 
 
@@ -401,9 +401,10 @@ def test_an_ack_answers_the_request_on_its_own_path_only():
 
 
 def test_percentile_is_nearest_rank():
-    assert trace.percentile(list(range(1, 101)), 99) == 99
-    assert trace.percentile([5, 1, 9], 50) == 5
-    assert trace.percentile([7], 99) == 7
+    assert percentile(list(range(1, 101)), 99) == 99
+    assert percentile([5, 1, 9], 50) == 5
+    assert percentile([7], 99) == 7
+    assert percentile([], 99) is None  # nothing measured: no figure, not an error
 
 
 def test_proxy_log_marks_drops_and_adds_unseen_ones():
@@ -416,10 +417,10 @@ def test_proxy_log_marks_drops_and_adds_unseen_ones():
         {"time": 1.5002, "from": "Ann", "to": "Bob", "type": "pri_msg", "id": 5, "action": "pass"},
         {"time": 2.0, "from": "Bob", "to": "Ann", "type": "ack", "id": 8, "action": "drop"},
     ]
-    unseen = trace.apply_proxy_log(t, events, rows)
+    unseen = traffic.apply_proxy_log(t, events, rows)
     assert [e.dropped for e in events] == [True, False]
     assert [(e.src_name, e.dst_name, e.kind, e.rel) for e in unseen] == [("Bob", "Ann", "ack", 2_000_000)]
-    drawn = [text.plain for text in trace.ladder(t, events + unseen)]
+    drawn = [text.plain for text in views.ladder(t, events + unseen)]
     assert drawn[0].split() == ["Ann", "Bob"]
     assert "✕" in drawn[2] and "✕" in drawn[4] and "▶" in drawn[3]
 
@@ -429,8 +430,8 @@ def test_malformed_chat_datagrams_are_shown_not_fatal():
     whole = bytes(header("reg_ack", 1, "server", SERVER[1]) / RegAck(ack_id=9))
     event = t.feed(0, SERVER, ANN, whole[:-3])
     assert event.kind == "malformed" and event.error
-    assert "malformed" in trace.line(event).plain
-    assert trace.record(event)["error"] == event.error
+    assert "malformed" in views.line(event).plain
+    assert views.record(event)["error"] == event.error
 
 
 # -- text from the network: names and messages that look like markup or carry escape sequences ------------
@@ -528,7 +529,7 @@ def test_a_datagram_of_another_protocol_version_is_labelled():
     old[2] = VERSION - 1
     event = t.feed(0, ANN, SERVER, bytes(old))
     assert event.kind == "other_version" and not event.is_request
-    assert f"chat protocol version {VERSION - 1}; this tool reads version {VERSION}" in trace.line(event).plain
+    assert f"chat protocol version {VERSION - 1}; this tool reads version {VERSION}" in views.line(event).plain
     from scapy.layers.inet import IP, UDP
 
     from tools.sniff import udp_datagram

@@ -24,7 +24,7 @@ from node.runtime import open_node
 from node.server import ServerLogic
 from proto import MSG_TYPES, STATUS_CODES, TYPE_CODES, ProtocolError
 from proto.fastpath import parse
-from simnet import SERVER, SimNet
+from tests.simnet import SERVER, SimNet
 from tests.procs import HOST, WAIT
 from tests.security_tools import Peer, ReceiveQueues, drain, finish
 from tests.structured import OUTSIDE, datagram, hostile_variants, registered_sessions

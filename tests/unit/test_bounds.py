@@ -14,7 +14,7 @@ from node.server import ServerLogic
 from node.effects import Send
 from proto import ChatHeader, GrpMsg
 from proto.fastpath import encode, parse
-from simnet import SERVER, SimNet, kind
+from tests.simnet import SERVER, SimNet, kind
 
 
 def test_rate_limit_buckets_stop_at_max_sources():

@@ -14,7 +14,7 @@ from node.reliable import RetryPolicy
 from proto import MAX_TEXT_BYTES, STATUSES, VERSION, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
 
 from proto.fastpath import encode, parse
-from simnet import SERVER, SimNet, dropping, kind
+from tests.simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
 TOKEN = 9  # the session token registered_client() is given: the server's datagrams carry it

@@ -17,7 +17,7 @@ from node.server import ServerLogic
 from node.tables import ROWS_IN_A_BURST, TablePrinter
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import encode, parse
-from shown import shown
+from tests.shown import shown
 
 JOINED = GroupJoined
 

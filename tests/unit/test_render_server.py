@@ -10,7 +10,7 @@ import pytest
 
 from node import events as ev
 from node.render import Table, render
-from shown import shown
+from tests.shown import shown
 
 SOURCE = ("10.6.6.6", 4000)
 

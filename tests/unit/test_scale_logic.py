@@ -16,7 +16,7 @@ from node.sync import TABLE_WINDOW
 from node.tables import TableVersions, entry, page
 from proto import MAX_DATAGRAM, MSG_TYPES, STATUSES, Entry, decode
 from proto.fastpath import encode, encode_item, parse
-from simnet import SimNet, kind
+from tests.simnet import SimNet, kind
 
 LONG = "x" * 24  # a long name prefix, so that few rows fit a datagram
 

@@ -42,8 +42,8 @@ from proto import (
 )
 from proto.codec import HEADER_MIN
 from proto.fastpath import encode
-from shown import shown
-from simnet import SERVER, SimNet, dropping, kind
+from tests.shown import shown
+from tests.simnet import SERVER, SimNet, dropping, kind
 from tests.packets import PAYLOAD_STRATEGIES
 
 # -- a server fed by hand ------------------------------------------------------------

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from node.events import MemberRemoved
-from simnet import SimNet, kind
-from tools.lossy_proxy import FaultPlan
+from tests.simnet import SimNet, kind
+from tools.faults import FaultPlan
 
 RUNS = int(os.environ.get("SIM_RUNS", "2000"))
 BURST_RUNS = int(os.environ.get("SIM_BURST_RUNS", "500"))

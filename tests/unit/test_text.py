@@ -11,7 +11,7 @@ import re
 import pytest
 from rich.console import Console
 
-from node.demo import Printer
+from tools.demo import Printer
 from node.effects import ShowTable
 from node.terminal import rich_table
 from node.text import escaped, json_line, rich_text

@@ -28,6 +28,7 @@ import time
 from node.limits import Limits
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import encode, parse
+from tools.cli import host_port
 
 from .figures import Busy, Figure, median, percentile
 from .latency import Lines, NotAnswered, client, timed
@@ -136,19 +137,18 @@ def flood(raw: RawClient, mode: str, groups: int, rate: float, stop) -> None:
 
 def abuser_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.perf.abuse", description="the abusive client of bench.py abuse")
-    parser.add_argument("--server", required=True, metavar="HOST:PORT")
+    parser.add_argument("--server", required=True, type=host_port, metavar="HOST:PORT")
     parser.add_argument("--port", type=int, default=0, help="local UDP port (default: any)")
     parser.add_argument("--mode", choices=(*MODES, "mixed"), default="churn")
     parser.add_argument("--groups", type=int, required=True, help="the server's groups are g0 .. g<N-1>")
     parser.add_argument("--rate", type=float, default=Limits.rate, help="requests a second (default: the server's rate limit)")
     parser.add_argument("--name", default="Mallory")
     args = parser.parse_args(argv)
-    host, port = args.server.rsplit(":", 1)
     stopped = []
     signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
-    raw = RawClient((host, int(port)), args.name, args.port)
+    raw = RawClient(args.server, args.name, args.port)
     raw.register()
-    print(f"flooding {args.server} with {args.mode} requests, {args.rate:g} a second", flush=True)
+    print(f"flooding {args.server[0]}:{args.server[1]} with {args.mode} requests, {args.rate:g} a second", flush=True)
     flood(raw, args.mode, args.groups, args.rate, lambda: stopped)
     raw.send(raw.request("dereg")[1])  # best effort, as a client that quits
     print(f"sent {raw.sent} answered {raw.answered}", flush=True)

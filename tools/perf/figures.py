@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
+
+from tools.stats import median, percentile  # noqa: F401  (the scenarios take them from here, with Figure)
 
 
 @dataclass
@@ -28,20 +29,6 @@ class Figure:
 
     def as_json(self) -> dict:
         return {**asdict(self), "ratio": self.ratio}
-
-
-def median(values) -> float | None:
-    values = list(values)
-    return statistics.median(values) if values else None
-
-
-def percentile(values, p: float) -> float | None:
-    """The ``p``-th percentile (nearest rank): p99 of 500 samples is the 495th smallest."""
-    values = sorted(values)
-    if not values:
-        return None
-    rank = max(1, -(-len(values) * p // 100))
-    return values[int(rank) - 1]
 
 
 def check(value: float | None, target: str) -> bool | None:

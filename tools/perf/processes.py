@@ -11,7 +11,6 @@ import fcntl
 import os
 import pty
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -20,8 +19,9 @@ import termios
 import time
 from pathlib import Path
 
+from tools.loopback import LOOPBACK as HOST, free_port  # both also taken from here by the scenarios
+
 ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 READY_WITHIN = 20.0  # seconds; the machine may be busy
 STARTED: list[int] = []  # the pid of every process a benchmark started, for the report
 CORES = sorted(os.sched_getaffinity(0))  # the cores this benchmark may use, before it pins anything
@@ -34,13 +34,6 @@ def keep_apart(pid: int) -> None:
     if len(CORES) >= 2:
         os.sched_setaffinity(pid, {CORES[-1]})
         os.sched_setaffinity(0, set(CORES[:-1]))
-
-
-def free_port() -> int:
-    """A UDP port nobody holds right now (the OS picks it; a race with others is retried)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 class Process:

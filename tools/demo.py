@@ -20,7 +20,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .text import escaped
+from node.text import escaped
+from tools.loopback import LOOPBACK, free_port
 
 CHATAPP = Path(__file__).resolve().parent.parent / "ChatApp.py"
-LOOPBACK = "127.0.0.1"
 STEP_TIMEOUT = 15.0  # generous: a step needs one round trip, or 2.5 s if a datagram is lost
 STOP_TIMEOUT = 5.0  # a client deregisters on SIGTERM: one round trip with the server
 WIDTH = 6  # width of the name column
@@ -48,13 +47,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-def free_port() -> int:
-    """A UDP port on loopback that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 class Printer:
