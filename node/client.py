@@ -3,7 +3,8 @@
 Drive it with ``start(now)``, typed lines through ``command(line, now)``,
 datagrams through ``receive(data, addr, now)``, the time through
 ``handle_timer(now)``, and ``shutdown(now)`` for Ctrl+C, end of input and
-signals; collect its effects with ``drain()``.  Typed commands run one at a
+signals; collect what it sends and what happened (``node/events.py``) with
+``drain(now)``.  Typed commands run one at a
 time, in order: a command that waits for an answer holds the ones after it.
 """
 
@@ -12,11 +13,10 @@ from __future__ import annotations
 import random
 import sys
 from collections import Counter, deque
-from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable
 
 from proto import (
-    MAX_NAME_BYTES,
     MAX_TEXT_BYTES,
     MSG_TYPES,
     STATUS_CODES,
@@ -25,54 +25,23 @@ from proto import (
 )
 from proto.fastpath import Fields, parse
 
-from .effects import Address, Effect, Exit, LazyRows, Show, ShowTable
+from . import events as ev
+from .effects import Address, Exit
 from .limits import LineQueue, Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
+from .peers import Peer, PeerRows
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
-from .server import CLIENT_COLUMNS
 from .tables import TablePrinter
 from .versions import OtherVersions
-
-HELP = (
-    "Commands:",
-    "  send <name> <message>     private message to another client",
-    "  create_group <group>      create a group (does not join it)",
-    "  list_groups               list the groups on the server",
-    "  join_group <group>        enter a group (group mode)",
-    "  send_group <message>      message everyone in your group (group mode)",
-    "  list_members              list the members of your group (group mode)",
-    "  leave_group               leave your group (group mode)",
-    "  dereg <your-name>         go offline and exit (Ctrl+C and Ctrl+D too)",
-    "  help                      this list",
-)
-
-NOT_IN_GROUP = (
-    "You're already not in the group, because the Server didn't receive your previous ack to a group message."
-)
 
 END_OF_INPUT = "\x04"  # queued after the last typed line when input ends
 
 STATUS_OK = STATUS_CODES["ok"]
 STATUS_MORE = STATUS_CODES["more"]
 STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
-STATUS_QUEUE_FULL = STATUS_CODES["queue_full"]
 
 # Datagrams that only the server may send to a client.
 FROM_SERVER_ONLY = {"table", "grp_msg", "probe"}
-
-
-@dataclass(frozen=True)
-class Peer:
-    addr: Address
-    online: bool
-    session: int
-
-
-# Equal table rows are one object in the process, and names are interned: a process that runs
-# many clients (the simulator, the benchmark's thousands) holds each row once, not once per
-# client.  Cleared when full: it only saves memory.
-_PEERS: dict[tuple, Peer] = {}
-MAX_SHARED_PEERS = 1 << 16
 
 
 class ClientLogic:
@@ -84,6 +53,7 @@ class ClientLogic:
         policy: RetryPolicy = RetryPolicy(),
         rng: random.Random | None = None,
         limits: Limits = Limits(),
+        peers: PeerRows | None = None,
     ):
         self.name = name
         self.server = server
@@ -92,8 +62,11 @@ class ClientLogic:
         self.exit_status: int | None = None
         self.group: str | None = None
         self.table: dict[str, Peer] = {}
+        self._table_view = MappingProxyType(self.table)
+        self._peers = peers if peers is not None else PeerRows()  # clients of one process may share theirs
         self.table_version = 0
-        self.queued = LineQueue(limits)  # private messages received in group mode, as lines to print
+        self.outbox: list = []  # what happened since the last drain (node/events.py), and Exit
+        self.queued = LineQueue(limits)  # private messages received in group mode, to show later
         # The server may forward group messages before its answer to join_group arrives: hold them.
         self._joining: str | None = None
         self._early = LineQueue(limits)
@@ -124,10 +97,6 @@ class ClientLogic:
             "probe": self._on_probe,
             "pri_msg": self._on_pri_msg,
         }
-
-    @property
-    def prompt(self) -> str:
-        return f">>> ({self.group}) " if self.group else ">>> "
 
     # -- driving interface ----------------------------------------------------
 
@@ -164,7 +133,7 @@ class ClientLogic:
         try:
             pkt = parse(data)
         except ProtocolError:
-            if not self._versions_seen.check(data, addr, self.net.effects):
+            if not self._versions_seen.check(data, addr, self.outbox):
                 self.drops["malformed"] += 1
             return
         kind = MSG_TYPES[pkt.type]
@@ -187,8 +156,13 @@ class ClientLogic:
         if self.exit_status is None:
             self.net.handle_timer(now)
 
-    def drain(self) -> list[Effect]:
-        return self.net.drain()
+    def drain(self, now: float) -> list:
+        """The datagrams to send, then what happened (events, and Exit last), since the last drain."""
+        effects = self.net.drain()
+        if self.outbox:
+            effects += self.outbox
+            self.outbox = []
+        return effects
 
     # -- typed commands -----------------------------------------------------------
 
@@ -219,7 +193,7 @@ class ClientLogic:
         target, text = parts
         peer = self.table.get(target)
         if peer is None:
-            self._say(f"User {target} does not exist")
+            self._emit(ev.UnknownUser(target))
         elif not self._text_fits(text):
             return
         else:  # listed offline too: the table may be stale, so try as for anyone (as the original does)
@@ -236,34 +210,29 @@ class ClientLogic:
             )
 
     @staticmethod
-    def _delivery(target: str, status: int) -> str:
-        """What a peer's answer to a private message means for the user (the peer is alive: no kick)."""
+    def _delivery(target: str, status: int):
+        """What a peer's answer to a private message means (the peer is alive: no kick)."""
         if status == STATUS_OK:
-            return f"Message received by {target}."
-        if status == STATUS_QUEUE_FULL:
-            return f"{target}'s queue of messages is full ({target} is in a group chat), message not delivered"
-        return f"{target} did not accept the message, message not delivered"
+            return ev.Delivered(target)
+        return ev.NotDelivered(target, STATUSES.get(status))
 
     def _report_silent_peer(self, target: str, now: float, listed_offline: bool) -> None:
-        self._say(f"No ACK from {target}, message not delivered")
-        self._say("Report this issue to server")
-        if listed_offline:
-            self._say(f"(The client table listed {target} as offline.)")
+        self._emit(ev.NoAck(target, listed_offline))
         self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
     def _cmd_create_group(self, rest: str, now: float) -> None:
         if not rest:
             self._invalid()
         elif ";" in rest or any(ch.isspace() for ch in rest):
-            self._say("Group name should not contain ';'. Try again.")
+            self._emit(ev.BadGroupName(rest, separator=True))
         elif not valid_group_name(rest):
-            self._say(f"Group name should be at most {MAX_NAME_BYTES} bytes of printable UTF-8. Try again.")
+            self._emit(ev.BadGroupName(rest, separator=False))
         else:
             outcomes = {
-                "ok": f"Group {rest} created by Server.",
-                "group_exists": f"Group {rest} already exists.",
-                "too_many_groups": f"Group {rest} not created: the server has too many groups.",
-                "quota": f"Group {rest} not created: you have created too many groups.",
+                "ok": ev.GroupCreated(rest),
+                "group_exists": ev.GroupExists(rest),
+                "too_many_groups": ev.GroupNotCreated(rest, "too_many_groups"),
+                "quota": ev.GroupNotCreated(rest, "quota"),
             }
             self._ask(self.net.build("create_group", group=rest), now, outcomes)
 
@@ -273,13 +242,7 @@ class ClientLogic:
             return
 
         def listed(groups: list[str], now: float) -> None:
-            if groups:
-                self._say("Available group chats:")
-                for group in groups:
-                    self._say(group)
-            else:
-                self._say("No available group right now")
-            self._finish(now)
+            self._finish(now, ev.GroupsListed(tuple(groups)))
 
         self._list(self.net.build("list_groups"), "list_groups", "", now, listed)
 
@@ -288,7 +251,7 @@ class ClientLogic:
             self._invalid()
             return
         if not valid_group_name(rest):
-            self._say(f"Group {rest} does not exist")
+            self._emit(ev.NoSuchGroup(rest))
             return
 
         def joined(ack: Fields, now: float) -> None:
@@ -296,12 +259,11 @@ class ClientLogic:
             early, self._joining = self._early.take(), None
             if status == "ok":
                 self.group = rest
-                self._say(f"Entered group {rest} successfully")
-                for line in early:
-                    self._say(line, in_group=True)
+                self._emit(ev.JoinedGroup(rest))
+                self.outbox += early
                 self._finish(now)
             elif status == "no_such_group":
-                self._finish(now, f"Group {rest} does not exist")
+                self._finish(now, ev.NoSuchGroup(rest))
             else:
                 self._unexpected(status, now)
 
@@ -312,7 +274,7 @@ class ClientLogic:
         if not rest:
             self._invalid()
         elif self._text_fits(rest):
-            outcome = {"ok": f"({self.group}) Message received by Server."}
+            outcome = {"ok": ev.GroupMessageSent(self.group)}
             self._ask(self.net.build("send_group", group=self.group, text=rest), now, outcome)
 
     def _cmd_list_members(self, rest: str, now: float) -> None:
@@ -322,10 +284,7 @@ class ClientLogic:
         group = self.group
 
         def listed(members: list[str], now: float) -> None:
-            self._say(f"Members in the group {group}:", in_group=True)
-            for member in members:
-                self._say(member, in_group=True)
-            self._finish(now)
+            self._finish(now, ev.MembersListed(group, tuple(members)))
 
         self._list(self.net.build("list_members", group=group), "list_members", group, now, listed)
 
@@ -339,7 +298,7 @@ class ClientLogic:
             if self._left_behind(ack, now) or self._refused(ack, now):
                 return
             self.group = None
-            self._say(f"Leave group chat {group}")
+            self._emit(ev.LeftGroup(group))
             self._flush_queue()
             self._finish(now)
 
@@ -352,8 +311,7 @@ class ClientLogic:
         self._dereg(now)
 
     def _cmd_help(self, rest: str, now: float) -> None:
-        for line in HELP:
-            self._say(line)
+        self._emit(ev.HelpShown())
 
     # -- requests to the server -----------------------------------------------------
 
@@ -378,8 +336,8 @@ class ClientLogic:
 
         self._request(first, now, answered)
 
-    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, str]) -> None:
-        """A request whose answer is one line per status."""
+    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, object]) -> None:
+        """A request whose answer is one event per status."""
 
         def answered(ack: Fields, now: float) -> None:
             if self._left_behind(ack, now):
@@ -396,7 +354,7 @@ class ClientLogic:
         """The server dropped us from our group: say so, leave group mode, go on."""
         if ack.payload.status != STATUS_NOT_IN_GROUP or self.group is None:
             return False
-        self._say(NOT_IN_GROUP)
+        self._emit(ev.RemovedFromGroup(self.group))
         self.group = None
         self._flush_queue()
         self._finish(now)
@@ -412,14 +370,14 @@ class ClientLogic:
     def _unexpected(self, status: str | None, now: float) -> None:
         if status == "not_registered":
             self._closing = True
-            self._exit(1, "The server no longer knows this client (it may have restarted)", "Exiting")
+            self._exit(1, ev.ServerForgotUs())
         else:
-            self._finish(now, "Invalid command")
+            self._finish(now, ev.RequestRefused(status))
 
     def _dereg(self, now: float) -> None:
         self._closing = True
         self._typed.clear()
-        self._request(self.net.build("dereg"), now, lambda ack, now: self._exit(0, "You are Offline. Bye."))
+        self._request(self.net.build("dereg"), now, lambda ack, now: self._exit(0, ev.Deregistered()))
 
     def _on_reg_ack(self, ack: Fields, now: float) -> None:
         """Confirm at once, with the new token: that shows the server this address is ours."""
@@ -434,7 +392,7 @@ class ClientLogic:
         if self._refused_registration(ack):
             return
         self.registered = True
-        self._say("Welcome, You are registered.")
+        self._emit(ev.Registered())
         if self.table_version:
             self._show_table()
         self._finish(now)
@@ -443,18 +401,11 @@ class ClientLogic:
         status = STATUSES.get(ack.payload.status)
         if status == "ok":
             return False
-        refusals = {
-            "name_taken": "Someone has already used this name. Try another one.",
-            "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
-            "server_full": "The server is full. Try again later.",
-            "quota": "Too many names registered from your address. Try again later.",
-            "not_registered": "The server did not keep the registration (it expired). Try again.",
-        }
-        self._exit(1, refusals.get(status, "Invalid username"))
+        self._exit(1, ev.RegistrationRefused(status))
         return True
 
     def _server_gone(self, now: float) -> None:
-        self._exit(1, "Server not responding", "Exiting", in_group=True)
+        self._exit(1, ev.ServerGone(self.group))
 
     # -- incoming ---------------------------------------------------------------------
 
@@ -465,28 +416,22 @@ class ClientLogic:
             self._ack(pkt, addr, now, "resync")  # we missed the versions in between
             return
         if newer:
-            table, peers = self.table, _PEERS
+            table, row = self.table, self._peers.get
             for entry in update.entries:
-                key = (entry.ip, entry.port, entry.online, entry.session)
-                peer = peers.get(key)
-                if peer is None:
-                    if len(peers) >= MAX_SHARED_PEERS:
-                        peers.clear()
-                    peer = peers[key] = Peer((entry.ip, entry.port), bool(entry.online), entry.session)
-                table[sys.intern(entry.client)] = peer
+                table[sys.intern(entry.client)] = row(entry.ip, entry.port, entry.online, entry.session)
             self.table_version = update.version
             if self.registered:
                 self._printer.changed(now)
         self._ack(pkt, addr, now, "ok")
         me = self.table.get(self.name)
         if self.registered and not self._closing and me is not None and not me.online:
-            self._exit(1, "The server marked this client offline (it did not answer the server's probe)", "Exiting")
+            self._exit(1, ev.MarkedOffline())
 
     def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
         msg = pkt.payload
         if msg.group == self.group:
-            self._say(f"Group_Message {msg.origin}: {msg.text}", in_group=True)
-        elif msg.group == self._joining and not self._early.add(f"Group_Message {msg.origin}: {msg.text}", msg.text_len):
+            self._emit(ev.GroupMessage(msg.group, msg.origin, msg.text))
+        elif msg.group == self._joining and not self._early.add(ev.GroupMessage(msg.group, msg.origin, msg.text), msg.text_len):
             # No ack: the server sends it again, and once the join is answered it is shown.
             self.drops["early, no room"] += 1
             return
@@ -512,11 +457,11 @@ class ClientLogic:
             self.drops["replayed"] += 1  # older than a message of the session already shown
             return
         self._last_from[pkt.sender] = (session, pkt.msg_id)
-        line = f">>> {pkt.sender}: {pkt.payload.text}"
+        message = ev.PrivateMessage(pkt.sender, pkt.payload.text)
         if self.group is None:
             self._ack(pkt, addr, now, "ok")
-            self.net.effects.append(Show(line))
-        elif self.queued.add(line, pkt.payload.text_len):
+            self._emit(message)
+        elif self.queued.add(message, pkt.payload.text_len):
             self._ack(pkt, addr, now, "ok")
         else:
             self.refused += 1
@@ -527,48 +472,39 @@ class ClientLogic:
     def _ack(self, pkt: Fields, addr: Address, now: float, status: str) -> None:
         self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status]), now)
 
-    def _finish(self, now: float, line: str | None = None) -> None:
-        """The current command is done: say its result, then run the next typed one."""
-        if line is not None:
-            self._say(line)
+    def _finish(self, now: float, outcome=None) -> None:
+        """The current command is done: report its outcome, then run the next typed one."""
+        if outcome is not None:
+            self._emit(outcome)
         self._busy = False
         self._run_typed(now)
 
     def _text_fits(self, text: str) -> bool:
         if text_too_long(text):
-            size = len(text.encode("utf-8"))
-            self._say(f"Message too long ({size} bytes of UTF-8; the limit is {MAX_TEXT_BYTES}), not sent")
+            self._emit(ev.MessageTooLong(len(text.encode("utf-8")), MAX_TEXT_BYTES))
             return False
         return True
 
     def _invalid(self) -> None:
-        self._say("Invalid command", in_group=True)
+        self._emit(ev.InvalidCommand(self.group))
 
-    def _say(self, text: str, in_group: bool = False) -> None:
-        prefix = f">>> ({self.group}) " if in_group and self.group else ">>> "
-        self.net.effects.append(Show(prefix + text))
+    def _emit(self, event) -> None:
+        self.outbox.append(event)
 
     def _show_table(self) -> None:
-        table = self.table
-
-        def rows():
-            return tuple(
-                (name, peer.addr[0], str(peer.addr[1]), "online" if peer.online else "offline") for name, peer in table.items()
-            )
-
-        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(rows)))
+        self._emit(ev.ClientTableChanged(self._table_view))
 
     def _flush_queue(self) -> None:
-        self.net.effects.extend(Show(line) for line in self.queued.take())
+        """What was held in group mode comes out now, in arrival order."""
+        self.outbox += self.queued.take()
         if self.refused:
-            many = "s were" if self.refused > 1 else " was"
-            self._say(f"{self.refused} more private message{many} not delivered: your queue was full (the senders were told)")
+            self._emit(ev.QueueOverflowed(self.refused))
             self.refused = 0
 
-    def _exit(self, status: int, *lines: str, in_group: bool = False) -> None:
-        for line in lines:
-            self._say(line, in_group=in_group)
+    def _exit(self, status: int, reason=None) -> None:
+        if reason is not None:
+            self._emit(reason)
         self._flush_queue()
         self.net.cancel_all()
         self.exit_status = status
-        self.net.effects.append(Exit(status))
+        self.outbox.append(Exit(status))

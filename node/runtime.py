@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 from .client import ClientLogic
 from .effects import Address, Effect, Exit, Send, Show
 from .limits import drop_report
+from .render import prompt
 from .server import ServerLogic
 
 
@@ -25,7 +26,7 @@ class Logic(Protocol):
     def receive(self, data: bytes, addr: Address, now: float) -> None: ...
     def get_timer(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
-    def drain(self) -> list[Effect]: ...
+    def drain(self, now: float) -> list[Effect]: ...
 
     drops: Counter[str]
 
@@ -131,7 +132,7 @@ class Node:
     def pump(self) -> None:
         """Carry out what the logic asked for, then arm its next timer."""
         try:
-            effects = self.logic.drain()
+            effects = self.logic.drain(self.loop.time())
         except Exception:
             self._internal_error("collecting the logic's effects")
             effects = ()
@@ -230,7 +231,7 @@ async def run_client(logic: ClientLogic, bind: Address, terminal) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, shutdown)
     node.call("registering", logic.start, node.now())
-    reader = asyncio.ensure_future(terminal.read(typed, ended, shutdown, lambda: logic.prompt))
+    reader = asyncio.ensure_future(terminal.read(typed, ended, shutdown, lambda: prompt(logic.group)))
 
     def reader_done(task: asyncio.Future) -> None:
         # A failure while reading typed commands would leave a client that is online but

@@ -9,7 +9,7 @@ drop, delay or duplicate them, or a ``plan``: the lossy proxy's own rules
     sim.run(1)
     sim.type(a, "send B hi")
     sim.run(1)
-    assert sim.lines["B"][-1] == ">>> A: hi"
+    assert sim.lines["B"][-1] == ">>> A: hi"  # or sim.events["B"][-1] == PrivateMessage("A", "hi")
 
 Like the asyncio shell, the simulator isolates every call into a node's logic: an exception
 is counted (``internal error``) and recorded in ``errors``, and the node goes on.  Each
@@ -34,7 +34,8 @@ from typing import Callable
 from proto import MSG_TYPES
 from proto.fastpath import parse
 from node.client import ClientLogic
-from node.effects import Exit, Send, Show, ShowTable
+from node.effects import Exit, Send
+from node.render import Table, render
 from node.reliable import RetryPolicy
 from node.runtime import INTERNAL_ERROR
 from node.server import ServerLogic
@@ -78,7 +79,8 @@ class SimNet:
         self.tolerate_errors = False
         self.rng = random.Random(seed)
         self.nodes: dict[tuple, object] = {}  # address -> live node; crashed and exited nodes leave
-        self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> printed lines
+        self.events: dict[str, list] = defaultdict(list)  # node name -> what its logic reported (node/events.py)
+        self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> those events as printed
         self.exits: dict[str, int] = {}
         self.fault: Fault | None = None
         self.plan: FaultPlan | None = None  # the lossy proxy's rules, applied to every datagram
@@ -195,17 +197,20 @@ class SimNet:
         if logic is None:
             return
         name = logic._sim_name
-        for effect in logic.drain():
+        for effect in logic.drain(self.now):
             if isinstance(effect, Send):
                 self._offer(effect.data, addr, effect.addr)
-            elif isinstance(effect, Show):
-                self.lines[name].append(effect.text)
-            elif isinstance(effect, ShowTable):
-                self.lines[name].append(effect.title)
-                self.lines[name].extend("| " + " | ".join(row) for row in effect.rows)
             elif isinstance(effect, Exit):
                 self.exits[name] = effect.status
                 self.nodes.pop(addr, None)
+            else:
+                self.events[name].append(effect)
+                shown = render(effect)
+                if isinstance(shown, Table):
+                    self.lines[name].append(shown.title)
+                    self.lines[name].extend("| " + " | ".join(row) for row in shown.rows)
+                else:
+                    self.lines[name] += shown
 
     def name_of(self, addr) -> str:
         """The name of the (last) node at ``addr``, live or gone."""

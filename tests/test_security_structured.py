@@ -398,8 +398,8 @@ class FuzzingServer:
     def handle_timer(self, now):
         self.logic.handle_timer(now)
 
-    def drain(self):
-        effects = self.logic.drain()
+    def drain(self, now):
+        effects = self.logic.drain(now)
         if self.sent < len(self.hostile) and self.queues(self.target[1])[0] < self.QUEUE_LIMIT:
             batch = self.hostile[self.sent : self.sent + self.BATCH]
             self.sent += len(batch)

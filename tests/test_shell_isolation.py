@@ -10,8 +10,9 @@ import asyncio
 import random
 import socket
 
-from node.client import HELP, ClientLogic
-from node.effects import Show, ShowTable
+from node.client import ClientLogic
+from node.effects import ShowTable
+from node.render import HELP, render
 from node.limits import drop_report
 from node.reliable import RetryPolicy
 from node.runtime import ERROR_PAUSE, open_node, run_client
@@ -214,9 +215,9 @@ class ScriptedTerminal:
         self.shown: list[str] = []
         self._changed = asyncio.Event()
 
-    def show(self, effect) -> None:
-        if isinstance(effect, Show):
-            self.shown.append(effect.text)
+    def show(self, event) -> None:
+        if isinstance(shown := render(event), list):
+            self.shown += shown
             self._changed.set()
 
     async def wait_for(self, text: str) -> None:

@@ -21,6 +21,8 @@ from typing import Callable
 from proto import TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 
+from node.events import GroupMessage, GroupMessageSent, MembersListed
+
 from .figures import Busy, Figure, check, median
 from .processes import HOST, ChatServer, EchoServer
 from .swarm import Swarm
@@ -51,13 +53,13 @@ class Group:
         swarm.run_for(0.5)
         self.received: dict[int, float] = {}  # member fd -> when its logic showed the message
         self.answers: list[float] = []  # when the sender's requests were answered
-        swarm.on_show = self._shown
+        swarm.on_event = self._shown
 
-    def _shown(self, node, text: str, now: float) -> None:
+    def _shown(self, node, event, now: float) -> None:
         if node is self.sender:
-            if text.startswith((">>> (g) Message received by Server", ">>> (g) Members in the group")):
+            if isinstance(event, (GroupMessageSent, MembersListed)):
                 self.answers.append(now)
-        elif "Group_Message" in text:
+        elif isinstance(event, GroupMessage):
             self.received[node.sock.fileno()] = now
 
     def one_message(self, text: str) -> tuple[float, float]:
@@ -82,13 +84,13 @@ class Group:
         logic, so that one benchmark process can keep up with the server (see ``ack_copies``)."""
         delivered, sent, acked = 0, 0, 0
 
-        def shown(node, text, now):
+        def shown(node, event, now):
             nonlocal delivered, acked
             if node is self.sender:
-                if "Message received by Server" in text:
+                if isinstance(event, GroupMessageSent):
                     acked += 1
                     next_message()  # at once, not after the other sockets ready now
-            elif "Group_Message" in text:
+            elif isinstance(event, GroupMessage):
                 delivered += 1
 
         def copied():
@@ -101,7 +103,7 @@ class Group:
                 sent += 1
                 self.swarm.command(self.sender, f"send_group s{sent}")
 
-        self.swarm.on_show = shown
+        self.swarm.on_event = shown
         if lean:
             for member in self.members:
                 member.on_readable = ack_copies(self.swarm, member, copied)
@@ -111,7 +113,7 @@ class Group:
         self.swarm.run_until(lambda: time.monotonic() >= end, seconds + 1, tick=next_message)
         self.swarm.run_until(lambda: delivered >= sent * len(self.members), 5)
         elapsed = time.monotonic() - start
-        self.swarm.on_show = self._shown
+        self.swarm.on_event = self._shown
         for member in self.members:
             member.on_readable = None
         return delivered / len(self.members) / elapsed
