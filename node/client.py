@@ -25,6 +25,7 @@ from proto import (
 )
 from proto.fastpath import Fields, parse
 
+from . import commands as cmd
 from . import events as ev
 from .effects import Address, Exit
 from .limits import LineQueue, Limits, RateLimiter
@@ -33,8 +34,6 @@ from .peers import Peer, PeerRows
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
 from .tables import TablePrinter
 from .versions import OtherVersions
-
-END_OF_INPUT = "\x04"  # queued after the last typed line when input ends
 
 STATUS_OK = STATUS_CODES["ok"]
 STATUS_MORE = STATUS_CODES["more"]
@@ -76,20 +75,20 @@ class ClientLogic:
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
         self._rate = RateLimiter(limits.rate, limits.burst)
         self._versions_seen = OtherVersions(self.drops)
-        self._typed: deque[str] = deque()
+        self._typed: deque[str | cmd.EndOfInput] = deque()  # lines waiting for their turn
         self._busy = True  # until registration is answered
         self._closing = False
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.table), self._show_table)
-        self._commands: dict[str, tuple[str, Callable[[str, float], None]]] = {
-            "send": ("normal", self._cmd_send),
-            "create_group": ("normal", self._cmd_create_group),
-            "list_groups": ("normal", self._cmd_list_groups),
-            "join_group": ("normal", self._cmd_join_group),
-            "send_group": ("group", self._cmd_send_group),
-            "list_members": ("group", self._cmd_list_members),
-            "leave_group": ("group", self._cmd_leave_group),
-            "dereg": ("any", self._cmd_dereg),
-            "help": ("any", self._cmd_help),
+        self._performers: dict[type, Callable] = {
+            cmd.SendPrivate: self._cmd_send,
+            cmd.CreateGroup: self._cmd_create_group,
+            cmd.ListGroups: self._cmd_list_groups,
+            cmd.JoinGroup: self._cmd_join_group,
+            cmd.SendGroup: self._cmd_send_group,
+            cmd.ListMembers: self._cmd_list_members,
+            cmd.LeaveGroup: self._cmd_leave_group,
+            cmd.Deregister: self._cmd_dereg,
+            cmd.Help: self._cmd_help,
         }
         self._receivers = {
             "table": self._on_table,
@@ -105,13 +104,12 @@ class ClientLogic:
         self._request(self.net.build("reg", self.net.nonce()), now, self._on_reg_ack)
 
     def command(self, line: str, now: float) -> None:
-        if self.exit_status is None and not self._closing:
-            self._typed.append(sendable(line))
-            self._run_typed(now)
+        """A typed line: parsed (``node/commands.py``) and run when its turn comes."""
+        self._submit(sendable(line), now)
 
     def end_of_input(self, now: float) -> None:
         """Ctrl+D or the end of a script: run what was typed, then deregister."""
-        self.command(END_OF_INPUT, now)
+        self._submit(cmd.EndOfInput(), now)
 
     def shutdown(self, now: float) -> None:
         """Ctrl+C or a signal: drop what is under way, deregister (best effort), exit."""
@@ -166,31 +164,35 @@ class ClientLogic:
 
     # -- typed commands -----------------------------------------------------------
 
+    def _submit(self, item: str | cmd.EndOfInput, now: float) -> None:
+        if self.exit_status is None and not self._closing:
+            self._typed.append(item)
+            self._run_typed(now)
+
     def _run_typed(self, now: float) -> None:
         while not self._busy and self.exit_status is None and self._typed:
             self._execute(self._typed.popleft(), now)
 
-    def _execute(self, line: str, now: float) -> None:
-        if line is END_OF_INPUT:
+    def _execute(self, item: str | cmd.EndOfInput, now: float) -> None:
+        if isinstance(item, cmd.EndOfInput):
             self._dereg(now)
             return
-        line = line.strip()
-        if not line:
+        command = cmd.parse(item)
+        if command is None:
             return
-        word, _, rest = line.partition(" ")
-        mode, handler = self._commands.get(word, ("none", None))
-        allowed = mode == "any" or mode == ("group" if self.group else "normal")
-        if handler is None or not allowed:
-            self._invalid()
-            return
-        handler(rest.strip(), now)
+        in_group = self.group is not None
+        if isinstance(command, cmd.ParseError):
+            if command.command is not None and not cmd.allowed(command.command, in_group):
+                self._invalid(command.command)  # the wrong mode: its form would not help
+            else:
+                self._invalid(command.command, command.usage)
+        elif not cmd.allowed(command.word, in_group):
+            self._invalid(command.word)
+        else:
+            self._performers[type(command)](command, now)
 
-    def _cmd_send(self, rest: str, now: float) -> None:
-        parts = rest.split(maxsplit=1)
-        if len(parts) != 2:
-            self._invalid()
-            return
-        target, text = parts
+    def _cmd_send(self, command: cmd.SendPrivate, now: float) -> None:
+        target, text = command.target, command.text
         peer = self.table.get(target)
         if peer is None:
             self._emit(ev.UnknownUser(target))
@@ -220,10 +222,9 @@ class ClientLogic:
         self._emit(ev.NoAck(target, listed_offline))
         self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
-    def _cmd_create_group(self, rest: str, now: float) -> None:
-        if not rest:
-            self._invalid()
-        elif ";" in rest or any(ch.isspace() for ch in rest):
+    def _cmd_create_group(self, command: cmd.CreateGroup, now: float) -> None:
+        rest = command.group
+        if ";" in rest or any(ch.isspace() for ch in rest):
             self._emit(ev.BadGroupName(rest, separator=True))
         elif not valid_group_name(rest):
             self._emit(ev.BadGroupName(rest, separator=False))
@@ -236,20 +237,14 @@ class ClientLogic:
             }
             self._ask(self.net.build("create_group", group=rest), now, outcomes)
 
-    def _cmd_list_groups(self, rest: str, now: float) -> None:
-        if rest:
-            self._invalid()
-            return
-
+    def _cmd_list_groups(self, command: cmd.ListGroups, now: float) -> None:
         def listed(groups: list[str], now: float) -> None:
             self._finish(now, ev.GroupsListed(tuple(groups)))
 
         self._list(self.net.build("list_groups"), "list_groups", "", now, listed)
 
-    def _cmd_join_group(self, rest: str, now: float) -> None:
-        if not rest:
-            self._invalid()
-            return
+    def _cmd_join_group(self, command: cmd.JoinGroup, now: float) -> None:
+        rest = command.group
         if not valid_group_name(rest):
             self._emit(ev.NoSuchGroup(rest))
             return
@@ -270,17 +265,13 @@ class ClientLogic:
         self._joining = rest
         self._request(self.net.build("join_group", group=rest), now, joined)
 
-    def _cmd_send_group(self, rest: str, now: float) -> None:
-        if not rest:
-            self._invalid()
-        elif self._text_fits(rest):
+    def _cmd_send_group(self, command: cmd.SendGroup, now: float) -> None:
+        rest = command.text
+        if self._text_fits(rest):
             outcome = {"ok": ev.GroupMessageSent(self.group)}
             self._ask(self.net.build("send_group", group=self.group, text=rest), now, outcome)
 
-    def _cmd_list_members(self, rest: str, now: float) -> None:
-        if rest:
-            self._invalid()
-            return
+    def _cmd_list_members(self, command: cmd.ListMembers, now: float) -> None:
         group = self.group
 
         def listed(members: list[str], now: float) -> None:
@@ -288,10 +279,7 @@ class ClientLogic:
 
         self._list(self.net.build("list_members", group=group), "list_members", group, now, listed)
 
-    def _cmd_leave_group(self, rest: str, now: float) -> None:
-        if rest:
-            self._invalid()
-            return
+    def _cmd_leave_group(self, command: cmd.LeaveGroup, now: float) -> None:
         group = self.group
 
         def left(ack: Fields, now: float) -> None:
@@ -304,13 +292,13 @@ class ClientLogic:
 
         self._request(self.net.build("leave_group", group=group), now, left)
 
-    def _cmd_dereg(self, rest: str, now: float) -> None:
-        if rest != self.name:
-            self._invalid()
+    def _cmd_dereg(self, command: cmd.Deregister, now: float) -> None:
+        if command.name != self.name:
+            self._invalid(command.word, cmd.GRAMMAR[command.word].usage)
             return
         self._dereg(now)
 
-    def _cmd_help(self, rest: str, now: float) -> None:
+    def _cmd_help(self, command: cmd.Help, now: float) -> None:
         self._emit(ev.HelpShown())
 
     # -- requests to the server -----------------------------------------------------
@@ -485,8 +473,8 @@ class ClientLogic:
             return False
         return True
 
-    def _invalid(self) -> None:
-        self._emit(ev.InvalidCommand(self.group))
+    def _invalid(self, command: str | None, usage: str | None = None) -> None:
+        self._emit(ev.InvalidCommand(self.group, command, usage))
 
     def _emit(self, event) -> None:
         self.outbox.append(event)

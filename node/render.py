@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 from proto import MAX_NAME_BYTES
 
 from . import events as ev
+from .commands import GRAMMAR
 from .effects import LazyRows, Show, ShowTable
 from .text import escaped
 
@@ -51,18 +52,19 @@ def renders(event_type: type) -> Callable[[Callable], Callable]:
 
 # -- client wording -----------------------------------------------------------------
 
-HELP = (
-    "Commands:",
-    "  send <name> <message>     private message to another client",
-    "  create_group <group>      create a group (does not join it)",
-    "  list_groups               list the groups on the server",
-    "  join_group <group>        enter a group (group mode)",
-    "  send_group <message>      message everyone in your group (group mode)",
-    "  list_members              list the members of your group (group mode)",
-    "  leave_group               leave your group (group mode)",
-    "  dereg <your-name>         go offline and exit (Ctrl+C and Ctrl+D too)",
-    "  help                      this list",
-)
+SUMMARIES = {  # what each command of node/commands.py does, for help
+    "send": "private message to another client",
+    "create_group": "create a group (does not join it)",
+    "list_groups": "list the groups on the server",
+    "join_group": "enter a group (group mode)",
+    "send_group": "message everyone in your group (group mode)",
+    "list_members": "list the members of your group (group mode)",
+    "leave_group": "leave your group (group mode)",
+    "dereg": "go offline and exit (Ctrl+C and Ctrl+D too)",
+    "help": "this list",
+}
+
+HELP = ("Commands:", *(f"  {form.usage:<25} {SUMMARIES[word]}" for word, form in GRAMMAR.items()))
 
 NOT_IN_GROUP = (
     "You're already not in the group, because the Server didn't receive your previous ack to a group message."
@@ -169,7 +171,9 @@ def _queue_overflowed(e: ev.QueueOverflowed) -> list[str]:
 
 @renders(ev.InvalidCommand)
 def _invalid_command(e: ev.InvalidCommand) -> list[str]:
-    return [line("Invalid command", e.group)]
+    if e.usage is None:
+        return [line("Invalid command", e.group)]
+    return [line("Invalid command", e.group), line(f"Usage: {e.usage}", e.group)]
 
 
 @renders(ev.HelpShown)

@@ -262,15 +262,15 @@ def test_dereg_own_name():
     assert not sim.server.clients["Ann"].online and bob.table["Ann"].online is False
 
 
-@pytest.mark.parametrize("group_mode, line", [(False, ">>> Invalid command"), (True, ">>> (g) Invalid command")])
-def test_dereg_another_name_is_invalid(group_mode, line):
+@pytest.mark.parametrize("group_mode, prefix", [(False, ">>> "), (True, ">>> (g) ")])
+def test_dereg_another_name_is_invalid(group_mode, prefix):
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     if group_mode:
         sim.in_group([ann])
     sim.type(ann, "dereg Bob")
     sim.run(1)
-    assert sim.lines["Ann"][-1] == line
+    assert sim.lines["Ann"][-2:] == [f"{prefix}Invalid command", f"{prefix}Usage: dereg <your-name>"]
     assert "Ann" not in sim.exits and sim.server.clients["Bob"].online
 
 
@@ -410,36 +410,40 @@ def test_leave_group():
 
 
 @pytest.mark.parametrize(
-    "group_mode, line",
+    "group_mode, line, usage",
     [
-        (False, "hello"),
-        (False, "send"),
-        (False, "send Bob"),
-        (False, "create_group"),
-        (False, "join_group"),
-        (False, "list_groups extra"),
-        (False, "send_group hi"),
-        (False, "list_members"),
-        (False, "leave_group"),
-        (False, "dereg"),
-        (True, "create_group g2"),
-        (True, "join_group g"),
-        (True, "list_groups"),
-        (True, "send_group"),
-        (True, "list_members extra"),
-        (True, "leave_group now"),
-        (True, "bogus"),
+        (False, "hello", None),
+        (False, "send", "send <name> <message>"),
+        (False, "send Bob", "send <name> <message>"),
+        (False, "create_group", "create_group <group>"),
+        (False, "join_group", "join_group <group>"),
+        (False, "list_groups extra", "list_groups"),
+        (False, "send_group hi", None),  # the wrong mode: no form
+        (False, "list_members", None),
+        (False, "leave_group", None),
+        (False, "dereg", "dereg <your-name>"),
+        (True, "create_group g2", None),
+        (True, "join_group g", None),
+        (True, "list_groups", None),
+        (True, "send_group", "send_group <message>"),
+        (True, "list_members extra", "list_members"),
+        (True, "leave_group now", "leave_group"),
+        (True, "bogus", None),
+        (True, "send Bob", None),  # the wrong mode comes first
     ],
 )
-def test_invalid_commands(group_mode, line):
+def test_invalid_commands(group_mode, line, usage):
+    """The spec's line, then the form of the command that was meant when the line did not fit it."""
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     if group_mode:
         sim.in_group([ann])
     sent = len(sim.sent)
+    mark = Mark(sim)
     sim.type(ann, line)
     sim.run(1)
-    assert sim.lines["Ann"][-1] == (">>> (g) Invalid command" if group_mode else ">>> Invalid command")
+    prefix = ">>> (g) " if group_mode else ">>> "
+    assert mark("Ann") == [f"{prefix}Invalid command", *([f"{prefix}Usage: {usage}"] if usage else [])]
     assert len(sim.sent) == sent, "nothing sent"
 
 
