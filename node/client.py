@@ -32,8 +32,11 @@ from .limits import LineQueue, Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
 from .peers import Peer, PeerRows
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
+from .session import REGISTERED, Session, State, Trigger
 from .tables import TablePrinter
 from .versions import OtherVersions
+
+ACTIVE = (State.IDLE, State.BUSY, State.JOINING)  # registered, and not leaving
 
 STATUS_OK = STATUS_CODES["ok"]
 STATUS_MORE = STATUS_CODES["more"]
@@ -57,7 +60,7 @@ class ClientLogic:
         self.name = name
         self.server = server
         self.net = Endpoint(name, port, policy, rng or random.SystemRandom())
-        self.registered = False
+        self._session = Session()
         self.exit_status: int | None = None
         self.group: str | None = None
         self.table: dict[str, Peer] = {}
@@ -67,7 +70,7 @@ class ClientLogic:
         self.outbox: list = []  # what happened since the last drain (node/events.py), and Exit
         self.queued = LineQueue(limits)  # private messages received in group mode, to show later
         # The server may forward group messages before its answer to join_group arrives: hold them.
-        self._joining: str | None = None
+        self._joining: str | None = None  # the group asked for, while State.JOINING
         self._early = LineQueue(limits)
         self.refused = 0  # private messages refused since the queue was last printed: it was full
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
@@ -76,8 +79,6 @@ class ClientLogic:
         self._rate = RateLimiter(limits.rate, limits.burst)
         self._versions_seen = OtherVersions(self.drops)
         self._typed: deque[str | cmd.EndOfInput] = deque()  # lines waiting for their turn
-        self._busy = True  # until registration is answered
-        self._closing = False
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.table), self._show_table)
         self._performers: dict[type, Callable] = {
             cmd.SendPrivate: self._cmd_send,
@@ -97,6 +98,15 @@ class ClientLogic:
             "pri_msg": self._on_pri_msg,
         }
 
+    @property
+    def state(self) -> State:
+        return self._session.state
+
+    @property
+    def registered(self) -> bool:
+        """Welcomed by the server, and not gone since."""
+        return self._session.state in REGISTERED
+
     # -- driving interface ----------------------------------------------------
 
     def start(self, now: float) -> None:
@@ -113,9 +123,10 @@ class ClientLogic:
 
     def shutdown(self, now: float) -> None:
         """Ctrl+C or a signal: drop what is under way, deregister (best effort), exit."""
-        if self.exit_status is not None or self._closing:
+        state = self._session.state
+        if state is State.CLOSING or state is State.EXITED:
             return
-        if not self.registered:
+        if state is State.REGISTERING:
             self._exit(1)  # nothing to undo
             return
         self._typed.clear()
@@ -123,7 +134,7 @@ class ClientLogic:
         self._dereg(now)
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
-        if self.exit_status is not None:
+        if self._session.state is State.EXITED:
             return
         if addr != self.server and not self._rate.allow(addr, now):  # the server's own pace is its business
             self.drops["rate-limited"] += 1
@@ -148,10 +159,10 @@ class ClientLogic:
             handler(pkt, addr, now)
 
     def get_timer(self) -> float | None:
-        return None if self.exit_status is not None else self.net.get_timer()
+        return None if self._session.state is State.EXITED else self.net.get_timer()
 
     def handle_timer(self, now: float) -> None:
-        if self.exit_status is None:
+        if self._session.state is not State.EXITED:
             self.net.handle_timer(now)
 
     def drain(self, now: float) -> list:
@@ -165,12 +176,12 @@ class ClientLogic:
     # -- typed commands -----------------------------------------------------------
 
     def _submit(self, item: str | cmd.EndOfInput, now: float) -> None:
-        if self.exit_status is None and not self._closing:
+        if self._session.state not in (State.CLOSING, State.EXITED):
             self._typed.append(item)
             self._run_typed(now)
 
     def _run_typed(self, now: float) -> None:
-        while not self._busy and self.exit_status is None and self._typed:
+        while self._session.state is State.IDLE and self._typed:
             self._execute(self._typed.popleft(), now)
 
     def _execute(self, item: str | cmd.EndOfInput, now: float) -> None:
@@ -202,7 +213,7 @@ class ClientLogic:
             listed_offline = not peer.online
             # A nonce, not our token (the peer must never see it): the ack must echo it.
             out = self.net.build("pri_msg", self.net.nonce(), session=self.session, to_session=peer.session, text=text)
-            self._busy = True
+            self._session.to(Trigger.ASKED)
             self.net.request(
                 out,
                 peer.addr,
@@ -263,6 +274,7 @@ class ClientLogic:
                 self._unexpected(status, now)
 
         self._joining = rest
+        self._session.to(Trigger.JOINING)
         self._request(self.net.build("join_group", group=rest), now, joined)
 
     def _cmd_send_group(self, command: cmd.SendGroup, now: float) -> None:
@@ -290,7 +302,7 @@ class ClientLogic:
             self._flush_queue()
             self._finish(now)
 
-        self._request(self.net.build("leave_group", group=group), now, left)
+        self._begin(self.net.build("leave_group", group=group), now, left)
 
     def _cmd_dereg(self, command: cmd.Deregister, now: float) -> None:
         if command.name != self.name:
@@ -304,8 +316,12 @@ class ClientLogic:
     # -- requests to the server -----------------------------------------------------
 
     def _request(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
-        self._busy = True
         self.net.request(out, self.server, now, on_ack, on_fail=self._server_gone)
+
+    def _begin(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
+        """A command's request: the commands after it wait for its answer."""
+        self._session.to(Trigger.ASKED)
+        self._request(out, now, on_ack)
 
     def _list(self, first: Outgoing, kind: str, group: str, now: float, listed: Callable[[list[str], float], None]) -> None:
         """Ask for a list, then for its next part while an answer says ``more`` (a long list
@@ -322,7 +338,7 @@ class ClientLogic:
             else:
                 listed(items, now)
 
-        self._request(first, now, answered)
+        self._begin(first, now, answered)
 
     def _ask(self, out: Outgoing, now: float, outcomes: dict[str, object]) -> None:
         """A request whose answer is one event per status."""
@@ -336,7 +352,7 @@ class ClientLogic:
             else:
                 self._unexpected(status, now)
 
-        self._request(out, now, answered)
+        self._begin(out, now, answered)
 
     def _left_behind(self, ack: Fields, now: float) -> bool:
         """The server dropped us from our group: say so, leave group mode, go on."""
@@ -357,13 +373,12 @@ class ClientLogic:
 
     def _unexpected(self, status: str | None, now: float) -> None:
         if status == "not_registered":
-            self._closing = True
             self._exit(1, ev.ServerForgotUs())
         else:
             self._finish(now, ev.RequestRefused(status))
 
     def _dereg(self, now: float) -> None:
-        self._closing = True
+        self._session.to(Trigger.DEREGISTERING)
         self._typed.clear()
         self._request(self.net.build("dereg"), now, lambda ack, now: self._exit(0, ev.Deregistered()))
 
@@ -379,11 +394,11 @@ class ClientLogic:
         """Our session has started (and the server broadcasts it): welcome."""
         if self._refused_registration(ack):
             return
-        self.registered = True
+        self._session.to(Trigger.WELCOMED)
         self._emit(ev.Registered())
         if self.table_version:
             self._show_table()
-        self._finish(now)
+        self._run_typed(now)
 
     def _refused_registration(self, ack: Fields) -> bool:
         status = STATUSES.get(ack.payload.status)
@@ -412,14 +427,14 @@ class ClientLogic:
                 self._printer.changed(now)
         self._ack(pkt, addr, now, "ok")
         me = self.table.get(self.name)
-        if self.registered and not self._closing and me is not None and not me.online:
+        if self._session.state in ACTIVE and me is not None and not me.online:
             self._exit(1, ev.MarkedOffline())
 
     def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
         msg = pkt.payload
         if msg.group == self.group:
             self._emit(ev.GroupMessage(msg.group, msg.origin, msg.text))
-        elif msg.group == self._joining and not self._early.add(ev.GroupMessage(msg.group, msg.origin, msg.text), msg.text_len):
+        elif self._session.state is State.JOINING and msg.group == self._joining and not self._early.add(ev.GroupMessage(msg.group, msg.origin, msg.text), msg.text_len):
             # No ack: the server sends it again, and once the join is answered it is shown.
             self.drops["early, no room"] += 1
             return
@@ -464,7 +479,7 @@ class ClientLogic:
         """The current command is done: report its outcome, then run the next typed one."""
         if outcome is not None:
             self._emit(outcome)
-        self._busy = False
+        self._session.to(Trigger.ANSWERED)
         self._run_typed(now)
 
     def _text_fits(self, text: str) -> bool:
@@ -494,5 +509,6 @@ class ClientLogic:
             self._emit(reason)
         self._flush_queue()
         self.net.cancel_all()
+        self._session.to(Trigger.EXITING)
         self.exit_status = status
         self.outbox.append(Exit(status))

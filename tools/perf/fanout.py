@@ -22,6 +22,7 @@ from proto import TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 
 from node.events import GroupMessage, GroupMessageSent, MembersListed
+from node.session import State
 
 from .figures import Busy, Figure, check, median
 from .processes import HOST, ChatServer, EchoServer
@@ -43,7 +44,7 @@ class Group:
         if not swarm.run_until(lambda: all(n.logic.registered for n in everyone), 60):
             raise RuntimeError("fanout: clients did not register")
         swarm.command(self.sender, "create_group g")
-        swarm.run_until(lambda: not self.sender.logic._busy, 10)
+        swarm.run_until(lambda: self.sender.logic.state is State.IDLE, 10)
         for node in everyone:
             swarm.command(node, "join_group g")
         if not swarm.run_until(lambda: all(n.logic.group == "g" for n in everyone), 60):
@@ -74,7 +75,7 @@ class Group:
         self.swarm.run_until(lambda: not any(m.logic.net.acks_waiting for m in self.members), 10)
         self.swarm.command(self.sender, "list_members")
         self.swarm.run_until(lambda: len(self.answers) >= 2, 10)
-        self.swarm.run_until(lambda: not self.sender.logic._busy, 10)
+        self.swarm.run_until(lambda: self.sender.logic.state is State.IDLE, 10)
         return last - start, self.answers[-1] - start
 
     def sustained(self, seconds: float, lean: bool = False) -> float:
