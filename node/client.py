@@ -1,11 +1,12 @@
 """The chat client's protocol logic (sans-IO).
 
-Drive it with ``start(now)``, typed lines through ``command(line, now)``,
+Drive it with ``start(now)``, typed lines through ``command(line, now)`` (or the
+same commands through ``send_private``, ``create_group``, ... as a program would),
 datagrams through ``receive(data, addr, now)``, the time through
 ``handle_timer(now)``, and ``shutdown(now)`` for Ctrl+C, end of input and
 signals; collect what it sends and what happened (``node/events.py``) with
-``drain(now)``.  Typed commands run one at a
-time, in order: a command that waits for an answer holds the ones after it.
+``drain(now)``.  Commands run one at a time, in order: a command that waits for
+an answer holds the ones after it.
 """
 
 from __future__ import annotations
@@ -78,18 +79,18 @@ class ClientLogic:
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
         self._rate = RateLimiter(limits.rate, limits.burst)
         self._versions_seen = OtherVersions(self.drops)
-        self._typed: deque[str | cmd.EndOfInput] = deque()  # lines waiting for their turn
+        self._waiting: deque[str | cmd.Command | cmd.EndOfInput] = deque()  # commands waiting for their turn
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.table), self._show_table)
         self._performers: dict[type, Callable] = {
-            cmd.SendPrivate: self._cmd_send,
-            cmd.CreateGroup: self._cmd_create_group,
-            cmd.ListGroups: self._cmd_list_groups,
-            cmd.JoinGroup: self._cmd_join_group,
-            cmd.SendGroup: self._cmd_send_group,
-            cmd.ListMembers: self._cmd_list_members,
-            cmd.LeaveGroup: self._cmd_leave_group,
-            cmd.Deregister: self._cmd_dereg,
-            cmd.Help: self._cmd_help,
+            cmd.SendPrivate: self._do_send_private,
+            cmd.CreateGroup: self._do_create_group,
+            cmd.ListGroups: self._do_list_groups,
+            cmd.JoinGroup: self._do_join_group,
+            cmd.SendGroup: self._do_send_group,
+            cmd.ListMembers: self._do_list_members,
+            cmd.LeaveGroup: self._do_leave_group,
+            cmd.Deregister: self._do_deregister,
+            cmd.Help: self._do_help,
         }
         self._receivers = {
             "table": self._on_table,
@@ -121,6 +122,37 @@ class ClientLogic:
         """Ctrl+D or the end of a script: run what was typed, then deregister."""
         self._submit(cmd.EndOfInput(), now)
 
+    # What a user can ask for, as a program asks it: each waits its turn behind the commands
+    # before it, runs as the typed command would (in the mode it allows), and reports its
+    # outcome as events (a Delivered, a GroupsListed, an InvalidCommand in the wrong mode, ...).
+
+    def send_private(self, target: str, text: str, now: float) -> None:
+        self._submit(cmd.SendPrivate(target, text), now)
+
+    def create_group(self, group: str, now: float) -> None:
+        self._submit(cmd.CreateGroup(group), now)
+
+    def list_groups(self, now: float) -> None:
+        self._submit(cmd.ListGroups(), now)
+
+    def join_group(self, group: str, now: float) -> None:
+        self._submit(cmd.JoinGroup(group), now)
+
+    def send_group(self, text: str, now: float) -> None:
+        self._submit(cmd.SendGroup(text), now)
+
+    def list_members(self, now: float) -> None:
+        self._submit(cmd.ListMembers(), now)
+
+    def leave_group(self, now: float) -> None:
+        self._submit(cmd.LeaveGroup(), now)
+
+    def deregister(self, now: float) -> None:
+        self._submit(cmd.Deregister(self.name), now)
+
+    def help(self, now: float) -> None:
+        self._submit(cmd.Help(), now)
+
     def shutdown(self, now: float) -> None:
         """Ctrl+C or a signal: drop what is under way, deregister (best effort), exit."""
         state = self._session.state
@@ -129,7 +161,7 @@ class ClientLogic:
         if state is State.REGISTERING:
             self._exit(1)  # nothing to undo
             return
-        self._typed.clear()
+        self._waiting.clear()
         self.net.cancel_all()
         self._dereg(now)
 
@@ -173,22 +205,23 @@ class ClientLogic:
             self.outbox = []
         return effects
 
-    # -- typed commands -----------------------------------------------------------
+    # -- commands ---------------------------------------------------------------
 
-    def _submit(self, item: str | cmd.EndOfInput, now: float) -> None:
+    def _submit(self, item: str | cmd.Command | cmd.EndOfInput, now: float) -> None:
         if self._session.state not in (State.CLOSING, State.EXITED):
-            self._typed.append(item)
-            self._run_typed(now)
+            self._waiting.append(item)
+            self._run_waiting(now)
 
-    def _run_typed(self, now: float) -> None:
-        while self._session.state is State.IDLE and self._typed:
-            self._execute(self._typed.popleft(), now)
+    def _run_waiting(self, now: float) -> None:
+        while self._session.state is State.IDLE and self._waiting:
+            self._execute(self._waiting.popleft(), now)
 
-    def _execute(self, item: str | cmd.EndOfInput, now: float) -> None:
+    def _execute(self, item: str | cmd.Command | cmd.EndOfInput, now: float) -> None:
         if isinstance(item, cmd.EndOfInput):
             self._dereg(now)
             return
-        command = cmd.parse(item)
+        # A typed line is parsed when its turn comes: the ones before it may have changed the mode.
+        command = cmd.parse(item) if isinstance(item, str) else item
         if command is None:
             return
         in_group = self.group is not None
@@ -202,7 +235,7 @@ class ClientLogic:
         else:
             self._performers[type(command)](command, now)
 
-    def _cmd_send(self, command: cmd.SendPrivate, now: float) -> None:
+    def _do_send_private(self, command: cmd.SendPrivate, now: float) -> None:
         target, text = command.target, command.text
         peer = self.table.get(target)
         if peer is None:
@@ -233,7 +266,7 @@ class ClientLogic:
         self._emit(ev.NoAck(target, listed_offline))
         self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
-    def _cmd_create_group(self, command: cmd.CreateGroup, now: float) -> None:
+    def _do_create_group(self, command: cmd.CreateGroup, now: float) -> None:
         rest = command.group
         if ";" in rest or any(ch.isspace() for ch in rest):
             self._emit(ev.BadGroupName(rest, separator=True))
@@ -248,13 +281,13 @@ class ClientLogic:
             }
             self._ask(self.net.build("create_group", group=rest), now, outcomes)
 
-    def _cmd_list_groups(self, command: cmd.ListGroups, now: float) -> None:
+    def _do_list_groups(self, command: cmd.ListGroups, now: float) -> None:
         def listed(groups: list[str], now: float) -> None:
             self._finish(now, ev.GroupsListed(tuple(groups)))
 
         self._list(self.net.build("list_groups"), "list_groups", "", now, listed)
 
-    def _cmd_join_group(self, command: cmd.JoinGroup, now: float) -> None:
+    def _do_join_group(self, command: cmd.JoinGroup, now: float) -> None:
         rest = command.group
         if not valid_group_name(rest):
             self._emit(ev.NoSuchGroup(rest))
@@ -277,13 +310,13 @@ class ClientLogic:
         self._session.to(Trigger.JOINING)
         self._request(self.net.build("join_group", group=rest), now, joined)
 
-    def _cmd_send_group(self, command: cmd.SendGroup, now: float) -> None:
+    def _do_send_group(self, command: cmd.SendGroup, now: float) -> None:
         rest = command.text
         if self._text_fits(rest):
             outcome = {"ok": ev.GroupMessageSent(self.group)}
             self._ask(self.net.build("send_group", group=self.group, text=rest), now, outcome)
 
-    def _cmd_list_members(self, command: cmd.ListMembers, now: float) -> None:
+    def _do_list_members(self, command: cmd.ListMembers, now: float) -> None:
         group = self.group
 
         def listed(members: list[str], now: float) -> None:
@@ -291,7 +324,7 @@ class ClientLogic:
 
         self._list(self.net.build("list_members", group=group), "list_members", group, now, listed)
 
-    def _cmd_leave_group(self, command: cmd.LeaveGroup, now: float) -> None:
+    def _do_leave_group(self, command: cmd.LeaveGroup, now: float) -> None:
         group = self.group
 
         def left(ack: Fields, now: float) -> None:
@@ -304,13 +337,13 @@ class ClientLogic:
 
         self._begin(self.net.build("leave_group", group=group), now, left)
 
-    def _cmd_dereg(self, command: cmd.Deregister, now: float) -> None:
+    def _do_deregister(self, command: cmd.Deregister, now: float) -> None:
         if command.name != self.name:
             self._invalid(command.word, cmd.GRAMMAR[command.word].usage)
             return
         self._dereg(now)
 
-    def _cmd_help(self, command: cmd.Help, now: float) -> None:
+    def _do_help(self, command: cmd.Help, now: float) -> None:
         self._emit(ev.HelpShown())
 
     # -- requests to the server -----------------------------------------------------
@@ -379,7 +412,7 @@ class ClientLogic:
 
     def _dereg(self, now: float) -> None:
         self._session.to(Trigger.DEREGISTERING)
-        self._typed.clear()
+        self._waiting.clear()
         self._request(self.net.build("dereg"), now, lambda ack, now: self._exit(0, ev.Deregistered()))
 
     def _on_reg_ack(self, ack: Fields, now: float) -> None:
@@ -398,7 +431,7 @@ class ClientLogic:
         self._emit(ev.Registered())
         if self.table_version:
             self._show_table()
-        self._run_typed(now)
+        self._run_waiting(now)
 
     def _refused_registration(self, ack: Fields) -> bool:
         status = STATUSES.get(ack.payload.status)
@@ -480,7 +513,7 @@ class ClientLogic:
         if outcome is not None:
             self._emit(outcome)
         self._session.to(Trigger.ANSWERED)
-        self._run_typed(now)
+        self._run_waiting(now)
 
     def _text_fits(self, text: str) -> bool:
         if text_too_long(text):

@@ -136,6 +136,10 @@ class SimNet:
     def type(self, client: ClientLogic, line: str) -> None:
         self._call(client, client.command, line, self.now)
 
+    def ask(self, client: ClientLogic, intent: Callable[..., None], *args) -> None:
+        """Call one of the client's intent methods (``client.send_private``, ...) now."""
+        self._call(client, intent, *args, self.now)
+
     def end_input(self, client: ClientLogic) -> None:
         """Ctrl+D, or the end of a piped script."""
         self._call(client, client.end_of_input, self.now)

@@ -9,7 +9,7 @@ import pytest
 
 from node.client import ClientLogic
 from node.effects import Exit, Send
-from node.events import ClientTableChanged
+from node.events import ClientTableChanged, InvalidCommand, PrivateMessage
 from node.render import NOT_IN_GROUP, Table as Drawn, prompt, render
 from node.limits import Limits
 from node.reliable import RetryPolicy
@@ -486,6 +486,60 @@ def test_commands_typed_ahead_run_in_order():
         ">>> (g) Ann",
         ">>> Leave group chat g",
     ]
+
+
+# -- the same commands asked by a program ----------------------------------------------------------------
+
+# typed line -> the intent method that asks the same, and its arguments
+INTENTS = {
+    "create_group g": ("create_group", "g"),
+    "list_groups": ("list_groups",),
+    "send Bob hello  there": ("send_private", "Bob", "hello  there"),
+    "send Zed hi": ("send_private", "Zed", "hi"),
+    "join_group g": ("join_group", "g"),
+    "send_group hi all": ("send_group", "hi all"),
+    "list_members": ("list_members",),
+    "help": ("help",),
+    "leave_group": ("leave_group",),
+    "dereg Ann": ("deregister",),
+}
+
+
+def test_intent_methods_do_what_the_typed_commands_do():
+    """Asked one after the other at once, so each also waits its turn behind the ones before."""
+    seen = []
+    for typed in (True, False):
+        sim = SimNet(seed=3)
+        ann, bob = sim.online("Ann", "Bob")
+        since, sent = len(sim.events["Ann"]), len(sim.sent)
+        for line, (intent, *args) in INTENTS.items():
+            if typed:
+                sim.type(ann, line)
+            else:
+                sim.ask(ann, getattr(ann, intent), *args)
+        sim.run(2)
+        assert sim.exits["Ann"] == 0
+        datagrams = [kind(p) for _, src, _, p in sim.sent[sent:] if src == sim.addr(ann)]
+        seen.append((sim.events["Ann"][since:], [e for e in sim.events["Bob"] if isinstance(e, PrivateMessage)], datagrams))
+    assert seen[0] == seen[1]
+    events = [type(e).__name__ for e in seen[0][0]]
+    assert events == ["GroupCreated", "GroupsListed", "Delivered", "UnknownUser", "JoinedGroup", "GroupMessageSent",
+                      "MembersListed", "HelpShown", "LeftGroup", "Deregistered"]
+    assert seen[0][1] == [PrivateMessage("Ann", "hello  there")]
+
+
+def test_an_intent_in_the_wrong_mode_is_an_invalid_command():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sent = len(sim.sent)
+    sim.ask(ann, ann.send_group, "hi")
+    sim.ask(ann, ann.leave_group)
+    assert sim.events["Ann"][-2:] == [InvalidCommand(None, "send_group"), InvalidCommand(None, "leave_group")]
+    sim.in_group([ann])
+    sim.ask(ann, ann.send_private, "Bob", "hi")
+    assert sim.events["Ann"][-1] == InvalidCommand("g", "send")
+    assert sim.lines["Ann"][-1] == ">>> (g) Invalid command"
+    assert [kind(p) for _, src, _, p in sim.sent[sent:] if src == sim.addr(ann)] == ["create_group", "join_group"]
 
 
 # -- the server stops answering ------------------------------------------------------------------------

@@ -192,12 +192,12 @@ async def bystander(server: tuple[str, int], name: str, count: int, tick) -> tup
     except (NotAnswered, asyncio.TimeoutError):
         return [], count  # not even registered
     samples, failed = [], 0
-    cycle = [("join_group g0", JoinedGroup), ("leave_group", LeftGroup)]
+    cycle = [(lambda now: logic.join_group("g0", now), JoinedGroup), (logic.leave_group, LeftGroup)]
     try:
         for i in range(count):
-            command, answer = cycle[i % 2]
+            ask, answer = cycle[i % 2]
             try:
-                samples.append(await timed(logic, node, events, command, answer))
+                samples.append(await timed(node, events, ask, answer))
             except (NotAnswered, asyncio.TimeoutError):
                 failed = count - i  # the client gave up on the server: the rest cannot run
                 break

@@ -43,10 +43,10 @@ class Group:
         everyone = [self.sender, *self.members]
         if not swarm.run_until(lambda: all(n.logic.registered for n in everyone), 60):
             raise RuntimeError("fanout: clients did not register")
-        swarm.command(self.sender, "create_group g")
+        swarm.ask(self.sender, self.sender.logic.create_group, "g")
         swarm.run_until(lambda: self.sender.logic.state is State.IDLE, 10)
         for node in everyone:
-            swarm.command(node, "join_group g")
+            swarm.ask(node, node.logic.join_group, "g")
         if not swarm.run_until(lambda: all(n.logic.group == "g" for n in everyone), 60):
             raise RuntimeError("fanout: clients did not join")
         # table updates must be over, or they would be measured too
@@ -68,12 +68,12 @@ class Group:
         self.received.clear()
         self.answers.clear()
         start = time.monotonic()
-        self.swarm.command(self.sender, f"send_group {text}")
+        self.swarm.ask(self.sender, self.sender.logic.send_group, text)
         self.swarm.run_until(lambda: len(self.received) == len(self.members) and self.answers, 10)
         last = max(self.received.values())
         # A member's ack may wait a few milliseconds for later messages to go with it.
         self.swarm.run_until(lambda: not any(m.logic.net.acks_waiting for m in self.members), 10)
-        self.swarm.command(self.sender, "list_members")
+        self.swarm.ask(self.sender, self.sender.logic.list_members)
         self.swarm.run_until(lambda: len(self.answers) >= 2, 10)
         self.swarm.run_until(lambda: self.sender.logic.state is State.IDLE, 10)
         return last - start, self.answers[-1] - start
@@ -102,7 +102,7 @@ class Group:
             nonlocal sent
             if acked == sent and time.monotonic() < end:
                 sent += 1
-                self.swarm.command(self.sender, f"send_group s{sent}")
+                self.swarm.ask(self.sender, self.sender.logic.send_group, f"s{sent}")
 
         self.swarm.on_event = shown
         if lean:

@@ -15,10 +15,11 @@ import random
 import subprocess
 import sys
 import time
+from typing import Callable
 
 from node.client import ClientLogic
 from node.events import Delivered, GroupsListed, Registered, ServerGone
-from node.runtime import open_node
+from node.runtime import Node, open_node
 
 from .figures import Figure, check, median, percentile
 from .processes import HOST, ROOT, STARTED, ChatServer, EchoServer, free_port
@@ -70,19 +71,22 @@ async def client(name: str, server, events: Events):
     return logic, node
 
 
-async def timed(logic, node, events: Events, command: str, answer: type, timeout: float = 10) -> float:
-    """Seconds from typing ``command`` until the client reports an ``answer``."""
+async def timed(node: Node, events: Events, ask: Callable[[float], None], answer: type, timeout: float = 10) -> float:
+    """Seconds from asking (one of the client's intent methods, called with the time) until
+    the client reports an ``answer``."""
     done = events.expect(answer)
     start = time.perf_counter()
-    logic.command(command, node.now())
+    ask(node.now())
     node.pump()
     return (await asyncio.wait_for(done, timeout)) - start
 
 
-async def timed_commands(logic, node, events: Events, command, answer: type, count: int, tick) -> list[float]:
+async def timed_commands(node: Node, events: Events, ask: Callable[[int, float], None], answer: type, count: int,
+                         tick) -> list[float]:
+    """``count`` times ``ask(i, now)``, each timed until its answer."""
     samples = []
     for i in range(count):
-        samples.append(await timed(logic, node, events, command(i), answer))
+        samples.append(await timed(node, events, lambda now: ask(i, now), answer))
         tick(i / count)
     return samples
 
@@ -120,11 +124,11 @@ async def runtime_latency(server, echo, count: int, progress) -> dict[str, list[
             await asyncio.sleep(0.01)
         results = {"echo": await echo_round_trips(echo, count, lambda f: progress("latency: echo", f / 3))}
         results["request"] = await timed_commands(
-            ann, ann_node, a_events, lambda i: "list_groups", GroupsListed, count,
+            ann_node, a_events, lambda i, now: ann.list_groups(now), GroupsListed, count,
             lambda f: progress("latency: request->ack", (1 + f) / 3),
         )
         results["private"] = await timed_commands(
-            ann, ann_node, a_events, lambda i: f"send LatBob m{i}", Delivered, count,
+            ann_node, a_events, lambda i, now: ann.send_private("LatBob", f"m{i}", now), Delivered, count,
             lambda f: progress("latency: private->ack", (2 + f) / 3),
         )
     finally:

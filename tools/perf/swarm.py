@@ -72,9 +72,10 @@ class Swarm:
             self.pump(node, time.monotonic())
         return node
 
-    def command(self, node: Node, line: str) -> None:
+    def ask(self, node: Node, intent: Callable[..., None], *args) -> None:
+        """Call one of ``node``'s intent methods (``node.logic.send_group``, ...) now; carry out what follows."""
         now = time.monotonic()
-        node.logic.command(line, now)
+        intent(*args, now)
         self.pump(node, now)
 
     def pump(self, node: Node, now: float) -> None:
