@@ -33,11 +33,9 @@ from .limits import LineQueue, Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
 from .peers import Peer, PeerRows
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
-from .session import REGISTERED, Session, State, Trigger
+from .session import ACTIVE, REGISTERED, Session, State, Trigger
 from .tables import TablePrinter
 from .versions import OtherVersions
-
-ACTIVE = (State.IDLE, State.BUSY, State.JOINING)  # registered, and not leaving
 
 STATUS_OK = STATUS_CODES["ok"]
 STATUS_MORE = STATUS_CODES["more"]

@@ -45,6 +45,7 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
 }
 
 REGISTERED = frozenset({State.IDLE, State.BUSY, State.JOINING, State.CLOSING})
+ACTIVE = frozenset({State.IDLE, State.BUSY, State.JOINING})  # registered, and not leaving
 
 
 class IllegalTransition(RuntimeError):

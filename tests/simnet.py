@@ -35,6 +35,7 @@ from proto import MSG_TYPES
 from proto.fastpath import parse
 from node.client import ClientLogic
 from node.effects import Exit, Send
+from node.peers import PeerRows
 from node.render import Table, render
 from node.reliable import RetryPolicy
 from node.runtime import INTERNAL_ERROR
@@ -102,14 +103,16 @@ class SimNet:
         return logic
 
     def client(
-        self, name: str, port: int | None = None, start: bool = True, addr: tuple | None = None, label: str | None = None
+        self, name: str, port: int | None = None, start: bool = True, addr: tuple | None = None, label: str | None = None,
+        peers: PeerRows | None = None,
     ) -> ClientLogic:
-        """A new client process; ``addr`` reuses an address (that of a crashed process, say), and
-        ``label`` keys its output in ``lines`` and ``exits`` when two processes use the same name."""
+        """A new client process; ``addr`` reuses an address (that of a crashed process, say),
+        ``label`` keys its output in ``lines`` and ``exits`` when two processes use the same name,
+        and ``peers`` is a table-row store it shares with other clients (as in one process)."""
         if addr is None:
             host = next(self._hosts)
             addr = (f"10.9.0.{host}", port or 7000 + host)
-        logic = ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random()))
+        logic = ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random()), peers=peers)
         self._add(addr, logic, label or name)
         if start:
             self._call(logic, logic.start, self.now)
