@@ -12,6 +12,8 @@ from enum import Enum
 
 
 class State(Enum):
+    __hash__ = object.__hash__  # members are singletons: hash by identity, in C (Enum's hashes the name in Python)
+
     REGISTERING = "registering"  # reg and confirm; typed commands wait
     IDLE = "idle"  # registered, ready for the next typed command
     BUSY = "busy"  # a command waits for its answer (or a peer's); the next ones wait
@@ -21,6 +23,8 @@ class State(Enum):
 
 
 class Trigger(Enum):
+    __hash__ = object.__hash__
+
     WELCOMED = "the server confirmed the registration"
     ASKED = "a command sent a request"
     JOINING = "a join_group was sent"
