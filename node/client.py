@@ -265,19 +265,19 @@ class ClientLogic:
         self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
     def _do_create_group(self, command: cmd.CreateGroup, now: float) -> None:
-        rest = command.group
-        if ";" in rest or any(ch.isspace() for ch in rest):
-            self._emit(ev.BadGroupName(rest, separator=True))
-        elif not valid_group_name(rest):
-            self._emit(ev.BadGroupName(rest, separator=False))
+        group = command.group
+        if ";" in group or any(ch.isspace() for ch in group):
+            self._emit(ev.BadGroupName(group, separator=True))
+        elif not valid_group_name(group):
+            self._emit(ev.BadGroupName(group, separator=False))
         else:
             outcomes = {
-                "ok": ev.GroupCreated(rest),
-                "group_exists": ev.GroupExists(rest),
-                "too_many_groups": ev.GroupNotCreated(rest, "too_many_groups"),
-                "quota": ev.GroupNotCreated(rest, "quota"),
+                "ok": ev.GroupCreated(group),
+                "group_exists": ev.GroupExists(group),
+                "too_many_groups": ev.GroupNotCreated(group, "too_many_groups"),
+                "quota": ev.GroupNotCreated(group, "quota"),
             }
-            self._ask(self.net.build("create_group", group=rest), now, outcomes)
+            self._ask(self.net.build("create_group", group=group), now, outcomes)
 
     def _do_list_groups(self, command: cmd.ListGroups, now: float) -> None:
         def listed(groups: list[str], now: float) -> None:
@@ -286,33 +286,32 @@ class ClientLogic:
         self._list(self.net.build("list_groups"), "list_groups", "", now, listed)
 
     def _do_join_group(self, command: cmd.JoinGroup, now: float) -> None:
-        rest = command.group
-        if not valid_group_name(rest):
-            self._emit(ev.NoSuchGroup(rest))
+        group = command.group
+        if not valid_group_name(group):
+            self._emit(ev.NoSuchGroup(group))
             return
 
         def joined(ack: Fields, now: float) -> None:
             status = STATUSES.get(ack.payload.status)
             early, self._joining = self._early.take(), None
             if status == "ok":
-                self.group = rest
-                self._emit(ev.JoinedGroup(rest))
-                self.outbox += early
+                self.group = group
+                self._emit(ev.JoinedGroup(group))
+                self.outbox += early  # the group messages that came before this answer
                 self._finish(now)
             elif status == "no_such_group":
-                self._finish(now, ev.NoSuchGroup(rest))
+                self._finish(now, ev.NoSuchGroup(group))
             else:
                 self._unexpected(status, now)
 
-        self._joining = rest
+        self._joining = group
         self._session.to(Trigger.JOINING)
-        self._request(self.net.build("join_group", group=rest), now, joined)
+        self._request(self.net.build("join_group", group=group), now, joined)
 
     def _do_send_group(self, command: cmd.SendGroup, now: float) -> None:
-        rest = command.text
-        if self._text_fits(rest):
+        if self._text_fits(command.text):
             outcome = {"ok": ev.GroupMessageSent(self.group)}
-            self._ask(self.net.build("send_group", group=self.group, text=rest), now, outcome)
+            self._ask(self.net.build("send_group", group=self.group, text=command.text), now, outcome)
 
     def _do_list_members(self, command: cmd.ListMembers, now: float) -> None:
         group = self.group
@@ -396,7 +395,7 @@ class ClientLogic:
         return True
 
     def _refused(self, ack: Fields, now: float) -> bool:
-        """A request without per-status lines was turned down (the server forgot us, say): handle it."""
+        """A request without an outcome per status was turned down (the server forgot us, say): handle it."""
         if ack.payload.status == STATUS_OK:
             return False
         self._unexpected(STATUSES.get(ack.payload.status), now)
@@ -465,10 +464,11 @@ class ClientLogic:
         msg = pkt.payload
         if msg.group == self.group:
             self._emit(ev.GroupMessage(msg.group, msg.origin, msg.text))
-        elif self._session.state is State.JOINING and msg.group == self._joining and not self._early.add(ev.GroupMessage(msg.group, msg.origin, msg.text), msg.text_len):
-            # No ack: the server sends it again, and once the join is answered it is shown.
-            self.drops["early, no room"] += 1
-            return
+        elif self._session.state is State.JOINING and msg.group == self._joining:
+            if not self._early.add(ev.GroupMessage(msg.group, msg.origin, msg.text), msg.text_len):
+                # No ack: the server sends it again, and once the join is answered it is shown.
+                self.drops["early, no room"] += 1
+                return
         self.net.acknowledge(pkt, addr, now)  # with the next ones, if they come close together
 
     def _on_probe(self, pkt: Fields, addr: Address, now: float) -> None:
@@ -507,7 +507,7 @@ class ClientLogic:
         self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status]), now)
 
     def _finish(self, now: float, outcome=None) -> None:
-        """The current command is done: report its outcome, then run the next typed one."""
+        """The current command is done: report its outcome, then run the next waiting one."""
         if outcome is not None:
             self._emit(outcome)
         self._session.to(Trigger.ANSWERED)
