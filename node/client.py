@@ -206,7 +206,10 @@ class ClientLogic:
     # -- commands ---------------------------------------------------------------
 
     def _submit(self, item: str | cmd.Command | cmd.EndOfInput, now: float) -> None:
-        if self._session.state not in (State.CLOSING, State.EXITED):
+        state = self._session.state
+        if state is State.IDLE and not self._waiting:
+            self._execute(item, now)  # its turn already
+        elif state is not State.CLOSING and state is not State.EXITED:
             self._waiting.append(item)
             self._run_waiting(now)
 

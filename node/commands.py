@@ -146,7 +146,13 @@ def parse(line: str) -> Command | ParseError | None:
     return form.command(*arguments)
 
 
+# in_group -> the commands allowed there
+_ALLOWED = {
+    in_group: frozenset(word for word, form in GRAMMAR.items() if form.mode in (Mode.ANY, Mode.GROUP if in_group else Mode.NORMAL))
+    for in_group in (False, True)
+}
+
+
 def allowed(word: str, in_group: bool) -> bool:
     """May the command ``word`` run in this mode?"""
-    mode = GRAMMAR[word].mode
-    return mode is Mode.ANY or mode is (Mode.GROUP if in_group else Mode.NORMAL)
+    return word in _ALLOWED[in_group]
