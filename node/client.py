@@ -122,7 +122,7 @@ class ClientLogic:
 
     # What a user can ask for, as a program asks it: each waits its turn behind the commands
     # before it, runs as the typed command would (in the mode it allows), and reports its
-    # outcome as events (a Delivered, a GroupsListed, an InvalidCommand in the wrong mode, ...).
+    # outcome as events (a Delivered, a ListedGroups, an InvalidCommand in the wrong mode, ...).
 
     def send_private(self, target: str, text: str, now: float) -> None:
         self._submit(cmd.SendPrivate(target, text), now)
@@ -275,16 +275,16 @@ class ClientLogic:
             self._emit(ev.BadGroupName(group, separator=False))
         else:
             outcomes = {
-                "ok": ev.GroupCreated(group),
+                "ok": ev.CreatedGroup(group),
                 "group_exists": ev.GroupExists(group),
-                "too_many_groups": ev.GroupNotCreated(group, "too_many_groups"),
-                "quota": ev.GroupNotCreated(group, "quota"),
+                "too_many_groups": ev.CreateGroupRefused(group, "too_many_groups"),
+                "quota": ev.CreateGroupRefused(group, "quota"),
             }
             self._ask(self.net.build("create_group", group=group), now, outcomes)
 
     def _do_list_groups(self, command: cmd.ListGroups, now: float) -> None:
         def listed(groups: list[str], now: float) -> None:
-            self._finish(now, ev.GroupsListed(tuple(groups)))
+            self._finish(now, ev.ListedGroups(tuple(groups)))
 
         self._list(self.net.build("list_groups"), "list_groups", "", now, listed)
 
@@ -320,7 +320,7 @@ class ClientLogic:
         group = self.group
 
         def listed(members: list[str], now: float) -> None:
-            self._finish(now, ev.MembersListed(group, tuple(members)))
+            self._finish(now, ev.ListedMembers(group, tuple(members)))
 
         self._list(self.net.build("list_members", group=group), "list_members", group, now, listed)
 
@@ -437,7 +437,7 @@ class ClientLogic:
         status = STATUSES.get(ack.payload.status)
         if status == "ok":
             return False
-        self._exit(1, ev.RegistrationRefused(status))
+        self._exit(1, ev.RegistrationFailed(status))
         return True
 
     def _server_gone(self, now: float) -> None:
@@ -529,7 +529,7 @@ class ClientLogic:
         self.outbox.append(event)
 
     def _show_table(self) -> None:
-        self._emit(ev.ClientTableChanged(self._table_view))
+        self._emit(ev.PeersChanged(self._table_view))
 
     def _flush_queue(self) -> None:
         """What was held in group mode comes out now, in arrival order."""

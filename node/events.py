@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # the client's table rows
 # -- client events (node/client.py) -------------------------------------------------
 #
 # ``group`` in an event is the group the client was in when it happened (None: normal
-# mode); the renderer words the line for that mode.
+# mode); the renderer words the line for that mode.  Named from the client's side
+# (CreatedGroup, ListedMembers, PeersChanged): the server's section of this module names
+# the same happenings from its side, and a name defined twice here would rebind the first.
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,7 @@ class Registered:
 
 
 @dataclass(frozen=True, slots=True)
-class RegistrationRefused:
+class RegistrationFailed:
     """The server turned the registration down; the client exits.  ``status`` is the
     status it answered (``name_taken``, ``addr_taken``, ``server_full``, ``quota``,
     ``not_registered``), or None for any other."""
@@ -36,7 +38,7 @@ class RegistrationRefused:
 
 
 @dataclass(frozen=True, slots=True)
-class ClientTableChanged:
+class PeersChanged:
     """Our copy of the client table changed.  ``peers`` is a read-only view of it: whoever
     shows it reads the table as it is then (a client of thousands that prints nothing
     never pays for copying it)."""
@@ -103,7 +105,7 @@ class BadGroupName:
 
 
 @dataclass(frozen=True, slots=True)
-class GroupCreated:
+class CreatedGroup:
     group: str
 
 
@@ -113,7 +115,7 @@ class GroupExists:
 
 
 @dataclass(frozen=True, slots=True)
-class GroupNotCreated:
+class CreateGroupRefused:
     """The server holds too many groups (``too_many_groups``), or we created too many (``quota``)."""
 
     group: str
@@ -121,7 +123,7 @@ class GroupNotCreated:
 
 
 @dataclass(frozen=True, slots=True)
-class GroupsListed:
+class ListedGroups:
     """The server's answer to ``list_groups``: every group, in its order (maybe none)."""
 
     groups: tuple[str, ...]
@@ -156,7 +158,7 @@ class GroupMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class MembersListed:
+class ListedMembers:
     """The server's answer to ``list_members``: the members in the order they joined."""
 
     group: str

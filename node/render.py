@@ -103,14 +103,14 @@ def _words(event_type: type, wording: Callable) -> None:
 
 
 _words(ev.Registered, lambda e: "Welcome, You are registered.")
-_words(ev.RegistrationRefused, lambda e: REFUSALS.get(e.status, "Invalid username"))
+_words(ev.RegistrationFailed, lambda e: REFUSALS.get(e.status, "Invalid username"))
 _words(ev.PrivateMessage, lambda e: f"{e.sender}: {e.text}")
 _words(ev.Delivered, lambda e: f"Message received by {e.target}.")
 _words(ev.UnknownUser, lambda e: f"User {e.name} does not exist")
 _words(ev.MessageTooLong, lambda e: f"Message too long ({e.size} bytes of UTF-8; the limit is {e.limit}), not sent")
-_words(ev.GroupCreated, lambda e: f"Group {e.group} created by Server.")
+_words(ev.CreatedGroup, lambda e: f"Group {e.group} created by Server.")
 _words(ev.GroupExists, lambda e: f"Group {e.group} already exists.")
-_words(ev.GroupNotCreated, lambda e: f"Group {e.group} not created: {NOT_CREATED.get(e.reason, e.reason)}.")
+_words(ev.CreateGroupRefused, lambda e: f"Group {e.group} not created: {NOT_CREATED.get(e.reason, e.reason)}.")
 _words(ev.JoinedGroup, lambda e: f"Entered group {e.group} successfully")
 _words(ev.NoSuchGroup, lambda e: f"Group {e.group} does not exist")
 _words(ev.LeftGroup, lambda e: f"Leave group chat {e.group}")
@@ -141,8 +141,8 @@ def _bad_group_name(e: ev.BadGroupName) -> list[str]:
     return [line(f"Group name should be at most {MAX_NAME_BYTES} bytes of printable UTF-8. Try again.")]
 
 
-@renders(ev.GroupsListed)
-def _groups_listed(e: ev.GroupsListed) -> list[str]:
+@renders(ev.ListedGroups)
+def _listed_groups(e: ev.ListedGroups) -> list[str]:
     if not e.groups:
         return [line("No available group right now")]
     return [line("Available group chats:"), *(line(group) for group in e.groups)]
@@ -158,8 +158,8 @@ def _group_message(e: ev.GroupMessage) -> list[str]:
     return [line(f"Group_Message {e.origin}: {e.text}", e.group)]
 
 
-@renders(ev.MembersListed)
-def _members_listed(e: ev.MembersListed) -> list[str]:
+@renders(ev.ListedMembers)
+def _listed_members(e: ev.ListedMembers) -> list[str]:
     return [line(f"Members in the group {e.group}:", e.group), *(line(member, e.group) for member in e.members)]
 
 
@@ -182,12 +182,12 @@ def _help(e: ev.HelpShown) -> list[str]:
 
 
 @renders(ev.ServerGone)
-def _server_gone(e: ev.ServerGone) -> list[str]:
+def _lost_server(e: ev.ServerGone) -> list[str]:
     return [line("Server not responding", e.group), line("Exiting", e.group)]
 
 
 @renders(ev.ServerForgotUs)
-def _server_forgot_us(e: ev.ServerForgotUs) -> list[str]:
+def _forgotten(e: ev.ServerForgotUs) -> list[str]:
     return [line("The server no longer knows this client (it may have restarted)"), line("Exiting")]
 
 
@@ -196,8 +196,8 @@ def _marked_offline(e: ev.MarkedOffline) -> list[str]:
     return [line("The server marked this client offline (it did not answer the server's probe)"), line("Exiting")]
 
 
-@renders(ev.ClientTableChanged)
-def _client_table(e: ev.ClientTableChanged) -> Table:
+@renders(ev.PeersChanged)
+def _peers_table(e: ev.PeersChanged) -> Table:
     peers = e.peers
 
     def rows() -> tuple[tuple[str, ...], ...]:

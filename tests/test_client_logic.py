@@ -9,7 +9,7 @@ import pytest
 
 from node.client import ClientLogic
 from node.effects import Exit, Send
-from node.events import ClientTableChanged, InvalidCommand, PrivateMessage
+from node.events import PeersChanged, InvalidCommand, PrivateMessage
 from node.render import NOT_IN_GROUP, Table as Drawn, prompt, render
 from node.limits import Limits
 from node.reliable import RetryPolicy
@@ -523,8 +523,8 @@ def test_intent_methods_do_what_the_typed_commands_do():
         seen.append((sim.events["Ann"][since:], [e for e in sim.events["Bob"] if isinstance(e, PrivateMessage)], datagrams))
     assert seen[0] == seen[1]
     events = [type(e).__name__ for e in seen[0][0]]
-    assert events == ["GroupCreated", "GroupsListed", "Delivered", "UnknownUser", "JoinedGroup", "GroupMessageSent",
-                      "MembersListed", "HelpShown", "LeftGroup", "Deregistered"]
+    assert events == ["CreatedGroup", "ListedGroups", "Delivered", "UnknownUser", "JoinedGroup", "GroupMessageSent",
+                      "ListedMembers", "HelpShown", "LeftGroup", "Deregistered"]
     assert seen[0][1] == [PrivateMessage("Ann", "hello  there")]
 
 
@@ -750,7 +750,7 @@ def test_duplicated_table_update_is_applied_and_shown_once():
     first = client.drain(0.1)
     client.receive(data, SERVER, 0.2)
     second = client.drain(0.2)
-    assert sum(isinstance(e, ClientTableChanged) for e in first) == 1
+    assert sum(isinstance(e, PeersChanged) for e in first) == 1
     assert [e for e in second if not isinstance(e, Send)] == [] and len(second) == 1
 
 
@@ -761,7 +761,7 @@ def test_table_update_of_a_version_already_held_is_acked_not_shown_again():
     client.drain(0.1)
     client.receive(table_pkt(12, 2, 0, ("Ann", 7001), ("Bob", 7002)), SERVER, 5.0)
     effects = client.drain(5.0)
-    assert not any(isinstance(e, ClientTableChanged) for e in effects)
+    assert not any(isinstance(e, PeersChanged) for e in effects)
     assert [(decode(e.data).payload.ack_id, STATUSES[decode(e.data).payload.status]) for e in effects] == [(12, "ok")]
 
 
@@ -814,7 +814,7 @@ def test_group_message_for_another_group_is_acked_not_shown():
     client = registered_client()
     client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="old", origin="x", text="y")), SERVER, 0.1)
     effects = client.drain(0.1)
-    assert not shown(effects) and not any(isinstance(e, ClientTableChanged) for e in effects)
+    assert not shown(effects) and not any(isinstance(e, PeersChanged) for e in effects)
     assert [STATUSES[decode(e.data).payload.status] for e in effects if isinstance(e, Send)] == ["ok"]
 
 

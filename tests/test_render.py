@@ -14,12 +14,12 @@ from node.render import HELP, NOT_IN_GROUP, Table, prompt, render
 # event -> the exact lines a user reads
 WORDING = [
     (ev.Registered(), [">>> Welcome, You are registered."]),
-    (ev.RegistrationRefused("name_taken"), [">>> Someone has already used this name. Try another one."]),
-    (ev.RegistrationRefused("addr_taken"), [">>> Someone has already used this (IP, port) combination. Try another one."]),
-    (ev.RegistrationRefused("server_full"), [">>> The server is full. Try again later."]),
-    (ev.RegistrationRefused("quota"), [">>> Too many names registered from your address. Try again later."]),
-    (ev.RegistrationRefused("not_registered"), [">>> The server did not keep the registration (it expired). Try again."]),
-    (ev.RegistrationRefused(None), [">>> Invalid username"]),
+    (ev.RegistrationFailed("name_taken"), [">>> Someone has already used this name. Try another one."]),
+    (ev.RegistrationFailed("addr_taken"), [">>> Someone has already used this (IP, port) combination. Try another one."]),
+    (ev.RegistrationFailed("server_full"), [">>> The server is full. Try again later."]),
+    (ev.RegistrationFailed("quota"), [">>> Too many names registered from your address. Try again later."]),
+    (ev.RegistrationFailed("not_registered"), [">>> The server did not keep the registration (it expired). Try again."]),
+    (ev.RegistrationFailed(None), [">>> Invalid username"]),
     (ev.PrivateMessage("Bob", "hi; there"), [">>> Bob: hi; there"]),
     (ev.Delivered("Bob"), [">>> Message received by Bob."]),
     (ev.NotDelivered("Bob", "queue_full"), [">>> Bob's queue of messages is full (Bob is in a group chat), message not delivered"]),
@@ -31,17 +31,17 @@ WORDING = [
     (ev.MessageTooLong(5000, 4096), [">>> Message too long (5000 bytes of UTF-8; the limit is 4096), not sent"]),
     (ev.BadGroupName("a;b", separator=True), [">>> Group name should not contain ';'. Try again."]),
     (ev.BadGroupName("x" * 40, separator=False), [">>> Group name should be at most 32 bytes of printable UTF-8. Try again."]),
-    (ev.GroupCreated("g"), [">>> Group g created by Server."]),
+    (ev.CreatedGroup("g"), [">>> Group g created by Server."]),
     (ev.GroupExists("g"), [">>> Group g already exists."]),
-    (ev.GroupNotCreated("g", "too_many_groups"), [">>> Group g not created: the server has too many groups."]),
-    (ev.GroupNotCreated("g", "quota"), [">>> Group g not created: you have created too many groups."]),
-    (ev.GroupsListed(()), [">>> No available group right now"]),
-    (ev.GroupsListed(("g1", "g2")), [">>> Available group chats:", ">>> g1", ">>> g2"]),
+    (ev.CreateGroupRefused("g", "too_many_groups"), [">>> Group g not created: the server has too many groups."]),
+    (ev.CreateGroupRefused("g", "quota"), [">>> Group g not created: you have created too many groups."]),
+    (ev.ListedGroups(()), [">>> No available group right now"]),
+    (ev.ListedGroups(("g1", "g2")), [">>> Available group chats:", ">>> g1", ">>> g2"]),
     (ev.JoinedGroup("g"), [">>> Entered group g successfully"]),
     (ev.NoSuchGroup("g"), [">>> Group g does not exist"]),
     (ev.GroupMessageSent("g"), [">>> (g) Message received by Server."]),
     (ev.GroupMessage("g", "Ann", "hi all"), [">>> (g) Group_Message Ann: hi all"]),
-    (ev.MembersListed("g", ("Ann", "Bob")), [">>> (g) Members in the group g:", ">>> (g) Ann", ">>> (g) Bob"]),
+    (ev.ListedMembers("g", ("Ann", "Bob")), [">>> (g) Members in the group g:", ">>> (g) Ann", ">>> (g) Bob"]),
     (ev.LeftGroup("g"), [">>> Leave group chat g"]),
     (ev.RemovedFromGroup("g"), [f">>> {NOT_IN_GROUP}"]),
     (ev.QueueOverflowed(1), [">>> 1 more private message was not delivered: your queue was full (the senders were told)"]),
@@ -74,7 +74,7 @@ def client_events() -> set[type]:
 
 def test_every_client_event_is_worded_here():
     assert len(client_events()) > 20
-    assert client_events() == {type(event) for event, _ in WORDING} | {ev.ClientTableChanged}
+    assert client_events() == {type(event) for event, _ in WORDING} | {ev.PeersChanged}
 
 
 def test_the_prompt_shows_the_group():
@@ -83,7 +83,7 @@ def test_the_prompt_shows_the_group():
 
 def test_the_client_table_is_read_when_it_is_drawn():
     peers = {"Ann": Peer(("10.0.0.1", 7001), True, 1)}
-    table = render(ev.ClientTableChanged(peers))
+    table = render(ev.PeersChanged(peers))
     assert isinstance(table, Table) and table.title == ">>> Client table updated."
     assert table.columns == ("name", "ip", "port", "status")
     peers["Bob"] = Peer(("10.0.0.2", 7002), False, 2)
@@ -93,7 +93,7 @@ def test_the_client_table_is_read_when_it_is_drawn():
 @pytest.mark.parametrize("hostile", ["\x1b[2J\x1b]0;owned\x07", "\u202eevil", "a\nb", "\x9b31m", "[b]bold[/b] :smile:"])
 def test_network_text_is_shown_escaped_never_obeyed(hostile):
     for event in (ev.PrivateMessage(hostile, hostile), ev.GroupMessage("g", hostile, hostile),
-                  ev.MembersListed("g", (hostile,)), ev.GroupsListed((hostile,)), ev.NoAck(hostile, True)):
+                  ev.ListedMembers("g", (hostile,)), ev.ListedGroups((hostile,)), ev.NoAck(hostile, True)):
         for line in render(event):
             assert line.isprintable(), (event, line)
             assert "\n" not in line and "\x1b" not in line

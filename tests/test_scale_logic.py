@@ -9,7 +9,7 @@ import random
 from node import server as server_module
 from node.client import ClientLogic
 from node.effects import Send, ShowTable
-from node.events import ClientTableChanged
+from node.events import PeersChanged
 from node.render import render
 from node.limits import Limits
 from node.reliable import RetryPolicy
@@ -301,11 +301,11 @@ def test_a_client_shows_a_long_table_now_and_then():
         update = encode("table", {"msg_id": 100 + v, "token": 5, "sender": "server"}, {"version": v, "base": v - 1, "entries": [row]})
         update_at = min(v, 100) + max(0, v - 100) * 0.01
         client.receive(update, server, update_at)
-        shown += [len(tuple(render(e).rows)) for e in client.drain(update_at) if isinstance(e, ClientTableChanged)]
+        shown += [len(tuple(render(e).rows)) for e in client.drain(update_at) if isinstance(e, PeersChanged)]
     assert shown[:100] == list(range(1, 101)), "short and changing at reading pace: shown on every update"
     assert len(shown) < 110, "long: at most once a second"
     client.handle_timer(110.0)
-    shown += [len(tuple(render(e).rows)) for e in client.drain(110.0) if isinstance(e, ClientTableChanged)]
+    shown += [len(tuple(render(e).rows)) for e in client.drain(110.0) if isinstance(e, PeersChanged)]
     assert shown[-1] == 300, "the latest table is shown in the end"
 
 

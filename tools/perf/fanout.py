@@ -21,7 +21,7 @@ from typing import Callable
 from proto import TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 
-from node.events import GroupMessage, GroupMessageSent, MembersListed
+from node.events import GroupMessage, GroupMessageSent, ListedMembers
 from node.session import State
 
 from .figures import Busy, Figure, check, median
@@ -58,7 +58,7 @@ class Group:
 
     def _shown(self, node, event, now: float) -> None:
         if node is self.sender:
-            if isinstance(event, (GroupMessageSent, MembersListed)):
+            if isinstance(event, (GroupMessageSent, ListedMembers)):
                 self.answers.append(now)
         elif isinstance(event, GroupMessage):
             self.received[node.sock.fileno()] = now

@@ -18,7 +18,7 @@ import time
 from typing import Callable
 
 from node.client import ClientLogic
-from node.events import Delivered, GroupsListed, Registered, ServerGone
+from node.events import Delivered, ListedGroups, Registered, ServerGone
 from node.runtime import Node, open_node
 
 from .figures import Figure, check, median, percentile
@@ -124,7 +124,7 @@ async def runtime_latency(server, echo, count: int, progress) -> dict[str, list[
             await asyncio.sleep(0.01)
         results = {"echo": await echo_round_trips(echo, count, lambda f: progress("latency: echo", f / 3))}
         results["request"] = await timed_commands(
-            ann_node, a_events, lambda i, now: ann.list_groups(now), GroupsListed, count,
+            ann_node, a_events, lambda i, now: ann.list_groups(now), ListedGroups, count,
             lambda f: progress("latency: request->ack", (1 + f) / 3),
         )
         results["private"] = await timed_commands(
