@@ -1,10 +1,12 @@
 """The chat client's protocol logic (sans-IO).
 
-Drive it with ``start(now)``, typed lines through ``command(line, now)``,
+Drive it with ``start(now)``, typed lines through ``command(line, now)`` (or the
+same commands through ``send_private``, ``create_group``, ... as a program would),
 datagrams through ``receive(data, addr, now)``, the time through
 ``handle_timer(now)``, and ``shutdown(now)`` for Ctrl+C, end of input and
-signals; collect its effects with ``drain()``.  Typed commands run one at a
-time, in order: a command that waits for an answer holds the ones after it.
+signals; collect what it sends and what happened (``node/events.py``) with
+``drain(now)``.  Commands run one at a time, in order: a command that waits for
+an answer holds the ones after it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from __future__ import annotations
 import random
 import sys
 from collections import Counter, deque
-from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable
 
 from proto import (
-    MAX_NAME_BYTES,
     MAX_TEXT_BYTES,
     MSG_TYPES,
     STATUS_CODES,
@@ -26,54 +27,23 @@ from proto import (
 from proto.fastpath import Fields, parse
 from proto.messages import SERVER, sent_only_by
 
-from .effects import Address, Effect, Exit, LazyRows, Show, ShowTable
+from . import commands as cmd
+from . import events as ev
+from .effects import Address, Exit
 from .limits import LineQueue, Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
+from .peers import Peer, PeerRows
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
-from .server import CLIENT_COLUMNS
+from .session import ACTIVE, REGISTERED, Session, State, Trigger
 from .tables import TablePrinter
 from .versions import OtherVersions
-
-HELP = (
-    "Commands:",
-    "  send <name> <message>     private message to another client",
-    "  create_group <group>      create a group (does not join it)",
-    "  list_groups               list the groups on the server",
-    "  join_group <group>        enter a group (group mode)",
-    "  send_group <message>      message everyone in your group (group mode)",
-    "  list_members              list the members of your group (group mode)",
-    "  leave_group               leave your group (group mode)",
-    "  dereg <your-name>         go offline and exit (Ctrl+C and Ctrl+D too)",
-    "  help                      this list",
-)
-
-NOT_IN_GROUP = (
-    "You're already not in the group, because the Server didn't receive your previous ack to a group message."
-)
-
-END_OF_INPUT = "\x04"  # queued after the last typed line when input ends
 
 STATUS_OK = STATUS_CODES["ok"]
 STATUS_MORE = STATUS_CODES["more"]
 STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
-STATUS_QUEUE_FULL = STATUS_CODES["queue_full"]
 
 # Datagrams that only the server may send to a client.
 FROM_SERVER_ONLY = sent_only_by(SERVER)
-
-
-@dataclass(frozen=True)
-class Peer:
-    addr: Address
-    online: bool
-    session: int
-
-
-# Equal table rows are one object in the process, and names are interned: a process that runs
-# many clients (the simulator, the benchmark's thousands) holds each row once, not once per
-# client.  Cleared when full: it only saves memory.
-_PEERS: dict[tuple, Peer] = {}
-MAX_SHARED_PEERS = 1 << 16
 
 
 class ClientLogic:
@@ -85,18 +55,22 @@ class ClientLogic:
         policy: RetryPolicy = RetryPolicy(),
         rng: random.Random | None = None,
         limits: Limits = Limits(),
+        peers: PeerRows | None = None,
     ):
         self.name = name
         self.server = server
         self.net = Endpoint(name, port, policy, rng or random.SystemRandom())
-        self.registered = False
+        self._session = Session()
         self.exit_status: int | None = None
         self.group: str | None = None
         self.table: dict[str, Peer] = {}
+        self._table_view = MappingProxyType(self.table)
+        self._peers = peers if peers is not None else PeerRows()  # clients of one process may share theirs
         self.table_version = 0
-        self.queued = LineQueue(limits)  # private messages received in group mode, as lines to print
+        self.outbox: list = []  # what happened since the last drain (node/events.py), and Exit
+        self.queued = LineQueue(limits)  # private messages received in group mode, to show later
         # The server may forward group messages before its answer to join_group arrives: hold them.
-        self._joining: str | None = None
+        self._joining: str | None = None  # the group asked for, while State.JOINING
         self._early = LineQueue(limits)
         self.refused = 0  # private messages refused since the queue was last printed: it was full
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
@@ -104,20 +78,18 @@ class ClientLogic:
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
         self._rate = RateLimiter(limits.rate, limits.burst)
         self._versions_seen = OtherVersions(self.drops)
-        self._typed: deque[str] = deque()
-        self._busy = True  # until registration is answered
-        self._closing = False
+        self._waiting: deque[str | cmd.Command | cmd.EndOfInput] = deque()  # commands waiting for their turn
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.table), self._show_table)
-        self._commands: dict[str, tuple[str, Callable[[str, float], None]]] = {
-            "send": ("normal", self._cmd_send),
-            "create_group": ("normal", self._cmd_create_group),
-            "list_groups": ("normal", self._cmd_list_groups),
-            "join_group": ("normal", self._cmd_join_group),
-            "send_group": ("group", self._cmd_send_group),
-            "list_members": ("group", self._cmd_list_members),
-            "leave_group": ("group", self._cmd_leave_group),
-            "dereg": ("any", self._cmd_dereg),
-            "help": ("any", self._cmd_help),
+        self._performers: dict[type, Callable] = {
+            cmd.SendPrivate: self._do_send_private,
+            cmd.CreateGroup: self._do_create_group,
+            cmd.ListGroups: self._do_list_groups,
+            cmd.JoinGroup: self._do_join_group,
+            cmd.SendGroup: self._do_send_group,
+            cmd.ListMembers: self._do_list_members,
+            cmd.LeaveGroup: self._do_leave_group,
+            cmd.Deregister: self._do_deregister,
+            cmd.Help: self._do_help,
         }
         self._receivers = {
             "table": self._on_table,
@@ -127,8 +99,13 @@ class ClientLogic:
         }
 
     @property
-    def prompt(self) -> str:
-        return f">>> ({self.group}) " if self.group else ">>> "
+    def state(self) -> State:
+        return self._session.state
+
+    @property
+    def registered(self) -> bool:
+        """Welcomed by the server, and not gone since."""
+        return self._session.state in REGISTERED
 
     # -- driving interface ----------------------------------------------------
 
@@ -137,27 +114,58 @@ class ClientLogic:
         self._request(self.net.build("reg", self.net.nonce()), now, self._on_reg_ack)
 
     def command(self, line: str, now: float) -> None:
-        if self.exit_status is None and not self._closing:
-            self._typed.append(sendable(line))
-            self._run_typed(now)
+        """A typed line: parsed (``node/commands.py``) and run when its turn comes."""
+        self._submit(sendable(line), now)
 
     def end_of_input(self, now: float) -> None:
         """Ctrl+D or the end of a script: run what was typed, then deregister."""
-        self.command(END_OF_INPUT, now)
+        self._submit(cmd.EndOfInput(), now)
+
+    # What a user can ask for, as a program asks it: each waits its turn behind the commands
+    # before it, runs as the typed command would (in the mode it allows), and reports its
+    # outcome as events (a Delivered, a ListedGroups, an InvalidCommand in the wrong mode, ...).
+
+    def send_private(self, target: str, text: str, now: float) -> None:
+        self._submit(cmd.SendPrivate(target, text), now)
+
+    def create_group(self, group: str, now: float) -> None:
+        self._submit(cmd.CreateGroup(group), now)
+
+    def list_groups(self, now: float) -> None:
+        self._submit(cmd.ListGroups(), now)
+
+    def join_group(self, group: str, now: float) -> None:
+        self._submit(cmd.JoinGroup(group), now)
+
+    def send_group(self, text: str, now: float) -> None:
+        self._submit(cmd.SendGroup(text), now)
+
+    def list_members(self, now: float) -> None:
+        self._submit(cmd.ListMembers(), now)
+
+    def leave_group(self, now: float) -> None:
+        self._submit(cmd.LeaveGroup(), now)
+
+    def deregister(self, now: float) -> None:
+        self._submit(cmd.Deregister(self.name), now)
+
+    def help(self, now: float) -> None:
+        self._submit(cmd.Help(), now)
 
     def shutdown(self, now: float) -> None:
         """Ctrl+C or a signal: drop what is under way, deregister (best effort), exit."""
-        if self.exit_status is not None or self._closing:
+        state = self._session.state
+        if state is State.CLOSING or state is State.EXITED:
             return
-        if not self.registered:
+        if state is State.REGISTERING:
             self._exit(1)  # nothing to undo
             return
-        self._typed.clear()
+        self._waiting.clear()
         self.net.cancel_all()
         self._dereg(now)
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
-        if self.exit_status is not None:
+        if self._session.state is State.EXITED:
             return
         if addr != self.server and not self._rate.allow(addr, now):  # the server's own pace is its business
             self.drops["rate-limited"] += 1
@@ -165,7 +173,7 @@ class ClientLogic:
         try:
             pkt = parse(data)
         except ProtocolError:
-            if not self._versions_seen.check(data, addr, self.net.effects):
+            if not self._versions_seen.check(data, addr, self.outbox):
                 self.drops["malformed"] += 1
             return
         kind = MSG_TYPES[pkt.type]
@@ -182,52 +190,65 @@ class ClientLogic:
             handler(pkt, addr, now)
 
     def get_timer(self) -> float | None:
-        return None if self.exit_status is not None else self.net.get_timer()
+        return None if self._session.state is State.EXITED else self.net.get_timer()
 
     def handle_timer(self, now: float) -> None:
-        if self.exit_status is None:
+        if self._session.state is not State.EXITED:
             self.net.handle_timer(now)
 
-    def drain(self) -> list[Effect]:
-        return self.net.drain()
+    def drain(self, now: float) -> list:
+        """The datagrams to send, then what happened (events, and Exit last), since the last drain."""
+        effects = self.net.drain()
+        if self.outbox:
+            effects += self.outbox
+            self.outbox = []
+        return effects
 
-    # -- typed commands -----------------------------------------------------------
+    # -- commands ---------------------------------------------------------------
 
-    def _run_typed(self, now: float) -> None:
-        while not self._busy and self.exit_status is None and self._typed:
-            self._execute(self._typed.popleft(), now)
+    def _submit(self, item: str | cmd.Command | cmd.EndOfInput, now: float) -> None:
+        state = self._session.state
+        if state is State.IDLE and not self._waiting:
+            self._execute(item, now)  # its turn already
+        elif state is not State.CLOSING and state is not State.EXITED:
+            self._waiting.append(item)
+            self._run_waiting(now)
 
-    def _execute(self, line: str, now: float) -> None:
-        if line is END_OF_INPUT:
+    def _run_waiting(self, now: float) -> None:
+        while self._session.state is State.IDLE and self._waiting:
+            self._execute(self._waiting.popleft(), now)
+
+    def _execute(self, item: str | cmd.Command | cmd.EndOfInput, now: float) -> None:
+        if isinstance(item, cmd.EndOfInput):
             self._dereg(now)
             return
-        line = line.strip()
-        if not line:
+        # A typed line is parsed when its turn comes: the ones before it may have changed the mode.
+        command = cmd.parse(item) if isinstance(item, str) else item
+        if command is None:
             return
-        word, _, rest = line.partition(" ")
-        mode, handler = self._commands.get(word, ("none", None))
-        allowed = mode == "any" or mode == ("group" if self.group else "normal")
-        if handler is None or not allowed:
-            self._invalid()
-            return
-        handler(rest.strip(), now)
+        in_group = self.group is not None
+        if isinstance(command, cmd.ParseError):
+            if command.command is not None and not cmd.allowed(command.command, in_group):
+                self._invalid(command.command)  # the wrong mode: its form would not help
+            else:
+                self._invalid(command.command, command.usage)
+        elif not cmd.allowed(command.word, in_group):
+            self._invalid(command.word)
+        else:
+            self._performers[type(command)](command, now)
 
-    def _cmd_send(self, rest: str, now: float) -> None:
-        parts = rest.split(maxsplit=1)
-        if len(parts) != 2:
-            self._invalid()
-            return
-        target, text = parts
+    def _do_send_private(self, command: cmd.SendPrivate, now: float) -> None:
+        target, text = command.target, command.text
         peer = self.table.get(target)
         if peer is None:
-            self._say(f"User {target} does not exist")
+            self._emit(ev.UnknownUser(target))
         elif not self._text_fits(text):
             return
         else:  # listed offline too: the table may be stale, so try as for anyone (as the original does)
             listed_offline = not peer.online
             # A nonce, not our token (the peer must never see it): the ack must echo it.
             out = self.net.build("pri_msg", self.net.nonce(), session=self.session, to_session=peer.session, text=text)
-            self._busy = True
+            self._session.to(Trigger.ASKED)
             self.net.request(
                 out,
                 peer.addr,
@@ -237,130 +258,104 @@ class ClientLogic:
             )
 
     @staticmethod
-    def _delivery(target: str, status: int) -> str:
-        """What a peer's answer to a private message means for the user (the peer is alive: no kick)."""
+    def _delivery(target: str, status: int):
+        """What a peer's answer to a private message means (the peer is alive: no kick)."""
         if status == STATUS_OK:
-            return f"Message received by {target}."
-        if status == STATUS_QUEUE_FULL:
-            return f"{target}'s queue of messages is full ({target} is in a group chat), message not delivered"
-        return f"{target} did not accept the message, message not delivered"
+            return ev.Delivered(target)
+        return ev.NotDelivered(target, STATUSES.get(status))
 
     def _report_silent_peer(self, target: str, now: float, listed_offline: bool) -> None:
-        self._say(f"No ACK from {target}, message not delivered")
-        self._say("Report this issue to server")
-        if listed_offline:
-            self._say(f"(The client table listed {target} as offline.)")
+        self._emit(ev.NoAck(target, listed_offline))
         self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
-    def _cmd_create_group(self, rest: str, now: float) -> None:
-        if not rest:
-            self._invalid()
-        elif ";" in rest or any(ch.isspace() for ch in rest):
-            self._say("Group name should not contain ';'. Try again.")
-        elif not valid_group_name(rest):
-            self._say(f"Group name should be at most {MAX_NAME_BYTES} bytes of printable UTF-8. Try again.")
+    def _do_create_group(self, command: cmd.CreateGroup, now: float) -> None:
+        group = command.group
+        if ";" in group or any(ch.isspace() for ch in group):
+            self._emit(ev.BadGroupName(group, separator=True))
+        elif not valid_group_name(group):
+            self._emit(ev.BadGroupName(group, separator=False))
         else:
             outcomes = {
-                "ok": f"Group {rest} created by Server.",
-                "group_exists": f"Group {rest} already exists.",
-                "too_many_groups": f"Group {rest} not created: the server has too many groups.",
-                "quota": f"Group {rest} not created: you have created too many groups.",
+                "ok": ev.CreatedGroup(group),
+                "group_exists": ev.GroupExists(group),
+                "too_many_groups": ev.CreateGroupRefused(group, "too_many_groups"),
+                "quota": ev.CreateGroupRefused(group, "quota"),
             }
-            self._ask(self.net.build("create_group", group=rest), now, outcomes)
+            self._ask(self.net.build("create_group", group=group), now, outcomes)
 
-    def _cmd_list_groups(self, rest: str, now: float) -> None:
-        if rest:
-            self._invalid()
-            return
-
+    def _do_list_groups(self, command: cmd.ListGroups, now: float) -> None:
         def listed(groups: list[str], now: float) -> None:
-            if groups:
-                self._say("Available group chats:")
-                for group in groups:
-                    self._say(group)
-            else:
-                self._say("No available group right now")
-            self._finish(now)
+            self._finish(now, ev.ListedGroups(tuple(groups)))
 
         self._list(self.net.build("list_groups"), "list_groups", "", now, listed)
 
-    def _cmd_join_group(self, rest: str, now: float) -> None:
-        if not rest:
-            self._invalid()
-            return
-        if not valid_group_name(rest):
-            self._say(f"Group {rest} does not exist")
+    def _do_join_group(self, command: cmd.JoinGroup, now: float) -> None:
+        group = command.group
+        if not valid_group_name(group):
+            self._emit(ev.NoSuchGroup(group))
             return
 
         def joined(ack: Fields, now: float) -> None:
             status = STATUSES.get(ack.payload.status)
             early, self._joining = self._early.take(), None
             if status == "ok":
-                self.group = rest
-                self._say(f"Entered group {rest} successfully")
-                for line in early:
-                    self._say(line, in_group=True)
+                self.group = group
+                self._emit(ev.JoinedGroup(group))
+                self.outbox += early  # the group messages that came before this answer
                 self._finish(now)
             elif status == "no_such_group":
-                self._finish(now, f"Group {rest} does not exist")
+                self._finish(now, ev.NoSuchGroup(group))
             else:
                 self._unexpected(status, now)
 
-        self._joining = rest
-        self._request(self.net.build("join_group", group=rest), now, joined)
+        self._joining = group
+        self._session.to(Trigger.JOINING)
+        self._request(self.net.build("join_group", group=group), now, joined)
 
-    def _cmd_send_group(self, rest: str, now: float) -> None:
-        if not rest:
-            self._invalid()
-        elif self._text_fits(rest):
-            outcome = {"ok": f"({self.group}) Message received by Server."}
-            self._ask(self.net.build("send_group", group=self.group, text=rest), now, outcome)
+    def _do_send_group(self, command: cmd.SendGroup, now: float) -> None:
+        if self._text_fits(command.text):
+            outcome = {"ok": ev.GroupMessageSent(self.group)}
+            self._ask(self.net.build("send_group", group=self.group, text=command.text), now, outcome)
 
-    def _cmd_list_members(self, rest: str, now: float) -> None:
-        if rest:
-            self._invalid()
-            return
+    def _do_list_members(self, command: cmd.ListMembers, now: float) -> None:
         group = self.group
 
         def listed(members: list[str], now: float) -> None:
-            self._say(f"Members in the group {group}:", in_group=True)
-            for member in members:
-                self._say(member, in_group=True)
-            self._finish(now)
+            self._finish(now, ev.ListedMembers(group, tuple(members)))
 
         self._list(self.net.build("list_members", group=group), "list_members", group, now, listed)
 
-    def _cmd_leave_group(self, rest: str, now: float) -> None:
-        if rest:
-            self._invalid()
-            return
+    def _do_leave_group(self, command: cmd.LeaveGroup, now: float) -> None:
         group = self.group
 
         def left(ack: Fields, now: float) -> None:
             if self._left_behind(ack, now) or self._refused(ack, now):
                 return
             self.group = None
-            self._say(f"Leave group chat {group}")
+            self._emit(ev.LeftGroup(group))
             self._flush_queue()
             self._finish(now)
 
-        self._request(self.net.build("leave_group", group=group), now, left)
+        self._begin(self.net.build("leave_group", group=group), now, left)
 
-    def _cmd_dereg(self, rest: str, now: float) -> None:
-        if rest != self.name:
-            self._invalid()
+    def _do_deregister(self, command: cmd.Deregister, now: float) -> None:
+        if command.name != self.name:
+            self._invalid(command.word, cmd.GRAMMAR[command.word].usage)
             return
         self._dereg(now)
 
-    def _cmd_help(self, rest: str, now: float) -> None:
-        for line in HELP:
-            self._say(line)
+    def _do_help(self, command: cmd.Help, now: float) -> None:
+        self._emit(ev.HelpShown())
 
     # -- requests to the server -----------------------------------------------------
 
     def _request(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
-        self._busy = True
         self.net.request(out, self.server, now, on_ack, on_fail=self._server_gone)
+
+    def _begin(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
+        """A command's request: the commands after it wait for its answer."""
+        self._session.to(Trigger.ASKED)
+        self._request(out, now, on_ack)
 
     def _list(self, first: Outgoing, kind: str, group: str, now: float, listed: Callable[[list[str], float], None]) -> None:
         """Ask for a list, then for its next part while an answer says ``more`` (a long list
@@ -377,10 +372,10 @@ class ClientLogic:
             else:
                 listed(items, now)
 
-        self._request(first, now, answered)
+        self._begin(first, now, answered)
 
-    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, str]) -> None:
-        """A request whose answer is one line per status."""
+    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, object]) -> None:
+        """A request whose answer is one event per status."""
 
         def answered(ack: Fields, now: float) -> None:
             if self._left_behind(ack, now):
@@ -391,20 +386,20 @@ class ClientLogic:
             else:
                 self._unexpected(status, now)
 
-        self._request(out, now, answered)
+        self._begin(out, now, answered)
 
     def _left_behind(self, ack: Fields, now: float) -> bool:
         """The server dropped us from our group: say so, leave group mode, go on."""
         if ack.payload.status != STATUS_NOT_IN_GROUP or self.group is None:
             return False
-        self._say(NOT_IN_GROUP)
+        self._emit(ev.RemovedFromGroup(self.group))
         self.group = None
         self._flush_queue()
         self._finish(now)
         return True
 
     def _refused(self, ack: Fields, now: float) -> bool:
-        """A request without per-status lines was turned down (the server forgot us, say): handle it."""
+        """A request without an outcome per status was turned down (the server forgot us, say): handle it."""
         if ack.payload.status == STATUS_OK:
             return False
         self._unexpected(STATUSES.get(ack.payload.status), now)
@@ -412,15 +407,14 @@ class ClientLogic:
 
     def _unexpected(self, status: str | None, now: float) -> None:
         if status == "not_registered":
-            self._closing = True
-            self._exit(1, "The server no longer knows this client (it may have restarted)", "Exiting")
+            self._exit(1, ev.ServerForgotUs())
         else:
-            self._finish(now, "Invalid command")
+            self._finish(now, ev.RequestRefused(status))
 
     def _dereg(self, now: float) -> None:
-        self._closing = True
-        self._typed.clear()
-        self._request(self.net.build("dereg"), now, lambda ack, now: self._exit(0, "You are Offline. Bye."))
+        self._session.to(Trigger.DEREGISTERING)
+        self._waiting.clear()
+        self._request(self.net.build("dereg"), now, lambda ack, now: self._exit(0, ev.Deregistered()))
 
     def _on_reg_ack(self, ack: Fields, now: float) -> None:
         """Confirm at once, with the new token: that shows the server this address is ours."""
@@ -434,28 +428,21 @@ class ClientLogic:
         """Our session has started (and the server broadcasts it): welcome."""
         if self._refused_registration(ack):
             return
-        self.registered = True
-        self._say("Welcome, You are registered.")
+        self._session.to(Trigger.WELCOMED)
+        self._emit(ev.Registered())
         if self.table_version:
             self._show_table()
-        self._finish(now)
+        self._run_waiting(now)
 
     def _refused_registration(self, ack: Fields) -> bool:
         status = STATUSES.get(ack.payload.status)
         if status == "ok":
             return False
-        refusals = {
-            "name_taken": "Someone has already used this name. Try another one.",
-            "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
-            "server_full": "The server is full. Try again later.",
-            "quota": "Too many names registered from your address. Try again later.",
-            "not_registered": "The server did not keep the registration (it expired). Try again.",
-        }
-        self._exit(1, refusals.get(status, "Invalid username"))
+        self._exit(1, ev.RegistrationFailed(status))
         return True
 
     def _server_gone(self, now: float) -> None:
-        self._exit(1, "Server not responding", "Exiting", in_group=True)
+        self._exit(1, ev.ServerGone(self.group))
 
     # -- incoming ---------------------------------------------------------------------
 
@@ -466,31 +453,26 @@ class ClientLogic:
             self._ack(pkt, addr, now, "resync")  # we missed the versions in between
             return
         if newer:
-            table, peers = self.table, _PEERS
+            table, row = self.table, self._peers.get
             for entry in update.entries:
-                key = (entry.ip, entry.port, entry.online, entry.session)
-                peer = peers.get(key)
-                if peer is None:
-                    if len(peers) >= MAX_SHARED_PEERS:
-                        peers.clear()
-                    peer = peers[key] = Peer((entry.ip, entry.port), bool(entry.online), entry.session)
-                table[sys.intern(entry.client)] = peer
+                table[sys.intern(entry.client)] = row(entry.ip, entry.port, entry.online, entry.session)
             self.table_version = update.version
             if self.registered:
                 self._printer.changed(now)
         self._ack(pkt, addr, now, "ok")
         me = self.table.get(self.name)
-        if self.registered and not self._closing and me is not None and not me.online:
-            self._exit(1, "The server marked this client offline (it did not answer the server's probe)", "Exiting")
+        if self._session.state in ACTIVE and me is not None and not me.online:
+            self._exit(1, ev.MarkedOffline())
 
     def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
         msg = pkt.payload
         if msg.group == self.group:
-            self._say(f"Group_Message {msg.origin}: {msg.text}", in_group=True)
-        elif msg.group == self._joining and not self._early.add(f"Group_Message {msg.origin}: {msg.text}", msg.text_len):
-            # No ack: the server sends it again, and once the join is answered it is shown.
-            self.drops["early, no room"] += 1
-            return
+            self._emit(ev.GroupMessage(msg.group, msg.origin, msg.text))
+        elif self._session.state is State.JOINING and msg.group == self._joining:
+            if not self._early.add(ev.GroupMessage(msg.group, msg.origin, msg.text), msg.text_len):
+                # No ack: the server sends it again, and once the join is answered it is shown.
+                self.drops["early, no room"] += 1
+                return
         self.net.acknowledge(pkt, addr, now)  # with the next ones, if they come close together
 
     def _on_probe(self, pkt: Fields, addr: Address, now: float) -> None:
@@ -513,11 +495,11 @@ class ClientLogic:
             self.drops["replayed"] += 1  # older than a message of the session already shown
             return
         self._last_from[pkt.sender] = (session, pkt.msg_id)
-        line = f">>> {pkt.sender}: {pkt.payload.text}"
+        message = ev.PrivateMessage(pkt.sender, pkt.payload.text)
         if self.group is None:
             self._ack(pkt, addr, now, "ok")
-            self.net.effects.append(Show(line))
-        elif self.queued.add(line, pkt.payload.text_len):
+            self._emit(message)
+        elif self.queued.add(message, pkt.payload.text_len):
             self._ack(pkt, addr, now, "ok")
         else:
             self.refused += 1
@@ -528,48 +510,40 @@ class ClientLogic:
     def _ack(self, pkt: Fields, addr: Address, now: float, status: str) -> None:
         self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status]), now)
 
-    def _finish(self, now: float, line: str | None = None) -> None:
-        """The current command is done: say its result, then run the next typed one."""
-        if line is not None:
-            self._say(line)
-        self._busy = False
-        self._run_typed(now)
+    def _finish(self, now: float, outcome=None) -> None:
+        """The current command is done: report its outcome, then run the next waiting one."""
+        if outcome is not None:
+            self._emit(outcome)
+        self._session.to(Trigger.ANSWERED)
+        self._run_waiting(now)
 
     def _text_fits(self, text: str) -> bool:
         if text_too_long(text):
-            size = len(text.encode("utf-8"))
-            self._say(f"Message too long ({size} bytes of UTF-8; the limit is {MAX_TEXT_BYTES}), not sent")
+            self._emit(ev.MessageTooLong(len(text.encode("utf-8")), MAX_TEXT_BYTES))
             return False
         return True
 
-    def _invalid(self) -> None:
-        self._say("Invalid command", in_group=True)
+    def _invalid(self, command: str | None, usage: str | None = None) -> None:
+        self._emit(ev.InvalidCommand(self.group, command, usage))
 
-    def _say(self, text: str, in_group: bool = False) -> None:
-        prefix = f">>> ({self.group}) " if in_group and self.group else ">>> "
-        self.net.effects.append(Show(prefix + text))
+    def _emit(self, event) -> None:
+        self.outbox.append(event)
 
     def _show_table(self) -> None:
-        table = self.table
-
-        def rows():
-            return tuple(
-                (name, peer.addr[0], str(peer.addr[1]), "online" if peer.online else "offline") for name, peer in table.items()
-            )
-
-        self.net.effects.append(ShowTable(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(rows)))
+        self._emit(ev.PeersChanged(self._table_view))
 
     def _flush_queue(self) -> None:
-        self.net.effects.extend(Show(line) for line in self.queued.take())
+        """What was held in group mode comes out now, in arrival order."""
+        self.outbox += self.queued.take()
         if self.refused:
-            many = "s were" if self.refused > 1 else " was"
-            self._say(f"{self.refused} more private message{many} not delivered: your queue was full (the senders were told)")
+            self._emit(ev.QueueOverflowed(self.refused))
             self.refused = 0
 
-    def _exit(self, status: int, *lines: str, in_group: bool = False) -> None:
-        for line in lines:
-            self._say(line, in_group=in_group)
+    def _exit(self, status: int, reason=None) -> None:
+        if reason is not None:
+            self._emit(reason)
         self._flush_queue()
         self.net.cancel_all()
+        self._session.to(Trigger.EXITING)
         self.exit_status = status
-        self.net.effects.append(Exit(status))
+        self.outbox.append(Exit(status))

@@ -9,22 +9,229 @@ does.  The idea is aioquic's ``quic/events.py`` and h11's ``_events.py``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:  # the client's table rows
+    from .peers import Peer
 
 
 # -- client events (node/client.py) -------------------------------------------------
-#
-# (the client's events go here)
-#
-# -- end of client events ------------------------------------------------------------
+# ``group`` in an event is the group the client was in when it happened (None: normal
+# mode); the renderer words the line for that mode.  Named from the client's side
+# (CreatedGroup, ListedMembers, PeersChanged): the server's section of this module names
+# the same happenings from its side, and a name defined twice here would rebind the first.
 
 
-#
-#
-#
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The server confirmed our session: we are online."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationFailed:
+    """The server turned the registration down; the client exits.  ``status`` is the
+    status it answered (``name_taken``, ``addr_taken``, ``server_full``, ``quota``,
+    ``not_registered``), or None for any other."""
+
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeersChanged:
+    """Our copy of the client table changed.  ``peers`` is a read-only view of it: whoever
+    shows it reads the table as it is then (a client of thousands that prints nothing
+    never pays for copying it)."""
+
+    peers: Mapping[str, Peer]
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage:
+    """A private message from ``sender``, shown once.  In group mode it is held and
+    comes out when the client leaves the group, deregisters or exits."""
+
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """``target`` acknowledged our private message."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotDelivered:
+    """``target`` answered but did not take the message: its queue is full (``queue_full``,
+    it is in a group), or another refusal (``status``)."""
+
+    target: str
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NoAck:
+    """``target`` never acknowledged our private message: not delivered, and reported to
+    the server (a kick).  ``listed_offline``: our table listed it offline already."""
+
+    target: str
+    listed_offline: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownUser:
+    """A private message to a name our table does not hold: nothing sent."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTooLong:
+    """A typed message over the protocol's limit: refused, not sent (never truncated)."""
+
+    size: int  # bytes of UTF-8
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class BadGroupName:
+    """A group name refused before asking the server: with ``;`` or whitespace
+    (``separator``), or too long or not printable."""
+
+    group: str
+    separator: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedGroup:
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupExists:
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateGroupRefused:
+    """The server holds too many groups (``too_many_groups``), or we created too many (``quota``)."""
+
+    group: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListedGroups:
+    """The server's answer to ``list_groups``: every group, in its order (maybe none)."""
+
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedGroup:
+    """We entered ``group``: group mode."""
+
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoSuchGroup:
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMessageSent:
+    """The server has our group message (it delivers it to each member itself)."""
+
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMessage:
+    """A message from ``origin`` to our group, shown once."""
+
+    group: str
+    origin: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListedMembers:
+    """The server's answer to ``list_members``: the members in the order they joined."""
+
+    group: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeftGroup:
+    """We left ``group``: normal mode again."""
+
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedFromGroup:
+    """The server had already removed us from ``group`` (it missed our acks): normal mode again."""
+
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOverflowed:
+    """``count`` private messages were refused while we were in a group: the queue was full
+    (their senders were told).  Comes after the held messages."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidCommand:
+    """A typed line that is no command here.  ``command``: the command it was meant to be,
+    if its first word names one; ``usage``: that command's form, when the line did not fit
+    it (None when the command is only not allowed in this mode)."""
+
+    group: str | None
+    command: str | None = None
+    usage: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """The server answered a request with a status that request has no outcome for."""
+
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HelpShown:
+    """``help`` was typed: the list of commands."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deregistered:
+    """The server took us offline as we asked; the client exits 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerGone:
+    """The server did not answer any try of a request; the client exits 1."""
+
+    group: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerForgotUs:
+    """The server answered that it does not know us (it restarted); the client exits 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkedOffline:
+    """The server's table lists us offline (we missed its probe); the client exits 1."""
 
 
 # -- server events (node/server.py) -------------------------------------------------
-#
 # A line per event is printed within the console's budget (node/console.py): past it,
 # the event is not made at all, only counted in a ``LinesMerged``.
 
@@ -176,5 +383,3 @@ class LinesMerged:
     count: int
 
 
-#
-# -- end of server events ------------------------------------------------------------

@@ -7,8 +7,17 @@ and the benchmarks all print through it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, fields
 from typing import Callable, Iterable
+
+from proto import MAX_NAME_BYTES
+
+from . import events as ev
+from .commands import GRAMMAR
+from .console import LIST_SHOWN
+from .effects import LazyRows, Show, ShowTable
+from .text import escaped
 
 _RENDERERS: dict[type, Callable] = {}
 
@@ -28,6 +37,11 @@ def render(event) -> list[str] | Table:
     return _RENDERERS[type(event)](event)
 
 
+# What a logic still words itself (until its events are done): shown as it was.
+_RENDERERS[Show] = lambda effect: [escaped(effect.text)]
+_RENDERERS[ShowTable] = lambda effect: Table(effect.title, effect.columns, effect.rows)
+
+
 def renders(event_type: type) -> Callable[[Callable], Callable]:
     """Register the function that words ``event_type``."""
 
@@ -39,30 +53,166 @@ def renders(event_type: type) -> Callable[[Callable], Callable]:
 
 
 # -- client wording -----------------------------------------------------------------
-#
-# (the client's renderers go here)
-#
-# -- end of client wording ----------------------------------------------------------
+
+SUMMARIES = {  # what each command of node/commands.py does, for help
+    "send": "private message to another client",
+    "create_group": "create a group (does not join it)",
+    "list_groups": "list the groups on the server",
+    "join_group": "enter a group (group mode)",
+    "send_group": "message everyone in your group (group mode)",
+    "list_members": "list the members of your group (group mode)",
+    "leave_group": "leave your group (group mode)",
+    "dereg": "go offline and exit (Ctrl+C and Ctrl+D too)",
+    "help": "this list",
+}
+
+HELP = ("Commands:", *(f"  {form.usage:<25} {SUMMARIES[word]}" for word, form in GRAMMAR.items()))
+
+NOT_IN_GROUP = (
+    "You're already not in the group, because the Server didn't receive your previous ack to a group message."
+)
+
+CLIENT_COLUMNS = ("name", "ip", "port", "status")
+
+REFUSALS = {
+    "name_taken": "Someone has already used this name. Try another one.",
+    "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
+    "server_full": "The server is full. Try again later.",
+    "quota": "Too many names registered from your address. Try again later.",
+    "not_registered": "The server did not keep the registration (it expired). Try again.",
+}
+
+NOT_CREATED = {
+    "too_many_groups": "the server has too many groups",
+    "quota": "you have created too many groups",
+}
 
 
-#
-#
-#
+def prompt(group: str | None) -> str:
+    """What a client shows before the line being typed."""
+    return escaped(f">>> ({group}) " if group else ">>> ")
+
+
+def line(text: str, group: str | None = None) -> str:
+    """One line as a client prints it: after ``>>> ``, or in group mode after ``>>> (<group>) ``;
+    escaped (names and texts in it came from the network)."""
+    return escaped(f">>> ({group}) {text}" if group else f">>> {text}")
+
+
+def _words(event_type: type, wording: Callable) -> None:
+    """Register an event whose rendering is one line, worded by ``wording(event)``."""
+    _RENDERERS[event_type] = lambda event: [line(wording(event))]
+
+
+_words(ev.Registered, lambda e: "Welcome, You are registered.")
+_words(ev.RegistrationFailed, lambda e: REFUSALS.get(e.status, "Invalid username"))
+_words(ev.PrivateMessage, lambda e: f"{e.sender}: {e.text}")
+_words(ev.Delivered, lambda e: f"Message received by {e.target}.")
+_words(ev.UnknownUser, lambda e: f"User {e.name} does not exist")
+_words(ev.MessageTooLong, lambda e: f"Message too long ({e.size} bytes of UTF-8; the limit is {e.limit}), not sent")
+_words(ev.CreatedGroup, lambda e: f"Group {e.group} created by Server.")
+_words(ev.GroupExists, lambda e: f"Group {e.group} already exists.")
+_words(ev.CreateGroupRefused, lambda e: f"Group {e.group} not created: {NOT_CREATED.get(e.reason, e.reason)}.")
+_words(ev.JoinedGroup, lambda e: f"Entered group {e.group} successfully")
+_words(ev.NoSuchGroup, lambda e: f"Group {e.group} does not exist")
+_words(ev.LeftGroup, lambda e: f"Leave group chat {e.group}")
+_words(ev.RemovedFromGroup, lambda e: NOT_IN_GROUP)
+_words(ev.RequestRefused, lambda e: "Invalid command")  # as the original answers a refused request
+_words(ev.Deregistered, lambda e: "You are Offline. Bye.")
+
+
+@renders(ev.NotDelivered)
+def _not_delivered(e: ev.NotDelivered) -> list[str]:
+    if e.status == "queue_full":
+        return [line(f"{e.target}'s queue of messages is full ({e.target} is in a group chat), message not delivered")]
+    return [line(f"{e.target} did not accept the message, message not delivered")]
+
+
+@renders(ev.NoAck)
+def _no_ack(e: ev.NoAck) -> list[str]:
+    lines = [line(f"No ACK from {e.target}, message not delivered"), line("Report this issue to server")]
+    if e.listed_offline:
+        lines.append(line(f"(The client table listed {e.target} as offline.)"))
+    return lines
+
+
+@renders(ev.BadGroupName)
+def _bad_group_name(e: ev.BadGroupName) -> list[str]:
+    if e.separator:
+        return [line("Group name should not contain ';'. Try again.")]
+    return [line(f"Group name should be at most {MAX_NAME_BYTES} bytes of printable UTF-8. Try again.")]
+
+
+@renders(ev.ListedGroups)
+def _listed_groups(e: ev.ListedGroups) -> list[str]:
+    if not e.groups:
+        return [line("No available group right now")]
+    return [line("Available group chats:"), *(line(group) for group in e.groups)]
+
+
+@renders(ev.GroupMessageSent)
+def _group_message_sent(e: ev.GroupMessageSent) -> list[str]:
+    return [line("Message received by Server.", e.group)]
+
+
+@renders(ev.GroupMessage)
+def _group_message(e: ev.GroupMessage) -> list[str]:
+    return [line(f"Group_Message {e.origin}: {e.text}", e.group)]
+
+
+@renders(ev.ListedMembers)
+def _listed_members(e: ev.ListedMembers) -> list[str]:
+    return [line(f"Members in the group {e.group}:", e.group), *(line(member, e.group) for member in e.members)]
+
+
+@renders(ev.QueueOverflowed)
+def _queue_overflowed(e: ev.QueueOverflowed) -> list[str]:
+    many = "s were" if e.count > 1 else " was"
+    return [line(f"{e.count} more private message{many} not delivered: your queue was full (the senders were told)")]
+
+
+@renders(ev.InvalidCommand)
+def _invalid_command(e: ev.InvalidCommand) -> list[str]:
+    if e.usage is None:
+        return [line("Invalid command", e.group)]
+    return [line("Invalid command", e.group), line(f"Usage: {e.usage}", e.group)]
+
+
+@renders(ev.HelpShown)
+def _help(e: ev.HelpShown) -> list[str]:
+    return [line(text) for text in HELP]
+
+
+@renders(ev.ServerGone)
+def _lost_server(e: ev.ServerGone) -> list[str]:
+    return [line("Server not responding", e.group), line("Exiting", e.group)]
+
+
+@renders(ev.ServerForgotUs)
+def _forgotten(e: ev.ServerForgotUs) -> list[str]:
+    return [line("The server no longer knows this client (it may have restarted)"), line("Exiting")]
+
+
+@renders(ev.MarkedOffline)
+def _marked_offline(e: ev.MarkedOffline) -> list[str]:
+    return [line("The server marked this client offline (it did not answer the server's probe)"), line("Exiting")]
+
+
+@renders(ev.PeersChanged)
+def _peers_table(e: ev.PeersChanged) -> Table:
+    peers = e.peers
+
+    def rows() -> tuple[tuple[str, ...], ...]:
+        return tuple((name, p.addr[0], str(p.addr[1]), "online" if p.online else "offline") for name, p in peers.items())
+
+    return Table(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(rows))
 
 
 # -- server wording -----------------------------------------------------------------
 
-import itertools  # noqa: E402 (here, in the server's section)
-from dataclasses import fields  # noqa: E402
-
-from . import events as ev  # noqa: E402
-from .console import LIST_SHOWN  # noqa: E402
-from .text import escaped  # noqa: E402
-
 ELLIPSIS = "\u2026"  # stands for each field in a merged line's example
 CLIENT_TABLE = ">>> Client table updated."
 GROUP_TABLE = ">>> Group table updated."
-CLIENT_COLUMNS = ("name", "ip", "port", "status")
 GROUP_COLUMNS = ("group", "members")
 
 
@@ -157,5 +307,3 @@ def _merged(e: ev.LinesMerged) -> list[str]:
     return _server_line(f"... and {e.count} more like it in the last second: {like}")
 
 
-#
-# -- end of server wording ----------------------------------------------------------

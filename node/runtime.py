@@ -8,7 +8,6 @@ first one's traceback goes to stderr, and the node goes on serving."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import signal
 import socket
 import sys
@@ -17,9 +16,10 @@ from collections import Counter, deque
 from typing import Callable, Protocol
 
 from .client import ClientLogic
-from .effects import Address, Effect, Exit, Send, Show, ShowTable
+from .effects import Address, Effect, Exit, Send
 from .events import ServerOnline
 from .limits import drop_report
+from .render import prompt
 from .server import ServerLogic
 
 
@@ -197,15 +197,11 @@ async def open_node(logic: Logic, show: Callable[[Effect], None], bind: Address)
         sock.close()
         raise
     done = asyncio.get_running_loop().create_future()
-    if isinstance(logic, ClientLogic) and "now" not in inspect.signature(logic.drain).parameters:
-        # TEMPORARY, removed at merge: the client's drain(now) comes from the client's branch
-        logic.drain = (lambda drain: lambda now: drain())(logic.drain)
     return Node(logic, show, done, sock), done
 
 
 async def run_server(logic: ServerLogic, bind: Address, show: Callable[[Effect], None]) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status."""
-    show = _shown_as_text(show)  # TEMPORARY (see there)
     node, done = await open_node(logic, show, bind)
     show(ServerOnline(node.sock.getsockname()[:2]))
     loop = asyncio.get_running_loop()
@@ -217,25 +213,6 @@ async def run_server(logic: ServerLogic, bind: Address, show: Callable[[Effect],
         node.close()
         if report := drop_report(logic.drops):
             show(report)
-
-
-def _shown_as_text(show: Callable[[Effect], None]) -> Callable[[object], None]:
-    """TEMPORARY, removed when the terminal renders events itself: the server's events as the
-    Show and ShowTable the terminal prints today."""
-    from .render import Table, render
-
-    def shown(item) -> None:
-        if isinstance(item, (Show, ShowTable)):
-            show(item)
-            return
-        out = render(item)
-        if isinstance(out, Table):
-            show(ShowTable(out.title, out.columns, out.rows))
-        else:
-            for line in out:
-                show(Show(line))
-
-    return shown
 
 
 async def run_client(logic: ClientLogic, bind: Address, terminal) -> int:
@@ -255,7 +232,7 @@ async def run_client(logic: ClientLogic, bind: Address, terminal) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, shutdown)
     node.call("registering", logic.start, node.now())
-    reader = asyncio.ensure_future(terminal.read(typed, ended, shutdown, lambda: logic.prompt))
+    reader = asyncio.ensure_future(terminal.read(typed, ended, shutdown, lambda: prompt(logic.group)))
 
     def reader_done(task: asyncio.Future) -> None:
         # A failure while reading typed commands would leave a client that is online but

@@ -11,17 +11,17 @@ import sys
 import threading
 from typing import Callable
 
-from .effects import Effect, Show, ShowTable
+from .render import Table, render
 from .text import escaped, rich_text
 from .tables import SHOWN_AT_ONCE
 
 
-def plain_table(table: ShowTable) -> list[str]:
+def plain_table(table: Table) -> list[str]:
     widths = [max(len(row[i]) for row in (table.columns, *table.rows)) for i in range(len(table.columns))]
     return ["    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (table.columns, *table.rows)]
 
 
-def rich_table(table: ShowTable, color: bool) -> str:
+def rich_table(table: Table, color: bool) -> str:
     """Cells are network text: each goes to rich as a ``Text``, never as markup."""
     from rich import box  # imported late: start-up time matters for --help
     from rich.console import Console
@@ -60,21 +60,21 @@ class Terminal:
                 self._lost = True
         return self._lost
 
-    def show(self, effect: Effect) -> None:
+    def show(self, event) -> None:
+        """Print what the user reads for one of the logic's events."""
         if self.lost():
             return
-        if isinstance(effect, Show):
-            lines = [escaped(effect.text)]
-        elif isinstance(effect, ShowTable):
-            rows = tuple(tuple(map(escaped, row)) for row in effect.rows)
-            table = ShowTable(effect.title, effect.columns, rows)
+        shown = render(event)
+        if isinstance(shown, Table):
+            rows = tuple(tuple(map(escaped, row)) for row in shown.rows)
+            table = Table(shown.title, shown.columns, rows)
             # rich takes about half a millisecond a row: a long table (1,000 groups) is drawn as
             # plain text, a thousand times cheaper, or drawing it would stop the node for seconds
             fancy = self.tty and len(rows) <= SHOWN_AT_ONCE
             body = rich_table(table, self.color).split("\n") if fancy else plain_table(table)
-            lines = [effect.title, *body]
+            lines = [table.title, *body]
         else:
-            return
+            lines = shown
         # sys.stdout is looked up now: while prompting, patch_stdout has replaced it
         # with a proxy that prints above the line being typed.
         try:

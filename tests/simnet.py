@@ -9,7 +9,7 @@ same thing by ``drop p=0.2`` or ``reorder``.
     sim.run(1)
     sim.type(a, "send B hi")
     sim.run(1)
-    assert sim.lines["B"][-1] == ">>> A: hi"
+    assert sim.lines["B"][-1] == ">>> A: hi"  # or sim.events["B"][-1] == PrivateMessage("A", "hi")
 
 Like the asyncio shell, the simulator isolates every call into a node's logic: an exception
 is counted (``internal error``) and recorded in ``errors``, and the node goes on.  Each
@@ -34,7 +34,8 @@ from typing import Callable
 from proto import MSG_TYPES
 from proto.fastpath import parse
 from node.client import ClientLogic
-from node.effects import Exit, Send, Show, ShowTable
+from node.effects import Exit, Send
+from node.peers import PeerRows
 from node.reliable import RetryPolicy
 from node.runtime import INTERNAL_ERROR
 from node.server import ServerLogic
@@ -79,8 +80,8 @@ class SimNet:
         self.tolerate_errors = False
         self.rng = random.Random(seed)
         self.nodes: dict[tuple, object] = {}  # address -> live node; crashed and exited nodes leave
-        self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> printed lines
-        self.events: dict[str, list] = defaultdict(list)  # node name -> the events its logic drained
+        self.events: dict[str, list] = defaultdict(list)  # node name -> what its logic reported (node/events.py)
+        self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> those events as printed
         self.exits: dict[str, int] = {}
         self.fault: Fault | None = None
         self.plan: FaultPlan | None = None  # the lossy proxy's rules, applied to every datagram
@@ -101,14 +102,16 @@ class SimNet:
         return logic
 
     def client(
-        self, name: str, port: int | None = None, start: bool = True, addr: tuple | None = None, label: str | None = None
+        self, name: str, port: int | None = None, start: bool = True, addr: tuple | None = None, label: str | None = None,
+        peers: PeerRows | None = None,
     ) -> ClientLogic:
-        """A new client process; ``addr`` reuses an address (that of a crashed process, say), and
-        ``label`` keys its output in ``lines`` and ``exits`` when two processes use the same name."""
+        """A new client process; ``addr`` reuses an address (that of a crashed process, say),
+        ``label`` keys its output in ``lines`` and ``exits`` when two processes use the same name,
+        and ``peers`` is a table-row store it shares with other clients (as in one process)."""
         if addr is None:
             host = next(self._hosts)
             addr = (f"10.9.0.{host}", port or 7000 + host)
-        logic = ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random()))
+        logic = ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random()), peers=peers)
         self._add(addr, logic, label or name)
         if start:
             self._call(logic, logic.start, self.now)
@@ -134,6 +137,10 @@ class SimNet:
 
     def type(self, client: ClientLogic, line: str) -> None:
         self._call(client, client.command, line, self.now)
+
+    def ask(self, client: ClientLogic, intent: Callable[..., None], *args) -> None:
+        """Call one of the client's intent methods (``client.send_private``, ...) now."""
+        self._call(client, intent, *args, self.now)
 
     def end_input(self, client: ClientLogic) -> None:
         """Ctrl+D, or the end of a piped script."""
@@ -196,16 +203,14 @@ class SimNet:
         if logic is None:
             return
         name = logic._sim_name
-        # (a client's drain takes no time until the client's drain(now) is merged)
-        for effect in logic.drain(self.now) if isinstance(logic, ServerLogic) else logic.drain():
+        for effect in logic.drain(self.now):
             if isinstance(effect, Send):
                 self._offer(effect.data, addr, effect.addr)
             elif isinstance(effect, Exit):
                 self.exits[name] = effect.status
                 self.nodes.pop(addr, None)
             else:
-                if not isinstance(effect, (Show, ShowTable)):
-                    self.events[name].append(effect)
+                self.events[name].append(effect)
                 self.lines[name].extend(shown(effect))
 
     def name_of(self, addr) -> str:

@@ -73,28 +73,29 @@ def test_send_refused_in_group_mode(pair):
     assert "psst" not in bob.text[mark:]
 
 
-INVALID_IN_NORMAL_MODE = [
-    "hello",
-    "send",
-    "send Bob",
-    "send_group hi all",
-    "list_members",
-    "leave_group",
-    "join_group",
-    "create_group",
-    "dereg",
-    "dereg Bob",
-    "Send Bob hi",
-]
+INVALID_IN_NORMAL_MODE = {  # typed line -> how the command meant is written, shown after the error (None: nothing)
+    "hello": None,
+    "send": "send <name> <message>",
+    "send Bob": "send <name> <message>",
+    "send_group hi all": None,  # a group-mode command: its form would not help
+    "list_members": None,
+    "leave_group": None,
+    "join_group": "join_group <group>",
+    "create_group": "create_group <group>",
+    "dereg": "dereg <your-name>",
+    "dereg Bob": "dereg <your-name>",
+    "Send Bob hi": None,
+}
 
 
 def test_invalid_commands_in_normal_mode(pair):
     _, ann, bob = pair
-    for line in INVALID_IN_NORMAL_MODE:  # one cluster for all: starting processes is the slow part
+    for line, usage in INVALID_IN_NORMAL_MODE.items():  # one cluster for all: starting processes is the slow part
         mark = ann.mark()
         ann.sendline(line)
-        ann.expect_line(">>> Invalid command")
-        assert ann.text[mark:] == ">>> Invalid command\n", f"after {line!r}"
+        expected = ">>> Invalid command\n" + (f">>> Usage: {usage}\n" if usage else "")
+        ann.expect_lines(*expected.splitlines())
+        assert ann.text[mark:] == expected, f"after {line!r}"
     ann.sendline("send Bob after")  # still registered and working
     ann.expect_line(">>> Message received by Bob.")
     bob.expect_line(">>> Ann: after")

@@ -30,7 +30,7 @@ def test_dereg_command(pair):
 def test_dereg_other_name_is_invalid(pair):
     server, ann, bob = pair
     ann.sendline("dereg Bob")
-    ann.expect_line(">>> Invalid command")
+    ann.expect_lines(">>> Invalid command", ">>> Usage: dereg <your-name>")
     ann.sendline("send Bob still here")
     ann.expect_line(">>> Message received by Bob.")
     bob.expect_line(">>> Ann: still here")

@@ -122,12 +122,15 @@ def test_invalid_commands_in_group_mode(trio):
     ann.sendline("create_group g")
     ann.expect_line(">>> Group g created by Server.")
     join(ann, "g")
+    usages = {"send_group": "send_group <message>", "list_members all": "list_members", "dereg Bob": "dereg <your-name>",
+              "dereg": "dereg <your-name>"}  # the others are normal-mode commands, or none
     for line in ["create_group h", "list_groups", "join_group g", "send Bob hi", "send_group", "list_members all",
                  "dereg Bob", "dereg", "bogus"]:
         mark = ann.mark()
         ann.sendline(line)
-        ann.expect_line(">>> (g) Invalid command")
-        assert ann.text[mark:] == ">>> (g) Invalid command\n", f"after {line!r}"
+        expected = ">>> (g) Invalid command\n" + (f">>> (g) Usage: {usages[line]}\n" if line in usages else "")
+        ann.expect_lines(*expected.splitlines())
+        assert ann.text[mark:] == expected, f"after {line!r}"
     ann.sendline("leave_group")
     ann.expect_line(">>> Leave group chat g")
     ann.sendline("send_group gone")

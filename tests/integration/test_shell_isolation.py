@@ -12,9 +12,9 @@ import socket
 
 import pytest
 
-from node.client import HELP, ClientLogic
-from node.effects import Show
+from node.client import ClientLogic
 from node.events import GroupTableChanged
+from node.render import HELP, render
 from node.limits import drop_report
 from node.reliable import RetryPolicy
 from node.runtime import ERROR_PAUSE, open_node, run_client
@@ -220,9 +220,9 @@ class ScriptedTerminal:
         self.shown: list[str] = []
         self._changed = asyncio.Event()
 
-    def show(self, effect) -> None:
-        if isinstance(effect, Show):
-            self.shown.append(effect.text)
+    def show(self, event) -> None:
+        if isinstance(shown := render(event), list):
+            self.shown += shown
             self._changed.set()
 
     async def wait_for(self, text: str) -> None:

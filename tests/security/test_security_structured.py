@@ -22,6 +22,7 @@ from node.effects import Send, Show
 from node.reliable import is_newer
 from node.runtime import open_node
 from node.server import ServerLogic
+from node.session import State
 from proto import MSG_TYPES, STATUS_CODES, TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 from tests.simnet import SERVER, SimNet
@@ -272,7 +273,7 @@ def test_client_logic_under_structured_fuzz_from_the_servers_address():
         rng.shuffle(found)
         for index, (what, data) in found:
             if asking and what not in ENDING:
-                if not bob._busy:  # a variant answered the request: ask again, answer that one
+                if bob.state is State.IDLE:  # a variant answered the request: ask again, answer that one
                     ack_id = outstanding_list_request(sim, bob)
                 # The same variant (by place: its label may name the old id) of an answer to the new request
                 what, data = variants(type_name, header, from_server_payload(type_name, bob, ack_id))[index]

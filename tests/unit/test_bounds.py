@@ -40,7 +40,7 @@ def test_strangers_leave_no_state_in_a_client():
         ann.receive(grp, stranger, sim.now)
     spoofed = encode("pri_msg", {"msg_id": 5, "sender": "Bob"}, {"session": bob.session, "text": "hi"})
     ann.receive(spoofed, ("10.66.9.9", 5000), sim.now)  # Bob's name, another address
-    assert ann.drain() == [], "nothing answered"
+    assert ann.drain(sim.now) == [], "nothing answered"
     assert ann._last_from == {} and ann.net._acks == {} and ann.net.remembered_count == remembered
     assert ann.drops["unknown sender"] == 1001 and ann.drops["not from server"] == 1000
 
@@ -56,7 +56,7 @@ def test_group_message_ids_a_client_remembers_are_bounded():
         data = bytes(ChatHeader(type="grp_msg", msg_id=msg_id, token=9, sender="server") / GrpMsg(group="g", origin="x", text="y"))
         client.receive(data, SERVER, 0.0)
         assert client.net.remembered_count <= 8
-    client.drain()
+    client.drain(0.0)
     assert client.net.remembered_count == 8
 
 

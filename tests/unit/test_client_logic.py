@@ -7,8 +7,10 @@ import random
 
 import pytest
 
-from node.client import NOT_IN_GROUP, ClientLogic
-from node.effects import Send, Show, ShowTable
+from node.client import ClientLogic
+from node.effects import Exit, Send
+from node.events import PeersChanged, InvalidCommand, PrivateMessage
+from node.render import NOT_IN_GROUP, Table as Drawn, prompt, render
 from node.limits import Limits
 from node.reliable import RetryPolicy
 from proto import MAX_TEXT_BYTES, STATUSES, VERSION, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
@@ -18,6 +20,11 @@ from tests.simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
 TOKEN = 9  # the session token registered_client() is given: the server's datagrams carry it
+
+
+def shown(effects: list) -> list[str]:
+    """The lines a user reads for what the logic reported (tables left out)."""
+    return [line for e in effects if not isinstance(e, (Send, Exit)) and not isinstance(lines := render(e), Drawn) for line in lines]
 
 
 def new_lines(sim: SimNet, name: str, since: int) -> list[str]:
@@ -43,25 +50,25 @@ def test_registration_welcome_then_table():
     sim.run(1)
     ip, port = sim.addr(ann)
     assert sim.lines["Ann"] == [WELCOME, ">>> Client table updated.", f"| Ann | {ip} | {port} | online"]
-    assert ann.registered and ann.prompt == ">>> " and "Ann" not in sim.exits
+    assert ann.registered and prompt(ann.group) == ">>> " and "Ann" not in sim.exits
 
 
 def test_a_client_confirms_its_registration_at_once_and_is_welcomed_when_that_is_acked():
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
-    (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (reg,) = [decode(e.data) for e in client.drain(0.0) if isinstance(e, Send)]
     assert reg.token != 0, "a nonce, which the reg_ack must echo"
     answer = ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9, session=4)
     client.receive(bytes(answer), SERVER, 0.1)
-    effects = client.drain()
+    effects = client.drain(0.1)
     (confirm,) = [decode(e.data) for e in effects if isinstance(e, Send)]
     assert kind(confirm) == "confirm" and confirm.token == 9, "the new token, at once"
-    assert not client.registered and not [e for e in effects if isinstance(e, Show)], "no welcome yet"
+    assert not client.registered and not shown(effects), "no welcome yet"
     client.handle_timer(0.6)  # unanswered: retransmitted like any request
-    assert [decode(e.data).msg_id for e in client.drain() if isinstance(e, Send)] == [confirm.msg_id]
+    assert [decode(e.data).msg_id for e in client.drain(0.6) if isinstance(e, Send)] == [confirm.msg_id]
     acked = ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
     client.receive(bytes(acked), SERVER, 0.7)
-    assert [e.text for e in client.drain() if isinstance(e, Show)] == [WELCOME]
+    assert shown(client.drain(0.7)) == [WELCOME]
     assert client.registered and client.session == 4
 
 
@@ -72,11 +79,11 @@ def test_a_client_confirms_its_registration_at_once_and_is_welcomed_when_that_is
 def test_a_refused_confirm_exits_1(status, line):
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
-    (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (reg,) = [decode(e.data) for e in client.drain(0.0) if isinstance(e, Send)]
     client.receive(bytes(ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9)), SERVER, 0.1)
-    (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (confirm,) = [decode(e.data) for e in client.drain(0.1) if isinstance(e, Send)]
     client.receive(bytes(ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status=status)), SERVER, 0.2)
-    assert [e.text for e in client.drain() if isinstance(e, Show)] == [line]
+    assert shown(client.drain(0.2)) == [line]
     assert client.exit_status == 1 and not client.registered
 
 
@@ -86,7 +93,7 @@ def test_a_client_names_a_peer_of_another_version_once():
     old[2] = VERSION - 1
     for _ in range(3):
         client.receive(bytes(old), SERVER, 1.0)
-    lines = [e.text for e in client.drain() if isinstance(e, Show)]
+    lines = shown(client.drain(1.0))
     assert lines == [f">>> {SERVER[0]}:{SERVER[1]} speaks chat protocol version {VERSION - 1}; this node speaks version {VERSION}"]
     assert client.drops["other version"] == 3 and client.table_version == 0
 
@@ -206,7 +213,7 @@ def test_private_messages_in_group_mode_wait_for_leave_group():
     sim.type(ann, "leave_group")
     sim.run(1)
     assert mark("Ann") == [">>> Leave group chat g", ">>> Bob: first", ">>> Cat: second"]
-    assert ann.prompt == ">>> "
+    assert prompt(ann.group) == ">>> "
 
 
 @pytest.mark.parametrize("how", ["dereg", "end of input", "Ctrl+C"])
@@ -255,15 +262,15 @@ def test_dereg_own_name():
     assert not sim.server.clients["Ann"].online and bob.table["Ann"].online is False
 
 
-@pytest.mark.parametrize("group_mode, line", [(False, ">>> Invalid command"), (True, ">>> (g) Invalid command")])
-def test_dereg_another_name_is_invalid(group_mode, line):
+@pytest.mark.parametrize("group_mode, prefix", [(False, ">>> "), (True, ">>> (g) ")])
+def test_dereg_another_name_is_invalid(group_mode, prefix):
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     if group_mode:
         sim.in_group([ann])
     sim.type(ann, "dereg Bob")
     sim.run(1)
-    assert sim.lines["Ann"][-1] == line
+    assert sim.lines["Ann"][-2:] == [f"{prefix}Invalid command", f"{prefix}Usage: dereg <your-name>"]
     assert "Ann" not in sim.exits and sim.server.clients["Bob"].online
 
 
@@ -336,7 +343,7 @@ def test_create_group_and_failures():
         ">>> Group name should not contain ';'. Try again.",
     ]
     assert len(sim.sent) == sent, "refused locally"
-    assert ann.prompt == ">>> ", "creating does not join"
+    assert prompt(ann.group) == ">>> ", "creating does not join"
 
 
 def test_list_groups():
@@ -359,10 +366,10 @@ def test_join_group_and_failure():
     (ann,) = sim.online("Ann")
     sim.type(ann, "join_group nope")
     sim.run(1)
-    assert sim.lines["Ann"][-1] == ">>> Group nope does not exist" and ann.prompt == ">>> "
+    assert sim.lines["Ann"][-1] == ">>> Group nope does not exist" and prompt(ann.group) == ">>> "
     sim.in_group([ann])
     assert sim.lines["Ann"][-1] == ">>> Entered group g successfully"
-    assert ann.prompt == ">>> (g) "
+    assert prompt(ann.group) == ">>> (g) "
 
 
 def test_send_group_reaches_the_other_members_only():
@@ -394,7 +401,7 @@ def test_leave_group():
     sim.in_group([ann, bob])
     sim.type(ann, "leave_group")
     sim.run(1)
-    assert sim.lines["Ann"][-1] == ">>> Leave group chat g" and ann.prompt == ">>> "
+    assert sim.lines["Ann"][-1] == ">>> Leave group chat g" and prompt(ann.group) == ">>> "
     assert list(sim.server.groups["g"]) == ["Bob"]
     mark = Mark(sim)
     sim.type(bob, "send_group still here?")
@@ -403,36 +410,40 @@ def test_leave_group():
 
 
 @pytest.mark.parametrize(
-    "group_mode, line",
+    "group_mode, line, usage",
     [
-        (False, "hello"),
-        (False, "send"),
-        (False, "send Bob"),
-        (False, "create_group"),
-        (False, "join_group"),
-        (False, "list_groups extra"),
-        (False, "send_group hi"),
-        (False, "list_members"),
-        (False, "leave_group"),
-        (False, "dereg"),
-        (True, "create_group g2"),
-        (True, "join_group g"),
-        (True, "list_groups"),
-        (True, "send_group"),
-        (True, "list_members extra"),
-        (True, "leave_group now"),
-        (True, "bogus"),
+        (False, "hello", None),
+        (False, "send", "send <name> <message>"),
+        (False, "send Bob", "send <name> <message>"),
+        (False, "create_group", "create_group <group>"),
+        (False, "join_group", "join_group <group>"),
+        (False, "list_groups extra", "list_groups"),
+        (False, "send_group hi", None),  # the wrong mode: no form
+        (False, "list_members", None),
+        (False, "leave_group", None),
+        (False, "dereg", "dereg <your-name>"),
+        (True, "create_group g2", None),
+        (True, "join_group g", None),
+        (True, "list_groups", None),
+        (True, "send_group", "send_group <message>"),
+        (True, "list_members extra", "list_members"),
+        (True, "leave_group now", "leave_group"),
+        (True, "bogus", None),
+        (True, "send Bob", None),  # the wrong mode comes first
     ],
 )
-def test_invalid_commands(group_mode, line):
+def test_invalid_commands(group_mode, line, usage):
+    """The spec's line, then the form of the command that was meant when the line did not fit it."""
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     if group_mode:
         sim.in_group([ann])
     sent = len(sim.sent)
+    mark = Mark(sim)
     sim.type(ann, line)
     sim.run(1)
-    assert sim.lines["Ann"][-1] == (">>> (g) Invalid command" if group_mode else ">>> Invalid command")
+    prefix = ">>> (g) " if group_mode else ">>> "
+    assert mark("Ann") == [f"{prefix}Invalid command", *([f"{prefix}Usage: {usage}"] if usage else [])]
     assert len(sim.sent) == sent, "nothing sent"
 
 
@@ -475,6 +486,60 @@ def test_commands_typed_ahead_run_in_order():
         ">>> (g) Ann",
         ">>> Leave group chat g",
     ]
+
+
+# -- the same commands asked by a program ----------------------------------------------------------------
+
+# typed line -> the intent method that asks the same, and its arguments
+INTENTS = {
+    "create_group g": ("create_group", "g"),
+    "list_groups": ("list_groups",),
+    "send Bob hello  there": ("send_private", "Bob", "hello  there"),
+    "send Zed hi": ("send_private", "Zed", "hi"),
+    "join_group g": ("join_group", "g"),
+    "send_group hi all": ("send_group", "hi all"),
+    "list_members": ("list_members",),
+    "help": ("help",),
+    "leave_group": ("leave_group",),
+    "dereg Ann": ("deregister",),
+}
+
+
+def test_intent_methods_do_what_the_typed_commands_do():
+    """Asked one after the other at once, so each also waits its turn behind the ones before."""
+    seen = []
+    for typed in (True, False):
+        sim = SimNet(seed=3)
+        ann, bob = sim.online("Ann", "Bob")
+        since, sent = len(sim.events["Ann"]), len(sim.sent)
+        for line, (intent, *args) in INTENTS.items():
+            if typed:
+                sim.type(ann, line)
+            else:
+                sim.ask(ann, getattr(ann, intent), *args)
+        sim.run(2)
+        assert sim.exits["Ann"] == 0
+        datagrams = [kind(p) for _, src, _, p in sim.sent[sent:] if src == sim.addr(ann)]
+        seen.append((sim.events["Ann"][since:], [e for e in sim.events["Bob"] if isinstance(e, PrivateMessage)], datagrams))
+    assert seen[0] == seen[1]
+    events = [type(e).__name__ for e in seen[0][0]]
+    assert events == ["CreatedGroup", "ListedGroups", "Delivered", "UnknownUser", "JoinedGroup", "GroupMessageSent",
+                      "ListedMembers", "HelpShown", "LeftGroup", "Deregistered"]
+    assert seen[0][1] == [PrivateMessage("Ann", "hello  there")]
+
+
+def test_an_intent_in_the_wrong_mode_is_an_invalid_command():
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sent = len(sim.sent)
+    sim.ask(ann, ann.send_group, "hi")
+    sim.ask(ann, ann.leave_group)
+    assert sim.events["Ann"][-2:] == [InvalidCommand(None, "send_group"), InvalidCommand(None, "leave_group")]
+    sim.in_group([ann])
+    sim.ask(ann, ann.send_private, "Bob", "hi")
+    assert sim.events["Ann"][-1] == InvalidCommand("g", "send")
+    assert sim.lines["Ann"][-1] == ">>> (g) Invalid command"
+    assert [kind(p) for _, src, _, p in sim.sent[sent:] if src == sim.addr(ann)] == ["create_group", "join_group"]
 
 
 # -- the server stops answering ------------------------------------------------------------------------
@@ -610,7 +675,7 @@ def test_already_not_in_the_group(command):
     sim.type(cat, command)
     sim.run(1)
     assert mark("Cat") == [f">>> {NOT_IN_GROUP}", ">>> Bob: queued"]
-    assert cat.prompt == ">>> " and cat.group is None
+    assert prompt(cat.group) == ">>> " and cat.group is None
     assert NOT_IN_GROUP == (
         "You're already not in the group, because the Server didn't receive your previous ack to a group message."
     )
@@ -650,21 +715,21 @@ def table_pkt(msg_id: int, version: int, base: int, *entries: tuple[str, int]) -
 def registered_client() -> ClientLogic:
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
-    (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (reg,) = [decode(e.data) for e in client.drain(0.0) if isinstance(e, Send)]
     answer = ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9)
     client.receive(bytes(answer), SERVER, 0.0)
-    (confirm,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (confirm,) = [decode(e.data) for e in client.drain(0.0) if isinstance(e, Send)]
     confirmed = ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status="ok")
     client.receive(bytes(confirmed), SERVER, 0.0)
-    client.drain()
+    client.drain(0.0)
     assert client.registered
     return client
 
 
-def acks(client: ClientLogic) -> list[tuple[int, str]]:
+def acks(client: ClientLogic, now: float = 1.0) -> list[tuple[int, str]]:
     return [
         (p.payload.ack_id, STATUSES[p.payload.status])
-        for p in (decode(e.data) for e in client.drain() if isinstance(e, Send))
+        for p in (decode(e.data) for e in client.drain(now) if isinstance(e, Send))
         if kind(p) == "ack"
     ]
 
@@ -682,10 +747,10 @@ def test_duplicated_table_update_is_applied_and_shown_once():
     client = registered_client()
     data = table_pkt(11, 1, 0, ("Ann", 7001))
     client.receive(data, SERVER, 0.1)
-    first = client.drain()
+    first = client.drain(0.1)
     client.receive(data, SERVER, 0.2)
-    second = client.drain()
-    assert sum(isinstance(e, ShowTable) for e in first) == 1
+    second = client.drain(0.2)
+    assert sum(isinstance(e, PeersChanged) for e in first) == 1
     assert [e for e in second if not isinstance(e, Send)] == [] and len(second) == 1
 
 
@@ -693,10 +758,10 @@ def test_table_update_of_a_version_already_held_is_acked_not_shown_again():
     """The server resends the current version when it missed our ack (new message id, same version)."""
     client = registered_client()
     client.receive(table_pkt(11, 2, 0, ("Ann", 7001), ("Bob", 7002)), SERVER, 0.1)
-    client.drain()
+    client.drain(0.1)
     client.receive(table_pkt(12, 2, 0, ("Ann", 7001), ("Bob", 7002)), SERVER, 5.0)
-    effects = client.drain()
-    assert not any(isinstance(e, ShowTable) for e in effects)
+    effects = client.drain(5.0)
+    assert not any(isinstance(e, PeersChanged) for e in effects)
     assert [(decode(e.data).payload.ack_id, STATUSES[decode(e.data).payload.status]) for e in effects] == [(12, "ok")]
 
 
@@ -736,7 +801,7 @@ def test_table_probe_and_group_messages_only_from_the_server():
     client.receive(bytes(ChatHeader(type="probe", msg_id=12, token=TOKEN, sender="server")), stranger, 0.1)
     client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text="y")), stranger, 0.1)
     assert client.drops["not from server"] == 3
-    assert client.drain() == [] and "Zed" not in client.table
+    assert client.drain(0.1) == [] and "Zed" not in client.table
 
 
 def test_probe_from_the_server_is_acked():
@@ -748,8 +813,8 @@ def test_probe_from_the_server_is_acked():
 def test_group_message_for_another_group_is_acked_not_shown():
     client = registered_client()
     client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="old", origin="x", text="y")), SERVER, 0.1)
-    effects = client.drain()
-    assert not any(isinstance(e, Show) for e in effects)
+    effects = client.drain(0.1)
+    assert not shown(effects) and not any(isinstance(e, PeersChanged) for e in effects)
     assert [STATUSES[decode(e.data).payload.status] for e in effects if isinstance(e, Send)] == ["ok"]
 
 
@@ -778,7 +843,7 @@ def test_nothing_left_behind_after_exit():
     effects_before = len(sim.sent)
     ann.receive(bytes(ChatHeader(type="probe", msg_id=1, token=TOKEN, sender="server")), SERVER, sim.now)
     ann.handle_timer(sim.now + 10)
-    assert ann.drain() == [] and len(sim.sent) == effects_before, "an exited client does nothing more"
+    assert ann.drain(sim.now + 10) == [] and len(sim.sent) == effects_before, "an exited client does nothing more"
 
 
 def test_group_message_that_beats_the_join_answer_is_shown_after_it():
@@ -811,7 +876,7 @@ def test_group_messages_close_together_are_acknowledged_in_one_datagram():
     assert acks(client) == []
     assert client.get_timer() == pytest.approx(1.0 + delay)
     client.handle_timer(1.0 + delay)
-    (batch,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (batch,) = [decode(e.data) for e in client.drain(1.0 + delay) if isinstance(e, Send)]
     assert (batch.payload.ack_id, [m.id for m in batch.payload.also]) == (21, [22])
     assert batch.token == 9, "to the server, with the session token"
     grp_msg(21, 1.5)  # the server did not get that ack: its retransmission is acknowledged at once
@@ -821,12 +886,11 @@ def test_group_messages_close_together_are_acknowledged_in_one_datagram():
 def test_group_message_held_for_a_join_that_fails_is_not_shown():
     client = registered_client()
     client.command("join_group g", 0.1)
-    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (join,) = [decode(e.data) for e in client.drain(0.1) if isinstance(e, Send)]
     client.receive(bytes(ChatHeader(type="grp_msg", msg_id=13, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text="y")), SERVER, 0.2)
     client.receive(bytes(ChatHeader(type="ack", msg_id=14, token=join.token, sender="server") / Ack(ack_id=join.msg_id, status="no_such_group")), SERVER, 0.3)
     client.command("create_group g", 0.4)
-    shown = [e.text for e in client.drain() if isinstance(e, Show)]
-    assert shown == [">>> Group g does not exist"]
+    assert shown(client.drain(0.4)) == [">>> Group g does not exist"]
 
 
 # -- bounded queues ------------------------------------------------------------------------------------
@@ -908,7 +972,7 @@ def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
     client = registered_client()
     bound = Limits().queue_messages
     client.command("join_group g", 0.1)
-    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (join,) = [decode(e.data) for e in client.drain(0.1) if isinstance(e, Send)]
 
     def grp_msg(msg_id: int, now: float) -> None:
         data = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text=f"t{msg_id}")
@@ -917,15 +981,14 @@ def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
     for i in range(bound + 5):
         grp_msg(100 + i, 0.2)
     client.handle_timer(0.3)
-    acked = {m for p in (decode(e.data) for e in client.drain() if isinstance(e, Send)) for m in [p.payload.ack_id, *(x.id for x in p.payload.also)]}
+    acked = {m for p in (decode(e.data) for e in client.drain(0.3) if isinstance(e, Send)) for m in [p.payload.ack_id, *(x.id for x in p.payload.also)]}
     assert acked == set(range(100, 100 + bound)), "held ones acknowledged, the others not"
     assert client.drops["early, no room"] == 5 and len(client._early) == bound
     client.receive(bytes(ChatHeader(type="ack", msg_id=9, token=join.token, sender="server") / Ack(ack_id=join.msg_id, status="ok")), SERVER, 0.4)
     grp_msg(100 + bound, 0.6)  # the server's retransmission of the first one not acknowledged
     client.handle_timer(0.7)
-    effects = client.drain()
-    shown = [e.text for e in effects if isinstance(e, Show)]
-    assert shown == [">>> Entered group g successfully"] + [f">>> (g) Group_Message x: t{100 + i}" for i in range(bound + 1)]
+    effects = client.drain(0.7)
+    assert shown(effects) == [">>> Entered group g successfully"] + [f">>> (g) Group_Message x: t{100 + i}" for i in range(bound + 1)]
     assert [decode(e.data).payload.ack_id for e in effects if isinstance(e, Send)] == [100 + bound]
 
 
@@ -986,13 +1049,13 @@ def from_server(client: ClientLogic, type_name: str, msg_id: int, payload=None, 
     """Deliver a datagram from the server; return the lines the client shows."""
     pkt = ChatHeader(type=type_name, msg_id=msg_id, token=TOKEN, sender="server")
     client.receive(bytes(pkt if payload is None else pkt / payload), SERVER, now)
-    return [e.text for e in client.drain() if isinstance(e, Show)]
+    return shown(client.drain(now))
 
 
 def typed(client: ClientLogic, line: str, now: float):
     """Type a command; return the one request it sends."""
     client.command(line, now)
-    (request,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (request,) = [decode(e.data) for e in client.drain(now) if isinstance(e, Send)]
     return request
 
 
@@ -1013,10 +1076,9 @@ def from_bob(client: ClientLogic, msg_id: int, text: str, now: float = 1.0, sess
     """Deliver a private message in Bob's name; return the lines shown and the ids acked to ``addr``."""
     data = bytes(ChatHeader(type="pri_msg", msg_id=msg_id, sender="Bob", port=addr[1]) / PriMsg(session=session, text=text))
     client.receive(data, addr, now)
-    effects = client.drain()
-    shown = [e.text for e in effects if isinstance(e, Show)]
+    effects = client.drain(now)
     acked = [decode(e.data).payload.ack_id for e in effects if isinstance(e, Send) and e.addr == addr]
-    return shown, acked
+    return shown(effects), acked
 
 
 @pytest.mark.parametrize(
@@ -1113,7 +1175,7 @@ def test_the_servers_burst_is_not_rate_limited_but_a_peers_is():
 
     for msg_id in range(100, 100 + burst):
         client.receive(encode("probe", header(msg_id, "server"), None), SERVER, 1.0)
-    acked = {parse(e.data).payload.ack_id for e in client.drain() if isinstance(e, Send)}
+    acked = {parse(e.data).payload.ack_id for e in client.drain(1.0) if isinstance(e, Send)}
     assert len(acked) == burst and client.drops["rate-limited"] == 0
     for msg_id in range(100, 100 + burst):
         client.receive(encode("pri_msg", header(msg_id, "Zed"), {"session": 0, "text": "x"}), BOB, 1.0)
@@ -1174,7 +1236,7 @@ def test_private_message_before_the_registration_is_answered_is_ignored():
     """The table can arrive before the answer to our registration (reordered, or the answer lost)."""
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
-    client.drain()
+    client.drain(0.0)
     from_server(client, "table", 11, row_table(1), now=0.1)
     assert from_bob(client, 50, "too early") == ([], []), "not shown before the welcome; Bob tries again"
     assert client.drops["unknown sender"] == 1
@@ -1189,7 +1251,7 @@ def test_server_datagrams_without_the_clients_token_are_refused(token):
     freeze ours (version 0x7fffffff), rows that redirect a peer, a probe, a group message."""
     client = client_knowing_bob()
     client.command("join_group g", 0.2)
-    join = [decode(e.data) for e in client.drain() if isinstance(e, Send)][-1]
+    join = [decode(e.data) for e in client.drain(0.2) if isinstance(e, Send)][-1]
     from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok"), now=0.3)
     forged = [
         ("table", row_table(0x7FFFFFFF, ip="10.6.6.6", port=666)),
@@ -1200,7 +1262,7 @@ def test_server_datagrams_without_the_clients_token_are_refused(token):
     for msg_id, (type_name, payload) in enumerate(forged, 40):
         pkt = ChatHeader(type=type_name, msg_id=msg_id, token=token, sender="server")
         client.receive(bytes(pkt if payload is None else pkt / payload), SERVER, 0.4)
-    assert client.drain() == [], "nothing shown, nothing acknowledged"
+    assert client.drain(0.4) == [], "nothing shown, nothing acknowledged"
     assert client.drops["forged"] == 4
     assert client.table_version == 1 and client.table["Bob"].addr == BOB
     assert from_server(client, "table", 50, row_table(2, base=1, port=BOB[1] + 1), now=0.5) == []
@@ -1210,11 +1272,11 @@ def test_server_datagrams_without_the_clients_token_are_refused(token):
 def test_a_group_message_stamped_for_another_member_is_refused():
     client = registered_client()
     client.command("join_group g", 0.1)
-    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (join,) = [decode(e.data) for e in client.drain(0.1) if isinstance(e, Send)]
     from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok"), now=0.2)
     other_member = ChatHeader(type="grp_msg", msg_id=31, token=0xB0B, sender="server") / GrpMsg(group="g", origin="Cy", text="for Bob")
     client.receive(bytes(other_member), SERVER, 0.3)
-    assert client.drain() == [] and client.drops["forged"] == 1
+    assert client.drain(0.3) == [] and client.drops["forged"] == 1
     assert from_server(client, "grp_msg", 31, GrpMsg(group="g", origin="Cy", text="for Ann"), now=0.4) == [
         ">>> (g) Group_Message Cy: for Ann"]
 
@@ -1226,7 +1288,7 @@ def test_an_answer_from_the_servers_address_without_the_requests_token_is_ignore
     request = typed(client, "list_groups", 0.1)
     forged = ChatHeader(type="ack", msg_id=60, token=token, sender="server") / Ack(ack_id=request.msg_id, status="not_registered")
     client.receive(bytes(forged), SERVER, 0.2)
-    assert client.drain() == [] and client.exit_status is None
+    assert client.drain(0.2) == [] and client.exit_status is None
     assert client.drops["forged ack"] == 1
     assert from_server(client, "ack", 61, Ack(ack_id=request.msg_id, status="ok"), now=0.3) == [
         ">>> No available group right now"]
@@ -1235,11 +1297,11 @@ def test_an_answer_from_the_servers_address_without_the_requests_token_is_ignore
 def test_a_reg_ack_that_does_not_echo_the_regs_nonce_is_ignored():
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
-    (reg,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (reg,) = [decode(e.data) for e in client.drain(0.0) if isinstance(e, Send)]
     for token in (0, reg.token ^ 1):
         forged = ChatHeader(type="reg_ack", msg_id=1, token=token, sender="server") / RegAck(ack_id=reg.msg_id, token=66, session=6)
         client.receive(bytes(forged), SERVER, 0.1)
-    assert client.drain() == [] and client.net.token == 0 and client.drops["forged ack"] == 2
+    assert client.drain(0.1) == [] and client.net.token == 0 and client.drops["forged ack"] == 2
     genuine = ChatHeader(type="reg_ack", msg_id=2, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9, session=4)
     client.receive(bytes(genuine), SERVER, 0.2)
     assert client.net.token == 9
@@ -1270,12 +1332,12 @@ def test_a_private_message_for_another_session_is_refused():
     client.session = 0x1234
     data = ChatHeader(type="pri_msg", msg_id=70, token=0xC0FFEE, sender="Bob", port=BOB[1]) / PriMsg(session=5, to_session=0x4321, text="for Cy")
     client.receive(bytes(data), BOB, 1.0)
-    assert client.drain() == [] and client.drops["for another session"] == 1
+    assert client.drain(1.0) == [] and client.drops["for another session"] == 1
     data.payload.to_session = 0x1234
     data.msg_id = 71
     client.receive(bytes(data), BOB, 1.1)
-    effects = client.drain()
-    assert [e.text for e in effects if isinstance(e, Show)] == [">>> Bob: for Cy"]
+    effects = client.drain(1.1)
+    assert shown(effects) == [">>> Bob: for Cy"]
     (ack,) = [decode(e.data) for e in effects if isinstance(e, Send)]
     assert ack.payload.ack_id == 71 and ack.token == 0xC0FFEE, "the ack echoes the message's nonce"
 
@@ -1285,7 +1347,7 @@ def test_a_private_message_names_the_receivers_session_and_carries_a_fresh_nonce
     first, second = typed(client, "send Bob one", 1.0), None
     from_bob_ack = ChatHeader(type="ack", msg_id=80, token=first.token, sender="Bob") / Ack(ack_id=first.msg_id, status="ok")
     client.receive(bytes(from_bob_ack), BOB, 1.1)
-    assert [e.text for e in client.drain() if isinstance(e, Show)] == [">>> Message received by Bob."]
+    assert shown(client.drain(1.1)) == [">>> Message received by Bob."]
     second = typed(client, "send Bob two", 1.2)
     assert first.payload.to_session == second.payload.to_session == 0xB0B5
     assert first.token not in (0, second.token, client.net.token)
@@ -1308,7 +1370,7 @@ def test_a_group_message_replayed_after_its_id_is_forgotten_is_not_shown_again()
     replay, even with this client's own token."""
     client = registered_client()
     client.command("join_group g", 0.1)
-    (join,) = [decode(e.data) for e in client.drain() if isinstance(e, Send)]
+    (join,) = [decode(e.data) for e in client.drain(0.1) if isinstance(e, Send)]
     from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok"), now=0.2)
     memory = 4 * client.net.policy.window
     times = {100: 1.0, 101: 1.0 + memory + 0.1, 102: 1.0 + 2 * memory + 0.2}
@@ -1319,7 +1381,7 @@ def test_a_group_message_replayed_after_its_id_is_forgotten_is_not_shown_again()
     for msg_id in (100, 99):
         replay = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="Cy", text="again")
         client.receive(bytes(replay), SERVER, later)
-        assert client.drain() == [], "neither shown nor acknowledged"
+        assert client.drain(later) == [], "neither shown nor acknowledged"
     assert client.drops["replayed"] == 2
     assert from_server(client, "grp_msg", 101, GrpMsg(group="g", origin="Cy", text="m101"), now=later) == []
     assert client.drops["replayed"] == 2, "still remembered: acknowledged again, not shown"

@@ -8,7 +8,8 @@ import random
 
 from node.client import ClientLogic
 from node.effects import Send, ShowTable
-from node.events import ClientTableChanged
+from node.events import ClientTableChanged, PeersChanged
+from node.render import render
 from node.limits import Limits
 from node.reliable import RetryPolicy
 from node.server import ClientRecord, ServerLogic
@@ -287,22 +288,23 @@ def test_a_client_shows_a_long_table_now_and_then():
     server = ("10.9.0.1", 9000)
     client = ClientLogic("me", server, 7000, RetryPolicy(), random.Random(1), Limits(rate=0))
     client.start(0.0)
-    reg = parse(client.drain()[0].data)
+    reg = parse(client.drain(0.0)[0].data)
     client.receive(encode("reg_ack", {"msg_id": 1, "token": reg.token, "sender": "server"}, {"ack_id": reg.msg_id, "token": 5}), server, 0.0)
-    confirm = parse(client.drain()[0].data)
+    confirm = parse(client.drain(0.0)[0].data)
     client.receive(encode("ack", {"msg_id": 2, "token": 5, "sender": "server"}, {"ack_id": confirm.msg_id}), server, 0.0)
-    client.drain()
+    client.drain(0.0)
     assert client.registered
     shown = []  # rows of each table shown, read when shown
     for v in range(1, 301):  # one new row per update: a second apart while short, then 10 ms apart
         row = {"client": f"c{v}", "ip": "10.0.0.1", "port": 1000 + v, "session": v}
         update = encode("table", {"msg_id": 100 + v, "token": 5, "sender": "server"}, {"version": v, "base": v - 1, "entries": [row]})
-        client.receive(update, server, min(v, 100) + max(0, v - 100) * 0.01)
-        shown += [len(tuple(e.rows)) for e in client.drain() if isinstance(e, ShowTable)]
+        update_at = min(v, 100) + max(0, v - 100) * 0.01
+        client.receive(update, server, update_at)
+        shown += [len(tuple(render(e).rows)) for e in client.drain(update_at) if isinstance(e, PeersChanged)]
     assert shown[:100] == list(range(1, 101)), "short and changing at reading pace: shown on every update"
     assert len(shown) < 110, "long: at most once a second"
     client.handle_timer(110.0)
-    shown += [len(tuple(e.rows)) for e in client.drain() if isinstance(e, ShowTable)]
+    shown += [len(tuple(render(e).rows)) for e in client.drain(110.0) if isinstance(e, PeersChanged)]
     assert shown[-1] == 300, "the latest table is shown in the end"
 
 

@@ -15,23 +15,31 @@ from __future__ import annotations
 
 import os
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
 
-from node.events import MemberRemoved
+from node.events import Delivered, GroupMessage, MemberRemoved, NoAck, PrivateMessage, UnknownUser
 from tests.simnet import SimNet, kind
 from tools.faults import FaultPlan
 
 RUNS = int(os.environ.get("SIM_RUNS", "2000"))
 BURST_RUNS = int(os.environ.get("SIM_BURST_RUNS", "500"))
-SHOWN = re.compile(r">>> (?:\(\w+\) Group_Message )?(\w+): (\S+)$")
-SEND_OUTCOME = re.compile(
-    r">>> (?:Message received by (?P<ok>\w+)\.|No ACK from (?P<lost>\w+), message not delivered"
-    r"|User (?P<unknown>\w+) does not exist)$"
-)
+SEND_OUTCOMES = (Delivered, NoAck, UnknownUser)  # what a private message typed with send comes to
+
+
+def shown_messages(events: list) -> Counter:
+    """(author, text) of each private or group message a client showed, counted."""
+    return Counter(
+        (e.sender, e.text) if type(e) is PrivateMessage else (e.origin, e.text)
+        for e in events
+        if type(e) in (PrivateMessage, GroupMessage)
+    )
+
+
+def send_outcomes(events: list) -> list:
+    return [e for e in events if isinstance(e, SEND_OUTCOMES)]
 
 
 @dataclass
@@ -151,16 +159,16 @@ def group_burst(seed: int) -> tuple[SimNet, Script]:
 
 def violations(sim: SimNet, script: Script) -> list[str]:
     problems = [f"an exception escaped {name}'s logic: {trace.splitlines()[-1]}" for name, trace in sim.errors]
-    shown = {name: Counter(m.groups() for line in lines if (m := SHOWN.match(line))) for name, lines in sim.lines.items()}
+    shown = {name: shown_messages(events) for name, events in sim.events.items()}
     for name, counts in shown.items():
         problems += [f"{name} showed {what} {n} times" for what, n in counts.items() if n > 1]
     # every private message confirmed to its sender was shown once by its receiver
     for sender, sends in script.sends.items():
-        outcomes = [m for line in sim.lines[sender] if (m := SEND_OUTCOME.match(line))]
+        outcomes = send_outcomes(sim.events[sender])
         if len(outcomes) > len(sends) or (len(outcomes) < len(sends) and sender not in sim.exits):
             problems.append(f"{sender}: {len(sends)} sends but {len(outcomes)} outcomes")
         for (target, text), outcome in zip(sends, outcomes):
-            if outcome["ok"] == target and target not in script.crashed and shown[target][(sender, text)] != 1:
+            if outcome == Delivered(target) and target not in script.crashed and shown[target][(sender, text)] != 1:
                 problems.append(f"{sender} was told {target} got {text!r}, but {target} did not show it")
     # every group message the server forwarded reached each member that stayed responsive
     removed = {event.client for event in sim.events["server"] if isinstance(event, MemberRemoved)}
@@ -228,10 +236,11 @@ def private_message_stats(loss: float, count: int = 1000, seed: int = 1) -> dict
     for i in range(count):
         sim.type(ann, f"send Bob m{i}")
         sim.run(3)
-    sent = sum(1 for line in sim.lines["Ann"] if SEND_OUTCOME.match(line))
-    shown = Counter(m.group(2) for line in sim.lines["Bob"] if (m := SHOWN.match(line)))
-    confirmed = {f"m{i}" for i, line in enumerate(l for l in sim.lines["Ann"] if SEND_OUTCOME.match(l)) if "received" in line}
-    not_delivered = [f"m{i}" for i, line in enumerate(l for l in sim.lines["Ann"] if SEND_OUTCOME.match(l)) if "No ACK" in line]
+    outcomes = send_outcomes(sim.events["Ann"])
+    sent = len(outcomes)
+    shown = Counter(e.text for e in sim.events["Bob"] if isinstance(e, PrivateMessage))
+    confirmed = {f"m{i}" for i, outcome in enumerate(outcomes) if isinstance(outcome, Delivered)}
+    not_delivered = [f"m{i}" for i, outcome in enumerate(outcomes) if isinstance(outcome, NoAck)]
     return {
         "sent": sent,
         "delivered_once": sum(1 for n in shown.values() if n == 1) / max(sent, 1),

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import random
 
-from node.client import HELP, ClientLogic
-from node.effects import Send, Show
+from node.client import ClientLogic
+from node.effects import Exit, Send
+from node.render import HELP, render
 from node.limits import drop_report
 from node.reliable import RetryPolicy
 from proto import MSG_TYPES
@@ -26,14 +27,14 @@ class Client:
         self.sent: list = []
         self.shown: list[str] = []
         self.logic.start(0.0)
-        self.collect()
+        self.collect(0.0)
 
-    def collect(self) -> None:
-        for effect in self.logic.drain():
+    def collect(self, now: float) -> None:
+        for effect in self.logic.drain(now):
             if isinstance(effect, Send):
                 self.sent.append(parse(effect.data))
-            elif isinstance(effect, Show):
-                self.shown.append(effect.text)
+            elif not isinstance(effect, Exit) and isinstance(lines := render(effect), list):
+                self.shown += lines
 
     def last_sent(self, type_name: str):
         return next(pkt for pkt in reversed(self.sent) if MSG_TYPES[pkt.type] == type_name)
@@ -42,11 +43,11 @@ class Client:
         header = {"msg_id": 500 + len(self.sent), "token": request.token, "sender": "server"}  # echoed, as answers do
         self.logic.receive(encode(type_name, header,
                                   {"ack_id": request.msg_id, "status": OK, **payload}), SERVER, now)
-        self.collect()
+        self.collect(now)
 
     def type(self, line: str, now: float) -> None:
         self.logic.command(line, now)
-        self.collect()
+        self.collect(now)
 
 
 def test_an_ack_answering_reg_is_dropped_and_the_reg_ack_still_registers():

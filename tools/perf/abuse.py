@@ -25,13 +25,14 @@ import subprocess
 import sys
 import time
 
+from node.events import JoinedGroup, LeftGroup
 from node.limits import Limits
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import encode, parse
 from tools.cli import host_port
 
 from .figures import Busy, Figure, median, percentile
-from .latency import Lines, NotAnswered, client, timed
+from .latency import Events, NotAnswered, client, timed
 from .processes import HOST, READY_WITHIN, ChatServer, Process
 
 TARGET_RATIO = 3.0  # p99 under abuse / quiet p99
@@ -185,18 +186,18 @@ class Abuser(Process):
 
 async def bystander(server: tuple[str, int], name: str, count: int, tick) -> tuple[list[float], int]:
     """``count`` commands (join, leave, ...): seconds each, and how many failed."""
-    lines = Lines()
+    events = Events()
     try:
-        logic, node = await client(name, server, lines)
+        logic, node = await client(name, server, events)
     except (NotAnswered, asyncio.TimeoutError):
         return [], count  # not even registered
     samples, failed = [], 0
-    cycle = [("join_group g0", "Entered group g0 successfully"), ("leave_group", "Leave group chat g0")]
+    cycle = [(lambda now: logic.join_group("g0", now), JoinedGroup), (logic.leave_group, LeftGroup)]
     try:
         for i in range(count):
-            command, answer = cycle[i % 2]
+            ask, answer = cycle[i % 2]
             try:
-                samples.append(await timed(logic, node, lines, command, answer))
+                samples.append(await timed(node, events, ask, answer))
             except (NotAnswered, asyncio.TimeoutError):
                 failed = count - i  # the client gave up on the server: the rest cannot run
                 break

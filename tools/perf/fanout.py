@@ -21,6 +21,9 @@ from typing import Callable
 from proto import TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 
+from node.events import GroupMessage, GroupMessageSent, ListedMembers
+from node.session import State
+
 from .figures import Busy, Figure, check, median
 from .processes import HOST, ChatServer, EchoServer
 from .swarm import Swarm
@@ -40,10 +43,10 @@ class Group:
         everyone = [self.sender, *self.members]
         if not swarm.run_until(lambda: all(n.logic.registered for n in everyone), 60):
             raise RuntimeError("fanout: clients did not register")
-        swarm.command(self.sender, "create_group g")
-        swarm.run_until(lambda: not self.sender.logic._busy, 10)
+        swarm.ask(self.sender, self.sender.logic.create_group, "g")
+        swarm.run_until(lambda: self.sender.logic.state is State.IDLE, 10)
         for node in everyone:
-            swarm.command(node, "join_group g")
+            swarm.ask(node, node.logic.join_group, "g")
         if not swarm.run_until(lambda: all(n.logic.group == "g" for n in everyone), 60):
             raise RuntimeError("fanout: clients did not join")
         # table updates must be over, or they would be measured too
@@ -51,13 +54,13 @@ class Group:
         swarm.run_for(0.5)
         self.received: dict[int, float] = {}  # member fd -> when its logic showed the message
         self.answers: list[float] = []  # when the sender's requests were answered
-        swarm.on_show = self._shown
+        swarm.on_event = self._shown
 
-    def _shown(self, node, text: str, now: float) -> None:
+    def _shown(self, node, event, now: float) -> None:
         if node is self.sender:
-            if text.startswith((">>> (g) Message received by Server", ">>> (g) Members in the group")):
+            if isinstance(event, (GroupMessageSent, ListedMembers)):
                 self.answers.append(now)
-        elif "Group_Message" in text:
+        elif isinstance(event, GroupMessage):
             self.received[node.sock.fileno()] = now
 
     def one_message(self, text: str) -> tuple[float, float]:
@@ -65,14 +68,14 @@ class Group:
         self.received.clear()
         self.answers.clear()
         start = time.monotonic()
-        self.swarm.command(self.sender, f"send_group {text}")
+        self.swarm.ask(self.sender, self.sender.logic.send_group, text)
         self.swarm.run_until(lambda: len(self.received) == len(self.members) and self.answers, 10)
         last = max(self.received.values())
         # A member's ack may wait a few milliseconds for later messages to go with it.
         self.swarm.run_until(lambda: not any(m.logic.net.acks_waiting for m in self.members), 10)
-        self.swarm.command(self.sender, "list_members")
+        self.swarm.ask(self.sender, self.sender.logic.list_members)
         self.swarm.run_until(lambda: len(self.answers) >= 2, 10)
-        self.swarm.run_until(lambda: not self.sender.logic._busy, 10)
+        self.swarm.run_until(lambda: self.sender.logic.state is State.IDLE, 10)
         return last - start, self.answers[-1] - start
 
     def sustained(self, seconds: float, lean: bool = False) -> float:
@@ -82,13 +85,13 @@ class Group:
         logic, so that one benchmark process can keep up with the server (see ``ack_copies``)."""
         delivered, sent, acked = 0, 0, 0
 
-        def shown(node, text, now):
+        def shown(node, event, now):
             nonlocal delivered, acked
             if node is self.sender:
-                if "Message received by Server" in text:
+                if isinstance(event, GroupMessageSent):
                     acked += 1
                     next_message()  # at once, not after the other sockets ready now
-            elif "Group_Message" in text:
+            elif isinstance(event, GroupMessage):
                 delivered += 1
 
         def copied():
@@ -99,9 +102,9 @@ class Group:
             nonlocal sent
             if acked == sent and time.monotonic() < end:
                 sent += 1
-                self.swarm.command(self.sender, f"send_group s{sent}")
+                self.swarm.ask(self.sender, self.sender.logic.send_group, f"s{sent}")
 
-        self.swarm.on_show = shown
+        self.swarm.on_event = shown
         if lean:
             for member in self.members:
                 member.on_readable = ack_copies(self.swarm, member, copied)
@@ -111,7 +114,7 @@ class Group:
         self.swarm.run_until(lambda: time.monotonic() >= end, seconds + 1, tick=next_message)
         self.swarm.run_until(lambda: delivered >= sent * len(self.members), 5)
         elapsed = time.monotonic() - start
-        self.swarm.on_show = self._shown
+        self.swarm.on_event = self._shown
         for member in self.members:
             member.on_readable = None
         return delivered / len(self.members) / elapsed

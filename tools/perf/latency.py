@@ -15,10 +15,11 @@ import random
 import subprocess
 import sys
 import time
+from typing import Callable
 
 from node.client import ClientLogic
-from node.effects import Effect, Show
-from node.runtime import open_node
+from node.events import Delivered, ListedGroups, Registered, ServerGone
+from node.runtime import Node, open_node
 
 from .figures import Figure, check, median, percentile
 from .processes import HOST, ROOT, STARTED, ChatServer, EchoServer, free_port
@@ -33,56 +34,59 @@ class NotAnswered(Exception):
     """The client gave up on the server (``Server not responding``)."""
 
 
-class Lines:
-    """The show callback of a node: lets a coroutine wait for a line (NotAnswered if the
-    client gives up on the server instead)."""
+class Events:
+    """The show callback of a node: lets a coroutine wait for an event of a type (NotAnswered
+    if the client gives up on the server instead)."""
 
     def __init__(self):
-        self.waiting: tuple[str, asyncio.Future] | None = None
+        self.waiting: tuple[type, asyncio.Future] | None = None
 
-    def __call__(self, effect: Effect) -> None:
-        if not isinstance(effect, Show) or self.waiting is None:
+    def __call__(self, event) -> None:
+        if self.waiting is None:
             return
-        text, future = self.waiting
-        if text in effect.text:
+        wanted, future = self.waiting
+        if isinstance(event, wanted):
             self.waiting = None
             if not future.done():
                 future.set_result(time.perf_counter())
-        elif "Server not responding" in effect.text:
+        elif isinstance(event, ServerGone):
             self.waiting = None
             if not future.done():
-                future.set_exception(NotAnswered(effect.text))
+                future.set_exception(NotAnswered(repr(event)))
 
-    def expect(self, text: str) -> asyncio.Future:
+    def expect(self, wanted: type) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        self.waiting = (text, future)
+        self.waiting = (wanted, future)
         return future
 
 
-async def client(name: str, server, lines: Lines):
+async def client(name: str, server, events: Events):
     port = free_port()
     logic = ClientLogic(name, server, port, rng=random.Random(name), limits=NO_LIMITS)
-    welcome = lines.expect("Welcome")
-    node, _ = await open_node(logic, lines, (HOST, port))
+    welcome = events.expect(Registered)
+    node, _ = await open_node(logic, events, (HOST, port))
     logic.start(node.now())
     node.pump()
     await asyncio.wait_for(welcome, 10)
     return logic, node
 
 
-async def timed(logic, node, lines: Lines, command: str, answer: str, timeout: float = 10) -> float:
-    """Seconds from typing ``command`` until a line with ``answer`` is shown."""
-    done = lines.expect(answer)
+async def timed(node: Node, events: Events, ask: Callable[[float], None], answer: type, timeout: float = 10) -> float:
+    """Seconds from asking (one of the client's intent methods, called with the time) until
+    the client reports an ``answer``."""
+    done = events.expect(answer)
     start = time.perf_counter()
-    logic.command(command, node.now())
+    ask(node.now())
     node.pump()
     return (await asyncio.wait_for(done, timeout)) - start
 
 
-async def timed_commands(logic, node, lines: Lines, command, answer: str, count: int, tick) -> list[float]:
+async def timed_commands(node: Node, events: Events, ask: Callable[[int, float], None], answer: type, count: int,
+                         tick) -> list[float]:
+    """``count`` times ``ask(i, now)``, each timed until its answer."""
     samples = []
     for i in range(count):
-        samples.append(await timed(logic, node, lines, command(i), answer))
+        samples.append(await timed(node, events, lambda now: ask(i, now), answer))
         tick(i / count)
     return samples
 
@@ -112,19 +116,19 @@ async def echo_round_trips(address, count: int, tick) -> list[float]:
 
 
 async def runtime_latency(server, echo, count: int, progress) -> dict[str, list[float]]:
-    a_lines, b_lines = Lines(), Lines()
-    ann, ann_node = await client("LatAnn", server, a_lines)
-    bob, bob_node = await client("LatBob", server, b_lines)
+    a_events, b_events = Events(), Events()
+    ann, ann_node = await client("LatAnn", server, a_events)
+    bob, bob_node = await client("LatBob", server, b_events)
     try:
         while "LatBob" not in ann.table:  # Ann learns Bob's address from the server's table
             await asyncio.sleep(0.01)
         results = {"echo": await echo_round_trips(echo, count, lambda f: progress("latency: echo", f / 3))}
         results["request"] = await timed_commands(
-            ann, ann_node, a_lines, lambda i: "list_groups", "No available group", count,
+            ann_node, a_events, lambda i, now: ann.list_groups(now), ListedGroups, count,
             lambda f: progress("latency: request->ack", (1 + f) / 3),
         )
         results["private"] = await timed_commands(
-            ann, ann_node, a_lines, lambda i: f"send LatBob m{i}", "Message received by LatBob", count,
+            ann_node, a_events, lambda i, now: ann.send_private("LatBob", f"m{i}", now), Delivered, count,
             lambda f: progress("latency: private->ack", (2 + f) / 3),
         )
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from node import client
+from node.peers import PeerRows
 from node.reliable import RetryPolicy
 from proto import MAX_DATAGRAM
 
@@ -32,17 +32,15 @@ def entry_bytes(name: str) -> int:
     return one - empty
 
 
-def truth(nodes) -> dict:
+def truth(nodes, shared: PeerRows) -> dict:
     """The table every client must hold: each client online at its address, with its session.
 
-    Made of the very rows the clients share (node.client._PEERS) where they exist, so that
-    comparing 10,000 tables of 10,000 rows takes seconds; the comparison is by value anyway.
-    (Older commits share none: the benchmark measures them too.)"""
-    rows, shared = {}, getattr(client, "_PEERS", {})
+    Made of the very rows the clients share (the swarm's ``PeerRows``), so that comparing
+    10,000 tables of 10,000 rows takes seconds; the comparison is by value anyway."""
+    rows = {}
     for n in nodes:
         ip, port = n.sock.getsockname()
-        key = (ip, port, 1, n.logic.session)
-        rows[n.logic.name] = shared.get(key) or client.Peer((ip, port), True, n.logic.session)
+        rows[n.logic.name] = shared.get(ip, port, 1, n.logic.session)
     return rows
 
 
@@ -85,7 +83,7 @@ def storm(size: int, timeout: float, progress) -> dict:
         swarm.run_for(REPLY_MEMORY)  # the answers remembered for retransmitted requests expire
         status = server.status()
         result["rss_settled"], result["rss_peak"] = status["VmRSS"] - before, status["VmHWM"]
-        expected = truth(nodes)
+        expected = truth(nodes, swarm.peers)
         result["wrong"] = sum(1 for n in nodes if n.logic.table != expected)
         result["min_bytes"] = size * sum(entry_bytes(n.logic.name) for n in nodes)
     return result

@@ -3,8 +3,9 @@ project's own client, not a second implementation of the protocol) on its own
 UDP socket, all driven by one epoll loop.
 
 This is a shell, like node/runtime.py, only leaner: one process can hold
-thousands of clients.  ``on_show`` sees every line a client would print, with
-the time its logic produced it.
+thousands of clients, which share their table rows (``node.peers``).  ``on_event``
+sees everything a client's logic reports (``node/events.py``), with the time it
+reported it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import time
 from typing import Callable
 
 from node.client import ClientLogic
-from node.effects import Exit, Send, Show
+from node.effects import Exit, Send
 from node.limits import Limits
+from node.peers import PeerRows
 from node.reliable import RetryPolicy
 
 from .processes import HOST
@@ -50,7 +52,8 @@ class Swarm:
         self.nodes: dict[int, Node] = {}  # fd -> node
         self._timers: list[tuple[float, int, int]] = []  # (when, seq, fd)
         self._seq = itertools.count()
-        self.on_show: Callable[[Node, str, float], None] | None = None
+        self.on_event: Callable[[Node, object, float], None] | None = None
+        self.peers = PeerRows()  # equal rows of the clients' tables, held once
         self.on_receive: Callable[[Node, bytes, float], None] | None = None
         self.from_server = [0, 0, 0]  # datagrams, bytes, largest
         self.send_errors = 0
@@ -60,7 +63,7 @@ class Swarm:
         sock.bind((HOST, 0))
         sock.setblocking(False)
         port = sock.getsockname()[1]
-        logic = ClientLogic(name, self.server, port, self.policy, random.Random(self.rng.random()), NO_LIMITS)
+        logic = ClientLogic(name, self.server, port, self.policy, random.Random(self.rng.random()), NO_LIMITS, self.peers)
         node = Node(logic, sock)
         self.nodes[sock.fileno()] = node
         self.epoll.register(sock.fileno(), select.EPOLLIN)
@@ -69,25 +72,25 @@ class Swarm:
             self.pump(node, time.monotonic())
         return node
 
-    def command(self, node: Node, line: str) -> None:
+    def ask(self, node: Node, intent: Callable[..., None], *args) -> None:
+        """Call one of ``node``'s intent methods (``node.logic.send_group``, ...) now; carry out what follows."""
         now = time.monotonic()
-        node.logic.command(line, now)
+        intent(*args, now)
         self.pump(node, now)
 
     def pump(self, node: Node, now: float) -> None:
         """Carry out what the node's logic asked for, then note its next timer."""
-        for effect in node.logic.drain():
+        for effect in node.logic.drain(now):
             kind = type(effect)
             if kind is Send:
                 try:
                     node.sock.sendto(effect.data, effect.addr)
                 except OSError:
                     self.send_errors += 1  # a full buffer: loss, which the protocol repairs
-            elif kind is Show:
-                if self.on_show is not None:
-                    self.on_show(node, effect.text, now)
             elif kind is Exit:
                 node.exit_status = effect.status
+            elif self.on_event is not None:
+                self.on_event(node, effect, now)
         when = node.logic.get_timer()
         if when is not None and (node.scheduled is None or when < node.scheduled):
             node.scheduled = when
