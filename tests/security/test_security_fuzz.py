@@ -218,7 +218,10 @@ def conversation_round(ann, bob, cid, server, k: int) -> None:
     step(cid, "leave_group", (cid, ">>> Leave group chat study"))
     step(cid, f"send Bob r{k} while you are busy", (cid, ">>> Message received by Bob."))
     step(bob, "leave_group", (bob, ">>> Leave group chat study"), (bob, f">>> Cid: r{k} while you are busy"))
+    left = server.mark()
     step(ann, "leave_group", (ann, ">>> Leave group chat study"))
+    # the server answers before it prints: its lines of the round are waited for, not assumed
+    server.expect_groups({"study": []}, since=left)
     step(cid, "send_group not in a group", (cid, ">>> Invalid command"))
 
 

@@ -168,8 +168,10 @@ def test_replayed_capture_changes_nothing(cluster, tools, tmp_path):
     # Ann comes back on another port and joins g: a replayed dereg must not take her
     # offline, and a group message sent again would reach her.
     ann = cluster.client("Ann", server)
+    joined = server.mark()
     ann.sendline("join_group g")
     ann.expect_line(">>> Entered group g successfully")
+    server.expect_groups({"g": ["Bob", "Ann"]}, since=joined)  # the server's lines of the join, before the next mark
     bob.expect_clients({"Ann": "online"})
     online.append(ann)
     drain(server, bob, ann)
