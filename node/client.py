@@ -30,7 +30,7 @@ from proto.messages import SERVER, sent_only_by
 from . import commands as cmd
 from . import events as ev
 from .effects import Address, Exit
-from .limits import LineQueue, Limits, RateLimiter
+from .limits import EventQueue, Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
 from .peers import Peer, PeerRows
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
@@ -68,16 +68,16 @@ class ClientLogic:
         self._peers = peers if peers is not None else PeerRows()  # clients of one process may share theirs
         self.table_version = 0
         self.outbox: list = []  # what happened since the last drain (node/events.py), and Exit
-        self.queued = LineQueue(limits)  # private messages received in group mode, to show later
+        self.queued = EventQueue(limits)  # private messages received in group mode, to show later
         # The server may forward group messages before its answer to join_group arrives: hold them.
         self._joining: str | None = None  # the group asked for, while State.JOINING
-        self._early = LineQueue(limits)
+        self._early = EventQueue(limits)
         self.refused = 0  # private messages refused since the queue was last printed: it was full
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self.session = 0  # our public session number, from the server
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
         self._rate = RateLimiter(limits.rate, limits.burst)
-        self._versions_seen = OtherVersions(self.drops)
+        self._versions_seen = OtherVersions(self.drops, self._emit)
         self._waiting: deque[str | cmd.Command | cmd.EndOfInput] = deque()  # commands waiting for their turn
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.table), self._show_table)
         self._performers: dict[type, Callable] = {
@@ -173,7 +173,7 @@ class ClientLogic:
         try:
             pkt = parse(data)
         except ProtocolError:
-            if not self._versions_seen.check(data, addr, self.outbox):
+            if not self._versions_seen.check(data, addr):
                 self.drops["malformed"] += 1
             return
         kind = MSG_TYPES[pkt.type]

@@ -9,10 +9,23 @@ does.  The idea is aioquic's ``quic/events.py`` and h11's ``_events.py``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:  # the client's table rows
     from .peers import Peer
+
+
+class LazyRows:
+    """Table rows made when they are read, as they are at that moment: a shell that does not
+    print them (the benchmark's thousands of simulated clients) never pays for a long table."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], tuple[tuple[str, ...], ...]]):
+        self._make = make
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        return iter(self._make())
 
 
 # -- client events (node/client.py) -------------------------------------------------
@@ -383,3 +396,27 @@ class LinesMerged:
     count: int
 
 
+
+
+# -- either node (node/versions.py, node/limits.py) ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OtherVersionHeard:
+    """A chat datagram of another protocol ``version`` came from ``source`` (a peer that runs an
+    older or newer ChatApp): dropped and counted; said once per address."""
+
+    source: tuple[str, int]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class OtherVersionsOnlyCounted:
+    """More addresses than are named sent datagrams of other versions: the rest are only counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class DropsCounted:
+    """The node is stopping: the datagrams it refused, as (kind, how many), in the order of kind."""
+
+    counts: tuple[tuple[str, int], ...]

@@ -11,12 +11,11 @@ import itertools
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable
 
-from proto import MAX_NAME_BYTES
+from proto import MAX_NAME_BYTES, VERSION
 
 from . import events as ev
 from .commands import GRAMMAR
 from .console import LIST_SHOWN
-from .effects import LazyRows, Show, ShowTable
 from .text import escaped
 
 _RENDERERS: dict[type, Callable] = {}
@@ -35,11 +34,6 @@ class Table:
 def render(event) -> list[str] | Table:
     """What the user reads for ``event``: finished lines (already escaped), or a table."""
     return _RENDERERS[type(event)](event)
-
-
-# What a logic still words itself (until its events are done): shown as it was.
-_RENDERERS[Show] = lambda effect: [escaped(effect.text)]
-_RENDERERS[ShowTable] = lambda effect: Table(effect.title, effect.columns, effect.rows)
 
 
 def renders(event_type: type) -> Callable[[Callable], Callable]:
@@ -205,7 +199,7 @@ def _peers_table(e: ev.PeersChanged) -> Table:
     def rows() -> tuple[tuple[str, ...], ...]:
         return tuple((name, p.addr[0], str(p.addr[1]), "online" if p.online else "offline") for name, p in peers.items())
 
-    return Table(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(rows))
+    return Table(">>> Client table updated.", CLIENT_COLUMNS, ev.LazyRows(rows))
 
 
 # -- server wording -----------------------------------------------------------------
@@ -307,3 +301,9 @@ def _merged(e: ev.LinesMerged) -> list[str]:
     return _server_line(f"... and {e.count} more like it in the last second: {like}")
 
 
+# -- either node --------------------------------------------------------------------
+
+_words(ev.OtherVersionHeard, lambda e: f"{e.source[0]}:{e.source[1]} speaks chat protocol version {e.version}; "
+                                      f"this node speaks version {VERSION}")
+_words(ev.OtherVersionsOnlyCounted, lambda e: "More peers speak other chat protocol versions; they are only counted")
+_words(ev.DropsCounted, lambda e: "Dropped datagrams: " + ", ".join(f"{kind} {n}" for kind, n in e.counts))

@@ -20,7 +20,7 @@ from proto.fastpath import Fields, parse
 
 from . import events as ev
 from .console import Console
-from .effects import Address, LazyRows
+from .effects import Address
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import MAX_REMEMBERED_REPLIES, Endpoint, RetryPolicy, is_newer
@@ -112,7 +112,7 @@ class ServerLogic:
         # many names holds one entry; insertion order is expiry order (all live equally long)
         self._pending: OrderedDict[Address, PendingReg] = OrderedDict()
         self._pending_life = PENDING_WINDOWS * policy.window
-        self._versions_seen = OtherVersions(self.drops)
+        self._versions_seen = OtherVersions(self.drops, self._emit)
         self._handlers = {
             "dereg": self._on_dereg,
             "create_group": self._on_create_group,
@@ -139,7 +139,7 @@ class ServerLogic:
         try:
             pkt = parse(data)
         except ProtocolError as exc:
-            if not self._versions_seen.check(data, addr, self._outbox):
+            if not self._versions_seen.check(data, addr):
                 self._drop("malformed", addr, detail=exc)
             return
         kind = MSG_TYPES[pkt.type]
@@ -402,7 +402,7 @@ class ServerLogic:
     # -- state changes ------------------------------------------------------------
 
     def _print_table(self) -> None:
-        self._emit(ev.ClientTableChanged(LazyRows(self.client_rows)))
+        self._emit(ev.ClientTableChanged(ev.LazyRows(self.client_rows)))
 
     def _go_offline(self, record: ClientRecord, now: float) -> None:
         record.online = False
@@ -471,7 +471,7 @@ class ServerLogic:
         def rows() -> tuple[tuple[str, tuple[str, ...]], ...]:
             return tuple((group, tuple(members)) for group, members in groups.items())
 
-        self._emit(ev.GroupTableChanged(LazyRows(rows)))
+        self._emit(ev.GroupTableChanged(ev.LazyRows(rows)))
 
     def client_rows(self) -> tuple[tuple[str, str, int, bool], ...]:
         return tuple((c.name, c.addr[0], c.addr[1], c.online) for c in self.clients.values())
