@@ -25,7 +25,7 @@ from proto import (
     ProtocolError,
 )
 from proto.fastpath import Fields, parse
-from proto.messages import SERVER, sent_only_by
+from proto.messages import ANSWERS, SERVER, sent_only_by
 
 from . import commands as cmd
 from . import events as ev
@@ -177,7 +177,7 @@ class ClientLogic:
                 self.drops["malformed"] += 1
             return
         kind = MSG_TYPES[pkt.type]
-        if kind in ("ack", "reg_ack"):
+        if kind in ANSWERS:
             self.net.handle_ack(pkt, addr, now)  # counts what answers nothing, or is of the wrong type
             return
         handler = self._receivers.get(kind)

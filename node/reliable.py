@@ -29,6 +29,7 @@ ACK_DELAY = 0.005  # seconds an ack may wait to go with others; see RetryPolicy.
 ACK_BATCH = 16  # message ids one ack answers at most (Ack.also holds up to 255)
 ACK = TYPE_CODES["ack"]
 ANSWER_TYPES = {m.name: TYPE_CODES[m.answer] for m in MESSAGES if m.answer}  # the type of answer each request takes
+ANSWERED_WITH = {m.code: m.answer for m in MESSAGES if m.answer}  # the same, by the request's type code
 
 
 @dataclass(frozen=True)
@@ -173,11 +174,12 @@ class Endpoint:
         its answer echoes (peers never see the token)."""
         return self._encode(type_name, self.token if token is None else token, payload)
 
-    def build_answer(self, request: Fields, type_name: str = "ack", **payload) -> Outgoing:
-        """The answer to ``request``: it names the request's message id and echoes its header
-        token, the proof that whoever answers received the request (a blind spoofer did not)."""
+    def build_answer(self, request: Fields, **payload) -> Outgoing:
+        """The answer to ``request``, of the type that answers it (proto/messages.py): it names the
+        request's message id and echoes its header token, the proof that whoever answers received
+        the request (a blind spoofer did not)."""
         payload["ack_id"] = request.msg_id
-        return self._encode(type_name, request.token, payload)
+        return self._encode(ANSWERED_WITH[request.type], request.token, payload)
 
     def _encode(self, type_name: str, token: int, payload: dict) -> Outgoing:
         msg_id = self._next_id

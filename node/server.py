@@ -196,12 +196,12 @@ class ServerLogic:
             return
         status = "bad_name" if not valid_username(name) else self._refusal(name, addr)
         if status is not None:
-            self.net.answer(pkt, addr, self.net.build_answer(pkt, "reg_ack", status=STATUS_CODES[status]), now)
+            self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status]), now)
             self._emit(ev.RegistrationRefused(name, addr, status))
             return
         pending = self._await_confirm(name, addr, pkt.msg_id, now)
         # its header echoes the reg's nonce; the new token is in the payload
-        answer = self.net.build_answer(pkt, "reg_ack", status=STATUS_OK, token=pending.token, session=pending.session)
+        answer = self.net.build_answer(pkt, status=STATUS_OK, token=pending.token, session=pending.session)
         self.net.answer(pkt, addr, answer, now)
 
     def _on_confirm(self, pkt: Fields, addr: Address, now: float) -> None:
