@@ -20,11 +20,13 @@ from typing import Callable
 from proto import (
     MAX_TEXT_BYTES,
     MSG_TYPES,
+    ListMore,
     STATUS_CODES,
     STATUSES,
     ProtocolError,
 )
 from proto.fastpath import Fields, parse
+from proto.fields import layer_spec
 from proto.messages import ANSWERS, SERVER, sent_only_by
 
 from . import commands as cmd
@@ -44,6 +46,7 @@ STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
 
 # Datagrams that only the server may send to a client.
 FROM_SERVER_ONLY = sent_only_by(SERVER)
+LIST_END = 1 << layer_spec(ListMore).field("start").bits  # list_more's start is below this
 
 
 class ClientLogic:
@@ -367,7 +370,7 @@ class ClientLogic:
             if not more and (self._left_behind(ack, now) or self._refused(ack, now)):
                 return
             items.extend(item.value for item in ack.payload.items)
-            if more and ack.payload.items and len(items) <= 0xFFFF:  # start is 16 bits: a list stops there
+            if more and ack.payload.items and len(items) < LIST_END:  # a list stops where start can count no further
                 self._request(self.net.build("list_more", list=kind, start=len(items), group=group), now, answered)
             else:
                 listed(items, now)

@@ -15,15 +15,16 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
-from proto import MSG_TYPES, STATUS_CODES, ProtocolError
+from proto import MSG_TYPES, STATUS_CODES, ProtocolError, RegAck
 from proto.fastpath import Fields, parse
+from proto.fields import layer_spec
 
 from . import events as ev
 from .console import Console
 from .effects import Address
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
-from .reliable import MAX_REMEMBERED_REPLIES, Endpoint, RetryPolicy, is_newer
+from .reliable import MAX_REMEMBERED_REPLIES, TOKEN_BITS, Endpoint, RetryPolicy, is_newer
 from .render import CLIENT_COLUMNS  # noqa: F401 (node/client.py reads it from here)
 from .sync import TABLE_WINDOW, SyncState, TableSync
 from .tables import TablePrinter, page
@@ -34,6 +35,7 @@ STATUS_OK = STATUS_CODES["ok"]
 # most this many retry windows: long enough for a reg_ack and a confirm that each needed every try.
 PENDING_WINDOWS = 2
 MAX_PENDING = 1024  # registrations waiting for their confirm; past that, the oldest is forgotten
+SESSION_BITS = layer_spec(RegAck).field("session").bits
 
 
 @dataclass(slots=True)  # slots: thousands of these, each a few hundred bytes smaller
@@ -249,7 +251,7 @@ class ServerLogic:
             pending.popitem(last=False)
             self.drops["unconfirmed reg"] += 1
         randbits = self._randbits
-        waiting = PendingReg(name, addr, randbits(64) or 1, randbits(32), reg_id, now + self._pending_life)
+        waiting = PendingReg(name, addr, randbits(TOKEN_BITS) or 1, randbits(SESSION_BITS), reg_id, now + self._pending_life)
         pending[addr] = waiting
         return waiting
 
