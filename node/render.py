@@ -289,7 +289,7 @@ _SERVER_DROPPED_AS = {
 @renders(ev.DatagramDropped)
 def _dropped(e: ev.DatagramDropped) -> list[str]:
     why = _SERVER_DROPPED_AS.get((e.reason, e.message)) or _SERVER_DROPPED.get(e.reason, "{detail}")
-    detail = why.format_map(vars(e))
+    detail = why.format_map({field.name: getattr(e, field.name) for field in fields(e)})
     return _server_line(f"Dropped {e.reason} datagram from {e.source[0]}:{e.source[1]} ({detail}); "
                  "more of this kind are only counted")
 
