@@ -27,7 +27,7 @@ from proto import (
 )
 from proto.fastpath import Fields, parse
 from proto.fields import layer_spec
-from proto.messages import ANSWERS, SERVER, sent_only_by
+from proto.messages import ANSWERS, CLIENT, SERVER, received_by, sent_only_by
 
 from . import commands as cmd
 from . import events as ev
@@ -83,23 +83,9 @@ class ClientLogic:
         self._versions_seen = OtherVersions(self.drops, self._emit)
         self._waiting: deque[str | cmd.Command | cmd.EndOfInput] = deque()  # commands waiting for their turn
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.table), self._show_table)
-        self._performers: dict[type, Callable] = {
-            cmd.SendPrivate: self._do_send_private,
-            cmd.CreateGroup: self._do_create_group,
-            cmd.ListGroups: self._do_list_groups,
-            cmd.JoinGroup: self._do_join_group,
-            cmd.SendGroup: self._do_send_group,
-            cmd.ListMembers: self._do_list_members,
-            cmd.LeaveGroup: self._do_leave_group,
-            cmd.Deregister: self._do_deregister,
-            cmd.Help: self._do_help,
-        }
-        self._receivers = {
-            "table": self._on_table,
-            "grp_msg": self._on_grp_msg,
-            "probe": self._on_probe,
-            "pri_msg": self._on_pri_msg,
-        }
+        # _do_<word> for each command of the grammar; _on_<type> for each request a client receives
+        self._performers = {form.command: getattr(self, "_do_" + word) for word, form in cmd.GRAMMAR.items()}
+        self._receivers = {kind: getattr(self, "_on_" + kind) for kind in received_by(CLIENT)}
 
     @property
     def state(self) -> State:
@@ -240,7 +226,7 @@ class ClientLogic:
         else:
             self._performers[type(command)](command, now)
 
-    def _do_send_private(self, command: cmd.SendPrivate, now: float) -> None:
+    def _do_send(self, command: cmd.SendPrivate, now: float) -> None:
         target, text = command.target, command.text
         peer = self.table.get(target)
         if peer is None:
@@ -341,7 +327,7 @@ class ClientLogic:
 
         self._begin(self.net.build("leave_group", group=group), now, left)
 
-    def _do_deregister(self, command: cmd.Deregister, now: float) -> None:
+    def _do_dereg(self, command: cmd.Deregister, now: float) -> None:
         if command.name != self.name:
             self._invalid(command.word, cmd.GRAMMAR[command.word].usage)
             return

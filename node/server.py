@@ -18,6 +18,7 @@ from typing import Callable
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError, RegAck
 from proto.fastpath import Fields, parse
 from proto.fields import layer_spec
+from proto.messages import OPENS_SESSION, SERVER, received_by
 
 from . import events as ev
 from .console import Console
@@ -115,17 +116,8 @@ class ServerLogic:
         self._pending: OrderedDict[Address, PendingReg] = OrderedDict()
         self._pending_life = PENDING_WINDOWS * policy.window
         self._versions_seen = OtherVersions(self.drops, self._emit)
-        self._handlers = {
-            "dereg": self._on_dereg,
-            "create_group": self._on_create_group,
-            "list_groups": self._on_list_groups,
-            "join_group": self._on_join_group,
-            "leave_group": self._on_leave_group,
-            "list_members": self._on_list_members,
-            "send_group": self._on_send_group,
-            "kick": self._on_kick,
-            "list_more": self._on_list_more,
-        }
+        # _on_<type> for each request a server receives (proto/messages.py)
+        self._handlers = {kind: getattr(self, "_on_" + kind) for kind in received_by(SERVER)}
 
     # -- driving interface ----------------------------------------------------
 
@@ -150,15 +142,12 @@ class ServerLogic:
             return
         if self.net.answer_again(pkt, addr, now):
             return  # a retransmitted request: answered again, processed once
-        if kind == "reg":
-            self._on_reg(pkt, addr, now)
-            return
-        if kind == "confirm":
-            self._on_confirm(pkt, addr, now)
-            return
         handler = self._handlers.get(kind)
         if handler is None:
             self._drop("unexpected type", addr, kind)
+            return
+        if kind in OPENS_SESSION:  # reg, confirm: no session to check yet
+            handler(pkt, addr, now)
             return
         record = self._authenticate(pkt, addr, now)
         if record is None:
