@@ -42,8 +42,9 @@ class AboutGroup:
 
 
 # -- client events (node/client.py) -------------------------------------------------
-# ``group`` in an event is the group the client was in when it happened (None: normal
-# mode); the renderer words the line for that mode.  Named from the client's side
+# ``group``: in an ``AboutGroup`` event the group it is about; in InvalidCommand and ServerGone
+# the group the client was in when it happened (None: normal mode), for the renderer to word
+# the line for that mode.  Named from the client's side
 # (CreatedGroup, ListedMembers, PeersChanged): the server's section of this module names
 # the same happenings from its side, and a name defined twice here would rebind the first.
 
