@@ -20,17 +20,19 @@ from typing import Callable
 from proto import (
     MAX_TEXT_BYTES,
     MSG_TYPES,
+    ListMore,
     STATUS_CODES,
     STATUSES,
     ProtocolError,
 )
 from proto.fastpath import Fields, parse
-from proto.messages import SERVER, sent_only_by
+from proto.fields import layer_spec
+from proto.messages import ANSWERS, CLIENT, SERVER, received_by, sent_only_by
 
 from . import commands as cmd
 from . import events as ev
 from .effects import Address, Exit
-from .limits import LineQueue, Limits, RateLimiter
+from .limits import EventQueue, Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
 from .peers import Peer, PeerRows
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
@@ -44,6 +46,7 @@ STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
 
 # Datagrams that only the server may send to a client.
 FROM_SERVER_ONLY = sent_only_by(SERVER)
+LIST_END = 1 << layer_spec(ListMore).field("start").bits  # list_more's start is below this
 
 
 class ClientLogic:
@@ -68,35 +71,21 @@ class ClientLogic:
         self._peers = peers if peers is not None else PeerRows()  # clients of one process may share theirs
         self.table_version = 0
         self.outbox: list = []  # what happened since the last drain (node/events.py), and Exit
-        self.queued = LineQueue(limits)  # private messages received in group mode, to show later
+        self.queued = EventQueue(limits)  # private messages received in group mode, to show later
         # The server may forward group messages before its answer to join_group arrives: hold them.
         self._joining: str | None = None  # the group asked for, while State.JOINING
-        self._early = LineQueue(limits)
+        self._early = EventQueue(limits)
         self.refused = 0  # private messages refused since the queue was last printed: it was full
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self.session = 0  # our public session number, from the server
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
         self._rate = RateLimiter(limits.rate, limits.burst)
-        self._versions_seen = OtherVersions(self.drops)
+        self._versions_seen = OtherVersions(self.drops, self._emit)
         self._waiting: deque[str | cmd.Command | cmd.EndOfInput] = deque()  # commands waiting for their turn
         self._printer = TablePrinter(self.net.call_at, lambda: len(self.table), self._show_table)
-        self._performers: dict[type, Callable] = {
-            cmd.SendPrivate: self._do_send_private,
-            cmd.CreateGroup: self._do_create_group,
-            cmd.ListGroups: self._do_list_groups,
-            cmd.JoinGroup: self._do_join_group,
-            cmd.SendGroup: self._do_send_group,
-            cmd.ListMembers: self._do_list_members,
-            cmd.LeaveGroup: self._do_leave_group,
-            cmd.Deregister: self._do_deregister,
-            cmd.Help: self._do_help,
-        }
-        self._receivers = {
-            "table": self._on_table,
-            "grp_msg": self._on_grp_msg,
-            "probe": self._on_probe,
-            "pri_msg": self._on_pri_msg,
-        }
+        # _do_<word> for each command of the grammar; _on_<type> for each request a client receives
+        self._performers = {form.command: getattr(self, "_do_" + word) for word, form in cmd.GRAMMAR.items()}
+        self._receivers = {kind: getattr(self, "_on_" + kind) for kind in received_by(CLIENT)}
 
     @property
     def state(self) -> State:
@@ -173,11 +162,11 @@ class ClientLogic:
         try:
             pkt = parse(data)
         except ProtocolError:
-            if not self._versions_seen.check(data, addr, self.outbox):
+            if not self._versions_seen.check(data, addr):
                 self.drops["malformed"] += 1
             return
         kind = MSG_TYPES[pkt.type]
-        if kind in ("ack", "reg_ack"):
+        if kind in ANSWERS:
             self.net.handle_ack(pkt, addr, now)  # counts what answers nothing, or is of the wrong type
             return
         handler = self._receivers.get(kind)
@@ -237,7 +226,7 @@ class ClientLogic:
         else:
             self._performers[type(command)](command, now)
 
-    def _do_send_private(self, command: cmd.SendPrivate, now: float) -> None:
+    def _do_send(self, command: cmd.SendPrivate, now: float) -> None:
         target, text = command.target, command.text
         peer = self.table.get(target)
         if peer is None:
@@ -338,7 +327,7 @@ class ClientLogic:
 
         self._begin(self.net.build("leave_group", group=group), now, left)
 
-    def _do_deregister(self, command: cmd.Deregister, now: float) -> None:
+    def _do_dereg(self, command: cmd.Deregister, now: float) -> None:
         if command.name != self.name:
             self._invalid(command.word, cmd.GRAMMAR[command.word].usage)
             return
@@ -367,7 +356,7 @@ class ClientLogic:
             if not more and (self._left_behind(ack, now) or self._refused(ack, now)):
                 return
             items.extend(item.value for item in ack.payload.items)
-            if more and ack.payload.items and len(items) <= 0xFFFF:  # start is 16 bits: a list stops there
+            if more and ack.payload.items and len(items) < LIST_END:  # a list stops where start can count no further
                 self._request(self.net.build("list_more", list=kind, start=len(items), group=group), now, answered)
             else:
                 listed(items, now)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, ClassVar
+from typing import Callable
 
 
 class Mode(Enum):
@@ -18,55 +18,70 @@ class Mode(Enum):
     ANY = "any"
 
 
+class _Command:
+    """Base of the commands: each knows the word that names it, from its form in GRAMMAR."""
+
+    __slots__ = ()
+
+    @property
+    def word(self) -> str:
+        return _WORDS[type(self)]
+
+
 @dataclass(frozen=True, slots=True)
-class SendPrivate:
-    word: ClassVar[str] = "send"
+class SendPrivate(_Command):
+    """A private message to ``target``, sent peer to peer."""
+
     target: str
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class CreateGroup:
-    word: ClassVar[str] = "create_group"
+class CreateGroup(_Command):
+    """Ask the server to create ``group`` (without joining it)."""
+
     group: str
 
 
 @dataclass(frozen=True, slots=True)
-class ListGroups:
-    word: ClassVar[str] = "list_groups"
+class ListGroups(_Command):
+    """Ask the server for every group."""
 
 
 @dataclass(frozen=True, slots=True)
-class JoinGroup:
-    word: ClassVar[str] = "join_group"
+class JoinGroup(_Command):
+    """Enter ``group``: group mode."""
+
     group: str
 
 
 @dataclass(frozen=True, slots=True)
-class SendGroup:
-    word: ClassVar[str] = "send_group"
+class SendGroup(_Command):
+    """A message to everyone in our group, through the server."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class ListMembers:
-    word: ClassVar[str] = "list_members"
+class ListMembers(_Command):
+    """Ask the server who is in our group."""
 
 
 @dataclass(frozen=True, slots=True)
-class LeaveGroup:
-    word: ClassVar[str] = "leave_group"
+class LeaveGroup(_Command):
+    """Leave our group: normal mode again."""
 
 
 @dataclass(frozen=True, slots=True)
-class Deregister:
-    word: ClassVar[str] = "dereg"
+class Deregister(_Command):
+    """Go offline and exit."""
+
     name: str  # must be the client's own: checked when it runs
 
 
 @dataclass(frozen=True, slots=True)
-class Help:
-    word: ClassVar[str] = "help"
+class Help(_Command):
+    """The list of commands."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +130,8 @@ class Form:
     arguments: Callable[[str], tuple[str, ...] | None]
 
 
-GRAMMAR: dict[str, Form] = {
-    form.command.word: form
+GRAMMAR: dict[str, Form] = {  # a command's word is the first of its usage
+    form.usage.partition(" ")[0]: form
     for form in (
         Form(SendPrivate, "send <name> <message>", Mode.NORMAL, _name_and_text),
         Form(CreateGroup, "create_group <group>", Mode.NORMAL, _one),
@@ -129,6 +144,7 @@ GRAMMAR: dict[str, Form] = {
         Form(Help, "help", Mode.ANY, _anything),
     )
 }
+_WORDS = {form.command: word for word, form in GRAMMAR.items()}
 
 
 def parse(line: str) -> Command | ParseError | None:

@@ -1,10 +1,10 @@
 """What the protocol logic asks its I/O shell to do.  The logic never touches a
-socket, a terminal or a clock; it returns these instead."""
+socket, a terminal or a clock; it returns these instead, beside its events."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 Address = tuple[str, int]
 
@@ -20,39 +20,10 @@ class Send(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Show:
-    """Print one line for the user (already formatted, ``>>> `` included)."""
-
-    text: str
-
-
-class LazyRows:
-    """Table rows made when they are read, as they are at that moment: a shell that does not
-    print them (the benchmark's thousands of simulated clients) never pays for a long table."""
-
-    __slots__ = ("_make",)
-
-    def __init__(self, make: Callable[[], tuple[tuple[str, ...], ...]]):
-        self._make = make
-
-    def __iter__(self) -> Iterator[tuple[str, ...]]:
-        return iter(self._make())
-
-
-@dataclass(frozen=True)
-class ShowTable:
-    """Print a title line and a table (the shell chooses plain text or rich)."""
-
-    title: str
-    columns: tuple[str, ...]
-    rows: Iterable[tuple[str, ...]]  # read once, right after the logic is drained
-
-
-@dataclass(frozen=True)
 class Exit:
     """Stop the node with this exit status."""
 
     status: int
 
 
-Effect = Send | Show | ShowTable | Exit
+Effect = Send | Exit  # and the events of node/events.py: what happened, for the user

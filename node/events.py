@@ -9,25 +9,52 @@ does.  The idea is aioquic's ``quic/events.py`` and h11's ``_events.py``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence, dataclass_transform
 
 if TYPE_CHECKING:  # the client's table rows
     from .peers import Peer
 
 
+class LazyRows:
+    """Table rows made when they are read, as they are at that moment: a shell that does not
+    print them (the benchmark's thousands of simulated clients) never pays for a long table."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], tuple[tuple[str, ...], ...]]):
+        self._make = make
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        return iter(self._make())
+
+
+@dataclass_transform(frozen_default=True)
+def event(cls: type) -> type:
+    """Make ``cls`` an event: a frozen dataclass with slots (made often, never changed)."""
+    return dataclass(frozen=True, slots=True)(cls)
+
+
+@event
+class AboutGroup:
+    """Base of the client's events about one group, the one ``group`` names."""
+
+    group: str
+
+
 # -- client events (node/client.py) -------------------------------------------------
-# ``group`` in an event is the group the client was in when it happened (None: normal
-# mode); the renderer words the line for that mode.  Named from the client's side
+# ``group``: in an ``AboutGroup`` event the group it is about; in InvalidCommand and ServerGone
+# the group the client was in when it happened (None: normal mode), for the renderer to word
+# the line for that mode.  Named from the client's side
 # (CreatedGroup, ListedMembers, PeersChanged): the server's section of this module names
 # the same happenings from its side, and a name defined twice here would rebind the first.
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Registered:
     """The server confirmed our session: we are online."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class RegistrationFailed:
     """The server turned the registration down; the client exits.  ``status`` is the
     status it answered (``name_taken``, ``addr_taken``, ``server_full``, ``quota``,
@@ -36,7 +63,7 @@ class RegistrationFailed:
     status: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class PeersChanged:
     """Our copy of the client table changed.  ``peers`` is a read-only view of it: whoever
     shows it reads the table as it is then (a client of thousands that prints nothing
@@ -45,7 +72,7 @@ class PeersChanged:
     peers: Mapping[str, Peer]
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class PrivateMessage:
     """A private message from ``sender``, shown once.  In group mode it is held and
     comes out when the client leaves the group, deregisters or exits."""
@@ -54,14 +81,14 @@ class PrivateMessage:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Delivered:
     """``target`` acknowledged our private message."""
 
     target: str
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class NotDelivered:
     """``target`` answered but did not take the message: its queue is full (``queue_full``,
     it is in a group), or another refusal (``status``)."""
@@ -70,7 +97,7 @@ class NotDelivered:
     status: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class NoAck:
     """``target`` never acknowledged our private message: not delivered, and reported to
     the server (a kick).  ``listed_offline``: our table listed it offline already."""
@@ -79,14 +106,14 @@ class NoAck:
     listed_offline: bool
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class UnknownUser:
     """A private message to a name our table does not hold: nothing sent."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class MessageTooLong:
     """A typed message over the protocol's limit: refused, not sent (never truncated)."""
 
@@ -94,91 +121,79 @@ class MessageTooLong:
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
-class BadGroupName:
+@event
+class BadGroupName(AboutGroup):
     """A group name refused before asking the server: with ``;`` or whitespace
     (``separator``), or too long or not printable."""
 
-    group: str
     separator: bool
 
 
-@dataclass(frozen=True, slots=True)
-class CreatedGroup:
-    group: str
+@event
+class CreatedGroup(AboutGroup):
+    """The server created ``group``, as we asked (we are not in it)."""
 
 
-@dataclass(frozen=True, slots=True)
-class GroupExists:
-    group: str
+@event
+class GroupExists(AboutGroup):
+    """A group of that name exists already: not created."""
 
 
-@dataclass(frozen=True, slots=True)
-class CreateGroupRefused:
+@event
+class CreateGroupRefused(AboutGroup):
     """The server holds too many groups (``too_many_groups``), or we created too many (``quota``)."""
 
-    group: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class ListedGroups:
     """The server's answer to ``list_groups``: every group, in its order (maybe none)."""
 
     groups: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class JoinedGroup:
+@event
+class JoinedGroup(AboutGroup):
     """We entered ``group``: group mode."""
 
-    group: str
+
+@event
+class NoSuchGroup(AboutGroup):
+    """There is no such group to join."""
 
 
-@dataclass(frozen=True, slots=True)
-class NoSuchGroup:
-    group: str
-
-
-@dataclass(frozen=True, slots=True)
-class GroupMessageSent:
+@event
+class GroupMessageSent(AboutGroup):
     """The server has our group message (it delivers it to each member itself)."""
 
-    group: str
 
-
-@dataclass(frozen=True, slots=True)
-class GroupMessage:
+@event
+class GroupMessage(AboutGroup):
     """A message from ``origin`` to our group, shown once."""
 
-    group: str
     origin: str
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class ListedMembers:
+@event
+class ListedMembers(AboutGroup):
     """The server's answer to ``list_members``: the members in the order they joined."""
 
-    group: str
     members: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class LeftGroup:
+@event
+class LeftGroup(AboutGroup):
     """We left ``group``: normal mode again."""
 
-    group: str
 
-
-@dataclass(frozen=True, slots=True)
-class RemovedFromGroup:
+@event
+class RemovedFromGroup(AboutGroup):
     """The server had already removed us from ``group`` (it missed our acks): normal mode again."""
 
-    group: str
 
-
-@dataclass(frozen=True, slots=True)
+@event
 class QueueOverflowed:
     """``count`` private messages were refused while we were in a group: the queue was full
     (their senders were told).  Comes after the held messages."""
@@ -186,7 +201,7 @@ class QueueOverflowed:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class InvalidCommand:
     """A typed line that is no command here.  ``command``: the command it was meant to be,
     if its first word names one; ``usage``: that command's form, when the line did not fit
@@ -197,36 +212,36 @@ class InvalidCommand:
     usage: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class RequestRefused:
     """The server answered a request with a status that request has no outcome for."""
 
     status: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class HelpShown:
     """``help`` was typed: the list of commands."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class Deregistered:
     """The server took us offline as we asked; the client exits 0."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class ServerGone:
     """The server did not answer any try of a request; the client exits 1."""
 
     group: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class ServerForgotUs:
     """The server answered that it does not know us (it restarted); the client exits 1."""
 
 
-@dataclass(frozen=True, slots=True)
+@event
 class MarkedOffline:
     """The server's table lists us offline (we missed its probe); the client exits 1."""
 
@@ -235,17 +250,15 @@ class MarkedOffline:
 # A line per event is printed within the console's budget (node/console.py): past it,
 # the event is not made at all, only counted in a ``LinesMerged``.
 
-from typing import Iterable, Sequence  # noqa: E402 (here, in the server's section)
 
-
-@dataclass(frozen=True)
+@event
 class ServerOnline:
     """The server's socket is bound: it serves from now on."""
 
     address: tuple[str, int]
 
 
-@dataclass(frozen=True)
+@event
 class ClientRegistered:
     """A registration was confirmed: the client's session starts (a new one replaces the old)."""
 
@@ -253,7 +266,7 @@ class ClientRegistered:
     address: tuple[str, int]
 
 
-@dataclass(frozen=True)
+@event
 class RegistrationRefused:
     """A registration was answered with a refusal (``status``, a status name)."""
 
@@ -262,19 +275,19 @@ class RegistrationRefused:
     status: str
 
 
-@dataclass(frozen=True)
+@event
 class ClientDeregistered:
     client: str
 
 
-@dataclass(frozen=True)
+@event
 class ClientMarkedOffline:
     """A client reported by a kick did not answer the server's own probe either."""
 
     client: str
 
 
-@dataclass(frozen=True)
+@event
 class ClientGroupEvent:
     """Something a client did with a group (or the server did to it there): the subclasses say what."""
 
@@ -282,72 +295,72 @@ class ClientGroupEvent:
     group: str
 
 
-@dataclass(frozen=True)
+@event
 class GroupCreated(ClientGroupEvent):
     pass
 
 
-@dataclass(frozen=True)
+@event
 class GroupNotCreated(ClientGroupEvent):
     """A create_group refused: the subclasses say why."""
 
 
-@dataclass(frozen=True)
+@event
 class GroupExisted(GroupNotCreated):
     pass
 
 
-@dataclass(frozen=True)
+@event
 class GroupsFull(GroupNotCreated):
     """The server holds as many groups as it may."""
 
 
-@dataclass(frozen=True)
+@event
 class GroupQuotaReached(GroupNotCreated):
     """The client's IP address created as many groups as one address may."""
 
     source: str
 
 
-@dataclass(frozen=True)
+@event
 class GroupsListed:
     client: str
     groups: Sequence[str]
 
 
-@dataclass(frozen=True)
+@event
 class GroupJoined(ClientGroupEvent):
     pass
 
 
-@dataclass(frozen=True)
+@event
 class GroupNotFound(ClientGroupEvent):
     """A join_group named a group that does not exist."""
 
 
-@dataclass(frozen=True)
+@event
 class GroupLeft(ClientGroupEvent):
     pass
 
 
-@dataclass(frozen=True)
+@event
 class MembersListed(ClientGroupEvent):
     members: Sequence[str]
 
 
-@dataclass(frozen=True)
+@event
 class GroupMessageRelayed(ClientGroupEvent):
     """A member's group message, accepted and sent on to the other members."""
 
     text: str
 
 
-@dataclass(frozen=True)
+@event
 class MemberRemoved(ClientGroupEvent):
     """A member did not acknowledge a group message: it is out of the group."""
 
 
-@dataclass(frozen=True)
+@event
 class ClientTableChanged:
     """The client table changed; ``clients`` are its rows (name, ip, port, online) as they are
     when read: read them once, right after the logic is drained."""
@@ -355,14 +368,14 @@ class ClientTableChanged:
     clients: Iterable[tuple[str, str, int, bool]]
 
 
-@dataclass(frozen=True)
+@event
 class GroupTableChanged:
     """The groups changed; ``groups`` are (group, its members) as they are when read."""
 
     groups: Iterable[tuple[str, Sequence[str]]]
 
 
-@dataclass(frozen=True)
+@event
 class DatagramDropped:
     """The first bad datagram of its ``reason`` (the drop count's kind); the others are only counted.
     What is known of it: its type, sender and message id once it decoded, what the decoder said."""
@@ -375,7 +388,7 @@ class DatagramDropped:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@event
 class LinesMerged:
     """``count`` events of type ``kind`` came too fast to print each, in the last second."""
 
@@ -383,3 +396,27 @@ class LinesMerged:
     count: int
 
 
+
+
+# -- either node (node/versions.py, node/limits.py) ----------------------------------
+
+
+@event
+class OtherVersionHeard:
+    """A chat datagram of another protocol ``version`` came from ``source`` (a peer that runs an
+    older or newer ChatApp): dropped and counted; said once per address."""
+
+    source: tuple[str, int]
+    version: int
+
+
+@event
+class OtherVersionsOnlyCounted:
+    """More addresses than are named sent datagrams of other versions: the rest are only counted."""
+
+
+@event
+class DropsCounted:
+    """The node is stopping: the datagrams it refused, as (kind, how many), in the order of kind."""
+
+    counts: tuple[tuple[str, int], ...]

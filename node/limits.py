@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from .effects import Address, Show
+from .effects import Address
+from .events import DropsCounted, GroupMessage, PrivateMessage
 
 
 @dataclass(frozen=True)
@@ -92,38 +93,36 @@ class SourceQuota:
         return len(self._held)
 
 
-class LineQueue:
-    """Lines held to be printed later, at most ``limits.queue_messages`` of them and
-    ``limits.queue_bytes`` bytes of text: the private messages a client in group mode
-    keeps, and the group messages that come before the answer to its join_group."""
+class EventQueue:
+    """Events held to be shown later, at most ``limits.queue_messages`` of them carrying at most
+    ``limits.queue_bytes`` bytes of text: the private messages a client in group mode keeps,
+    and the group messages that come before the answer to its join_group."""
 
-    __slots__ = ("lines", "size", "_limits")
+    __slots__ = ("events", "size", "_limits")
 
     def __init__(self, limits: Limits):
         self._limits = limits
-        self.lines: list[str] = []
+        self.events: list[PrivateMessage | GroupMessage] = []
         self.size = 0  # bytes of text held (as the sender counted them: its UTF-8 length field)
 
-    def add(self, line: str, size: int) -> bool:
-        """Hold ``line`` (``size`` bytes of text); False, holding nothing, if it does not fit."""
-        if len(self.lines) >= self._limits.queue_messages or self.size + size > self._limits.queue_bytes:
+    def add(self, event: PrivateMessage | GroupMessage, size: int) -> bool:
+        """Hold ``event`` (``size`` bytes of text); False, holding nothing, if it does not fit."""
+        if len(self.events) >= self._limits.queue_messages or self.size + size > self._limits.queue_bytes:
             return False
-        self.lines.append(line)
+        self.events.append(event)
         self.size += size
         return True
 
-    def take(self) -> list[str]:
+    def take(self) -> list[PrivateMessage | GroupMessage]:
         """Everything held, in arrival order; the queue is empty after."""
-        lines, self.lines, self.size = self.lines, [], 0
-        return lines
+        events, self.events, self.size = self.events, [], 0
+        return events
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.events)
 
 
-def drop_report(drops: Counter[str]) -> Show | None:
-    """One closing line counting the datagrams a node refused, by kind (late acks are normal, left out)."""
-    counted = {kind: n for kind, n in sorted(drops.items()) if kind != "stale ack" and n}
-    if not counted:
-        return None
-    return Show(">>> Dropped datagrams: " + ", ".join(f"{kind} {n}" for kind, n in counted.items()))
+def drop_report(drops: Counter[str]) -> DropsCounted | None:
+    """What a node refused, by kind, to say once as it stops (late acks are normal, left out)."""
+    counted = tuple((kind, n) for kind, n in sorted(drops.items()) if kind != "stale ack" and n)
+    return DropsCounted(counted) if counted else None

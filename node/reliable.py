@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 
 from proto import MESSAGES, STATUS_CODES, TOKEN_AT, TOKEN_END, TYPE_CODES
 from proto.fastpath import Fields, encode
+from proto.fields import HEADER
 
 from .effects import Address, Effect, Send
 
@@ -28,7 +29,9 @@ STATUS_OK = STATUS_CODES["ok"]
 ACK_DELAY = 0.005  # seconds an ack may wait to go with others; see RetryPolicy.ack_delay
 ACK_BATCH = 16  # message ids one ack answers at most (Ack.also holds up to 255)
 ACK = TYPE_CODES["ack"]
+TOKEN_BITS = HEADER.field("token").bits  # a token or nonce fills its header field
 ANSWER_TYPES = {m.name: TYPE_CODES[m.answer] for m in MESSAGES if m.answer}  # the type of answer each request takes
+ANSWERED_WITH = {m.code: m.answer for m in MESSAGES if m.answer}  # the same, by the request's type code
 
 
 @dataclass(frozen=True)
@@ -173,11 +176,12 @@ class Endpoint:
         its answer echoes (peers never see the token)."""
         return self._encode(type_name, self.token if token is None else token, payload)
 
-    def build_answer(self, request: Fields, type_name: str = "ack", **payload) -> Outgoing:
-        """The answer to ``request``: it names the request's message id and echoes its header
-        token, the proof that whoever answers received the request (a blind spoofer did not)."""
+    def build_answer(self, request: Fields, **payload) -> Outgoing:
+        """The answer to ``request``, of the type that answers it (proto/messages.py): it names the
+        request's message id and echoes its header token, the proof that whoever answers received
+        the request (a blind spoofer did not)."""
         payload["ack_id"] = request.msg_id
-        return self._encode(type_name, request.token, payload)
+        return self._encode(ANSWERED_WITH[request.type], request.token, payload)
 
     def _encode(self, type_name: str, token: int, payload: dict) -> Outgoing:
         msg_id = self._next_id
@@ -188,7 +192,7 @@ class Endpoint:
     def nonce(self) -> int:
         """A fresh 64-bit secret for the header token of a request that has no session token to
         carry (a ``reg``, a private message to a peer); never 0, the token of nothing."""
-        return self._rng.getrandbits(64) or 1
+        return self._rng.getrandbits(TOKEN_BITS) or 1
 
     def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
         """Send ``out`` and retransmit it until acked (the ack echoing its token); returns its message id."""

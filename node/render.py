@@ -11,12 +11,11 @@ import itertools
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable
 
-from proto import MAX_NAME_BYTES
+from proto import MAX_NAME_BYTES, VERSION
 
 from . import events as ev
 from .commands import GRAMMAR
 from .console import LIST_SHOWN
-from .effects import LazyRows, Show, ShowTable
 from .text import escaped
 
 _RENDERERS: dict[type, Callable] = {}
@@ -35,11 +34,6 @@ class Table:
 def render(event) -> list[str] | Table:
     """What the user reads for ``event``: finished lines (already escaped), or a table."""
     return _RENDERERS[type(event)](event)
-
-
-# What a logic still words itself (until its events are done): shown as it was.
-_RENDERERS[Show] = lambda effect: [escaped(effect.text)]
-_RENDERERS[ShowTable] = lambda effect: Table(effect.title, effect.columns, effect.rows)
 
 
 def renders(event_type: type) -> Callable[[Callable], Callable]:
@@ -205,7 +199,7 @@ def _peers_table(e: ev.PeersChanged) -> Table:
     def rows() -> tuple[tuple[str, ...], ...]:
         return tuple((name, p.addr[0], str(p.addr[1]), "online" if p.online else "offline") for name, p in peers.items())
 
-    return Table(">>> Client table updated.", CLIENT_COLUMNS, LazyRows(rows))
+    return Table(">>> Client table updated.", CLIENT_COLUMNS, ev.LazyRows(rows))
 
 
 # -- server wording -----------------------------------------------------------------
@@ -216,53 +210,43 @@ GROUP_TABLE = ">>> Group table updated."
 GROUP_COLUMNS = ("group", "members")
 
 
-# (the helpers are named _server_...: module globals, which the client's section must not rebind)
-def _server_line(text: str) -> list[str]:
-    return [escaped(">>> " + text)]
-
-
-def _server_listed(title: str, items) -> list[str]:
+def _listed(title: str, items) -> list[str]:
     """``title``, then the first LIST_SHOWN items, one a line, and how many more there are."""
-    lines = [">>> " + title, *(">>> " + item for item in itertools.islice(items, LIST_SHOWN))]
+    lines = [line(title), *(line(item) for item in itertools.islice(items, LIST_SHOWN))]
     if len(items) > LIST_SHOWN:
-        lines.append(f">>> ... and {len(items) - LIST_SHOWN} more")
-    return [escaped(line) for line in lines]
+        lines.append(line(f"... and {len(items) - LIST_SHOWN} more"))
+    return lines
 
 
-def _server_says(event_type: type, wording: Callable[..., str]) -> None:
-    """Register the one line ``wording(event)`` for ``event_type``."""
-    renders(event_type)(lambda event: _server_line(wording(event)))
-
-
-def _server_nothing(event) -> list[str]:
+def _nothing(event) -> list[str]:
     return []  # the table changes that go with it say it
 
 
 for _quiet in (ev.ClientRegistered, ev.RegistrationRefused, ev.ClientDeregistered):
-    renders(_quiet)(_server_nothing)
+    renders(_quiet)(_nothing)
 
-_server_says(ev.ServerOnline, lambda e: "Server is online")
-_server_says(ev.ClientMarkedOffline, lambda e: f"Client {e.client} did not answer the server's probe, marked offline")
-_server_says(ev.GroupCreated, lambda e: f"Client {e.client} created group {e.group} successfully")
-_server_says(ev.GroupExisted, lambda e: f"Client {e.client} creating group {e.group} failed, group already exists")
-_server_says(ev.GroupsFull, lambda e: f"Client {e.client} creating group {e.group} failed, too many groups")
-_server_says(ev.GroupQuotaReached,
+_words(ev.ServerOnline, lambda e: "Server is online")
+_words(ev.ClientMarkedOffline, lambda e: f"Client {e.client} did not answer the server's probe, marked offline")
+_words(ev.GroupCreated, lambda e: f"Client {e.client} created group {e.group} successfully")
+_words(ev.GroupExisted, lambda e: f"Client {e.client} creating group {e.group} failed, group already exists")
+_words(ev.GroupsFull, lambda e: f"Client {e.client} creating group {e.group} failed, too many groups")
+_words(ev.GroupQuotaReached,
       lambda e: f"Client {e.client} creating group {e.group} failed, too many groups from {e.source}")
-_server_says(ev.GroupJoined, lambda e: f"Client {e.client} joined group {e.group}")
-_server_says(ev.GroupNotFound, lambda e: f"Client {e.client} joining group {e.group} failed, group does not exist")
-_server_says(ev.GroupLeft, lambda e: f"Client {e.client} left group")
-_server_says(ev.GroupMessageRelayed, lambda e: f"Client {e.client} sent group message: {e.text}")
-_server_says(ev.MemberRemoved, lambda e: f"Client {e.client} not responsive, removed from {e.group}")
+_words(ev.GroupJoined, lambda e: f"Client {e.client} joined group {e.group}")
+_words(ev.GroupNotFound, lambda e: f"Client {e.client} joining group {e.group} failed, group does not exist")
+_words(ev.GroupLeft, lambda e: f"Client {e.client} left group")
+_words(ev.GroupMessageRelayed, lambda e: f"Client {e.client} sent group message: {e.text}")
+_words(ev.MemberRemoved, lambda e: f"Client {e.client} not responsive, removed from {e.group}")
 
 
 @renders(ev.GroupsListed)
 def _groups_listed(e: ev.GroupsListed) -> list[str]:
-    return _server_listed(f"Client {e.client} requested listing groups, current groups:", e.groups)
+    return _listed(f"Client {e.client} requested listing groups, current groups:", e.groups)
 
 
 @renders(ev.MembersListed)
 def _members_listed(e: ev.MembersListed) -> list[str]:
-    return _server_listed(f"Client {e.client} requested listing members of group {e.group}:", e.members)
+    return _listed(f"Client {e.client} requested listing members of group {e.group}:", e.members)
 
 
 @renders(ev.ClientTableChanged)
@@ -295,15 +279,21 @@ _SERVER_DROPPED_AS = {
 @renders(ev.DatagramDropped)
 def _dropped(e: ev.DatagramDropped) -> list[str]:
     why = _SERVER_DROPPED_AS.get((e.reason, e.message)) or _SERVER_DROPPED.get(e.reason, "{detail}")
-    detail = why.format_map(vars(e))
-    return _server_line(f"Dropped {e.reason} datagram from {e.source[0]}:{e.source[1]} ({detail}); "
-                 "more of this kind are only counted")
+    detail = why.format_map({field.name: getattr(e, field.name) for field in fields(e)})
+    return [line(f"Dropped {e.reason} datagram from {e.source[0]}:{e.source[1]} ({detail}); "
+                 "more of this kind are only counted")]
 
 
 @renders(ev.LinesMerged)
 def _merged(e: ev.LinesMerged) -> list[str]:
     example = e.kind(**{field.name: ELLIPSIS for field in fields(e.kind)})
     like = render(example)[0].removeprefix(">>> ")
-    return _server_line(f"... and {e.count} more like it in the last second: {like}")
+    return [line(f"... and {e.count} more like it in the last second: {like}")]
 
 
+# -- either node --------------------------------------------------------------------
+
+_words(ev.OtherVersionHeard, lambda e: f"{e.source[0]}:{e.source[1]} speaks chat protocol version {e.version}; "
+                                      f"this node speaks version {VERSION}")
+_words(ev.OtherVersionsOnlyCounted, lambda e: "More peers speak other chat protocol versions; they are only counted")
+_words(ev.DropsCounted, lambda e: "Dropped datagrams: " + ", ".join(f"{kind} {n}" for kind, n in e.counts))

@@ -16,18 +16,20 @@ from collections import Counter, deque
 from typing import Callable, Protocol
 
 from .client import ClientLogic
-from .effects import Address, Effect, Exit, Send
+from .effects import Address, Exit, Send
 from .events import ServerOnline
 from .limits import drop_report
 from .render import prompt
 from .server import ServerLogic
+
+Printer = Callable[[object], None]  # prints what the user reads for one event (node/events.py)
 
 
 class Logic(Protocol):
     def receive(self, data: bytes, addr: Address, now: float) -> None: ...
     def get_timer(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
-    def drain(self, now: float) -> list[Effect]: ...
+    def drain(self, now: float) -> list: ...  # Send and Exit effects, and events
 
     drops: Counter[str]
 
@@ -50,7 +52,7 @@ class Node:
     are carried out, so under load one ``drain`` serves a whole burst, and the server
     coalesces the table updates that burst caused into one round."""
 
-    def __init__(self, logic: Logic, show: Callable[[Effect], None], done: asyncio.Future, sock: socket.socket):
+    def __init__(self, logic: Logic, show: Printer, done: asyncio.Future, sock: socket.socket):
         self.logic = logic
         self.show = show
         self.done = done
@@ -186,7 +188,7 @@ class Node:
         self.sock.close()
 
 
-async def open_node(logic: Logic, show: Callable[[Effect], None], bind: Address) -> tuple[Node, asyncio.Future]:
+async def open_node(logic: Logic, show: Printer, bind: Address) -> tuple[Node, asyncio.Future]:
     """A node on a UDP socket bound to ``bind`` (OSError if it cannot be bound)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -200,7 +202,7 @@ async def open_node(logic: Logic, show: Callable[[Effect], None], bind: Address)
     return Node(logic, show, done, sock), done
 
 
-async def run_server(logic: ServerLogic, bind: Address, show: Callable[[Effect], None]) -> int:
+async def run_server(logic: ServerLogic, bind: Address, show: Printer) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status."""
     node, done = await open_node(logic, show, bind)
     show(ServerOnline(node.sock.getsockname()[:2]))

@@ -15,15 +15,17 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
-from proto import MSG_TYPES, STATUS_CODES, ProtocolError
+from proto import MSG_TYPES, STATUS_CODES, ProtocolError, RegAck
 from proto.fastpath import Fields, parse
+from proto.fields import layer_spec
+from proto.messages import OPENS_SESSION, SERVER, received_by
 
 from . import events as ev
 from .console import Console
-from .effects import Address, LazyRows
+from .effects import Address
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
-from .reliable import MAX_REMEMBERED_REPLIES, Endpoint, RetryPolicy, is_newer
+from .reliable import MAX_REMEMBERED_REPLIES, TOKEN_BITS, Endpoint, RetryPolicy, is_newer
 from .render import CLIENT_COLUMNS  # noqa: F401 (node/client.py reads it from here)
 from .sync import TABLE_WINDOW, SyncState, TableSync
 from .tables import TablePrinter, page
@@ -34,6 +36,7 @@ STATUS_OK = STATUS_CODES["ok"]
 # most this many retry windows: long enough for a reg_ack and a confirm that each needed every try.
 PENDING_WINDOWS = 2
 MAX_PENDING = 1024  # registrations waiting for their confirm; past that, the oldest is forgotten
+SESSION_BITS = layer_spec(RegAck).field("session").bits
 
 
 @dataclass(slots=True)  # slots: thousands of these, each a few hundred bytes smaller
@@ -112,18 +115,9 @@ class ServerLogic:
         # many names holds one entry; insertion order is expiry order (all live equally long)
         self._pending: OrderedDict[Address, PendingReg] = OrderedDict()
         self._pending_life = PENDING_WINDOWS * policy.window
-        self._versions_seen = OtherVersions(self.drops)
-        self._handlers = {
-            "dereg": self._on_dereg,
-            "create_group": self._on_create_group,
-            "list_groups": self._on_list_groups,
-            "join_group": self._on_join_group,
-            "leave_group": self._on_leave_group,
-            "list_members": self._on_list_members,
-            "send_group": self._on_send_group,
-            "kick": self._on_kick,
-            "list_more": self._on_list_more,
-        }
+        self._versions_seen = OtherVersions(self.drops, self._emit)
+        # _on_<type> for each request a server receives (proto/messages.py)
+        self._handlers = {kind: getattr(self, "_on_" + kind) for kind in received_by(SERVER)}
 
     # -- driving interface ----------------------------------------------------
 
@@ -139,7 +133,7 @@ class ServerLogic:
         try:
             pkt = parse(data)
         except ProtocolError as exc:
-            if not self._versions_seen.check(data, addr, self._outbox):
+            if not self._versions_seen.check(data, addr):
                 self._drop("malformed", addr, detail=exc)
             return
         kind = MSG_TYPES[pkt.type]
@@ -148,15 +142,12 @@ class ServerLogic:
             return
         if self.net.answer_again(pkt, addr, now):
             return  # a retransmitted request: answered again, processed once
-        if kind == "reg":
-            self._on_reg(pkt, addr, now)
-            return
-        if kind == "confirm":
-            self._on_confirm(pkt, addr, now)
-            return
         handler = self._handlers.get(kind)
         if handler is None:
             self._drop("unexpected type", addr, kind)
+            return
+        if kind in OPENS_SESSION:  # reg, confirm: no session to check yet
+            handler(pkt, addr, now)
             return
         record = self._authenticate(pkt, addr, now)
         if record is None:
@@ -196,12 +187,12 @@ class ServerLogic:
             return
         status = "bad_name" if not valid_username(name) else self._refusal(name, addr)
         if status is not None:
-            self.net.answer(pkt, addr, self.net.build_answer(pkt, "reg_ack", status=STATUS_CODES[status]), now)
+            self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status]), now)
             self._emit(ev.RegistrationRefused(name, addr, status))
             return
         pending = self._await_confirm(name, addr, pkt.msg_id, now)
         # its header echoes the reg's nonce; the new token is in the payload
-        answer = self.net.build_answer(pkt, "reg_ack", status=STATUS_OK, token=pending.token, session=pending.session)
+        answer = self.net.build_answer(pkt, status=STATUS_OK, token=pending.token, session=pending.session)
         self.net.answer(pkt, addr, answer, now)
 
     def _on_confirm(self, pkt: Fields, addr: Address, now: float) -> None:
@@ -249,7 +240,7 @@ class ServerLogic:
             pending.popitem(last=False)
             self.drops["unconfirmed reg"] += 1
         randbits = self._randbits
-        waiting = PendingReg(name, addr, randbits(64) or 1, randbits(32), reg_id, now + self._pending_life)
+        waiting = PendingReg(name, addr, randbits(TOKEN_BITS) or 1, randbits(SESSION_BITS), reg_id, now + self._pending_life)
         pending[addr] = waiting
         return waiting
 
@@ -402,7 +393,7 @@ class ServerLogic:
     # -- state changes ------------------------------------------------------------
 
     def _print_table(self) -> None:
-        self._emit(ev.ClientTableChanged(LazyRows(self.client_rows)))
+        self._emit(ev.ClientTableChanged(ev.LazyRows(self.client_rows)))
 
     def _go_offline(self, record: ClientRecord, now: float) -> None:
         record.online = False
@@ -471,7 +462,7 @@ class ServerLogic:
         def rows() -> tuple[tuple[str, tuple[str, ...]], ...]:
             return tuple((group, tuple(members)) for group, members in groups.items())
 
-        self._emit(ev.GroupTableChanged(LazyRows(rows)))
+        self._emit(ev.GroupTableChanged(ev.LazyRows(rows)))
 
     def client_rows(self) -> tuple[tuple[str, str, int, bool], ...]:
         return tuple((c.name, c.addr[0], c.addr[1], c.online) for c in self.clients.values())

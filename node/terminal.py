@@ -11,28 +11,22 @@ import sys
 import threading
 from typing import Callable
 
+from .grids import plain_grid, rich_grid
 from .render import Table, render
-from .text import escaped, rich_text
 from .tables import SHOWN_AT_ONCE
 
 
-def plain_table(table: Table) -> list[str]:
-    widths = [max(len(row[i]) for row in (table.columns, *table.rows)) for i in range(len(table.columns))]
-    return ["    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (table.columns, *table.rows)]
+def _dim_offline(row) -> str | None:
+    return "dim" if row[-1] == "offline" else None
 
 
 def rich_table(table: Table, color: bool) -> str:
-    """Cells are network text: each goes to rich as a ``Text``, never as markup."""
+    """The table's rows drawn with rich (its title is printed apart), offline clients dimmed."""
     from rich import box  # imported late: start-up time matters for --help
     from rich.console import Console
-    from rich.table import Table
 
-    grid = Table(show_header=True, header_style="bold cyan" if color else None, box=box.SIMPLE_HEAD, show_edge=False)
-    for column in table.columns:
-        grid.add_column(column)
-    for row in table.rows:
-        style = None if not color or row[-1] != "offline" else "dim"
-        grid.add_row(*map(rich_text, row), style=style)
+    grid = rich_grid(table.columns, table.rows, row_style=_dim_offline if color else None,
+                     header_style="bold cyan" if color else None, box=box.SIMPLE_HEAD, show_edge=False)
     console = Console(file=io.StringIO(), force_terminal=color, no_color=not color, width=120)
     console.print(grid)
     return console.file.getvalue().rstrip("\n")
@@ -66,12 +60,11 @@ class Terminal:
             return
         shown = render(event)
         if isinstance(shown, Table):
-            rows = tuple(tuple(map(escaped, row)) for row in shown.rows)
-            table = Table(shown.title, shown.columns, rows)
+            table = Table(shown.title, shown.columns, tuple(shown.rows))  # rows read once, now
             # rich takes about half a millisecond a row: a long table (1,000 groups) is drawn as
             # plain text, a thousand times cheaper, or drawing it would stop the node for seconds
-            fancy = self.tty and len(rows) <= SHOWN_AT_ONCE
-            body = rich_table(table, self.color).split("\n") if fancy else plain_table(table)
+            fancy = self.tty and len(table.rows) <= SHOWN_AT_ONCE
+            body = rich_table(table, self.color).split("\n") if fancy else plain_grid(table.columns, table.rows)
             lines = [table.title, *body]
         else:
             lines = shown

@@ -100,8 +100,21 @@ class Utf8LenField(StrLenField):
         return RandString(RandNum(0, self.max_length or 64))
 
 
-def _utf8(name, length_field):
-    return Utf8LenField(name, "", length_from=lambda pkt: getattr(pkt, length_field))
+def _utf8(name, length_field, fmt="B"):
+    """A string as it goes on the wire: the field that holds its length in bytes (``fmt``: "B"
+    for at most 255, "H" for more), then the UTF-8 text."""
+    return [
+        FieldLenField(length_field, None, length_of=name, fmt=fmt),
+        Utf8LenField(name, "", length_from=lambda pkt: getattr(pkt, length_field)),
+    ]
+
+
+def _counted(name, count_field, item, fmt):
+    """A list as it goes on the wire: the field that holds how many items follow, then the items."""
+    return [
+        FieldLenField(count_field, None, count_of=name, fmt=fmt),
+        PacketListField(name, [], item, count_from=lambda pkt: getattr(pkt, count_field)),
+    ]
 
 
 class _Item(Packet):
@@ -116,8 +129,7 @@ class Name(_Item):
 
     name = "Name"
     fields_desc = [
-        FieldLenField("len", None, length_of="value", fmt="B"),
-        _utf8("value", "len"),
+        *_utf8("value", "len"),
     ]
 
     def mysummary(self):
@@ -139,8 +151,7 @@ class Entry(_Item):
 
     name = "Entry"
     fields_desc = [
-        FieldLenField("name_len", None, length_of="client", fmt="B"),
-        _utf8("client", "name_len"),
+        *_utf8("client", "name_len"),
         IPField("ip", "127.0.0.1"),
         ShortField("port", 0),
         ByteEnumField("online", 1, {0: "offline", 1: "online"}),
@@ -165,8 +176,7 @@ class ChatHeader(Packet):
         # Which secret: the sender's session token on requests to the server, the receiving client's
         # on the server's requests, a random nonce on reg and pri_msg; an answer echoes its request's.
         XLongField("token", 0),  # a secret the receiver checks, which a blind spoofer cannot guess
-        FieldLenField("name_len", None, length_of="sender", fmt="B"),
-        _utf8("sender", "name_len"),
+        *_utf8("sender", "name_len"),
     ]
 
     def mysummary(self):
@@ -214,10 +224,8 @@ class Ack(_Answer):
     fields_desc = [
         IntField("ack_id", 0),
         ByteEnumField("status", 0, STATUSES),
-        FieldLenField("count", None, count_of="items", fmt="H"),
-        PacketListField("items", [], Name, count_from=lambda pkt: pkt.count),
-        FieldLenField("also_count", None, count_of="also", fmt="B"),
-        PacketListField("also", [], MsgId, count_from=lambda pkt: pkt.also_count),
+        *_counted("items", "count", Name, "H"),
+        *_counted("also", "also_count", MsgId, "B"),
     ]
 
     def describe(self):
@@ -252,8 +260,7 @@ class Table(_Payload):
     fields_desc = [
         IntField("version", 0),
         IntField("base", 0),
-        FieldLenField("count", None, count_of="entries", fmt="H"),
-        PacketListField("entries", [], Entry, count_from=lambda pkt: pkt.count),
+        *_counted("entries", "count", Entry, "H"),
     ]
 
     def describe(self):
@@ -262,8 +269,7 @@ class Table(_Payload):
 
 class _GroupRequest(_Payload):
     fields_desc = [
-        FieldLenField("group_len", None, length_of="group", fmt="B"),
-        _utf8("group", "group_len"),
+        *_utf8("group", "group_len"),
     ]
 
     def describe(self):
@@ -289,8 +295,7 @@ class ListMembers(_GroupRequest):
 class SendGroup(_Payload):
     name = "SendGroup"
     fields_desc = _GroupRequest.fields_desc + [
-        FieldLenField("text_len", None, length_of="text", fmt="H"),
-        _utf8("text", "text_len"),
+        *_utf8("text", "text_len", "H"),
     ]
 
     def describe(self):
@@ -303,10 +308,8 @@ class GrpMsg(_Payload):
 
     name = "GrpMsg"
     fields_desc = _GroupRequest.fields_desc + [
-        FieldLenField("from_len", None, length_of="origin", fmt="B"),
-        _utf8("origin", "from_len"),
-        FieldLenField("text_len", None, length_of="text", fmt="H"),
-        _utf8("text", "text_len"),
+        *_utf8("origin", "from_len"),
+        *_utf8("text", "text_len", "H"),
     ]
 
     def describe(self):
@@ -320,8 +323,7 @@ class PriMsg(_Payload):
     fields_desc = [
         XIntField("session", 0),  # the sender's session number, as in its table entry
         XIntField("to_session", 0),  # the receiver's, from the sender's table: shown by that session only
-        FieldLenField("text_len", None, length_of="text", fmt="H"),
-        _utf8("text", "text_len"),
+        *_utf8("text", "text_len", "H"),
     ]
 
     def describe(self):
@@ -333,8 +335,7 @@ class Kick(_Payload):
 
     name = "Kick"
     fields_desc = [
-        FieldLenField("target_len", None, length_of="target", fmt="B"),
-        _utf8("target", "target_len"),
+        *_utf8("target", "target_len"),
     ]
 
     def describe(self):
@@ -351,8 +352,7 @@ class ListMore(_Payload):
     fields_desc = [
         ByteEnumField("list", TYPE_CODES["list_groups"], LISTS),  # the request whose answer goes on
         ShortField("start", 0),  # how many items the client has already
-        FieldLenField("group_len", None, length_of="group", fmt="B"),
-        _utf8("group", "group_len"),  # the group, for list_members
+        *_utf8("group", "group_len"),  # the group, for list_members
     ]
 
     def describe(self):

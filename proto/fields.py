@@ -58,6 +58,11 @@ class FieldSpec:
         return struct.calcsize(self.fmt) if self.fixed else None
 
     @property
+    def bits(self) -> int | None:
+        """Bits on the wire of a fixed-size field (how many a random token for it draws); None for the others."""
+        return 8 * self.size if self.fixed else None
+
+    @property
     def signed(self) -> bool:
         return self.code.islower()
 

@@ -27,10 +27,11 @@ class Message:
     answer: str | None  # the type that answers it (the sender retries until it comes); None: it is an answer
     family: str  # what it is about, for tools that group types (sniff.py colours them by it)
     in_parts: bool = False  # a list request: an answer that does not fit one datagram goes on (list_more)
+    opens_session: bool = False  # sent before the sender has a session (the others are checked against one)
 
 
 MESSAGES = (
-    Message(1, "reg", CLIENT, SERVER, "reg_ack", "session"),
+    Message(1, "reg", CLIENT, SERVER, "reg_ack", "session", opens_session=True),
     Message(2, "reg_ack", SERVER, CLIENT, None, "session"),
     Message(3, "dereg", CLIENT, SERVER, "ack", "session"),
     Message(4, "ack", ANY, ANY, None, "answer"),
@@ -46,12 +47,13 @@ MESSAGES = (
     Message(14, "kick", CLIENT, SERVER, "ack", "failure"),
     Message(15, "probe", SERVER, CLIENT, "ack", "failure"),  # the server checks a kicked client itself before believing the kick
     Message(16, "list_more", CLIENT, SERVER, "ack", "group"),  # the next part of a list that did not fit one datagram
-    Message(17, "confirm", CLIENT, SERVER, "ack", "session"),  # the client shows it received reg_ack (the new token): its address is its own
+    Message(17, "confirm", CLIENT, SERVER, "ack", "session", opens_session=True),  # the client shows it received reg_ack (the new token): its address is its own
 )
 BY_NAME = {m.name: m for m in MESSAGES}
 
 ANSWERS = frozenset(m.name for m in MESSAGES if m.answer is None)  # the types that answer a request
 IN_PARTS = tuple(m.name for m in MESSAGES if m.in_parts)  # the requests answered in parts
+OPENS_SESSION = frozenset(m.name for m in MESSAGES if m.opens_session)  # the requests before a session
 FAMILIES = {family: tuple(m.name for m in MESSAGES if m.family == family) for family in dict.fromkeys(m.family for m in MESSAGES)}
 
 
@@ -67,6 +69,11 @@ def requests(sender: str, receiver: str) -> frozenset[str]:
 def sent_only_by(role: str) -> frozenset[str]:
     """The requests no one but ``role`` sends: one from anyone else is forged."""
     return frozenset(m.name for m in MESSAGES if m.answer and m.sender == role)
+
+
+def received_by(role: str) -> frozenset[str]:
+    """The requests that role ``role`` receives (from anyone): the ones its logic handles."""
+    return frozenset(m.name for m in MESSAGES if m.answer and _plays(m.receiver, role))
 
 
 def received_only_by(role: str) -> frozenset[str]:

@@ -43,7 +43,7 @@ class ScriptedServer:
     def register(self, name: str, token: int = 77, session: int = 5) -> tuple[str, int]:
         """Welcome the client's registration and send it a table of itself; its address."""
         reg, addr = self.receive("reg")
-        answer = self.net.build_answer(reg, "reg_ack", status=OK, token=token, session=session)  # echoes the nonce
+        answer = self.net.build_answer(reg, status=OK, token=token, session=session)  # echoes the nonce
         self.sock.sendto(answer.data, addr)
         confirm, _ = self.receive("confirm")
         assert confirm.token == token, "the confirm carries the new token"

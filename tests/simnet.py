@@ -92,7 +92,7 @@ class SimNet:
         self._names: dict[tuple, str] = {}
         self._seq = itertools.count()
         self._hosts = itertools.count(2)  # never reused, so a new client cannot take a live one's address
-        self.server = self._add(SERVER, ServerLogic(SERVER[1], policy, random.Random(self.rng.random())), "server")
+        self.server = self._add(SERVER, ServerLogic(SERVER[1], policy, random.Random(self.rng.random()), randbits=random.Random(self.rng.random()).getrandbits), "server")
 
     def _add(self, addr, logic, name):
         logic._sim_name = name
@@ -174,7 +174,7 @@ class SimNet:
 
     def restart_server(self) -> ServerLogic:
         """The server process dies and a fresh one starts on the same address, knowing nobody."""
-        self.server = self._add(SERVER, ServerLogic(SERVER[1], self.policy, random.Random(self.rng.random())), "server")
+        self.server = self._add(SERVER, ServerLogic(SERVER[1], self.policy, random.Random(self.rng.random()), randbits=random.Random(self.rng.random()).getrandbits), "server")
         return self.server
 
     def inject(self, data: bytes, src: tuple, dst: tuple) -> None:

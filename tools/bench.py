@@ -30,7 +30,8 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import Parser, prog, reader_may_leave, text_table  # noqa: E402
+from node.grids import rich_grid  # noqa: E402
+from tools.cli import Parser, prog, reader_may_leave  # noqa: E402
 from tools.perf import abuse, codec, fanout, latency, scale, throughput  # noqa: E402
 from tools.perf.figures import Figure  # noqa: E402
 from tools.perf.processes import STARTED  # noqa: E402
@@ -121,7 +122,7 @@ def table(figures: list[Figure]) -> None:
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
         rows.append((f.scenario, f.name, num(f.value), f.unit, baseline, ratio, f.target, met, f.note))
     columns = ("scenario", "figure", "value", "unit", "baseline", "ratio", "target", "met", "note")
-    grid = text_table("ChatApp benchmark (medians)", columns, rows, ("value", "baseline", "ratio"), title_justify="left")
+    grid = rich_grid(columns, rows, ("value", "baseline", "ratio"), title="ChatApp benchmark (medians)", title_justify="left")
     Console(width=max(160, Console().width)).print(grid)
 
 

@@ -97,22 +97,6 @@ def examples(doc: str, script: str) -> str:
     return doc[doc.index("examples:"):].replace(script, "%(prog)s")
 
 
-def text_table(title: str, columns, rows, right=(), **options):
-    """A rich Table of ``columns`` (those named in ``right`` aligned right: numbers) and ``rows`` of
-    cells; every cell is shown as the text it is (escaped), never read as markup: a client's name,
-    a rule or a note with [brackets] prints as written.  ``options`` go to the Table (box, ...)."""
-    from rich.table import Table
-
-    from node.text import rich_text
-
-    table = Table(title=title, **options)
-    for column in columns:
-        table.add_column(column, justify="right" if column in right else "left")
-    for row in rows:
-        table.add_row(*(rich_text(str(cell)) for cell in row))
-    return table
-
-
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """``1 rule``, ``2 rules``."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -30,7 +30,8 @@ if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import faults  # noqa: E402  (after the path is set)
-from tools.cli import Parser, counted, host_port, prog, reader_may_leave, text_table  # noqa: E402
+from node.grids import rich_grid  # noqa: E402
+from tools.cli import Parser, counted, host_port, prog, reader_may_leave  # noqa: E402
 from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError  # noqa: E402
 
 Address = tuple[str, int]
@@ -190,7 +191,7 @@ def _print_stats(proxy: LossyProxy) -> None:
 
     rows = [(number, rule.text, rule.selected, rule.applied) for number, rule in enumerate(proxy.plan.rules, 1)]
     numbers = ("#", "selected", "applied")
-    Console(stderr=True).print(text_table("lossy proxy: counts per rule", ("#", "rule", *numbers[1:]), rows, numbers))
+    Console(stderr=True).print(rich_grid(("#", "rule", *numbers[1:]), rows, numbers, title="lossy proxy: counts per rule"))
     print(f"totals: {totals(proxy.counters)}", file=sys.stderr)
 
 

@@ -33,7 +33,7 @@ if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools.cli import (  # noqa: E402  (after the path is set)
-    Parser, UserError, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone, text_table,
+    Parser, UserError, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone,
 )
 
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
@@ -257,13 +257,14 @@ def save_svg(rows, path: str, source: str) -> None:
 def print_stats(console, stats) -> None:
     from rich import box
 
+    from node.grids import rich_grid
     from tools.traffic_views import ms
 
     console.print()
     style = {"box": box.SIMPLE_HEAD, "title_justify": "left"}
-    console.print(text_table("packets per type", ("type", "packets"), stats.per_type.items(), ("packets",), **style))
+    console.print(rich_grid(("type", "packets"), stats.per_type.items(), ("packets",), title="packets per type", **style))
     nodes = ((name, sent, received) for name, (sent, received) in stats.per_node.items())
-    console.print(text_table("packets per node", ("node", "sent", "received"), nodes, ("sent", "received"), **style))
+    console.print(rich_grid(("node", "sent", "received"), nodes, ("sent", "received"), title="packets per node", **style))
     rtt = "no answers seen"
     if stats.rtt_median is not None:
         rtt = f"median {ms(stats.rtt_median)}, p99 {ms(stats.rtt_p99)} ({stats.rtt_samples} answered)"

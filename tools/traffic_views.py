@@ -8,7 +8,8 @@ from __future__ import annotations
 from rich.text import Text
 
 from node.text import escaped
-from proto import STATUSES
+from proto import PAYLOADS, STATUSES
+from proto.fields import layer_spec
 from tools.traffic import (ANSWERS, FAMILIES, MALFORMED, OTHER_VERSION, SERVER, UNREAD, Event, Exchange, Stats, Tracker,
                            endpoint)
 
@@ -40,6 +41,10 @@ def seconds(us: int) -> str:
 
 # -- what a datagram says, in a few words ---------------------------------------------
 
+# The types whose payload is a group's name and nothing else: their summary is that name.
+GROUP_ONLY = frozenset(kind for kind, layer in PAYLOADS.items()
+                       if [f.name for f in layer_spec(layer).fields if not f.computed] == ["group"])
+
 
 def summary(event: Event) -> str:
     if event.pkt is None:
@@ -55,7 +60,7 @@ def summary(event: Event) -> str:
         shown = ", ".join(rows[:3]) + (f", +{len(rows) - 3} more" if len(rows) > 3 else "")
         entries = f"{len(rows)} {'entry' if len(rows) == 1 else 'entries'}"
         return f"v{body.version} since v{body.base}: {entries}" + (f" ({shown})" if rows else "")
-    if kind in ("create_group", "join_group", "leave_group", "list_members"):
+    if kind in GROUP_ONLY:
         return quoted(body.group)
     if kind == "send_group":
         return f"{quoted(body.group)}: {quoted(body.text)}"

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from node.effects import Send, Show
+from node.effects import Send
 from node.reliable import is_newer
 from node.runtime import open_node
 from node.server import ServerLogic
@@ -27,6 +27,7 @@ from proto import MSG_TYPES, STATUS_CODES, TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 from tests.simnet import SERVER, SimNet
 from tests.procs import HOST, WAIT
+from tests.shown import shown
 from tests.security_tools import Peer, ReceiveQueues, drain, finish
 from tests.structured import OUTSIDE, datagram, hostile_variants, registered_sessions
 
@@ -408,7 +409,7 @@ class FuzzingServer:
         return effects
 
     def show(self, effect):
-        self.lines.append(effect.text if isinstance(effect, Show) else getattr(effect, "title", str(effect)))
+        self.lines.extend(shown(effect))
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import subprocess
 import pytest
 
 from tests.procs import PYTHON, ROOT
-from tools.cli import Parser, port, positive, seconds, text_table
+from node.grids import rich_grid
+from tools.cli import Parser, port, positive, seconds
 
 
 def test_a_usage_error_is_the_usage_then_one_line_and_the_parsers_status(capsys):
@@ -68,7 +69,7 @@ def test_a_table_shows_its_cells_as_written_never_as_markup():
     from rich.console import Console
 
     console = Console(record=True, width=100, file=io.StringIO())
-    console.print(text_table("t", ("name", "n"), [("[bold]Ann[/bold]", 3), ("Bob\x1b[31m", 12)], ("n",)))
+    console.print(rich_grid(("name", "n"), [("[bold]Ann[/bold]", 3), ("Bob\x1b[31m", 12)], ("n",), title="t"))
     rows = console.export_text().splitlines()
     assert any("[bold]Ann[/bold]" in row and row.rstrip().endswith("3 │") for row in rows)
     assert any("Bob\\x1b[31m" in row for row in rows)  # a control character escaped, not sent to the terminal

@@ -85,3 +85,11 @@ def test_help_lists_every_command_by_its_form():
     assert HELP[0] == "Commands:"
     assert [line.split("  ")[1].strip() for line in HELP[1:]] == [form.usage for form in GRAMMAR.values()]
     assert HELP[1] == "  send <name> <message>     private message to another client"
+
+
+def test_a_command_knows_the_word_that_names_it_from_its_usage():
+    assert parse("send Bob hi there").word == "send"
+    assert parse("dereg Ann").word == "dereg"
+    assert all(form.usage.split()[0] == word for word, form in GRAMMAR.items())
+    assert [parse(word).word for word in ("list_groups", "list_members", "leave_group", "help")] == [
+        "list_groups", "list_members", "leave_group", "help"]

@@ -8,7 +8,7 @@ import re
 from proto import MSG_TYPES, PAYLOADS, ChatHeader, ListMore
 from proto.chat import _Answer
 from proto.fields import layer_spec
-from proto.messages import ANSWERS, ANY, BY_NAME, CLIENT, FAMILIES, IN_PARTS, MESSAGES, SERVER, requests
+from proto.messages import ANSWERS, ANY, BY_NAME, CLIENT, FAMILIES, IN_PARTS, MESSAGES, OPENS_SESSION, SERVER, received_by, requests
 from proto.reference import EXCHANGES_BEGIN, EXCHANGES_END, exchanges, extract, main
 from tests.procs import ROOT
 
@@ -70,3 +70,17 @@ def test_check_fails_on_a_stale_exchanges_block_and_update_mends_it(tmp_path, ca
     assert main(["--update", str(copy)]) == 0
     assert main(["--check", str(copy)]) == 0
     assert copy.read_text(encoding="utf-8") == README.read_text(encoding="utf-8")
+
+
+def test_each_logic_handles_every_request_its_role_receives():
+    """The handlers are found by name from the table: a new request type a node receives fails
+    here, at construction, until its ``_on_<type>`` is written (and a command until its ``_do_<word>``)."""
+    from node.client import ClientLogic
+    from node.commands import GRAMMAR
+    from node.server import ServerLogic
+
+    client = ClientLogic("Ann", ("127.0.0.1", 9))
+    server = ServerLogic()
+    assert set(client._receivers) == received_by(CLIENT) == {"table", "grp_msg", "probe", "pri_msg"}
+    assert set(server._handlers) == received_by(SERVER) and OPENS_SESSION == {"reg", "confirm"} < received_by(SERVER)
+    assert {form.command for form in GRAMMAR.values()} == set(client._performers)

@@ -4,12 +4,15 @@ with the group-mode prefix where the spec has it, and network text escaped, neve
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 
 from node import events as ev
+from node.limits import drop_report
 from node.peers import Peer
 from node.render import HELP, NOT_IN_GROUP, Table, prompt, render
+from proto import VERSION
 
 # event -> the exact lines a user reads
 WORDING = [
@@ -99,3 +102,20 @@ def test_network_text_is_shown_escaped_never_obeyed(hostile):
             assert "\n" not in line and "\x1b" not in line
     assert render(ev.PrivateMessage("Bob", "\x1b[2J"))[0] == ">>> Bob: \\x1b[2J"
     assert render(ev.PrivateMessage("Bob", "[b]x[/b]"))[0] == ">>> Bob: [b]x[/b]", "plain text: no markup is read"
+
+
+# -- what either node says (node/versions.py, node/limits.py) --------------------------------
+
+
+def test_a_peer_of_another_version_is_named_with_both_versions():
+    assert render(ev.OtherVersionHeard(("10.5.0.1", 7771), VERSION + 1)) == [
+        f">>> 10.5.0.1:7771 speaks chat protocol version {VERSION + 1}; this node speaks version {VERSION}"]
+    assert render(ev.OtherVersionsOnlyCounted()) == [
+        ">>> More peers speak other chat protocol versions; they are only counted"]
+
+
+def test_the_closing_drop_count_is_one_line_by_kind_without_late_acks():
+    report = drop_report(Counter({"replayed": 2, "stale ack": 9, "malformed": 3, "forged": 0}))
+    assert report == ev.DropsCounted((("malformed", 3), ("replayed", 2)))
+    assert render(report) == [">>> Dropped datagrams: malformed 3, replayed 2"]
+    assert drop_report(Counter({"stale ack": 4})) is None  # nothing worth a line

@@ -19,7 +19,7 @@ def server_events() -> list[type]:
     """The event types of the server's section of node/events.py that are made (not a base class)."""
     lines = inspect.getsource(ev).splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("# -- server events"))
-    end = len(lines)
+    end = next(i for i, line in enumerate(lines) if line.startswith("# -- either node"))
     return [cls for cls in vars(ev).values() if isinstance(cls, type) and cls.__module__ == ev.__name__
             and start < inspect.getsourcelines(cls)[1] - 1 < end and not cls.__subclasses__()]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 from node.client import ClientLogic
-from node.effects import Send, ShowTable
+from node.effects import Send
 from node.events import ClientTableChanged, PeersChanged
 from node.render import render
 from node.limits import Limits

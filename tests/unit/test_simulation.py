@@ -275,3 +275,12 @@ def test_an_exception_in_a_logic_fails_the_simulated_run():
     with pytest.raises(AssertionError, match=r"escaped the logic; the first, in Bob:(.|\n)*RuntimeError: planted"):
         sim.run(1)
     assert bob.drops["internal error"] >= 1 and sim.errors
+
+
+def test_a_seeded_run_is_reproduced_datagram_for_datagram():
+    """A seed replays a run exactly: the same datagrams, session tokens included (the server's
+    token source is seeded too), so a failing seed shows the same failure when replayed."""
+    first, _ = conversation(7)
+    again, _ = conversation(7)
+    assert first.sent == again.sent  # every datagram, field by field, and when and where it went
+    assert any(pkt.token for _, _, _, pkt in first.sent)

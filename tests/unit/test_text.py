@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from tools.demo import Printer
-from node.effects import ShowTable
+from node.render import Table
 from node.terminal import rich_table
 from node.text import escaped, json_line, rich_text
 
@@ -72,7 +72,7 @@ def test_json_lines_are_safe_on_a_terminal_and_keep_every_value():
 @pytest.mark.parametrize("name", MARKUP_NAMES)
 def test_rich_tables_draw_names_literally(name, color):
     rows = [("Zed", HOST, "1", "online"), (name, HOST, "2", "offline"), ("Amy", HOST, "3", "online")]
-    drawn = rich_table(ShowTable("t", COLUMNS, rows), color)
+    drawn = rich_table(Table("t", COLUMNS, rows), color)
     assert "\x1b]8;" not in drawn  # no OSC 8 hyperlink
     lines = [line for line in drawn.split("\n") if HOST in line]
     assert len(lines) == 3, drawn  # one line per row: nothing read as markup ate or added one
@@ -82,7 +82,7 @@ def test_rich_tables_draw_names_literally(name, color):
 
 def test_a_rich_table_escapes_control_sequences_in_cells():
     rows = [(raw, HOST, "1", "online") for raw, _ in SEQUENCES]
-    drawn = rich_table(ShowTable("t", COLUMNS, rows), True)
+    drawn = rich_table(Table("t", COLUMNS, rows), True)
     without_styles = _uncoloured(drawn)
     for _, shown in SEQUENCES:
         assert shown in without_styles

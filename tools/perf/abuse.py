@@ -29,6 +29,7 @@ from node.events import JoinedGroup, LeftGroup
 from node.limits import Limits
 from proto import MSG_TYPES, STATUS_CODES, ProtocolError
 from proto.fastpath import encode, parse
+from proto.messages import ANSWERS
 from tools.cli import host_port
 
 from .figures import Busy, Figure, median, percentile
@@ -75,7 +76,7 @@ class RawClient:
                     pkt = parse(data)
                 except ProtocolError:
                     continue
-                if MSG_TYPES[pkt.type] in ("ack", "reg_ack"):
+                if MSG_TYPES[pkt.type] in ANSWERS:
                     out[pkt.payload.ack_id] = (pkt.payload.status, getattr(pkt.payload, "token", 0))
                     self.answered += 1
         except (BlockingIOError, socket.timeout):

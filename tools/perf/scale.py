@@ -13,7 +13,7 @@ import time
 
 from node.peers import PeerRows
 from node.reliable import RetryPolicy
-from proto import MAX_DATAGRAM
+from proto import MAX_DATAGRAM, SERVER_NAME
 
 from .figures import Figure, check
 from .processes import ChatServer
@@ -27,8 +27,8 @@ def entry_bytes(name: str) -> int:
     """Bytes of one table row on the wire (read from the layer, so a new field counts)."""
     from proto.fastpath import encode
 
-    empty = len(encode("table", {"sender": "server"}, {"entries": []}))
-    one = len(encode("table", {"sender": "server"}, {"entries": [{"client": name}]}))
+    empty = len(encode("table", {"sender": SERVER_NAME}, {"entries": []}))
+    one = len(encode("table", {"sender": SERVER_NAME}, {"entries": [{"client": name}]}))
     return one - empty
 
 
