@@ -26,7 +26,6 @@ from .effects import Address
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import MAX_REMEMBERED_REPLIES, TOKEN_BITS, Endpoint, RetryPolicy, is_newer
-from .render import CLIENT_COLUMNS  # noqa: F401 (node/client.py reads it from here)
 from .sync import TABLE_WINDOW, SyncState, TableSync
 from .tables import TablePrinter, page
 from .versions import OtherVersions

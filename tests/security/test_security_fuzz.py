@@ -229,14 +229,15 @@ MERGED = re.compile(r"^>>> \.\.\. and \d+ more like it in the last second: ")
 
 
 def visible(proc, start: int, end: int, k: int) -> list[str]:
-    """What ``proc`` showed between two marks, the round number made generic; client tables
-    (registrations by the fuzz itself change them), the first-drop notes and the notes naming a
+    """What ``proc`` showed between two marks, the round number made generic; tables (registrations
+    by the fuzz itself change the client table, and the console budget may print a group table a
+    moment later, so its place among the lines varies), the first-drop notes and the notes naming a
     fuzzing socket that sent another version byte left out."""
     lines = []
     skipping = False
     for line in proc.text[start:end].split("\n"):
         if line.startswith(">>>"):
-            skipping = line == ">>> Client table updated."
+            skipping = line in (">>> Client table updated.", ">>> Group table updated.")  # printed when the budget allows
             if not skipping and not line.startswith(">>> Dropped") and " speaks chat protocol version " not in line:
                 lines.append(line.replace(f"r{k} ", "rK "))
         elif not skipping and line.strip():
