@@ -6,7 +6,7 @@ each layer (proto.fields) once and writes a small Python function per layer from
 calls for the runs of fixed-size fields, slices for the length-prefixed strings,
 a loop for the lists.  The Scapy layer stays the one schema: add a field there
 and it is encoded here too.  A test proves both produce and accept exactly the
-same bytes (tests/test_fastpath.py).
+same bytes (tests/unit/test_fastpath.py).
 
     data = encode("pri_msg", {"msg_id": 7, "port": 7771, "sender": "Ann"}, {"text": "hi"})
     msg = parse(data)       # msg.type == 13, msg.sender == "Ann", msg.payload.text == "hi"

@@ -4,7 +4,7 @@ Everything below is read from ``proto.chat`` and ``proto.messages`` at run time:
 the fields of each layer (through their model, ``proto.fields``), their sizes and
 types, ``MSG_TYPES``, ``STATUSES``, ``PAYLOADS``, the table of who sends which
 message, and the ``#`` comments written next to fields and enum entries.
-Change the layer, run this again, and the reference follows; ``tests/test_docs.py``
+Change the layer, run this again, and the reference follows; ``tests/integration/test_docs.py``
 fails while README.md holds an older copy.
 
     python3 -m proto.reference                     print the reference

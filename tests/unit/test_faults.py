@@ -1,6 +1,6 @@
 """tools/faults.py, the fault rule engine, on its own: the reorder hold both the socket
 proxy and the simulator use, and the same rules giving the same reordering in the simulator
-(tests/simnet.py) as the proxy gives on real sockets (tests/test_lossy_proxy.py)."""
+(tests/simnet.py) as the proxy gives on real sockets (tests/integration/test_lossy_proxy.py)."""
 
 from __future__ import annotations
 
