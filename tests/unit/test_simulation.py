@@ -172,7 +172,7 @@ def violations(sim: SimNet, script: Script) -> list[str]:
                 problems.append(f"{sender} was told {target} got {text!r}, but {target} did not show it")
     # every group message the server forwarded reached each member that stayed responsive
     removed = {event.client for event in sim.events["server"] if isinstance(event, MemberRemoved)}
-    for _, dst, pkt in ((t, d, p) for t, s, d, p in sim.sent if kind(p) == "grp_msg"):
+    for _, dst, pkt in ((t, d, p) for t, s, d, p, _ in sim.sent if kind(p) == "grp_msg"):
         member = sim.name_of(dst)
         if member not in removed and member not in script.crashed:
             if shown[member][(pkt.payload.origin, pkt.payload.text)] != 1:
