@@ -154,7 +154,7 @@ class SimNet:
     def fresh_addr(self, port: int | None = None) -> tuple:
         """An address no node or peer has had."""
         host = next(self._hosts)
-        return (f"10.9.0.{host}", port or 7000 + host)
+        return (f"10.9.{host >> 8}.{host & 255}", port or 7000 + host)
 
     def client(
         self, name: str, port: int | None = None, start: bool = True, addr: tuple | None = None, label: str | None = None,
@@ -220,7 +220,7 @@ class SimNet:
     def _call(self, logic, action, *args) -> None:
         """One isolated call, then the node's effects carried out."""
         self._isolated(logic, action, *args)
-        self._collect(logic._sim_addr)
+        self.collect(logic._sim_addr)
 
     def check_errors(self) -> None:
         """The invariant of every simulated run: no exception escaped a node's logic."""
@@ -248,7 +248,7 @@ class SimNet:
         logic = self.nodes[dst]
         for data, src in datagrams:
             self._isolated(logic, logic.receive, data, src, self.now)
-        self._collect(dst)
+        self.collect(dst)
 
     def deliver(self, data: bytes, src: tuple, dst: tuple = SERVER) -> None:
         """One datagram, a batch of its own."""
@@ -279,7 +279,9 @@ class SimNet:
             if node is not self.server and node.registered and truth.get(node.name, (None, False))[1]
         )
 
-    def _collect(self, addr) -> None:
+    def collect(self, addr: tuple = SERVER) -> None:
+        """Drain the node at ``addr`` now and carry out its effects (a test that calls into a
+        logic by hand does this after it)."""
         logic = self.nodes.get(addr)
         if logic is None:
             return
