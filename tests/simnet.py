@@ -158,13 +158,14 @@ class SimNet:
 
     def client(
         self, name: str, port: int | None = None, start: bool = True, addr: tuple | None = None, label: str | None = None,
-        peers: PeerRows | None = None,
+        peers: PeerRows | None = None, **options,
     ) -> ClientLogic:
         """A new client process; ``addr`` reuses an address (that of a crashed process, say),
         ``label`` keys its output in ``lines`` and ``exits`` when two processes use the same name,
-        and ``peers`` is a table-row store it shares with other clients (as in one process)."""
+        and ``peers`` is a table-row store it shares with other clients (as in one process);
+        ``options`` go to ``ClientLogic``."""
         addr = addr or self.fresh_addr(port)
-        logic = ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random()), peers=peers)
+        logic = ClientLogic(name, SERVER, addr[1], self.policy, random.Random(self.rng.random()), peers=peers, **options)
         self.add(addr, logic, label or name)
         if start:
             self._call(logic, logic.start, self.now)
