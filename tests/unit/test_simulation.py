@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from node.events import Delivered, GroupMessage, MemberRemoved, NoAck, PrivateMessage, UnknownUser
-from tests.simnet import SimNet, kind
+from proto.fastpath import encode
+from tests.simnet import SERVER, SimNet, kind
 from tools.faults import FaultPlan
 
 RUNS = int(os.environ.get("SIM_RUNS", "2000"))
@@ -275,3 +276,20 @@ def test_an_exception_in_a_logic_fails_the_simulated_run():
     with pytest.raises(AssertionError, match=r"escaped the logic; the first, in Bob:(.|\n)*RuntimeError: planted"):
         sim.run(1)
     assert bob.drops["internal error"] >= 1 and sim.errors
+
+
+def test_datagrams_that_reach_a_node_at_one_instant_are_one_batch():
+    """As the shell reads its socket: everything that has arrived, then one drain, so the server
+    makes one table round and prints the table once for two confirms that arrive together."""
+    sim = SimNet()
+    peers = [sim.raw(name) for name in ("Ann", "Bob")]
+    for peer in peers:
+        sim.inject(encode("reg", {"msg_id": 1, "sender": peer.name}), peer.addr, SERVER)
+    sim.run(0.01)
+    for peer in peers:
+        (reg_ack,) = peer.received("reg_ack")
+        sim.inject(encode("confirm", {"msg_id": 2, "sender": peer.name, "token": reg_ack.payload.token}), peer.addr, SERVER)
+    sim.run(0.01)
+    assert sorted(sim.server.clients) == ["Ann", "Bob"]
+    assert sim.lines["server"].count(">>> Client table updated.") == 1
+    assert {part.payload.version for _, part in sim.sends("table")} == {2}, "one round: both rows in each first part"
