@@ -111,15 +111,21 @@ def test_a_new_client_gets_the_whole_table_in_parts_that_each_fit_a_datagram():
     assert max(len(s.data) for s in sim.sent) <= MAX_DATAGRAM
 
 
+class Row:
+    """A table row as TableVersions sees it."""
+
+    def __init__(self, name):
+        self.name, self.changed, self.row = name, 0, b""
+
+
+def versioned() -> tuple[dict, TableVersions]:
+    rows: dict[str, Row] = {}
+    return rows, TableVersions(rows)
+
+
 def test_each_part_applies_on_its_own():
     """A copy that took only the first k parts holds exactly the rows changed up to their version."""
-    rows = {}
-    versions = TableVersions(rows)
-
-    class Row:
-        def __init__(self, name):
-            self.name, self.changed, self.row = name, 0, b""
-
+    rows, versions = versioned()
     for i in range(60):
         row = rows[f"{LONG}-{i}"] = Row(f"{LONG}-{i}")
         row.row = entry(row.name, ("10.0.0.1", 1000 + i), True, i)
@@ -141,13 +147,7 @@ def test_each_part_applies_on_its_own():
 
 
 def test_a_delta_skips_rows_that_changed_again_and_the_log_stays_small():
-    rows = {}
-    versions = TableVersions(rows)
-
-    class Row:
-        def __init__(self, name):
-            self.name, self.changed, self.row = name, 0, b""
-
+    rows, versions = versioned()
     row = rows["a"] = Row("a")
     for i in range(1000):
         row.row = entry("a", ("10.0.0.1", 1000 + i % 7), bool(i % 2), i)
