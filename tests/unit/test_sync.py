@@ -59,7 +59,7 @@ class Harness:
     def collect(self) -> list[tuple[str, object]]:
         mark = len(self.sim.sent)
         self.sim.collect(SERVER)
-        parts = [(to, part) for _, to, part in self.sent[mark:]]
+        parts = [(self.sim.name_of(s.dst), s.pkt) for s in self.sim.sent[mark:]]
         assert all(MSG_TYPES[p.type] == "table" for _, p in parts)
         return parts
 
