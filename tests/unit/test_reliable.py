@@ -1,4 +1,5 @@
-"""The shared retransmission / ack matching / duplicate suppression layer, on a fake clock."""
+"""The shared retransmission / ack matching / duplicate suppression layer, on a fake clock
+(its timers fired by the simulated network, tests/simnet.py)."""
 
 from __future__ import annotations
 

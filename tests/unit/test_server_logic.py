@@ -1,5 +1,5 @@
-"""The server's logic, driven directly (hand-made datagrams from fake clients,
-explicit ``now``) and through the simulated network for multi-node flows."""
+"""The server's logic on the simulated network (tests/simnet.py): fed hand-made datagrams by
+fake clients (raw peers), and in multi-node flows with real client logic."""
 
 from __future__ import annotations
 

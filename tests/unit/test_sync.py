@@ -1,5 +1,6 @@
-"""The client table's synchronisation on its own (node/sync.py): a real endpoint on a fake
-clock, client records made by hand, parts acknowledged (or not) by hand."""
+"""The client table's synchronisation on its own (node/sync.py): a real endpoint on the
+simulated network's clock (tests/simnet.py), client records made by hand, parts acknowledged
+(or not) by hand."""
 
 from __future__ import annotations
 
