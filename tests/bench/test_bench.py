@@ -80,31 +80,6 @@ def test_a_closed_stdout_ends_quietly(output):
     assert (done.returncode, done.stderr) == (0, "")
 
 
-def sizes(args) -> dict[str, float]:
-    """The numeric options of a parsed command line (a list of sizes counts as its sum)."""
-    numbers = {}
-    for key, value in vars(args).items():
-        if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-            value = sum(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            numbers[key] = value
-    return numbers
-
-
-def test_quick_scales_every_scenario_down_and_options_given_still_win():
-    from tools import bench
-
-    for name in bench.SCENARIOS:
-        full, quick = sizes(bench.options([name])), sizes(bench.options(["--quick", name]))
-        assert quick.keys() == full.keys() and full, name
-        assert all(quick[key] <= full[key] for key in full), (name, quick, full)
-        assert any(quick[key] < full[key] for key in full), f"{name} is not scaled down by --quick"
-        assert bench.options([name, "--quick"]) == bench.options(["--quick", name])
-        assert sizes(bench.defaults(name, quick=True)) == quick  # as each scenario of `all --quick` runs
-    chosen = bench.options(["--json", "--quick", "scale", "--clients", "5"])
-    assert chosen.clients == [5] and chosen.json and chosen.timeout < bench.options(["scale"]).timeout
-
-
 def test_the_command_takes_quick():
     report = bench("--quick", "codec", "--types", "pri_msg")
     assert report["scenarios"] == ["codec"] and report["figures"]

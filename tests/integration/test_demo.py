@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import queue
 import re
@@ -14,13 +13,13 @@ import time
 
 import pytest
 
-from tools.demo import DemoFailed, Printer, Stage
+from tools.demo import DemoFailed, Stage
 
 from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 CHATAPP = str(ROOT / "ChatApp.py")
 DEADLINE = 60.0
 
-pytestmark = pytest.mark.e2e  # the demo as processes; its printer's one in-process test comes along
+pytestmark = pytest.mark.e2e  # the demo as processes
 
 
 def started_pids(output: str) -> dict[str, int]:
@@ -205,13 +204,3 @@ def test_a_process_that_exits_early_fails_the_step_at_once():
             stage.expect_exit("quitter", 0)
     finally:
         stage.close()
-
-
-@pytest.mark.parametrize("color", [False, True])
-def test_printer_prefixes_each_line_and_prints_chat_text_literally(color):
-    stream = io.StringIO()
-    printer = Printer(color=color, stream=stream)
-    printer.line("Ann", "|", ">>> [bold]not markup[/bold]")
-    printer.say("step")
-    # A StringIO is no terminal, so rich adds no colour codes here; markup would still be eaten.
-    assert stream.getvalue() == "Ann    | >>> [bold]not markup[/bold]\ndemo   : step\n"

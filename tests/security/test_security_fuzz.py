@@ -250,8 +250,10 @@ def run_conversation(cluster, fuzz_with: list[bytes] | None = None):
     aimed at the server and at Bob, as long as it lasts). Returns what each showed per round."""
     server = cluster.server()
     ann, bob, cid = cluster.clients(list(NAMES), server)
+    created = server.mark()
     cid.sendline("create_group study")
     cid.expect_line(">>> Group study created by Server.")
+    server.expect_groups({"study": []}, since=created)  # it answers before it prints: not in the first round's lines
     procs = {"server": server, "Ann": ann, "Bob": bob, "Cid": cid}
     drain(*procs.values())
     rounds = []

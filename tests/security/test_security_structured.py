@@ -133,7 +133,7 @@ class Session:
 
     def answered_since(self, mark: int) -> int:
         """How many datagrams the server sent this session since ``len(sim.sent)`` was ``mark``."""
-        return sum(1 for _, src, dst, _ in self.sim.sent[mark:] if dst == self.addr)
+        return sum(1 for _, src, dst, _, _ in self.sim.sent[mark:] if dst == self.addr)
 
 
 def live_chat(sim: SimNet):

@@ -172,11 +172,11 @@ def test_send_to_a_user_listed_offline_is_tried_and_reported_as_the_original_doe
     sent = len(sim.sent)
     sim.type(ann, "send Bob are you there")
     sim.run(5)
-    tries = [p for _, src, _, p in sim.sent[sent:] if kind(p) == "pri_msg" and src == sim.addr(ann)]
+    tries = [p for _, src, _, p, _ in sim.sent[sent:] if kind(p) == "pri_msg" and src == sim.addr(ann)]
     assert len(tries) == 5, "the usual five tries"
     assert sim.lines["Ann"][-3:] == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
                                      ">>> (The client table listed Bob as offline.)"]
-    assert [p.payload.target for _, _, _, p in sim.sent[sent:] if kind(p) == "kick"] == ["Bob"]
+    assert [p.payload.target for _, _, _, p, _ in sim.sent[sent:] if kind(p) == "kick"] == ["Bob"]
 
 
 def test_help_in_any_mode():
@@ -519,7 +519,7 @@ def test_intent_methods_do_what_the_typed_commands_do():
                 sim.ask(ann, getattr(ann, intent), *args)
         sim.run(2)
         assert sim.exits["Ann"] == 0
-        datagrams = [kind(p) for _, src, _, p in sim.sent[sent:] if src == sim.addr(ann)]
+        datagrams = [kind(p) for _, src, _, p, _ in sim.sent[sent:] if src == sim.addr(ann)]
         seen.append((sim.events["Ann"][since:], [e for e in sim.events["Bob"] if isinstance(e, PrivateMessage)], datagrams))
     assert seen[0] == seen[1]
     events = [type(e).__name__ for e in seen[0][0]]
@@ -539,7 +539,7 @@ def test_an_intent_in_the_wrong_mode_is_an_invalid_command():
     sim.ask(ann, ann.send_private, "Bob", "hi")
     assert sim.events["Ann"][-1] == InvalidCommand("g", "send")
     assert sim.lines["Ann"][-1] == ">>> (g) Invalid command"
-    assert [kind(p) for _, src, _, p in sim.sent[sent:] if src == sim.addr(ann)] == ["create_group", "join_group"]
+    assert [kind(p) for _, src, _, p, _ in sim.sent[sent:] if src == sim.addr(ann)] == ["create_group", "join_group"]
 
 
 # -- the server stops answering ------------------------------------------------------------------------
@@ -1154,13 +1154,13 @@ def test_datagrams_to_peers_never_carry_the_session_token():
     sim.type(bob, "send Ann hello")
     sim.run(1)
     peers = {sim.addr(ann), sim.addr(bob)}
-    between = [p for t, s, d, p in sim.sent if s in peers and d in peers]
+    between = [p for t, s, d, p, _ in sim.sent if s in peers and d in peers]
     assert sorted(kind(p) for p in between) == ["ack", "ack", "pri_msg", "pri_msg"]
     tokens = {ann.net.token, bob.net.token}
     assert not tokens & {p.token for p in between}, "a nonce instead, echoed by the ack"
     nonces = {p.msg_id: p.token for p in between if kind(p) == "pri_msg"}
     assert {p.payload.ack_id: p.token for p in between if kind(p) == "ack"} == nonces and 0 not in nonces.values()
-    to_server = [p for t, s, d, p in sim.sent if s in peers and d == SERVER and kind(p) != "reg"]
+    to_server = [p for t, s, d, p, _ in sim.sent if s in peers and d == SERVER and kind(p) != "reg"]
     assert to_server and all(p.token != 0 for p in to_server), "what goes to the server after registering carries it"
 
 

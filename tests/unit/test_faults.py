@@ -1,11 +1,97 @@
-"""tools/faults.py, the fault rule engine, on its own: the reorder hold both the socket
-proxy and the simulator use, and the same rules giving the same reordering in the simulator
-(tests/simnet.py) as the proxy gives on real sockets (tests/integration/test_lossy_proxy.py)."""
+"""tools/faults.py, the fault rule engine, on its own: rules parsed (or refused naming the bad
+word), seeded choices, the reorder hold both the socket proxy and the simulator use, and the
+same rules giving the same reordering in the simulator (tests/simnet.py) as the proxy gives on
+real sockets (tests/integration/test_lossy_proxy.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.simnet import SimNet, kind
-from tools.faults import FaultPlan, ReorderHold
+from tools.faults import FaultPlan, ReorderHold, Rule, RuleError
+
+
+# -- rules: parsing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, word",
+    [
+        ("frop type=ack", "frop"),
+        ("drop tipe=ack", "tipe=ack"),
+        ("drop type=akc", "akc"),
+        ("drop type=ack,nope", "nope"),
+        ("drop ack", "ack"),
+        ("drop from=", "from="),
+        ("drop p=1.5", "1.5"),
+        ("drop p=often", "often"),
+        ("drop first=0", "0"),
+        ("drop nth=two", "two"),
+        ("drop after=-1", "-1"),
+        ("drop count=1.5", "1.5"),
+        ("delay", "delay"),
+        ("delay type=ack", "delay"),
+        ("delay 3xs", "3xs"),
+        ("delay 300ms±", "300ms±"),
+        ("delay 300ms±5x", "5x"),
+        ("duplicate", "duplicate"),
+        ("duplicate many", "many"),
+        ("corrupt 0", "0"),
+        ("replay soon", "soon"),
+        ("replay 1s±5ms", "1s±5ms"),
+    ],
+)
+def test_a_bad_rule_is_an_error_naming_the_bad_word(text, word):
+    with pytest.raises(RuleError) as caught:
+        Rule.parse(text)
+    assert f"'{word}'" in str(caught.value)
+
+
+def test_an_empty_rule_is_an_error():
+    with pytest.raises(RuleError, match="empty rule"):
+        Rule.parse("   ")
+
+
+def test_rules_parse_into_their_parts():
+    rule = Rule.parse("delay 300ms±50ms type=pri_msg,ack from=A to=B,server p=0.25 first=3")
+    assert (rule.action, rule.delay, rule.jitter, rule.p, rule.first) == ("delay", 0.3, 0.05, 0.25, 3)
+    assert rule.types == {"pri_msg", "ack"} and rule.src == {"A"} and rule.dst == {"B", "server"}
+    assert (Rule.parse("delay 1.5s+-0.5s").delay, Rule.parse("delay 1.5s+-0.5s").jitter) == (1.5, 0.5)
+    assert Rule.parse("delay 2").delay == 2.0
+    assert Rule.parse("duplicate 3 nth=2").copies == 3
+    assert Rule.parse("corrupt").copies == 1 and Rule.parse("corrupt 4 after=1").copies == 4
+    assert Rule.parse("replay 400ms count=2").delay == 0.4
+
+
+def test_jittered_delays_stay_in_their_range_and_repeat_with_the_seed():
+    def delays(seed):
+        plan = FaultPlan(["delay 300ms±100ms"], seed)
+        return [plan.decide(b"x", "pri_msg", "A", "B").copies[0][0] for _ in range(50)]
+
+    first = delays(5)
+    assert all(0.2 <= d <= 0.4 for d in first)
+    assert len(set(first)) == 50  # jittered, not one fixed delay
+    assert delays(5) == first
+    assert delays(6) != first
+
+
+def test_a_seed_gives_each_flow_the_same_choices_whatever_the_interleaving():
+    """Real nodes' flows reach the proxy in a different order on each run."""
+
+    def fates(order):
+        plan = FaultPlan(["drop p=0.5"], seed=11)
+        got = {"A": [], "B": []}
+        for src in order:
+            got[src].append(plan.decide(b"x", "pri_msg", src, "server").action)
+        return got
+
+    one = fates(["A", "B"] * 20)
+    other = fates(["A"] * 20 + ["B"] * 20)
+    assert one == other
+    assert {"drop", "pass"} == set(one["A"])
+
+
+# -- the reorder hold ------------------------------------------------------------------------------
 
 
 def test_a_held_datagram_goes_with_the_next_of_its_flow_and_then_does_not_expire():

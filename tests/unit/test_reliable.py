@@ -1,4 +1,5 @@
-"""The shared retransmission / ack matching / duplicate suppression layer, on a fake clock."""
+"""The shared retransmission / ack matching / duplicate suppression layer, on a fake clock
+(its timers fired by the simulated network, tests/simnet.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from node import reliable
 from node.effects import Send
 from node.reliable import REPLY_MEMORY_WINDOWS, Endpoint, RetryPolicy
 from proto import Ack, ChatHeader, GrpMsg, MsgId, PriMsg, RegAck, decode
+from tests.simnet import SimNet
 
+SELF = ("10.0.0.1", 7001)
 PEER = ("10.0.0.2", 7002)
 OTHER = ("10.0.0.3", 7003)
 
@@ -30,7 +33,7 @@ class Calls:
 
 
 def endpoint(policy=RetryPolicy(), seed=1, **bounds) -> Endpoint:
-    return Endpoint("A", 7001, policy, random.Random(seed), **bounds)
+    return Endpoint("A", SELF[1], policy, random.Random(seed), **bounds)
 
 
 def ack_for(msg_id: int, status="ok", token=0) -> ChatHeader:
@@ -42,12 +45,12 @@ def reg_ack_for(msg_id: int) -> ChatHeader:
 
 
 def run_until(ep: Endpoint, end: float) -> list[tuple[float, Send]]:
-    """Fire the endpoint's timers exactly when it asks, up to ``end``; return (time, send) pairs."""
-    sent = []
-    while (due := ep.get_timer()) is not None and due <= end:
-        ep.handle_timer(due)
-        sent += [(due, e) for e in ep.drain() if isinstance(e, Send)]
-    return sent
+    """Put the endpoint on the simulated network's clock and fire its timers exactly when it asks,
+    up to ``end``: the (time, send) pairs it sent meanwhile."""
+    sim = SimNet(server=False)
+    sim.add(SELF, ep, ep.name, drain=lambda now: ep.drain())
+    sim.run_until(end)
+    return [(sent.time, Send(sent.data, sent.dst)) for sent in sim.sent]
 
 
 def test_default_policy_is_500ms_and_5_tries():
@@ -475,6 +478,5 @@ def test_batched_acks_of_requests_with_different_tokens_go_apart():
     ep.acknowledge(decode(bytes(ChatHeader(type="grp_msg", msg_id=1, token=7, sender="S") / GrpMsg())), PEER, 0.0)
     ep.acknowledge(decode(bytes(ChatHeader(type="grp_msg", msg_id=2, token=7, sender="S") / GrpMsg())), PEER, 0.01)
     ep.acknowledge(decode(bytes(ChatHeader(type="grp_msg", msg_id=3, token=8, sender="S") / GrpMsg())), PEER, 0.02)
-    run_until(ep, 1.0)
-    acks = [decode(e.data) for e in ep.drain()]
+    acks = [decode(send.data) for _, send in run_until(ep, 1.0)]
     assert [(a.token, [a.ack_id] + [m.id for m in a.also]) for a in acks] == [(7, [1]), (7, [2]), (8, [3])]

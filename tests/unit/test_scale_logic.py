@@ -4,57 +4,51 @@ in flight, long tables printed now and then, small records."""
 
 from __future__ import annotations
 
-import random
-
-from node.client import ClientLogic
-from node.effects import Send
-from node.events import ClientTableChanged, PeersChanged
-from node.render import render
 from node.limits import Limits
-from node.reliable import RetryPolicy
-from node.server import ClientRecord, ServerLogic
+from node.names import SERVER_NAME
+from node.server import ClientRecord
 from node.sync import TABLE_WINDOW
 from node.tables import TableVersions, entry, page
-from proto import MAX_DATAGRAM, MSG_TYPES, STATUSES, Entry, decode
+from proto import MAX_DATAGRAM, STATUSES, Entry, decode
 from proto.fastpath import encode, encode_item, parse
-from tests.simnet import SimNet, kind
+from tests.simnet import SERVER, Sent, SimNet, kind
 
 LONG = "x" * 24  # a long name prefix, so that few rows fit a datagram
 
 
 class Server:
-    """A ServerLogic fed by hand, as the asyncio shell feeds it: datagrams in batches, one drain per batch."""
+    """The server on the simulated network, fed by hand as the shell feeds it: datagrams in batches,
+    one drain per batch; its clients are addresses on one host, answering as tests tell them."""
 
     def __init__(self, table_window: int = TABLE_WINDOW, **limits):
         # Every fake client is on 10.1.0.1: no per-IP quota (a test may set one).
         limits = {"max_names_per_ip": 0, **limits}
-        self.logic = ServerLogic(9000, RetryPolicy(), random.Random(3), Limits(rate=0, **limits), table_window=table_window)
-        self.now = 0.0
+        self.sim = SimNet(limits=Limits(rate=0, **limits), table_window=table_window)
+        self.logic = self.sim.server
         self.tokens: dict[str, int] = {}
-        self.sent: list[Send] = []
-        self.shown: list[tuple] = []  # the rows of each client table printed
+
+    @property
+    def sent(self) -> list[Sent]:
+        return self.sim.sent
+
+    @property
+    def shown(self) -> list[list[str]]:
+        return client_tables(self.sim.lines["server"])
 
     def addr(self, name: str) -> tuple[str, int]:
         return ("10.1.0.1", 1024 + int(name.rsplit("-", 1)[1]))
 
-    def batch(self, datagrams: list[tuple[bytes, tuple]]) -> list[Send]:
+    def batch(self, datagrams: list[tuple[bytes, tuple]]) -> list[Sent]:
         """Feed ``datagrams`` and drain; each client answered with an ok reg_ack confirms at
         once, its confirm read with the others and drained once too."""
-        out, confirms = [], []
-        for data, addr in datagrams:
-            self.logic.receive(data, addr, self.now)
-        for effect in self.logic.drain(self.now):
-            if isinstance(effect, Send):
-                out.append(effect)
-                msg = parse(effect.data)
-                if kind(msg) == "reg_ack" and msg.payload.status == 0:
-                    name = self.name_at(effect.addr)
-                    self.tokens[name] = msg.payload.token
-                    confirms.append((encode("confirm", {"msg_id": 2, "sender": name, "token": msg.payload.token}), effect.addr))
-            elif isinstance(effect, ClientTableChanged):
-                # rows are made when read, and read right after the drain, as the shell does
-                self.shown.append(tuple(effect.clients))
-        self.sent += out
+        mark = len(self.sent)
+        self.sim.batch(datagrams)
+        out, confirms = self.sent[mark:], []
+        for sent in out:
+            if kind(sent.pkt) == "reg_ack" and sent.pkt.payload.status == 0:
+                name = self.name_at(sent.dst)
+                self.tokens[name] = sent.pkt.payload.token
+                confirms.append((encode("confirm", {"msg_id": 2, "sender": name, "token": sent.pkt.payload.token}), sent.dst))
         return out + (self.batch(confirms) if confirms else [])
 
     def name_at(self, addr) -> str:
@@ -63,24 +57,38 @@ class Server:
     def reg(self, name: str) -> tuple[bytes, tuple]:
         return encode("reg", {"msg_id": 1, "sender": name}), self.addr(name)
 
-    def acks(self, sends: list[Send]) -> list[tuple[bytes, tuple]]:
+    def acks(self, sends: list[Sent]) -> list[tuple[bytes, tuple]]:
         """Every client's ack of the table parts in ``sends``."""
         out = []
-        for send in sends:
-            msg = parse(send.data)
-            if kind(msg) == "table":
-                name = self.name_at(send.addr)
-                out.append((encode("ack", {"msg_id": 1, "sender": name, "token": self.tokens[name]}, {"ack_id": msg.msg_id}), send.addr))
+        for sent in sends:
+            if kind(sent.pkt) == "table":
+                name = self.name_at(sent.dst)
+                out.append((encode("ack", {"msg_id": 1, "sender": name, "token": self.tokens[name]}, {"ack_id": sent.pkt.msg_id}), sent.dst))
         return out
 
-    def settle(self, sends: list[Send]) -> None:
+    def settle(self, sends: list[Sent]) -> None:
         """Everyone acks everything until nothing more is sent."""
         while sends:
             sends = self.batch(self.acks(sends))
 
 
-def tables_to(sends: list[Send], addr) -> list:
-    return [parse(s.data) for s in sends if s.addr == addr and kind(parse(s.data)) == "table"]
+def client_tables(lines: list[str]) -> list[list[str]]:
+    """The rows of each client table in ``lines``, as printed (rows are made when read, right after the drain)."""
+    tables: list[list[str]] = []
+    rows = None
+    for line in lines:
+        if line == ">>> Client table updated.":
+            rows = []
+            tables.append(rows)
+        elif rows is not None and line.startswith("| "):
+            rows.append(line)
+        else:
+            rows = None
+    return tables
+
+
+def tables_to(sends: list[Sent], addr) -> list:
+    return [s.pkt for s in sends if s.dst == addr and kind(s.pkt) == "table"]
 
 
 # -- the client table in parts -------------------------------------------------------------
@@ -95,30 +103,29 @@ def test_a_new_client_gets_the_whole_table_in_parts_that_each_fit_a_datagram():
     sim.run(2)
     parts = [p for _, p in sim.sends("table", dst=sim.addr(newcomer))]
     assert len(parts) >= 4, "120 long rows do not fit one datagram"
-    assert all(len(_reencode(p)) <= MAX_DATAGRAM for p in parts)
+    assert all(len(s.data) <= MAX_DATAGRAM for s in sim.sent if s.dst == sim.addr(newcomer) and kind(s.pkt) == "table")
     # a chain: each part starts where the one before ended, the first from nothing
     assert parts[0].payload.base == 0
     assert all(b.payload.base == a.payload.version for a, b in zip(parts, parts[1:]))
     assert len(newcomer.table) == 121 and sim.converged()
-    assert max(len(_reencode(p)) for _, p in sim.sends()) <= MAX_DATAGRAM
+    assert max(len(s.data) for s in sim.sent) <= MAX_DATAGRAM
 
 
-def _reencode(msg) -> bytes:
-    """The datagram as it was on the wire (simnet keeps them decoded)."""
-    header = {k: v for k, v in vars(msg).items() if k not in ("payload", "magic", "version", "type", "name_len")}
-    payload = {k: v for k, v in vars(msg.payload).items()}
-    return encode(MSG_TYPES[msg.type], header, payload)
+class Row:
+    """A table row as TableVersions sees it."""
+
+    def __init__(self, name):
+        self.name, self.changed, self.row = name, 0, b""
+
+
+def versioned() -> tuple[dict, TableVersions]:
+    rows: dict[str, Row] = {}
+    return rows, TableVersions(rows)
 
 
 def test_each_part_applies_on_its_own():
     """A copy that took only the first k parts holds exactly the rows changed up to their version."""
-    rows = {}
-    versions = TableVersions(rows)
-
-    class Row:
-        def __init__(self, name):
-            self.name, self.changed, self.row = name, 0, b""
-
+    rows, versions = versioned()
     for i in range(60):
         row = rows[f"{LONG}-{i}"] = Row(f"{LONG}-{i}")
         row.row = entry(row.name, ("10.0.0.1", 1000 + i), True, i)
@@ -140,13 +147,7 @@ def test_each_part_applies_on_its_own():
 
 
 def test_a_delta_skips_rows_that_changed_again_and_the_log_stays_small():
-    rows = {}
-    versions = TableVersions(rows)
-
-    class Row:
-        def __init__(self, name):
-            self.name, self.changed, self.row = name, 0, b""
-
+    rows, versions = versioned()
     row = rows["a"] = Row("a")
     for i in range(1000):
         row.row = entry("a", ("10.0.0.1", 1000 + i % 7), bool(i % 2), i)
@@ -190,7 +191,7 @@ def table_bytes_per_registration(n: int) -> float:
     for i in range(0, n, 10):  # registrations arrive in bursts of ten, acks come back at once
         sends = s.batch([s.reg(f"{LONG}-{j}") for j in range(i, min(n, i + 10))] + s.acks(sends))
     s.settle(sends)
-    return sum(len(x.data) for x in s.sent if kind(parse(x.data)) == "table") / n
+    return sum(len(x.data) for x in s.sent if kind(x.pkt) == "table") / n
 
 
 def test_server_bytes_per_registration_grow_linearly():
@@ -201,7 +202,7 @@ def test_server_bytes_per_registration_grow_linearly():
 def test_at_most_a_window_of_table_parts_in_flight():
     s = Server(table_window=8)
     sends = s.batch([s.reg(f"{LONG}-{i}") for i in range(40)])
-    assert len([x for x in sends if kind(parse(x.data)) == "table"]) == 8
+    assert len([x for x in sends if kind(x.pkt) == "table"]) == 8
     assert len(s.logic.net._pending) == 8
     s.settle(sends)  # the others got theirs as slots came free
     assert all(r.synced == s.logic.version for r in s.logic.clients.values())
@@ -243,7 +244,7 @@ def test_long_group_and_member_lists_come_in_parts():
     prefix = f">>> ({LONG}g0) "
     expected = [f"{prefix}Members in the group {LONG}g0:"] + [f"{prefix}{c.name}" for c in clients if c is not first]
     assert sim.lines[member.name][mark:] == expected
-    assert max(len(_reencode(p)) for _, p in sim.sends()) <= MAX_DATAGRAM
+    assert max(len(s.data) for s in sim.sent) <= MAX_DATAGRAM
 
 
 def test_list_more_of_a_group_one_is_not_in_is_refused():
@@ -252,7 +253,7 @@ def test_list_more_of_a_group_one_is_not_in_is_refused():
     name = f"{LONG}-0"
     more = encode("list_more", {"msg_id": 9, "sender": name, "token": s.tokens[name]}, {"list": "list_members", "group": "g"})
     (answer,) = s.batch([(more, s.addr(name))])
-    assert STATUSES[parse(answer.data).payload.status] == "not_in_group"
+    assert STATUSES[answer.pkt.payload.status] == "not_in_group"
 
 
 def test_pages_cover_the_list_once_in_order():
@@ -275,37 +276,34 @@ def test_a_long_table_is_printed_now_and_then_the_latest_last():
     s = Server(max_clients=400)
     for i in range(0, 300, 10):
         s.batch([s.reg(f"{LONG}-{j}") for j in range(i, i + 10)])
-        s.now += 0.01
+        s.sim.run(0.01)
     printed = [len(rows) for rows in s.shown]
     assert printed[:10] == [10 * (k + 1) for k in range(10)], "short: printed on every change"
     assert len(printed) < 15, "long: not on every change"
-    s.logic.handle_timer(s.now + 5)
-    s.batch([])
+    s.sim.run(5)
     assert len(s.shown[-1]) == 300, "the latest table is printed in the end"
 
 
 def test_a_client_shows_a_long_table_now_and_then():
-    server = ("10.9.0.1", 9000)
-    client = ClientLogic("me", server, 7000, RetryPolicy(), random.Random(1), Limits(rate=0))
-    client.start(0.0)
-    reg = parse(client.drain(0.0)[0].data)
-    client.receive(encode("reg_ack", {"msg_id": 1, "token": reg.token, "sender": "server"}, {"ack_id": reg.msg_id, "token": 5}), server, 0.0)
-    confirm = parse(client.drain(0.0)[0].data)
-    client.receive(encode("ack", {"msg_id": 2, "token": 5, "sender": "server"}, {"ack_id": confirm.msg_id}), server, 0.0)
-    client.drain(0.0)
+    sim = SimNet(server=False)
+    server = sim.raw(SERVER_NAME, SERVER)  # updates made by hand
+    client = sim.client("me", limits=Limits(rate=0))
+    me = sim.addr(client)
+    (reg,) = server.received("reg")
+    server.send(encode("reg_ack", {"msg_id": 1, "token": reg.token, "sender": SERVER_NAME}, {"ack_id": reg.msg_id, "token": 5}), me)
+    (confirm,) = server.received("confirm")
+    server.send(encode("ack", {"msg_id": 2, "token": 5, "sender": SERVER_NAME}, {"ack_id": confirm.msg_id}), me)
     assert client.registered
-    shown = []  # rows of each table shown, read when shown
     for v in range(1, 301):  # one new row per update: a second apart while short, then 10 ms apart
         row = {"client": f"c{v}", "ip": "10.0.0.1", "port": 1000 + v, "session": v}
-        update = encode("table", {"msg_id": 100 + v, "token": 5, "sender": "server"}, {"version": v, "base": v - 1, "entries": [row]})
-        update_at = min(v, 100) + max(0, v - 100) * 0.01
-        client.receive(update, server, update_at)
-        shown += [len(tuple(render(e).rows)) for e in client.drain(update_at) if isinstance(e, PeersChanged)]
+        update = encode("table", {"msg_id": 100 + v, "token": 5, "sender": SERVER_NAME}, {"version": v, "base": v - 1, "entries": [row]})
+        sim.run_until(min(v, 100) + max(0, v - 100) * 0.01)
+        server.send(update, me)
+    shown = [len(rows) for rows in client_tables(sim.lines["me"])]
     assert shown[:100] == list(range(1, 101)), "short and changing at reading pace: shown on every update"
     assert len(shown) < 110, "long: at most once a second"
-    client.handle_timer(110.0)
-    shown += [len(tuple(render(e).rows)) for e in client.drain(110.0) if isinstance(e, PeersChanged)]
-    assert shown[-1] == 300, "the latest table is shown in the end"
+    sim.run_until(110.0)
+    assert len(client_tables(sim.lines["me"])[-1]) == 300, "the latest table is shown in the end"
 
 
 def test_client_records_have_no_instance_dict():

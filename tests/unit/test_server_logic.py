@@ -1,9 +1,9 @@
-"""The server's logic, driven directly (hand-made datagrams from fake clients,
-explicit ``now``) and through the simulated network for multi-node flows."""
+"""The server's logic on the simulated network (tests/simnet.py): fed hand-made datagrams by
+fake clients (raw peers), and in multi-node flows with real client logic."""
 
 from __future__ import annotations
 
-import itertools
+import inspect
 import random
 
 import pytest
@@ -42,82 +42,32 @@ from proto import (
 )
 from proto.codec import HEADER_MIN
 from proto.fastpath import encode
-from tests.shown import shown
-from tests.simnet import SERVER, SimNet, dropping, kind
+from tests.simnet import SERVER, Raw, SimNet, dropping, kind
 from tests.packets import PAYLOAD_STRATEGIES
 
 # -- a server fed by hand ------------------------------------------------------------
 
 
-class Harness:
-    """A ServerLogic, a fake clock, and everything the server said and sent."""
-
-    def __init__(self, policy: RetryPolicy = RetryPolicy()):
-        self.server = ServerLogic(9000, policy, random.Random(7))
-        self.now = 0.0
-        self.lines: list[str] = []  # as users read them (node/render.py)
-        self.events: list = []  # what the server said happened
-        self.out: list[tuple[float, tuple, object]] = []  # (time, destination, decoded packet)
-        self._ids = itertools.count(1000)
-        self._hosts = itertools.count(10)
-
-    def client(self, name: str, addr: tuple | None = None, register: bool = True) -> "Fake":
-        fake = Fake(self, name, addr or (f"10.0.0.{next(self._hosts)}", 7000))
-        if register:
-            status = fake.register()
-            assert status == "ok", status
-        return fake
-
-    def deliver(self, data: bytes, addr: tuple) -> None:
-        self.server.receive(data, addr, self.now)
-        self._collect()
-
-    def advance(self, seconds: float) -> None:
-        """Let time pass, firing the server's timers when it asks for them."""
-        end = self.now + seconds
-        while (due := self.server.get_timer()) is not None and due <= end:
-            self.now = due
-            self.server.handle_timer(due)
-            self._collect()
-        self.now = end
-        self.server.handle_timer(end)
-        self._collect()
-
-    def _collect(self) -> None:
-        for effect in self.server.drain(self.now):
-            if isinstance(effect, Send):
-                self.out.append((self.now, effect.addr, decode(effect.data)))
-            else:
-                self.events.append(effect)
-                self.lines.extend(shown(effect))
-
-    def take_lines(self) -> list[str]:
-        lines, self.lines = self.lines, []
-        return lines
-
-    def sent(self, type_name: str | None = None, to: tuple | None = None) -> list:
-        return [p for _, addr, p in self.out if (type_name is None or kind(p) == type_name) and to in (None, addr)]
-
-
-class Fake:
+class Fake(Raw):
     """A hand-driven client: builds requests and reads the server's answers to it."""
 
-    def __init__(self, h: Harness, name: str, addr: tuple):
-        self.h, self.name, self.addr, self.token = h, name, addr, 0
+    def __init__(self, sim: SimNet, name: str, addr: tuple):
+        super().__init__(sim, name, addr)
+        self.token = 0
 
     def packet(self, type_name: str, payload=None, msg_id: int | None = None, token: int | None = None) -> bytes:
-        msg_id = next(self.h._ids) if msg_id is None else msg_id
+        msg_id = next(self.sim.ids) if msg_id is None else msg_id
         hdr = ChatHeader(type=type_name, msg_id=msg_id, port=self.addr[1], token=self.token if token is None else token, sender=self.name)
         return bytes(hdr if payload is None else hdr / payload)
 
     def ask(self, type_name: str, payload=None, **kw) -> str:
         """Send a request; return the status of the server's answer to it."""
         data = self.packet(type_name, payload, **kw)
-        self.h.deliver(data, self.addr)
+        self.send(data)
         return STATUSES[self.answer_to(decode(data).msg_id).payload.status]
 
     def answer_to(self, msg_id: int):
-        answers = [p for p in self.h.sent(to=self.addr) if kind(p) in ("ack", "reg_ack") and p.payload.ack_id == msg_id]
+        answers = [p for p in self.received() if kind(p) in ("ack", "reg_ack") and p.payload.ack_id == msg_id]
         assert answers, f"no answer to #{msg_id}"
         return answers[-1]
 
@@ -125,7 +75,7 @@ class Fake:
         """reg, then (if it was answered ok, and with ``confirm``) confirm with the new token:
         the status of the last answer."""
         data = self.packet("reg")
-        self.h.deliver(data, self.addr)
+        self.send(data)
         answer = self.answer_to(decode(data).msg_id)
         status = STATUSES[answer.payload.status]
         if status != "ok" or not confirm:
@@ -134,10 +84,16 @@ class Fake:
         return self.ask("confirm")
 
     def ack(self, pkt, status: str = "ok") -> None:
-        self.h.deliver(bytes(ChatHeader(type="ack", msg_id=next(self.h._ids), sender=self.name, token=self.token) / Ack(ack_id=pkt.msg_id, status=status)), self.addr)
+        self.send(bytes(ChatHeader(type="ack", msg_id=next(self.sim.ids), sender=self.name, token=self.token) / Ack(ack_id=pkt.msg_id, status=status)))
 
-    def received(self, type_name: str) -> list:
-        return self.h.sent(type_name, to=self.addr)
+
+def fake_client(h: SimNet, name: str, addr: tuple | None = None, register: bool = True) -> Fake:
+    """A fake client of ``h``'s server (registered, unless told not to)."""
+    client = Fake(h, name, addr or h.fresh_addr())
+    if register:
+        status = client.register()
+        assert status == "ok", status
+    return client
 
 
 def row(name, addr, state="online") -> str:
@@ -148,8 +104,8 @@ def row(name, addr, state="online") -> str:
 
 
 def test_registration_is_welcomed_with_a_token_and_a_table():
-    h = Harness()
-    ann = h.client("Ann", register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann", register=False)
     assert ann.register() == "ok"
     assert ann.token != 0
     assert h.take_lines() == [">>> Client table updated.", row("Ann", ann.addr)]
@@ -159,46 +115,46 @@ def test_registration_is_welcomed_with_a_token_and_a_table():
 
 
 def test_the_session_events_say_who_registered_was_refused_and_left():
-    h = Harness()
-    ann = h.client("Ann")
-    impostor = h.client("Ann", addr=("10.0.0.99", 7000), register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann")
+    impostor = fake_client(h, "Ann", addr=("10.0.0.99", 7000), register=False)
     assert impostor.register() == "name_taken"
     assert ann.ask("dereg") == "ok"
-    sessions = [e for e in h.events if isinstance(e, (ClientRegistered, RegistrationRefused, ClientDeregistered))]
+    sessions = [e for e in h.events["server"] if isinstance(e, (ClientRegistered, RegistrationRefused, ClientDeregistered))]
     assert sessions == [ClientRegistered("Ann", ann.addr), RegistrationRefused("Ann", impostor.addr, "name_taken"),
                         ClientDeregistered("Ann")]
 
 
 def test_name_taken_by_an_online_client_is_refused():
-    h = Harness()
-    h.client("Ann")
+    h = SimNet()
+    fake_client(h, "Ann")
     h.take_lines()
-    impostor = h.client("Ann", addr=("10.0.0.99", 7000), register=False)
+    impostor = fake_client(h, "Ann", addr=("10.0.0.99", 7000), register=False)
     assert impostor.register() == "name_taken"
     assert h.server.clients["Ann"].addr != impostor.addr
     assert h.take_lines() == [], "a refusal changes no table"
 
 
 def test_address_taken_by_another_online_client_is_refused():
-    h = Harness()
-    ann = h.client("Ann")
-    bob = h.client("Bob", addr=ann.addr, register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann")
+    bob = fake_client(h, "Bob", addr=ann.addr, register=False)
     assert bob.register() == "addr_taken"
     assert "Bob" not in h.server.clients
 
 
 @pytest.mark.parametrize("name", ["server", "a;b", "a b", "", "tab\there", "x" * 33])
 def test_invalid_names_are_refused(name):
-    h = Harness()
-    assert h.client(name, register=False).register() == "bad_name"
+    h = SimNet()
+    assert fake_client(h, name, register=False).register() == "bad_name"
     assert h.server.clients == {}
 
 
 def test_offline_name_registers_again_from_a_new_address():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     assert ann.ask("dereg") == "ok"
-    again = h.client("Ann", addr=("10.0.0.77", 7777), register=False)
+    again = fake_client(h, "Ann", addr=("10.0.0.77", 7777), register=False)
     assert again.register() == "ok"
     assert h.server.clients["Ann"].addr == again.addr and h.server.clients["Ann"].online
     assert h.take_lines()[-2:] == [">>> Client table updated.", row("Ann", again.addr)]
@@ -207,22 +163,22 @@ def test_offline_name_registers_again_from_a_new_address():
 
 def test_address_freed_by_an_offline_client_stays_held_by_its_new_owner():
     """Ann leaves; Bob gets her old address; Ann comes back elsewhere: Bob still holds it."""
-    h = Harness()
-    ann = h.client("Ann", addr=("10.0.0.5", 7000))
+    h = SimNet()
+    ann = fake_client(h, "Ann", addr=("10.0.0.5", 7000))
     ann.ask("dereg")
-    h.client("Bob", addr=ann.addr)
-    h.client("Ann", addr=("10.0.0.6", 7000))
-    assert h.client("Cat", addr=ann.addr, register=False).register() == "addr_taken"
+    fake_client(h, "Bob", addr=ann.addr)
+    fake_client(h, "Ann", addr=("10.0.0.6", 7000))
+    assert fake_client(h, "Cat", addr=ann.addr, register=False).register() == "addr_taken"
     assert h.server.by_addr[ann.addr] == "Bob"
 
 
 def test_re_registration_starts_outside_any_group():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     ann.ask("create_group", CreateGroup(group="g"))
     ann.ask("join_group", JoinGroup(group="g"))
     ann.ask("dereg")
-    h.client("Ann", addr=ann.addr)
+    fake_client(h, "Ann", addr=ann.addr)
     assert h.server.groups["g"] == {} and h.server.clients["Ann"].group is None
 
 
@@ -232,21 +188,21 @@ def test_re_registration_starts_outside_any_group():
 def reg_only(fake: "Fake") -> object:
     """Send ``fake``'s reg, not its confirm: the reg_ack (its token kept in ``fake.token``)."""
     data = fake.packet("reg")
-    fake.h.deliver(data, fake.addr)
+    fake.send(data)
     answer = fake.answer_to(decode(data).msg_id)
     fake.token = answer.payload.token
     return answer
 
 
 def test_nothing_changes_until_the_confirm_comes():
-    h = Harness()
-    bob = h.client("Bob")
+    h = SimNet()
+    bob = fake_client(h, "Bob")
     bob.ack(bob.received("table")[-1])
     h.take_lines()
-    sent = len(h.out)
-    ann = h.client("Ann", register=False)
+    sent = len(h.sent)
+    ann = fake_client(h, "Ann", register=False)
     assert STATUSES[reg_only(ann).payload.status] == "ok" and ann.token
-    assert [kind(p) for _, _, p in h.out[sent:]] == ["reg_ack"], "the reg_ack and nothing else"
+    assert [kind(p) for _, _, _, p, _ in h.sent[sent:]] == ["reg_ack"], "the reg_ack and nothing else"
     assert "Ann" not in h.server.clients and h.server.version == 1 and h.take_lines() == []
     assert ann.ask("confirm") == "ok"
     assert h.server.clients["Ann"].token == ann.token and h.server.version == 2
@@ -255,26 +211,26 @@ def test_nothing_changes_until_the_confirm_comes():
 
 
 def test_a_forged_reg_from_a_live_clients_address_leaves_its_session():
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
-    version, sent = h.server.version, len(h.out)
+    version, sent = h.server.version, len(h.sent)
     forger = Fake(h, "Ann", ann.addr)  # the source address forged: the answer goes to Ann
     assert STATUSES[reg_only(forger).payload.status] == "ok"
-    assert [(addr, kind(p)) for _, addr, p in h.out[sent:]] == [(ann.addr, "reg_ack")]
+    assert [(addr, kind(p)) for _, _, addr, p, _ in h.sent[sent:]] == [(ann.addr, "reg_ack")]
     assert h.server.version == version and h.take_lines() == [], "no change, nothing broadcast"
     # Ann's session goes on with her token, in her group.
     assert bob.ask("send_group", SendGroup(group="g", text="still there?")) == "ok"
     assert ann.received("grp_msg")[-1].payload.text == "still there?"
     assert ann.ask("list_members", ListMembers(group="g")) == "ok"
     # The forger never got the token, so its guess is a forgery: dropped, no answer.
-    before = len(h.out)
+    before = len(h.sent)
     h.deliver(forger.packet("confirm", token=forger.token ^ 1), ann.addr)
-    assert len(h.out) == before and h.server.drops["forged"] == 1
+    assert len(h.sent) == before and h.server.drops["forged"] == 1
     assert h.server.clients["Ann"].token == ann.token
 
 
 def test_the_confirm_replaces_the_old_session():
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
     old = ann.token
     again = Fake(h, "Ann", ann.addr)
@@ -282,25 +238,25 @@ def test_the_confirm_replaces_the_old_session():
     assert ann.ask("list_groups") == "ok", "the old session is valid while the new one waits"
     assert again.ask("confirm") == "ok"
     assert "Ann" not in h.server.groups["g"], "a new session starts outside any group"
-    before = len(h.out)
+    before = len(h.sent)
     h.deliver(again.packet("list_groups", token=old), ann.addr)
-    assert len(h.out) == before and h.server.drops["forged"] == 1, "the old token is dead"
+    assert len(h.sent) == before and h.server.drops["forged"] == 1, "the old token is dead"
 
 
 def test_an_unconfirmed_registration_expires():
-    h = Harness()
-    ann = h.client("Ann", register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann", register=False)
     reg_only(ann)
-    h.advance(PENDING_WINDOWS * h.server.net.policy.window + 0.01)
+    h.run(PENDING_WINDOWS * h.server.net.policy.window + 0.01)
     assert ann.ask("confirm") == "not_registered"
     assert "Ann" not in h.server.clients and h.server.version == 0
-    h.client("Bob")  # the next registration clears the expired one away
+    fake_client(h, "Bob")  # the next registration clears the expired one away
     assert h.server.drops["unconfirmed reg"] == 1
 
 
 def test_confirm_without_a_registration_waiting_is_refused():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     stranger = Fake(h, "Zed", ("10.9.9.9", 7000))
     assert stranger.ask("confirm") == "not_registered"
     other = Fake(h, "Bob", ("10.9.9.10", 7000))
@@ -314,17 +270,17 @@ def test_confirm_without_a_registration_waiting_is_refused():
 def test_pending_registrations_do_not_count_toward_max_clients():
     from node.limits import Limits
 
-    h = Harness()
+    h = SimNet()
     h.server.limits = Limits(max_clients=2)
-    h.client("Ann")
+    fake_client(h, "Ann")
     for i in range(20):  # never confirmed: forged sources, say
         assert STATUSES[reg_only(Fake(h, f"Ghost{i}", (f"10.8.0.{i}", 9))).payload.status] == "ok"
-    assert h.client("Bob", register=False).register() == "ok"
-    assert h.client("Cat", register=False).register() == "server_full"
+    assert fake_client(h, "Bob", register=False).register() == "ok"
+    assert fake_client(h, "Cat", register=False).register() == "server_full"
 
 
 def test_two_pending_registrations_of_one_name_the_first_confirm_wins():
-    h = Harness()
+    h = SimNet()
     first, second = Fake(h, "Ann", ("10.7.0.1", 7000)), Fake(h, "Ann", ("10.7.0.2", 7000))
     reg_only(first)
     reg_only(second)
@@ -334,7 +290,7 @@ def test_two_pending_registrations_of_one_name_the_first_confirm_wins():
 
 
 def test_pending_registrations_are_bounded():
-    h = Harness()
+    h = SimNet()
     fakes = [Fake(h, f"N{i}", (f"10.{i // 250}.{i % 250}.1", 7000)) for i in range(MAX_PENDING + 10)]
     for fake in fakes:
         reg_only(fake)
@@ -353,9 +309,9 @@ def test_an_unproven_address_gets_at_most_three_times_the_bytes_it_sent():
     """QUIC's anti-amplification rule: whatever arrives from an address that has not confirmed a
     registration (reg floods in new names, retransmitted regs, refused ones, requests of no
     session, stray confirms), the server sends it at most three times as many bytes."""
-    h = Harness()
+    h = SimNet()
     for i in range(30):  # a table worth sending
-        h.client(f"Member{i:02}")
+        fake_client(h, f"Member{i:02}")
     version = h.server.version
     victim = ("10.66.0.1", 4444)
     received = 0
@@ -369,7 +325,7 @@ def test_an_unproven_address_gets_at_most_three_times_the_bytes_it_sent():
         fake = Fake(h, f"R{i}", victim)
         send(fake.packet("reg"))
         if i % 10 == 0:
-            send(fake.packet("reg", msg_id=next(h._ids) - 1))  # a retransmission
+            send(fake.packet("reg", msg_id=next(h.ids) - 1))  # a retransmission
     shortest = Fake(h, "x", victim)
     retransmitted = shortest.packet("reg")
     for _ in range(20):
@@ -378,8 +334,8 @@ def test_an_unproven_address_gets_at_most_three_times_the_bytes_it_sent():
         send(Fake(h, name, victim).packet("reg"))
     send(Fake(h, "", victim).packet("list_groups"))  # 19 bytes, no session
     send(Fake(h, "R3", victim).packet("confirm"))  # no registration of that name waits there
-    h.advance(10)  # whatever retransmissions or table rounds there would be
-    sent = sum(len(bytes(p)) for _, addr, p in h.out if addr == victim)
+    h.run(10)  # whatever retransmissions or table rounds there would be
+    sent = sum(len(data) for _, _, addr, _, data in h.sent if addr == victim)
     assert 0 < sent <= 3 * received, (sent, received)
     assert h.server.version == version, "nothing registered, nothing broadcast"
 
@@ -400,8 +356,8 @@ def test_every_answer_to_an_unproven_address_fits_three_times_the_smallest_datag
 
 
 def test_create_group_and_its_failures():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     h.take_lines()
     assert ann.ask("create_group", CreateGroup(group="g1")) == "ok"
     assert h.take_lines() == [">>> Client Ann created group g1 successfully", ">>> Group table updated.", "| g1 | "]
@@ -413,8 +369,8 @@ def test_create_group_and_its_failures():
 
 
 def test_list_groups():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     data = ann.packet("list_groups")
     h.deliver(data, ann.addr)
     assert list(ann.answer_to(decode(data).msg_id).payload.items) == []
@@ -428,8 +384,8 @@ def test_list_groups():
 
 
 def test_join_group_and_its_failure():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     ann.ask("create_group", CreateGroup(group="g1"))
     h.take_lines()
     assert ann.ask("join_group", JoinGroup(group="nope")) == "no_such_group"
@@ -439,8 +395,8 @@ def test_join_group_and_its_failure():
 
 
 def test_joining_another_group_leaves_the_first():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     for g in ("g1", "g2"):
         ann.ask("create_group", CreateGroup(group=g))
     ann.ask("join_group", JoinGroup(group="g1"))
@@ -448,8 +404,8 @@ def test_joining_another_group_leaves_the_first():
     assert h.server.groups == {"g1": {}, "g2": {"Ann": None}}
 
 
-def make_group(h: Harness, *names: str, group: str = "g"):
-    fakes = [h.client(n) for n in names]
+def make_group(h: SimNet, *names: str, group: str = "g"):
+    fakes = [fake_client(h, n) for n in names]
     fakes[0].ask("create_group", CreateGroup(group=group))
     for f in fakes:
         assert f.ask("join_group", JoinGroup(group=group)) == "ok"
@@ -458,7 +414,7 @@ def make_group(h: Harness, *names: str, group: str = "g"):
 
 
 def test_list_members_in_joining_order():
-    h = Harness()
+    h = SimNet()
     ann, bob, cat = make_group(h, "Ann", "Bob", "Cat")
     data = bob.packet("list_members", ListMembers(group="g"))
     h.deliver(data, bob.addr)
@@ -467,12 +423,12 @@ def test_list_members_in_joining_order():
 
 
 def test_send_group_reaches_every_other_member_only():
-    h = Harness()
+    h = SimNet()
     ann, bob, cat = make_group(h, "Ann", "Bob", "Cat")
-    outsider = h.client("Dan")
+    outsider = fake_client(h, "Dan")
     text = "hi; all\nsecond line é"
     assert ann.ask("send_group", SendGroup(group="g", text=text)) == "ok"
-    assert GroupMessageRelayed("Ann", "g", text) in h.events, "the text exactly as sent"
+    assert GroupMessageRelayed("Ann", "g", text) in h.events["server"], "the text exactly as sent"
     assert ">>> Client Ann sent group message: hi; all\\nsecond line é" in h.take_lines(), "shown as data"
     for member in (bob, cat):
         (msg,) = member.received("grp_msg")
@@ -481,22 +437,22 @@ def test_send_group_reaches_every_other_member_only():
 
 
 def test_one_ack_from_a_member_answers_several_group_messages():
-    h = Harness()
+    h = SimNet()
     ann, bob, cat = make_group(h, "Ann", "Bob", "Cat")
     for text in ("one", "two", "three"):
         assert ann.ask("send_group", SendGroup(group="g", text=text)) == "ok"
     first, *rest = bob.received("grp_msg")
     batch = Ack(ack_id=first.msg_id, also=[MsgId(id=m.msg_id) for m in rest])
-    h.deliver(bytes(ChatHeader(type="ack", msg_id=next(h._ids), sender="Bob", token=bob.token) / batch), bob.addr)
+    h.deliver(bytes(ChatHeader(type="ack", msg_id=next(h.ids), sender="Bob", token=bob.token) / batch), bob.addr)
     for msg in cat.received("grp_msg"):
         cat.ack(msg)
-    h.out.clear()
-    h.advance(1.0)
-    assert h.sent("grp_msg") == [], "nothing left to retransmit, to Bob or Cat"
+    h.sent.clear()
+    h.run(1.0)
+    assert h.sends("grp_msg") == [], "nothing left to retransmit, to Bob or Cat"
 
 
 def test_leave_group():
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
     assert ann.ask("leave_group", LeaveGroup(group="g")) == "ok"
     assert h.take_lines() == [">>> Client Ann left group", ">>> Group table updated.", "| g | Bob"]
@@ -513,19 +469,19 @@ def test_leave_group():
     ],
 )
 def test_group_commands_from_a_non_member_answer_not_in_group(type_name, payload):
-    h = Harness()
+    h = SimNet()
     make_group(h, "Ann")
-    bob = h.client("Bob")
-    h.out.clear()
+    bob = fake_client(h, "Bob")
+    h.sent.clear()
     assert bob.ask(type_name, payload) == "not_in_group"
-    assert h.sent("grp_msg") == []
+    assert h.sends("grp_msg") == []
 
 
 def test_dereg_goes_offline_leaves_the_group_and_tells_the_others():
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
     bob.ack(bob.received("table")[-1])
-    h.out.clear()
+    h.sent.clear()
     assert ann.ask("dereg") == "ok"
     assert h.server.groups["g"] == {"Bob": None}
     assert not h.server.clients["Ann"].online
@@ -541,22 +497,23 @@ def test_dereg_goes_offline_leaves_the_group_and_tells_the_others():
 
 
 def test_retransmitted_request_is_processed_once_and_answered_again():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     h.take_lines()
-    h.out.clear()
+    h.sent.clear()
     data = ann.packet("create_group", CreateGroup(group="g1"))
     h.deliver(data, ann.addr)
     h.now += 0.5
     h.deliver(data, ann.addr)
-    acks = ann.received("ack")
-    assert len(acks) == 2 and bytes(acks[0]) == bytes(acks[1]), "the same answer, sent again"
+    acks = [sent for sent in h.sent if sent.dst == ann.addr and kind(sent.pkt) == "ack"]
+    assert len(acks) == 2 and acks[0].data == acks[1].data, "the same answer, sent again"
+    acks = [sent.pkt for sent in acks]
     assert STATUSES[acks[0].payload.status] == "ok", "not 'group_exists': processed once"
     assert h.take_lines().count(">>> Client Ann created group g1 successfully") == 1
 
 
 def test_retransmitted_send_group_is_forwarded_once():
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
     data = ann.packet("send_group", SendGroup(group="g", text="once"))
     for _ in range(3):
@@ -565,8 +522,8 @@ def test_retransmitted_send_group_is_forwarded_once():
 
 
 def test_retransmitted_reg_gets_the_same_token():
-    h = Harness()
-    ann = h.client("Ann", register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann", register=False)
     data = ann.packet("reg")
     h.deliver(data, ann.addr)
     h.deliver(data, ann.addr)
@@ -581,8 +538,8 @@ def test_retransmitted_reg_gets_the_same_token():
 
 
 def test_malformed_datagrams_are_counted_logged_once_and_not_fatal():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     h.take_lines()
     rng = random.Random(3)
     for _ in range(50):
@@ -594,8 +551,8 @@ def test_malformed_datagrams_are_counted_logged_once_and_not_fatal():
 
 
 def test_datagrams_of_another_version_are_named_once_per_peer_and_counted():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     h.take_lines()
     old = bytearray(ann.packet("list_groups"))
     old[2] = VERSION - 1
@@ -607,7 +564,7 @@ def test_datagrams_of_another_version_are_named_once_per_peer_and_counted():
         f">>> 10.5.0.2:7772 speaks chat protocol version {VERSION - 1}; this node speaks version {VERSION}",
     ]
     assert h.server.drops["other version"] == 6 and h.server.drops["malformed"] == 0
-    assert not h.sent(to=("10.5.0.1", 7771)), "no answer: it would not understand one"
+    assert not h.sends(dst=("10.5.0.1", 7771)), "no answer: it would not understand one"
     for i in range(MAX_TOLD + 50):  # many sources (forged, say): the lines stop, the count goes on
         h.deliver(bytes(old), ("10.5.1.1", 1024 + i))
     lines = h.take_lines()
@@ -617,8 +574,8 @@ def test_datagrams_of_another_version_are_named_once_per_peer_and_counted():
 
 @pytest.mark.parametrize("forgery", ["unknown name", "wrong token", "wrong address", "offline"])
 def test_unauthenticated_requests_are_refused_and_counted(forgery):
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     if forgery == "unknown name":
         liar = Fake(h, "Zed", ("10.0.0.66", 7000))
     elif forgery == "wrong token":
@@ -634,9 +591,9 @@ def test_unauthenticated_requests_are_refused_and_counted(forgery):
     for _ in range(3):
         if forgery == "wrong token":
             # the right address with a wrong token is a forged source: answering would reach Ann
-            before = len(h.sent(to=ann.addr))
+            before = len(h.sends(dst=ann.addr))
             h.deliver(liar.packet("create_group", CreateGroup(group="evil")), liar.addr)
-            assert len(h.sent(to=ann.addr)) == before
+            assert len(h.sends(dst=ann.addr)) == before
         else:
             assert liar.ask("create_group", CreateGroup(group="evil")) == "not_registered"
     assert "evil" not in h.server.groups
@@ -645,29 +602,29 @@ def test_unauthenticated_requests_are_refused_and_counted(forgery):
 
 
 def test_replayed_request_of_a_live_session_is_dropped():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     first = ann.packet("create_group", CreateGroup(group="g1"))
     h.deliver(first, ann.addr)
     assert ann.ask("create_group", CreateGroup(group="g2")) == "ok"
-    h.advance(60)  # the remembered answer to the first request has expired
+    h.run(60)  # the remembered answer to the first request has expired
     h.take_lines()
-    before = len(h.out)
+    before = len(h.sent)
     h.deliver(first, ann.addr)
-    assert len(h.out) == before, "no answer and no effect"
+    assert len(h.sent) == before, "no answer and no effect"
     assert h.server.drops["replayed"] == 1
     assert ann.ask("create_group", CreateGroup(group="g3")) == "ok", "the session goes on"
 
 
 def test_replayed_registration_is_dropped():
-    h = Harness()
-    ann = h.client("Ann", register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann", register=False)
     reg = ann.packet("reg")
     h.deliver(reg, ann.addr)
     ann.token = ann.answer_to(decode(reg).msg_id).payload.token
     assert ann.ask("confirm") == "ok"
     assert ann.ask("dereg") == "ok"
-    h.advance(60)
+    h.run(60)
     h.deliver(reg, ann.addr)
     assert not h.server.clients["Ann"].online, "a replayed registration registers nobody"
     assert h.server.drops["replayed"] == 1
@@ -676,15 +633,15 @@ def test_replayed_registration_is_dropped():
 def test_server_full_and_too_many_groups():
     from node.limits import Limits
 
-    h = Harness()
+    h = SimNet()
     h.server.limits = Limits(max_clients=2, max_groups=1)
-    ann, bob = h.client("Ann"), h.client("Bob")
-    cat = h.client("Cat", register=False)
+    ann, bob = fake_client(h, "Ann"), fake_client(h, "Bob")
+    cat = fake_client(h, "Cat", register=False)
     assert cat.register() == "server_full"
     assert ann.ask("create_group", CreateGroup(group="g1")) == "ok"
     assert ann.ask("create_group", CreateGroup(group="g2")) == "too_many_groups"
     assert ann.ask("dereg") == "ok"
-    again = h.client("Ann", addr=("10.0.0.99", 7999), register=False)
+    again = fake_client(h, "Ann", addr=("10.0.0.99", 7999), register=False)
     assert again.register() == "ok", "a known name may come back when the server is full"
 
 
@@ -693,21 +650,21 @@ def test_names_per_ip_quota_counts_the_rows_an_address_holds():
     row counts against the IP address of its latest registration, online or offline."""
     from node.limits import Limits
 
-    h = Harness()
+    h = SimNet()
     h.server.limits = Limits(max_names_per_ip=3)
     host = "10.3.3.3"
-    names = [h.client(f"n{i}", addr=(host, 7000 + i)) for i in range(3)]
+    names = [fake_client(h, f"n{i}", addr=(host, 7000 + i)) for i in range(3)]
     for fake in names:
         assert fake.ask("dereg") == "ok"  # offline rows still hold their slots
-    throwaway = h.client("n3", addr=(host, 7100), register=False)
+    throwaway = fake_client(h, "n3", addr=(host, 7100), register=False)
     assert throwaway.register() == "quota", "a fourth name from the same address, from another port"
     assert "n3" not in h.server.clients
-    assert h.client("n0", addr=(host, 7200), register=False).register() == "ok", "its own offline name: no new row"
-    assert h.client("Bob", addr=("10.4.4.4", 7000), register=False).register() == "ok", "other addresses are not held back"
+    assert fake_client(h, "n0", addr=(host, 7200), register=False).register() == "ok", "its own offline name: no new row"
+    assert fake_client(h, "Bob", addr=("10.4.4.4", 7000), register=False).register() == "ok", "other addresses are not held back"
     # A name that moves to another address counts there: the first address gets a slot back.
-    assert h.client("n1", addr=("10.4.4.4", 7001), register=False).register() == "ok"
-    assert h.client("n3", addr=(host, 7300), register=False).register() == "ok"
-    assert h.client("n4", addr=(host, 7301), register=False).register() == "quota"
+    assert fake_client(h, "n1", addr=("10.4.4.4", 7001), register=False).register() == "ok"
+    assert fake_client(h, "n3", addr=(host, 7300), register=False).register() == "ok"
+    assert fake_client(h, "n4", addr=(host, 7301), register=False).register() == "quota"
     assert len(h.server._names_held) == 2
     assert h.server._names_held.held(host) == 3 and h.server._names_held.held("10.4.4.4") == 2
 
@@ -715,22 +672,22 @@ def test_names_per_ip_quota_counts_the_rows_an_address_holds():
 def test_quota_off_and_refused_registrations_hold_nothing():
     from node.limits import Limits
 
-    h = Harness()
+    h = SimNet()
     h.server.limits = Limits(max_names_per_ip=0, max_clients=5)
     for i in range(5):
-        h.client(f"m{i}", addr=("10.5.5.5", 7000 + i))
-    assert h.client("m5", addr=("10.5.5.5", 7005), register=False).register() == "server_full"
-    assert h.client("m0", addr=("10.5.5.5", 7006), register=False).register() == "name_taken"
+        fake_client(h, f"m{i}", addr=("10.5.5.5", 7000 + i))
+    assert fake_client(h, "m5", addr=("10.5.5.5", 7005), register=False).register() == "server_full"
+    assert fake_client(h, "m0", addr=("10.5.5.5", 7006), register=False).register() == "name_taken"
     assert h.server._names_held.held("10.5.5.5") == 5 == len(h.server.clients)
 
 
 def test_groups_per_ip_quota():
     from node.limits import Limits
 
-    h = Harness()
+    h = SimNet()
     h.server.limits = Limits(max_groups_per_ip=2)
-    ann, ann2 = h.client("Ann", addr=("10.7.7.7", 7000)), h.client("Ann2", addr=("10.7.7.7", 7001))
-    bob = h.client("Bob", addr=("10.8.8.8", 7000))
+    ann, ann2 = fake_client(h, "Ann", addr=("10.7.7.7", 7000)), fake_client(h, "Ann2", addr=("10.7.7.7", 7001))
+    bob = fake_client(h, "Bob", addr=("10.8.8.8", 7000))
     assert ann.ask("create_group", CreateGroup(group="g1")) == "ok"
     assert ann.ask("create_group", CreateGroup(group="g1")) == "group_exists", "a refusal holds nothing"
     assert ann2.ask("create_group", CreateGroup(group="g2")) == "ok"
@@ -743,8 +700,8 @@ def test_groups_per_ip_quota():
 
 
 def test_flood_from_one_source_is_rate_limited_without_hurting_others():
-    h = Harness()
-    ann, bob = h.client("Ann"), h.client("Bob")
+    h = SimNet()
+    ann, bob = fake_client(h, "Ann"), fake_client(h, "Bob")
     flood = ann.packet("list_groups")
     for _ in range(5000):  # all at one instant: far beyond the burst
         h.deliver(flood, ("10.6.6.6", 666))
@@ -753,8 +710,8 @@ def test_flood_from_one_source_is_rate_limited_without_hurting_others():
 
 
 def test_unexpected_types_and_stale_acks_are_counted():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     h.deliver(ann.packet("pri_msg", PriMsg(text="to the server?")), ann.addr)
     h.deliver(ann.packet("probe"), ann.addr)
     assert h.server.drops["unexpected type"] == 2
@@ -766,32 +723,32 @@ def test_unexpected_types_and_stale_acks_are_counted():
 
 
 def test_kick_makes_the_server_probe_the_target():
-    h = Harness()
-    ann, bob = h.client("Ann"), h.client("Bob")
+    h = SimNet()
+    ann, bob = fake_client(h, "Ann"), fake_client(h, "Bob")
     assert ann.ask("kick", Kick(target="Bob")) == "ok"
     (probe,) = bob.received("probe")
     bob.ack(probe)
-    h.advance(5)
+    h.run(5)
     assert bob.received("probe") == [probe], "answered: no retransmission"
     assert h.server.clients["Bob"].online
 
 
 def test_unanswered_probe_marks_the_target_offline():
-    h = Harness()
-    ann, bob = h.client("Ann"), h.client("Bob")
+    h = SimNet()
+    ann, bob = fake_client(h, "Ann"), fake_client(h, "Bob")
     ann.ask("kick", Kick(target="Bob"))
     h.take_lines()
     t0 = h.now
-    h.advance(5)
-    probes = [(t, p) for t, addr, p in h.out if addr == bob.addr and kind(p) == "probe"]
+    h.run(5)
+    probes = [(t, p) for t, _, addr, p, _ in h.sent if addr == bob.addr and kind(p) == "probe"]
     assert [t - t0 for t, _ in probes] == pytest.approx([0, 0.5, 1.0, 1.5, 2.0])
     assert not h.server.clients["Bob"].online
     assert row("Bob", bob.addr, "offline") in h.take_lines()
 
 
 def test_kicks_of_unknown_offline_or_already_probed_clients():
-    h = Harness()
-    ann, bob, cat = h.client("Ann"), h.client("Bob"), h.client("Cat")
+    h = SimNet()
+    ann, bob, cat = fake_client(h, "Ann"), fake_client(h, "Bob"), fake_client(h, "Cat")
     assert ann.ask("kick", Kick(target="Nobody")) == "no_such_user"
     assert ann.ask("kick", Kick(target="Bob")) == "ok"
     assert cat.ask("kick", Kick(target="Bob")) == "ok"
@@ -802,22 +759,22 @@ def test_kicks_of_unknown_offline_or_already_probed_clients():
 
 
 def test_a_client_can_be_probed_again_after_a_probe_ends():
-    h = Harness()
-    ann, bob = h.client("Ann"), h.client("Bob")
+    h = SimNet()
+    ann, bob = fake_client(h, "Ann"), fake_client(h, "Bob")
     ann.ask("kick", Kick(target="Bob"))
-    h.advance(5)  # unanswered: Bob marked offline
-    bob = h.client("Bob", addr=bob.addr)
+    h.run(5)  # unanswered: Bob marked offline
+    bob = fake_client(h, "Bob", addr=bob.addr)
     ann.ask("kick", Kick(target="Bob"))
     assert len(bob.received("probe")) == 6, "five tries of the first probe, then a new one"
 
 
 def test_a_probe_of_an_old_session_does_not_touch_the_new_one():
-    h = Harness()
-    ann, bob = h.client("Ann"), h.client("Bob")
+    h = SimNet()
+    ann, bob = fake_client(h, "Ann"), fake_client(h, "Bob")
     ann.ask("kick", Kick(target="Bob"))
-    h.client("Bob", addr=bob.addr)  # Bob's process restarted on the same port, registered again
+    fake_client(h, "Bob", addr=bob.addr)  # Bob's process restarted on the same port, registered again
     h.take_lines()
-    h.advance(5)  # the old probe goes unanswered
+    h.run(5)  # the old probe goes unanswered
     assert h.server.clients["Bob"].online and h.server.by_addr[bob.addr] == "Bob"
     assert not any("marked offline" in line for line in h.take_lines())
 
@@ -826,20 +783,20 @@ def test_a_probe_of_an_old_session_does_not_touch_the_new_one():
 
 
 def test_table_updates_are_deltas_since_the_acked_version():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     ann.ack(ann.received("table")[-1])
-    h.client("Bob")
+    fake_client(h, "Bob")
     update = ann.received("table")[-1]
     assert update.payload.base == 1 and update.payload.version == 2
     assert [e.client for e in update.payload.entries] == ["Bob"]
 
 
 def test_resync_answer_gets_the_whole_table():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     ann.ack(ann.received("table")[-1])
-    h.client("Bob")
+    fake_client(h, "Bob")
     ann.ack(ann.received("table")[-1], status="resync")
     full = ann.received("table")[-1]
     assert full.payload.base == 0 and full.payload.version == 2
@@ -847,28 +804,28 @@ def test_resync_answer_gets_the_whole_table():
 
 
 def test_unacked_table_update_is_retransmitted_then_repaired_on_contact():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     t0 = h.now
-    h.advance(2.6)
-    times = [t - t0 for t, addr, p in h.out if addr == ann.addr and kind(p) == "table"]
+    h.run(2.6)
+    times = [t - t0 for t, _, addr, p, _ in h.sent if addr == ann.addr and kind(p) == "table"]
     assert times == pytest.approx([0, 0.5, 1.0, 1.5, 2.0])
     ann.ask("list_groups")
     assert len(ann.received("table")) == 6, "a client that missed an update gets it when it next asks"
 
 
 def test_silent_client_gets_table_rounds_with_growing_pauses():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     t0 = h.now
-    h.advance(48)  # into the fifth round
-    times = [t - t0 for t, addr, p in h.out if addr == ann.addr and kind(p) == "table"]
+    h.run(48)  # into the fifth round
+    times = [t - t0 for t, _, addr, p, _ in h.sent if addr == ann.addr and kind(p) == "table"]
     rounds = [times[i] for i in range(0, len(times), 5)]
     # a round of 5 tries takes 2.5 s; then pauses of 2.5, 5, 10, 20 s
     assert rounds == pytest.approx([0, 5.0, 12.5, 25.0, 47.5])
     assert len(times) == 22  # the fifth round has sent two tries by now
     ann.ack(ann.received("table")[-1])
-    h.advance(120)
+    h.run(120)
     assert len(ann.received("table")) == 22, "once acked, no more rounds"
 
 
@@ -984,22 +941,22 @@ def test_no_state_is_left_behind_after_a_conversation():
 def test_the_latest_request_replayed_after_its_answer_is_forgotten_is_not_processed_again():
     """Not only an older id is a replay: so is the session's latest request itself, once its
     remembered answer has expired (a second forwarding would show the message twice)."""
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
     latest = ann.packet("send_group", SendGroup(group="g", text="once"))
     h.deliver(latest, ann.addr)
     for msg in bob.received("grp_msg"):
         bob.ack(msg)
-    h.advance(60)  # the remembered answer has expired
-    h.out.clear()
+    h.run(60)  # the remembered answer has expired
+    h.sent.clear()
     h.deliver(latest, ann.addr)
-    assert h.out == [], "neither answered again nor forwarded again"
+    assert h.sent == [], "neither answered again nor forwarded again"
     assert h.server.drops["replayed"] == 1
 
 
 def test_leave_group_naming_another_group_is_refused():
-    h = Harness()
-    ann, bob = h.client("Ann"), h.client("Bob")
+    h = SimNet()
+    ann, bob = fake_client(h, "Ann"), fake_client(h, "Bob")
     for group, member in (("g1", ann), ("g2", bob)):
         ann.ask("create_group", CreateGroup(group=group))
         assert member.ask("join_group", JoinGroup(group=group)) == "ok"
@@ -1010,7 +967,7 @@ def test_leave_group_naming_another_group_is_refused():
 
 
 def test_list_members_answers_with_the_askers_own_group_only():
-    h = Harness()
+    h = SimNet()
     ann, cat = make_group(h, "Ann", "Cat", group="g1")
     (bob,) = make_group(h, "Bob", group="g2")
 
@@ -1028,22 +985,22 @@ def test_list_members_answers_with_the_askers_own_group_only():
 
 @pytest.mark.parametrize("how", ["registers again from the same address", "deregisters"])
 def test_an_ended_sessions_table_update_is_not_retransmitted(how):
-    h = Harness()
-    ann = h.client("Ann")  # its first table update is in flight, never acknowledged
+    h = SimNet()
+    ann = fake_client(h, "Ann")  # its first table update is in flight, never acknowledged
     old_ids = {p.msg_id for p in ann.received("table")}
     if how == "deregisters":
         assert ann.ask("dereg") == "ok"
     else:
-        again = h.client("Ann", addr=ann.addr)
+        again = fake_client(h, "Ann", addr=ann.addr)
         again.ack(again.received("table")[-1])  # the new session acknowledges its own
-    h.out.clear()
-    h.advance(5)
+    h.sent.clear()
+    h.run(5)
     assert [p.msg_id for p in ann.received("table") if p.msg_id in old_ids] == []
 
 
 def test_over_long_group_text_from_a_hand_made_client_is_refused():
     """The limit is in bytes of UTF-8: one byte over it, in two-byte characters, is refused."""
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
     over = "é" * (MAX_TEXT_BYTES // 2) + "!"
     assert ann.ask("send_group", SendGroup(group="g", text=over)) == "bad_request"
@@ -1056,68 +1013,68 @@ def test_over_long_group_text_from_a_hand_made_client_is_refused():
 
 def test_a_client_back_on_the_same_address_starts_outside_its_old_group():
     """Bob's process died while he was in g and a new one registers from the same port."""
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
-    bob = h.client("Bob", addr=bob.addr)
+    bob = fake_client(h, "Bob", addr=bob.addr)
     assert h.server.groups["g"] == {"Ann": None} and h.server.clients["Bob"].group is None
-    h.out.clear()
+    h.sent.clear()
     assert ann.ask("send_group", SendGroup(group="g", text="who is here?")) == "ok"
     assert bob.received("grp_msg") == []
 
 
 def test_registering_again_from_the_same_address_issues_a_new_token_and_session():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     old_token, old_session = ann.token, h.server.clients["Ann"].session
-    again = h.client("Ann", addr=ann.addr)
+    again = fake_client(h, "Ann", addr=ann.addr)
     assert again.token != old_token and h.server.clients["Ann"].session != old_session
     h.take_lines()
-    before = len(h.out)
+    before = len(h.sent)
     h.deliver(again.packet("create_group", CreateGroup(group="stale"), token=old_token), ann.addr)
-    assert len(h.out) == before, "the old token from the right address is a forgery: no answer"
+    assert len(h.sent) == before, "the old token from the right address is a forgery: no answer"
     assert "stale" not in h.server.groups and h.server.drops["forged"] == 1
     assert again.ask("create_group", CreateGroup(group="fresh")) == "ok"
 
 
 def test_a_registration_of_an_earlier_session_replayed_from_the_current_address_is_refused():
-    h = Harness()
-    ann = h.client("Ann", addr=("10.0.0.5", 7000), register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann", addr=("10.0.0.5", 7000), register=False)
     first = ann.packet("reg")
     h.deliver(first, ann.addr)
     ann.token = ann.answer_to(decode(first).msg_id).payload.token
     assert ann.ask("confirm") == "ok"
     assert ann.ask("dereg") == "ok"
-    now = h.client("Ann", addr=("10.0.0.6", 7000))
+    now = fake_client(h, "Ann", addr=("10.0.0.6", 7000))
     token = h.server.clients["Ann"].token
-    h.out.clear()
+    h.sent.clear()
     h.deliver(first, now.addr)  # forged from where Ann is now
-    assert h.out == [] and h.server.drops["replayed"] == 1
+    assert h.sent == [] and h.server.drops["replayed"] == 1
     assert h.server.clients["Ann"].token == token, "the session goes on"
     assert now.ask("list_groups") == "ok"
 
 
 def test_a_member_that_moved_to_another_group_is_not_removed_from_it():
     """Cat misses a group message of g, then moves to h before the server gives up on it."""
-    h = Harness()
+    h = SimNet()
     ann, cat = make_group(h, "Ann", "Cat")
     ann.ask("create_group", CreateGroup(group="h"))
     assert ann.ask("send_group", SendGroup(group="g", text="hello")) == "ok"  # Cat never acks it
     assert cat.ask("join_group", JoinGroup(group="h")) == "ok"
     h.take_lines()
-    h.advance(5)
+    h.run(5)
     assert h.server.groups["h"] == {"Cat": None} and h.server.clients["Cat"].group == "h"
     assert not any("not responsive" in line for line in h.take_lines())
 
 
 def test_a_flooding_source_is_served_again_after_a_quiet_spell():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     flood = ann.packet("list_groups")
     for _ in range(5000):  # all at one instant: the bucket is empty
         h.server.receive(flood, ann.addr, h.now)
     h.server.drain(h.now)  # thousands of answers to one request: not worth decoding
     assert h.server.drops["rate-limited"] >= 5000 - h.server.limits.burst
-    h.advance(2.0)  # refilled at the configured rate
+    h.run(2.0)  # refilled at the configured rate
     assert ann.ask("create_group", CreateGroup(group="later")) == "ok"
 
 
@@ -1128,28 +1085,28 @@ def test_nonsense_requests_in_a_live_session_never_raise(requests):
     """Datagrams of every type with random fields, from a registered member's address and with
     its token: they pass the checks in front and reach the handlers (the process-level fuzz
     mostly stops at those checks).  Each is answered or dropped; the server goes on."""
-    h = Harness()
+    h = SimNet()
     ann, bob = make_group(h, "Ann", "Bob")
     for type_name, payload in requests:
         h.deliver(ann.packet(type_name, payload), ann.addr)
-        h.advance(0.1)
+        h.run(0.1)
     assert bob.ask("list_groups") == "ok"
 
 
 def test_list_more_naming_no_list_is_refused_not_raised():
     """A list code that names no message type (a KeyError in the handler once): the decoder
     refuses it, counted, and the session goes on."""
-    h = Harness()
-    ann = h.client("Ann")
-    before = len(h.out)
+    h = SimNet()
+    ann = fake_client(h, "Ann")
+    before = len(h.sent)
     h.deliver(ann.packet("list_more", ListMore(list=99, start=0, group="g")), ann.addr)
-    assert h.out[before:] == [] and h.server.drops["malformed"] == 1
+    assert h.sent[before:] == [] and h.server.drops["malformed"] == 1
     assert ann.ask("list_groups") == "ok"
 
 
 def test_request_ids_that_wrap_around_are_new():
-    h = Harness()
-    ann = h.client("Ann", register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann", register=False)
     reg = ann.packet("reg", msg_id=2**32 - 3)  # a client whose ids start near the top
     h.deliver(reg, ann.addr)
     ann.token = ann.answer_to(decode(reg).msg_id).payload.token
@@ -1163,12 +1120,12 @@ def test_request_ids_that_wrap_around_are_new():
 def test_names_are_counted_in_bytes_and_printable_only(name):
     """17 two-byte characters are 34 bytes, over the 32-byte limit; control characters would
     reach every terminal that prints the name."""
-    h = Harness()
-    assert h.client(name, register=False).register() == "bad_name"
-    ann = h.client("Ann")
+    h = SimNet()
+    assert fake_client(h, name, register=False).register() == "bad_name"
+    ann = fake_client(h, "Ann")
     assert ann.ask("create_group", CreateGroup(group=name)) == "bad_request"
     assert h.server.clients.keys() == {"Ann"} and h.server.groups == {}
-    assert h.client("é" * 16, register=False).register() == "ok", "32 bytes fit"
+    assert fake_client(h, "é" * 16, register=False).register() == "ok", "32 bytes fit"
 
 
 # -- an answer echoes its request's token; the server's requests carry the receiver's --------------
@@ -1200,23 +1157,23 @@ def test_each_members_copy_of_a_group_message_carries_its_token_and_its_ack_echo
     sim.in_group([ann, bob, cat])
     sim.type(ann, "send_group hi")
     sim.run(1)
-    copies = {dst: pkt for _, _, dst, pkt in sim.sent if kind(pkt) == "grp_msg"}
+    copies = {dst: pkt for _, _, dst, pkt, _ in sim.sent if kind(pkt) == "grp_msg"}
     assert {dst: pkt.token for dst, pkt in copies.items()} == {sim.addr(bob): bob.net.token, sim.addr(cat): cat.net.token}
     (msg_id,) = {pkt.msg_id for pkt in copies.values()}
-    acks = [(src, pkt.token) for _, src, dst, pkt in sim.sent if dst == SERVER and kind(pkt) == "ack"
+    acks = [(src, pkt.token) for _, src, dst, pkt, _ in sim.sent if dst == SERVER and kind(pkt) == "ack"
             and pkt.payload.ack_id == msg_id]
     assert sorted(acks) == sorted([(sim.addr(bob), bob.net.token), (sim.addr(cat), cat.net.token)])
     assert sim.server.drops["forged ack"] == 0
 
 
 def test_a_forged_ack_of_a_table_update_leaves_it_in_flight():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     (table,) = ann.received("table")
     assert table.token == ann.token, "the server's requests carry the receiver's token"
     h.deliver(bytes(ChatHeader(type="ack", msg_id=1, token=ann.token ^ 1, sender="Ann") / Ack(ack_id=table.msg_id)), ann.addr)
     assert h.server.drops["forged ack"] == 1 and h.server.clients["Ann"].synced == 0
-    h.advance(0.6)
+    h.run(0.6)
     assert len(ann.received("table")) == 2, "retransmitted"
     ann.ack(table)
     assert h.server.clients["Ann"].synced == h.server.version
@@ -1225,12 +1182,12 @@ def test_a_forged_ack_of_a_table_update_leaves_it_in_flight():
 def test_answers_echo_the_token_of_the_request():
     """So a client knows the answer comes from whoever got its request: a reg_ack echoes the
     reg's nonce, a not_registered the token of the request it refuses."""
-    h = Harness()
-    ann = h.client("Ann", register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann", register=False)
     reg = ann.packet("reg", token=0xA11CE)
     h.deliver(reg, ann.addr)
     assert ann.answer_to(decode(reg).msg_id).token == 0xA11CE
-    stranger = h.client("Zed", register=False)
+    stranger = fake_client(h, "Zed", register=False)
     ask = stranger.packet("list_groups", token=0x5EC)
     h.deliver(ask, stranger.addr)
     answer = stranger.answer_to(decode(ask).msg_id)
@@ -1241,8 +1198,8 @@ def test_answers_echo_the_token_of_the_request():
 
 
 def test_events_wait_in_the_logics_own_outbox_not_among_the_endpoints_datagrams():
-    h = Harness()
-    ann = h.client("Ann")
+    h = SimNet()
+    ann = fake_client(h, "Ann")
     h.server.receive(ann.packet("create_group", CreateGroup(group="g")), ann.addr, h.now)
     assert h.server.net.effects and all(type(e) is Send for e in h.server.net.effects), "the endpoint holds datagrams"
     drained = h.server.drain(h.now)
@@ -1253,8 +1210,8 @@ def test_events_wait_in_the_logics_own_outbox_not_among_the_endpoints_datagrams(
 def test_a_round_of_table_updates_goes_at_the_time_of_the_drain():
     """drain(now) is told the time: the table update a registration causes goes out at the drain,
     and its retransmission is due a timeout after that, not after the datagram's arrival."""
-    h = Harness()
-    ann = h.client("Ann", register=False)
+    h = SimNet()
+    ann = fake_client(h, "Ann", register=False)
     reg = ann.packet("reg")
     h.server.receive(reg, ann.addr, 0.0)
     (answer,) = [decode(e.data) for e in h.server.drain(0.0) if isinstance(e, Send)]
@@ -1272,9 +1229,8 @@ def test_session_tokens_come_from_the_injected_source():
         drawn.append(k)
         return 0 if k == 64 else 12345  # a token of 0 would be the token of nothing: it is never used
 
-    h = Harness()
-    h.server = ServerLogic(9000, RetryPolicy(), random.Random(7), randbits=randbits)
-    ann = h.client("Ann", register=False)
+    h = SimNet(randbits=randbits)
+    ann = fake_client(h, "Ann", register=False)
     assert ann.register(confirm=False) == "ok"
     (reg_ack,) = ann.received("reg_ack")
     assert drawn == [64, 32] and (reg_ack.payload.token, reg_ack.payload.session) == (1, 12345)
@@ -1282,18 +1238,18 @@ def test_session_tokens_come_from_the_injected_source():
 
 def test_the_default_token_source_is_unpredictable():
     tokens = set()
+    default = inspect.signature(ServerLogic).parameters["randbits"].default  # (SimNet seeds its own)
     for _ in range(2):  # two servers with the same seeded rng
-        h = Harness()
-        ann = h.client("Ann", register=False)
+        h = SimNet(randbits=default)
+        ann = fake_client(h, "Ann", register=False)
         ann.register(confirm=False)
         tokens.add(ann.received("reg_ack")[0].payload.token)
     assert len(tokens) == 2
 
 
 def test_the_answers_a_server_remembers_are_bounded_by_its_parameter():
-    h = Harness()
-    h.server = ServerLogic(9000, RetryPolicy(), random.Random(7), max_replies=4)
-    ann = h.client("Ann")
+    h = SimNet(max_replies=4)
+    ann = fake_client(h, "Ann")
     for _ in range(10):
         assert ann.ask("list_groups") == "ok"
     assert h.server.net.remembered_count == 4

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from node.events import Delivered, GroupMessage, MemberRemoved, NoAck, PrivateMessage, UnknownUser
-from tests.simnet import SimNet, kind
+from proto.fastpath import encode
+from tests.simnet import SERVER, SimNet, kind
 from tools.faults import FaultPlan
 
 RUNS = int(os.environ.get("SIM_RUNS", "2000"))
@@ -172,7 +173,7 @@ def violations(sim: SimNet, script: Script) -> list[str]:
                 problems.append(f"{sender} was told {target} got {text!r}, but {target} did not show it")
     # every group message the server forwarded reached each member that stayed responsive
     removed = {event.client for event in sim.events["server"] if isinstance(event, MemberRemoved)}
-    for _, dst, pkt in ((t, d, p) for t, s, d, p in sim.sent if kind(p) == "grp_msg"):
+    for _, dst, pkt in ((t, d, p) for t, s, d, p, _ in sim.sent if kind(p) == "grp_msg"):
         member = sim.name_of(dst)
         if member not in removed and member not in script.crashed:
             if shown[member][(pkt.payload.origin, pkt.payload.text)] != 1:
@@ -283,4 +284,21 @@ def test_a_seeded_run_is_reproduced_datagram_for_datagram():
     first, _ = conversation(7)
     again, _ = conversation(7)
     assert first.sent == again.sent  # every datagram, field by field, and when and where it went
-    assert any(pkt.token for _, _, _, pkt in first.sent)
+    assert any(sent.pkt.token for sent in first.sent)
+
+
+def test_datagrams_that_reach_a_node_at_one_instant_are_one_batch():
+    """As the shell reads its socket: everything that has arrived, then one drain, so the server
+    makes one table round and prints the table once for two confirms that arrive together."""
+    sim = SimNet()
+    peers = [sim.raw(name) for name in ("Ann", "Bob")]
+    for peer in peers:
+        sim.inject(encode("reg", {"msg_id": 1, "sender": peer.name}), peer.addr, SERVER)
+    sim.run(0.01)
+    for peer in peers:
+        (reg_ack,) = peer.received("reg_ack")
+        sim.inject(encode("confirm", {"msg_id": 2, "sender": peer.name, "token": reg_ack.payload.token}), peer.addr, SERVER)
+    sim.run(0.01)
+    assert sorted(sim.server.clients) == ["Ann", "Bob"]
+    assert sim.lines["server"].count(">>> Client table updated.") == 1
+    assert {part.payload.version for _, part in sim.sends("table")} == {2}, "one round: both rows in each first part"

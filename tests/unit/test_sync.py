@@ -1,5 +1,6 @@
-"""The client table's synchronisation on its own (node/sync.py): a real endpoint on a fake
-clock, client records made by hand, parts acknowledged (or not) by hand."""
+"""The client table's synchronisation on its own (node/sync.py): a real endpoint on the
+simulated network's clock (tests/simnet.py), client records made by hand, parts acknowledged
+(or not) by hand."""
 
 from __future__ import annotations
 
@@ -12,24 +13,35 @@ from node.server import ClientRecord
 from node.sync import MAX_SYNC_PAUSE, TABLE_WINDOW, SyncState, TableSync
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import encode, parse
+from tests.simnet import SERVER, SimNet
 
 POLICY = RetryPolicy()
 
 
 class Harness:
+    """The table sync of a server's endpoint on the simulated network; its clients' addresses are raw peers."""
+
     def __init__(self, window: int = TABLE_WINDOW):
-        self.now = 0.0
-        self.net = Endpoint(SERVER_NAME, 9000, POLICY, random.Random(1))
+        self.sim = SimNet(server=False)
+        self.net = Endpoint(SERVER_NAME, SERVER[1], POLICY, random.Random(1))
+        self.sim.add(SERVER, self.net, SERVER_NAME, drain=lambda now: self.net.drain())
         self.clients: dict[str, ClientRecord] = {}
         self.printed: list[int] = []  # the table version at each printing
         self.sync = TableSync(self.net, self.clients, lambda: self.printed.append(self.sync.version), window)
-        self.sent: list[tuple[float, str, object]] = []  # (time, receiver, table part)
-        self._hosts = itertools.count(1)
         self._ids = itertools.count(1)
 
+    @property
+    def now(self) -> float:
+        return self.sim.now
+
+    @property
+    def sent(self) -> list[tuple[float, str, object]]:
+        """(time, receiver, table part) of every part sent."""
+        return [(s.time, self.sim.name_of(s.dst), s.pkt) for s in self.sim.sent]
+
     def join(self, name: str) -> ClientRecord:
-        host = next(self._hosts)
-        record = ClientRecord(name, (f"10.0.{host >> 8}.{host & 255}", 7000), token=1000 + host, session=host)
+        peer = self.sim.raw(name)
+        record = ClientRecord(name, peer.addr, token=1000 + peer.addr[1], session=peer.addr[1])  # both unique
         replaced = self.clients.get(name)
         self.clients[name] = record
         self.sync.start(record, replaced)
@@ -46,10 +58,10 @@ class Harness:
         return self.collect()
 
     def collect(self) -> list[tuple[str, object]]:
-        names = {r.addr: n for n, r in self.clients.items()}
-        parts = [(names[s.addr], parse(s.data)) for s in self.net.drain()]
+        mark = len(self.sim.sent)
+        self.sim.collect(SERVER)
+        parts = [(self.sim.name_of(s.dst), s.pkt) for s in self.sim.sent[mark:]]
         assert all(MSG_TYPES[p.type] == "table" for _, p in parts)
-        self.sent += [(self.now, name, part) for name, part in parts]
         return parts
 
     def ack(self, record: ClientRecord, status: str = "ok") -> None:
@@ -59,12 +71,8 @@ class Harness:
         assert self.net.handle_ack(parse(ack), record.addr, self.now)
 
     def advance(self, seconds: float) -> None:
-        end = self.now + seconds
-        while (due := self.net.get_timer()) is not None and due <= end:
-            self.now = due
-            self.net.handle_timer(due)
-            self.collect()
-        self.now = end
+        self.sim.run(seconds)
+        assert all(MSG_TYPES[p.type] == "table" for _, _, p in self.sent)
 
     def settle(self, *records: ClientRecord) -> None:
         """Rounds and acks until ``records`` hold the whole table."""

@@ -1,5 +1,6 @@
 """node/text.py: text from the network shown as data, never as markup or control
-sequences; and the places that draw it with rich (the nodes' tables, the demo's printer).
+sequences; and the places that draw it with rich (the nodes' tables, the demo's printer, the
+lossy proxy's statistics).
 End to end, with real processes: test_e2e_text.py and test_sniff.py."""
 
 from __future__ import annotations
@@ -98,6 +99,27 @@ def test_the_demo_printer_escapes_what_the_processes_print(color):
         assert stream.getvalue() == f"Ann    | >>> Bob: {shown} [b]x[/b]\n"
         stream.seek(0)
         stream.truncate()
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_printer_prefixes_each_line_and_prints_chat_text_literally(color):
+    stream = io.StringIO()
+    printer = Printer(color=color, stream=stream)
+    printer.line("Ann", "|", ">>> [bold]not markup[/bold]")
+    printer.say("step")
+    # A StringIO is no terminal, so rich adds no colour codes here; markup would still be eaten.
+    assert stream.getvalue() == "Ann    | >>> [bold]not markup[/bold]\ndemo   : step\n"
+
+
+def test_stats_show_a_rule_naming_a_markup_like_client_literally(capsys):
+    """Rules name clients, and names come from the network: `[/]` is a valid name, not rich markup."""
+    from tools.lossy_proxy import LossyProxy, _print_stats
+
+    proxy = LossyProxy(server=("127.0.0.1", 9), rules=["drop from=[/]", "delay 10ms to=[link=http://x]Bob[/link]"])
+    _print_stats(proxy)
+    err = capsys.readouterr().err
+    assert "drop from=[/]" in err and "to=[link=http://x]Bob[/link]" in err, err
+    assert "\x1b]8;" not in err
 
 
 def _uncoloured(text: str) -> str:

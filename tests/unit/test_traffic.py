@@ -1,0 +1,130 @@
+"""tools/traffic.py, the traffic model the sniffer shows, and its views (tools/traffic_views.py),
+in-process on made-up datagrams: names, retries, matched acks, round trips, unanswered requests,
+the proxy's log.  The sniffer as a process, on real captures: tests/integration/test_sniff.py."""
+
+from __future__ import annotations
+
+from proto import VERSION, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table
+from tests.procs import HOST
+from tools import traffic, traffic_views as views
+from tools.stats import percentile
+from tools.traffic import Tracker
+
+SERVER, ANN, BOB, MIRROR = (HOST, 6000), (HOST, 7001), (HOST, 7002), (HOST, 9001)
+
+
+def header(kind: str, msg_id: int, sender: str, port: int) -> ChatHeader:
+    return ChatHeader(type=kind, msg_id=msg_id, sender=sender, port=port)
+
+
+def test_names_come_from_senders_roles_and_tables():
+    t = Tracker()
+    reg = t.feed(0, ANN, SERVER, bytes(header("reg", 1, "Ann", ANN[1])))
+    assert (reg.src_name, reg.dst_name) == ("Ann", "server")  # only servers get registrations
+    table = Table(version=1, entries=[Entry(client="Bob", ip=BOB[0], port=BOB[1])])
+    t.feed(1000, SERVER, ANN, bytes(header("table", 9, "server", SERVER[1]) / table))
+    msg = t.feed(2000, ANN, BOB, bytes(header("pri_msg", 2, "Ann", ANN[1]) / PriMsg(text="hi")))
+    assert (msg.src_name, msg.dst_name) == ("Ann", "Bob")
+    assert t.name((HOST, 1)) == "127.0.0.1:1"
+
+
+def test_retries_acks_round_trips_and_unanswered():
+    t = Tracker()
+    data = bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi"))
+    tries = [t.feed(1_000_000 + i * 500_000, ANN, BOB, data) for i in range(3)]
+    assert [e.retry for e in tries] == [0, 1, 2]
+    ack = t.feed(2_000_300, BOB, ANN, bytes(header("ack", 70, "Bob", BOB[1]) / Ack(ack_id=5)))
+    assert ack.request is tries[2] and ack.rtt == 300
+    assert "↩ pri_msg #5 retry 2 rtt 0.30 ms" in views.line(ack).plain
+    again = t.feed(2_000_900, BOB, ANN, bytes(header("ack", 70, "Bob", BOB[1]) / Ack(ack_id=5)))
+    assert again.repeat == 1
+    lost = t.feed(3_000_000, ANN, SERVER, bytes(header("dereg", 6, "Ann", ANN[1])))
+    assert [ex.tries for ex in t.unanswered()] == [[lost]]
+    stats = t.stats()
+    assert (stats.retransmissions, stats.unanswered, stats.rtt_median, stats.rtt_p99) == (2, 1, 300, 300)
+    assert stats.per_node["Ann"] == (4, 2) and stats.per_type["pri_msg"] == 3
+
+
+def test_a_request_the_end_of_the_capture_cut_off_is_waiting_not_unanswered():
+    t = Tracker()
+    lost = t.feed(1_000_000, ANN, BOB, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
+    late = t.feed(1_400_000, ANN, SERVER, bytes(header("dereg", 6, "Ann", ANN[1])))
+    assert traffic.ANSWER_WINDOW == 500_000  # the nodes' default time between tries
+    unanswered, waiting = t.without_answer(1_500_000)  # a window after the first, not after the second
+    assert ([ex.tries for ex in unanswered], [ex.tries for ex in waiting]) == ([[lost]], [[late]])
+    assert (t.stats(1_500_000).unanswered, t.stats(1_500_000).waiting) == (1, 1)
+    assert [len(found) for found in t.without_answer(1_900_000)] == [2, 0]
+
+
+def test_one_ack_answering_several_group_messages_is_matched_to_each():
+    t = Tracker()
+    grp_msg = [bytes(header("grp_msg", i, "server", SERVER[1]) / GrpMsg(group="g", origin="Bob", text="hi")) for i in (1, 2, 3)]
+    sent = [t.feed(1000 * i, SERVER, ANN, data) for i, data in enumerate(grp_msg)]
+    batch = Ack(ack_id=1, also=[MsgId(id=3), MsgId(id=99)])  # 99: a request the capture did not see
+    ack = t.feed(5000, ANN, SERVER, bytes(header("ack", 70, "Ann", ANN[1]) / batch))
+    assert ack.request is sent[0] and ack.also == [sent[2]] and ack.rtt == 5000
+    line = views.line(ack).plain
+    assert "ok also #3 #99" in line and "↩ grp_msg #1 rtt 5.00 ms, and 1 more" in line, line
+    assert [ex.tries for ex in t.unanswered()] == [[sent[1]]]
+    assert t.stats().rtt_samples == 2
+    rec = views.record(ack)
+    assert rec["answers"]["id"] == 1 and rec["also_answers"] == [{"type": "grp_msg", "id": 3, "retry": 0}]
+
+
+def test_an_ack_answers_the_request_on_its_own_path_only():
+    t = Tracker()
+    t.feed(0, ANN, MIRROR, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
+    hop = t.feed(100, MIRROR, BOB, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
+    assert hop.relayed and hop.retry == 0  # the proxy's copy is not a retransmission
+    ack = t.feed(400, BOB, MIRROR, bytes(header("ack", 1, "Bob", BOB[1]) / Ack(ack_id=5)))
+    assert ack.request is hop and ack.rtt == 300
+    assert len(t.unanswered()) == 1  # Ann's hop waits for the ack the proxy relays
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile(list(range(1, 101)), 99) == 99
+    assert percentile([5, 1, 9], 50) == 5
+    assert percentile([7], 99) == 7
+    assert percentile([], 99) is None  # nothing measured: no figure, not an error
+
+
+def test_proxy_log_marks_drops_and_adds_unseen_ones():
+    t = Tracker()
+    t.feed(0, BOB, SERVER, bytes(header("reg", 1, "Bob", BOB[1])))  # names Bob's address
+    data = bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi"))
+    events = [t.feed(1_000_000, ANN, BOB, data), t.feed(1_500_000, ANN, BOB, data)]
+    rows = [
+        {"time": 1.0002, "from": "Ann", "to": "Bob", "type": "pri_msg", "id": 5, "action": "drop"},
+        {"time": 1.5002, "from": "Ann", "to": "Bob", "type": "pri_msg", "id": 5, "action": "pass"},
+        {"time": 2.0, "from": "Bob", "to": "Ann", "type": "ack", "id": 8, "action": "drop"},
+    ]
+    unseen = traffic.apply_proxy_log(t, events, rows)
+    assert [e.dropped for e in events] == [True, False]
+    assert [(e.src_name, e.dst_name, e.kind, e.rel) for e in unseen] == [("Bob", "Ann", "ack", 2_000_000)]
+    drawn = [text.plain for text in views.ladder(t, events + unseen)]
+    assert drawn[0].split() == ["Ann", "Bob"]
+    assert "✕" in drawn[2] and "✕" in drawn[4] and "▶" in drawn[3]
+
+
+def test_malformed_chat_datagrams_are_shown_not_fatal():
+    t = Tracker()
+    whole = bytes(header("reg_ack", 1, "server", SERVER[1]) / RegAck(ack_id=9))
+    event = t.feed(0, SERVER, ANN, whole[:-3])
+    assert event.kind == "malformed" and event.error
+    assert "malformed" in views.line(event).plain
+    assert views.record(event)["error"] == event.error
+
+
+def test_a_datagram_of_another_protocol_version_is_labelled():
+    t = Tracker()
+    old = bytearray(bytes(header("reg", 1, "Ann", ANN[1])))
+    old[2] = VERSION - 1
+    event = t.feed(0, ANN, SERVER, bytes(old))
+    assert event.kind == "other_version" and not event.is_request
+    assert f"chat protocol version {VERSION - 1}; this tool reads version {VERSION}" in views.line(event).plain
+    from scapy.layers.inet import IP, UDP
+
+    from tools.sniff import udp_datagram
+
+    frame = IP(src=ANN[0], dst=SERVER[0]) / UDP(sport=ANN[1], dport=SERVER[1]) / bytes(old)
+    assert udp_datagram(IP(bytes(frame)), set()) is not None, "the sniffer shows it, labelled"
