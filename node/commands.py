@@ -18,6 +18,11 @@ class Mode(Enum):
     ANY = "any"
 
 
+def command(cls: type) -> type:
+    """Make ``cls`` a command: a frozen dataclass with slots, as the events are."""
+    return dataclass(frozen=True, slots=True)(cls)
+
+
 class _Command:
     """Base of the commands: each knows the word that names it, from its form in GRAMMAR."""
 
@@ -28,7 +33,7 @@ class _Command:
         return _WORDS[type(self)]
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class SendPrivate(_Command):
     """A private message to ``target``, sent peer to peer."""
 
@@ -36,55 +41,55 @@ class SendPrivate(_Command):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class CreateGroup(_Command):
     """Ask the server to create ``group`` (without joining it)."""
 
     group: str
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class ListGroups(_Command):
     """Ask the server for every group."""
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class JoinGroup(_Command):
     """Enter ``group``: group mode."""
 
     group: str
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class SendGroup(_Command):
     """A message to everyone in our group, through the server."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class ListMembers(_Command):
     """Ask the server who is in our group."""
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class LeaveGroup(_Command):
     """Leave our group: normal mode again."""
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class Deregister(_Command):
     """Go offline and exit."""
 
     name: str  # must be the client's own: checked when it runs
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class Help(_Command):
     """The list of commands."""
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class EndOfInput:
     """Not typed: the input ended (Ctrl+D, the end of a script).  Deregisters when its turn comes."""
 
@@ -92,7 +97,7 @@ class EndOfInput:
 Command = SendPrivate | CreateGroup | ListGroups | JoinGroup | SendGroup | ListMembers | LeaveGroup | Deregister | Help
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class ParseError:
     """A line that is no command.  ``command``: the command its first word names, if any;
     ``usage``: how that command is written (None for an unknown word)."""
@@ -120,7 +125,7 @@ def _anything(rest: str) -> tuple[str, ...]:
     return ()
 
 
-@dataclass(frozen=True, slots=True)
+@command
 class Form:
     """One command of the grammar: how it is written, where it is allowed, its arguments."""
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .effects import Address
-from .events import DropsCounted, GroupMessage, PrivateMessage
+
+if TYPE_CHECKING:  # ChatApp.py reads Limits before --help: the events (node/events.py) load later
+    from .events import DropsCounted, GroupMessage, PrivateMessage
 
 
 @dataclass(frozen=True)
@@ -124,5 +127,7 @@ class EventQueue:
 
 def drop_report(drops: Counter[str]) -> DropsCounted | None:
     """What a node refused, by kind, to say once as it stops (late acks are normal, left out)."""
+    from .events import DropsCounted
+
     counted = tuple((kind, n) for kind, n in sorted(drops.items()) if kind != "stale ack" and n)
     return DropsCounted(counted) if counted else None

@@ -15,24 +15,8 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from proto import (
-    MSG_TYPES,
-    Ack,
-    ChatHeader,
-    CreateGroup,
-    Entry,
-    GrpMsg,
-    JoinGroup,
-    Kick,
-    LeaveGroup,
-    ListMembers,
-    ListMore,
-    MsgId,
-    Name,
-    PriMsg,
-    RegAck,
-    SendGroup,
-    Table,
-    decode,
+    MSG_TYPES, Ack, ChatHeader, CreateGroup, Entry, GrpMsg, JoinGroup, Kick, LeaveGroup, ListMembers, ListMore,
+    MsgId, Name, PriMsg, RegAck, SendGroup, Table, decode
 )
 from proto.fields import Kind, layer_spec
 from tests.captures import SNIFF, run_tool

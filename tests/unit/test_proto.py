@@ -12,28 +12,8 @@ from scapy.packet import NoPayload
 
 import proto
 from proto import (
-    MAGIC,
-    MSG_TYPES,
-    TYPE_CODES,
-    VERSION,
-    Ack,
-    ChatHeader,
-    CreateGroup,
-    Entry,
-    GrpMsg,
-    JoinGroup,
-    Kick,
-    LeaveGroup,
-    ListMembers,
-    ListMore,
-    Name,
-    PriMsg,
-    ProtocolError,
-    RegAck,
-    SendGroup,
-    Table,
-    decode,
-    is_chat,
+    MAGIC, MSG_TYPES, TYPE_CODES, VERSION, Ack, ChatHeader, CreateGroup, Entry, GrpMsg, JoinGroup, Kick, LeaveGroup,
+    ListMembers, ListMore, Name, PriMsg, ProtocolError, RegAck, SendGroup, Table, decode, is_chat
 )
 from proto.fields import HEADER, Kind, layer_spec
 from tests.packets import PAYLOAD_STRATEGIES, fuzzed_packets, headers, mutate, packets, sample_packets, user_fields

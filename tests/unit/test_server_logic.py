@@ -24,21 +24,8 @@ from node.reliable import RetryPolicy
 from node.server import MAX_PENDING, PENDING_WINDOWS, ServerLogic
 from node.versions import MAX_TOLD
 from proto import (
-    MAX_TEXT_BYTES,
-    STATUSES,
-    VERSION,
-    Ack,
-    ChatHeader,
-    CreateGroup,
-    JoinGroup,
-    Kick,
-    LeaveGroup,
-    ListMembers,
-    ListMore,
-    MsgId,
-    PriMsg,
-    SendGroup,
-    decode,
+    MAX_TEXT_BYTES, STATUSES, VERSION, Ack, ChatHeader, CreateGroup, JoinGroup, Kick, LeaveGroup, ListMembers,
+    ListMore, MsgId, PriMsg, SendGroup, decode
 )
 from proto.codec import HEADER_MIN
 from proto.fastpath import encode
