@@ -16,7 +16,7 @@ import socket
 import sys
 
 from node.limits import Limits  # light: no Scapy behind it
-from tools.cli import Parser  # light too: argparse and the standard library
+from tools.cli import Parser, dependencies  # light too: argparse and the standard library
 
 
 class UserError(Exception):
@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(chat())
 
 
+@dependencies()
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:

@@ -30,11 +30,13 @@ from pathlib import Path
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.grids import rich_grid  # noqa: E402
-from tools.cli import Parser, prog, reader_may_leave  # noqa: E402
-from tools.perf import abuse, codec, fanout, latency, scale, throughput  # noqa: E402
-from tools.perf.figures import Figure  # noqa: E402
-from tools.perf.processes import STARTED  # noqa: E402
+from tools.cli import Parser, dependencies, prog, reader_may_leave  # noqa: E402  (after the path is set)
+
+with dependencies():
+    from node.grids import rich_grid
+    from tools.perf import abuse, codec, fanout, latency, scale, throughput
+    from tools.perf.figures import Figure
+    from tools.perf.processes import STARTED
 
 SCENARIOS = {"codec": codec, "latency": latency, "throughput": throughput, "fanout": fanout, "scale": scale, "abuse": abuse}
 # --quick: sizes for a first look, each scenario well under a minute; options given after them still win.
@@ -126,6 +128,7 @@ def table(figures: list[Figure]) -> None:
     Console(width=max(160, Console().width)).print(grid)
 
 
+@dependencies()
 @reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     args = options(sys.argv[1:] if argv is None else argv)

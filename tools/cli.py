@@ -5,11 +5,13 @@ reader may close early."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import re
 import socket
 import sys
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -89,6 +91,28 @@ def prog() -> str:
     """The name the user typed for this command (``chatapp-sniff``, ``sniff.py``...), as argparse
     shows it in usage lines; error lines use it too."""
     return os.path.basename(sys.argv[0])
+
+
+# The checkout: a module missing from it is a bug of ours, one missing from outside it is a dependency.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def dependencies():
+    """Around a command's imports and its main() (also as a decorator): a package the project depends
+    on (scapy, rich, prompt_toolkit) that this Python lacks ends the command with one line that says
+    how to set up, exit status 1, instead of a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").partition(".")[0]
+        if not top or (CHECKOUT / top).is_dir() or (CHECKOUT / f"{top}.py").is_file():
+            raise
+        sys.stderr.write(
+            f"{prog()}: the Python package '{top}' is missing for {sys.executable}; set up with ./dev in the "
+            "checkout (it builds .venv; then run the commands in .venv/bin), or pip install .\n"
+        )
+        raise SystemExit(1) from None
 
 
 def examples(doc: str, script: str) -> str:

@@ -29,10 +29,12 @@ from typing import Iterable
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import faults  # noqa: E402  (after the path is set)
-from node.grids import rich_grid  # noqa: E402
-from tools.cli import Parser, counted, host_port, prog, reader_may_leave  # noqa: E402
-from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError  # noqa: E402
+from tools.cli import Parser, counted, dependencies, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
+
+with dependencies():
+    from tools import faults
+    from node.grids import rich_grid
+    from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError
 
 Address = tuple[str, int]
 
@@ -205,6 +207,7 @@ def totals(counters: Counter[str]) -> str:
     return f"{counted(chat + other, 'datagram')} in ({chat} chat{fates}; {other} not chat), {counters['forwarded']} out"
 
 
+@dependencies()
 @reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(

@@ -33,7 +33,7 @@ if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools.cli import (  # noqa: E402  (after the path is set)
-    Parser, UserError, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone,
+    Parser, UserError, dependencies, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone,
 )
 
 ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
@@ -349,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dependencies()
 @reader_may_leave
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()

@@ -65,3 +65,77 @@ def test_a_script_run_from_the_checkout_says_its_file_name(script):
     assert helped.returncode == 0 and helped.stdout.startswith(f"usage: {name} "), helped.stdout[:80]
     wrong = subprocess.run([sys.executable, script, "--no-such-option"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert wrong.stderr.splitlines()[-1].startswith(f"{name}: error: "), wrong.stderr
+
+
+# Each command as the README runs it, and arguments that reach past its argument parsing.
+WITHOUT_DEPENDENCIES = {
+    "ChatApp.py": ["-s", "6666"],
+    "tools/sniff.py": ["-r", "docs/demo.pcap"],
+    "tools/replay.py": ["docs/demo.pcap", "--to", "127.0.0.1:9"],
+    "tools/lossy_proxy.py": ["--listen", "127.0.0.1:0", "--server", "127.0.0.1:9"],
+    "tools/bench.py": ["--quick", "codec"],
+}
+
+
+def _without_site_packages(*args: str) -> subprocess.CompletedProcess:
+    # -S: no site-packages, so none of scapy, rich, prompt_toolkit (as with a bare python3); -E: no
+    # PYTHONPATH either.  Nothing is installed or removed.
+    return subprocess.run([sys.executable, "-E", "-S", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def _says_how_to_set_up(done: subprocess.CompletedProcess, name: str) -> None:
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"{name}: the Python package '") and "is missing" in lines[0], lines[0]
+    assert "./dev" in lines[0] and "pip install ." in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("script", sorted(WITHOUT_DEPENDENCIES))
+def test_a_script_run_by_a_python_without_the_dependencies_says_how_to_set_up(script):
+    done = _without_site_packages(script, *WITHOUT_DEPENDENCIES[script])
+    _says_how_to_set_up(done, os.path.basename(script))
+
+
+def test_an_installed_command_without_the_dependencies_says_how_to_set_up():
+    # What a console script does (`from tools.sniff import main; sys.exit(main())`), under its own name.
+    starter = ("import sys; sys.path.insert(0, '.'); sys.argv = ['chatapp-sniff', '-r', 'docs/demo.pcap'];"
+               " from tools.sniff import main; sys.exit(main())")
+    _says_how_to_set_up(_without_site_packages("-c", starter), "chatapp-sniff")
+
+
+def test_the_dissector_without_the_dependencies_is_an_error_not_an_empty_file(tmp_path):
+    lua = tmp_path / "chat.lua"
+    with lua.open("w") as out:
+        done = subprocess.run([sys.executable, "-E", "-S", "tools/sniff.py", "--wireshark-dissector"], cwd=ROOT,
+                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=60)
+    _says_how_to_set_up(done, "sniff.py")
+
+
+def _readme_commands() -> list[list[str]]:
+    """The command lines in the README's code blocks: the words of each, without a prompt or sudo."""
+    commands, inside = [], False
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            inside = not inside
+            continue
+        words = line.split()
+        while inside and words and words[0] in ("$", "sudo"):
+            words = words[1:]
+        if inside and words and ("/" in words[0] or words[0].startswith("python")):
+            commands.append(words)
+    return commands
+
+
+def test_every_command_the_readme_shows_runs_in_what_dev_sets_up():
+    # ./dev builds .venv with the dependencies and the console scripts; a bare python3 has neither.
+    scripts = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+    commands = _readme_commands()
+    assert any(words[0] == "./dev" for words in commands) and any(words[0].startswith(".venv/bin/") for words in commands)
+    for words in commands:
+        program = words[0]
+        assert program == "./dev" or program.removeprefix(".venv/bin/") in scripts | {"python"}, " ".join(words)
+    for program in sorted({words[0] for words in commands if words[0].startswith(".venv/bin/chatapp")}):
+        helped = subprocess.run([str(ROOT / program), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert helped.returncode == 0 and helped.stdout.startswith(f"usage: {os.path.basename(program)} "), helped.stderr
