@@ -164,7 +164,7 @@ class Inspector:
     def wanted(self, event) -> bool:
         if self.types and event.kind not in self.types:
             return False
-        return not self.names or event.src_name in self.names or event.dst_name in self.names
+        return not self.names or not self.names.isdisjoint((event.src_name, event.dst_name, event.claimed))
 
     def show(self, event) -> None:
         from node.text import json_line
@@ -265,6 +265,10 @@ def print_stats(console, stats) -> None:
     console.print(rich_grid(("type", "packets"), stats.per_type.items(), ("packets",), title="packets per type", **style))
     nodes = ((name, sent, received) for name, (sent, received) in stats.per_node.items())
     console.print(rich_grid(("node", "sent", "received"), nodes, ("sent", "received"), title="packets per node", **style))
+    if stats.false_claims:
+        claims = ((node, name, n) for node, names in stats.false_claims.items() for name, n in names.items())
+        console.print(rich_grid(("node", "claimed the name of", "datagrams"), claims, ("datagrams",),
+                                title="false claims: sender names that another address holds", **style))
     rtt = "no answers seen"
     if stats.rtt_median is not None:
         rtt = f"median {ms(stats.rtt_median)}, p99 {ms(stats.rtt_p99)} ({stats.rtt_samples} answered)"

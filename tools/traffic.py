@@ -7,14 +7,19 @@ microseconds, source and destination addresses, bytes) and turns each into an
 answer the request it answers and the round-trip time.  It keeps the requests as
 ``Exchange``s (tries and answers) and the end-of-capture figures as ``Stats``.
 
-Names are learned from the traffic: a datagram's source is named by its sender
-field, client-table entries name their addresses, and the destination of a
-request only servers receive (reg, join_group...) is the server.
+Endpoints are named by address, from the traffic: the server's word (its table's
+entries, an ok ``reg_ack``) names an address for good; the destination of a
+request only servers receive (reg, join_group...) is the server; a datagram's
+sender field names its source only while no other address holds that name.  A
+datagram whose sender field names another address's holder is a *false claim*:
+its source keeps its own name (or ``ip:port``) and the event carries ``claimed``
+(the sniffer exists to watch spoofing and replay).
 
 Through the lossy proxy every datagram crosses the wire twice: to a proxy socket
 that stands for the receiver, then from a proxy socket that stands for the
 sender.  The second hop is *relayed*: its source port differs from the listening
-port in its header.  Both hops carry the names of the real ends.  The proxy's own
+port in its header.  Both hops carry the names of the real ends: a relayed
+datagram claiming the name of the address in its header is no false claim.  The proxy's own
 log says which datagrams it dropped: ``apply_proxy_log`` marks them.
 """
 
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 
 from node.reliable import RetryPolicy
 from node.text import escaped
-from proto import MSG_TYPES, VERSION, ChatHeader, ProtocolError, decode, messages, version_of
+from proto import MSG_TYPES, STATUS_CODES, VERSION, ChatHeader, ProtocolError, decode, messages, version_of
 from tools.stats import median, percentile
 
 Address = tuple[str, int]
@@ -39,10 +44,12 @@ OTHER_VERSION = "other_version"  # a chat datagram of a protocol version this to
 UNREAD = frozenset({MALFORMED, OTHER_VERSION})
 
 FAMILIES = messages.FAMILIES
+OK = STATUS_CODES["ok"]
 
-# Learned names outrank guesses: a node's own sender field, then a table entry, then its role;
-# a name the tool itself gives (the replayer's socket) is never replaced.
-_BY_ROLE, _BY_TABLE, _BY_SELF, _PINNED = 0, 1, 2, 3
+# How sure a name is: the server's word (a table entry, an ok reg_ack) outranks a datagram's own
+# claim, which outranks a guess from its role; a name the tool itself gives (the replayer's socket)
+# is never replaced.
+_BY_ROLE, _BY_CLAIM, _BY_SERVER, _PINNED = 0, 1, 2, 3
 # Requests remembered for ack matching (each holds its decoded tries): a long
 # capture forgets the oldest, and does not list them as unanswered.
 MAX_EXCHANGES = 20_000
@@ -76,6 +83,7 @@ class Event:
     data: bytes = b""
     error: str | None = None
     relayed: bool = False
+    claimed: str | None = None  # a sender name (escaped) that another address holds: a false claim
     retry: int = 0  # requests: earlier tries seen on the same path
     exchange: Exchange | None = None  # requests: their exchange; answers: the one they answer
     request: "Event | None" = None  # answers: the latest try of the request they answer
@@ -101,7 +109,9 @@ class Tracker:
     def __init__(self):
         self.origin: int | None = None
         self.count = 0
-        self._names: dict[Address, tuple[int, str]] = {}
+        self._names: dict[Address, tuple[int, str]] = {}  # address -> (rank, name as shown)
+        self._holders: dict[str, Address] = {}  # name as shown -> the address that holds it
+        self._claims: Counter[tuple[Address, str]] = Counter()  # false claims: (source, name claimed)
         self._exchanges: OrderedDict[tuple[Address, Address, int], Exchange] = OrderedDict()
         self._rtts: list[int] = []
         self._types: Counter[str] = Counter()
@@ -122,7 +132,50 @@ class Tracker:
     def _learn(self, addr: Address, name: str, rank: int) -> None:
         known = self._names.get(addr)
         if name and (known is None or rank >= known[0]):
-            self._names[addr] = (rank, escaped(name))
+            shown = escaped(name)
+            self._names[addr] = (rank, shown)
+            # A name is held by the first address to claim it, until the server gives it to one.
+            if rank >= _BY_SERVER or (rank == _BY_CLAIM and self._holder(shown) is None):
+                self._holders[shown] = addr
+
+    def _holder(self, shown: str) -> Address | None:
+        """The address that holds a name, if it still goes by it."""
+        addr = self._holders.get(shown)
+        known = self._names.get(addr) if addr is not None else None
+        return addr if known is not None and known[1] == shown else None
+
+    def _claim(self, src: Address, sender: str, port: int) -> str | None:
+        """A datagram's sender field: it names its source unless another address holds the name;
+        then it is returned (escaped), a false claim."""
+        if not sender:
+            return None
+        shown = escaped(sender)
+        known = self._names.get(src)
+        sure = known is not None and known[0] >= _BY_SERVER  # the server's word, or the tool's
+        if sure and known[1] == shown:
+            return None
+        if not sure and self._holder(shown) in (None, src):
+            self._learn(src, sender, _BY_CLAIM)
+            return None
+        if port not in (0, src[1]) and self.name((src[0], port)) == shown:
+            # A relay (the lossy proxy's socket) speaking for the address in the header.
+            self._names.setdefault(src, (_BY_ROLE, shown))
+            return None
+        if known == (_BY_CLAIM, shown):
+            del self._names[src]  # its claim came first, but the server gave the name to another
+        self._claims[src, shown] += 1
+        return shown
+
+    def _registered(self, answer: Event) -> None:
+        """The server's reg_ack: ok names its receiver by the name registered; a refusal takes back
+        a name its receiver had only claimed."""
+        request = answer.request
+        if request is None or request.kind != "reg" or self.name(answer.src) != SERVER:
+            return
+        if answer.pkt.payload.status == OK:
+            self._learn(answer.dst, request.pkt.sender, _BY_SERVER)
+        elif self._names.get(answer.dst) == (_BY_CLAIM, escaped(request.pkt.sender)):
+            del self._names[answer.dst]
 
     # -- feeding --------------------------------------------------------------------
 
@@ -149,17 +202,19 @@ class Tracker:
 
     def _chat(self, time: int, src: Address, dst: Address, data: bytes, pkt: ChatHeader) -> Event:
         kind = MSG_TYPES[pkt.type]
-        self._learn(src, pkt.sender, _BY_SELF)
+        claimed = self._claim(src, pkt.sender, pkt.port)
         if kind in TO_SERVER:
             self._learn(dst, SERVER, _BY_ROLE)
-        if kind == "table":
+        if kind == "table" and self.name(src) == SERVER:
             for entry in pkt.payload.entries:
-                self._learn((entry.ip, entry.port), entry.client, _BY_TABLE)
+                self._learn((entry.ip, entry.port), entry.client, _BY_SERVER)
         event = Event(self.count, time, time - self.origin, src, dst, self.name(src), self.name(dst), kind,
-                      pkt.msg_id, pkt=pkt, data=data, relayed=pkt.port not in (0, src[1]))
+                      pkt.msg_id, pkt=pkt, data=data, relayed=pkt.port not in (0, src[1]), claimed=claimed)
         if kind in ANSWERS:
             for msg_id in (pkt.payload.ack_id, *(more.id for more in getattr(pkt.payload, "also", ()))):
                 self._answer(event, (dst, src, msg_id))
+            if kind == "reg_ack":
+                self._registered(event)
         else:
             self._request(event, (src, dst, pkt.msg_id))
         return event
@@ -214,6 +269,9 @@ class Tracker:
         for counter, column in ((self._sent, 0), (self._received, 1)):
             for addr, n in counter.items():
                 per_node.setdefault(self.name(addr), [0, 0])[column] += n
+        claims: dict[str, dict[str, int]] = {}
+        for (addr, name), n in self._claims.items():
+            claims.setdefault(self.name(addr), {})[name] = n
         return Stats(
             packets=self.count,
             per_type=dict(self._types.most_common()),
@@ -224,6 +282,7 @@ class Tracker:
             rtt_median=median(self._rtts),
             rtt_p99=percentile(self._rtts, 99),
             rtt_samples=len(self._rtts),
+            false_claims=claims,
         )
 
 
@@ -238,6 +297,7 @@ class Stats:
     rtt_median: float | None  # microseconds
     rtt_p99: int | None
     rtt_samples: int
+    false_claims: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> {name claimed: datagrams}
 
 
 # -- the lossy proxy's log ---------------------------------------------------------------------

@@ -90,14 +90,19 @@ def answer_note(event: Event) -> str:
     return note
 
 
+def claim(event: Event) -> str:
+    """`` (claims Ann)`` for a datagram whose sender field names another address's holder, else ``""``."""
+    return f" (claims {event.claimed})" if event.claimed is not None else ""
+
+
 # -- one line per datagram ---------------------------------------------------------------------
 
 
 def line(event: Event, replayed: bool = False) -> Text:
-    """One datagram; ``replayed``: sent by the replayer, which speaks in other nodes' names."""
+    """One datagram; ``replayed``: sent by the replayer, which speaks in other nodes' names (``as``)."""
     text = Text(no_wrap=True)
     text.append(f"{seconds(event.rel):>9} ", style="dim")
-    ends = f"{event.src_name} → {event.dst_name}"
+    ends = f"{event.src_name}{'' if replayed else claim(event)} → {event.dst_name}"
     text.append(f"{ends:<26} ", style="bold")
     text.append(f"{event.kind:<12} ", style=TYPE_STYLE.get(event.kind, ""))
     text.append(f"{'#' + str(event.msg_id) if event.msg_id is not None else '':<11} ", style="dim")
@@ -161,6 +166,7 @@ def record(event: Event) -> dict:
         "dst": endpoint(event.dst),
         "from": event.src_name,
         "to": event.dst_name,
+        "claimed": event.claimed,
         "type": event.kind,
         "id": event.msg_id,
         "bytes": len(event.data),
@@ -195,6 +201,7 @@ def stats_record(stats: Stats) -> dict:
         "rtt_median_ms": None if stats.rtt_median is None else stats.rtt_median / 1000,
         "rtt_p99_ms": None if stats.rtt_p99 is None else stats.rtt_p99 / 1000,
         "rtt_samples": stats.rtt_samples,
+        "false_claims": stats.false_claims,
     }
 
 
@@ -222,7 +229,7 @@ def ladder_label(event: Event) -> str:
         label = f"{event.kind} {status}".strip()
         if event.rtt is not None:
             label += f" {ms(event.rtt)}"
-        return label
+        return label + claim(event)
     label = event.kind
     if event.kind == "table" and event.pkt is not None:
         label += f" v{event.pkt.payload.version}"  # the entries would not fit an arrow
@@ -230,6 +237,7 @@ def ladder_label(event: Event) -> str:
         label += " " + summary(event)
     if event.retry:
         label += f" (retry {event.retry})"
+    label += claim(event)
     if event.is_request and event.exchange is not None and not event.answered and event is event.exchange.tries[-1]:
         label += " no answer"
     if event.dropped:
@@ -325,6 +333,7 @@ def _legend(events: list[Event]) -> Text:
                ("╌▶ relayed by a proxy", "dim", any(e.relayed for e in events)),
                ("✕ dropped by the proxy", "bold red", any(e.dropped for e in events)),
                ("retry", "bold yellow", any(e.retry for e in events)),
+               ("(claims N): sent in the name of another address", "bold magenta", any(e.claimed for e in events)),
                ("no answer", "bold red", any(e.is_request and not e.answered and e.src for e in events))]
     for label, style, used in entries:
         if used:
@@ -337,6 +346,8 @@ def _legend(events: list[Event]) -> Text:
 def _arrow_style(event: Event) -> str:
     if event.dropped or event.kind in UNREAD:
         return "bold red"
+    if event.claimed is not None:
+        return "bold magenta"
     if event.is_request and not event.answered:
         return "bold red"
     if event.retry:

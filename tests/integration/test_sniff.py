@@ -26,7 +26,7 @@ import pytest
 
 from proto import MSG_TYPES, VERSION, Ack, ChatHeader, PriMsg, RegAck, Table, decode
 from tests.captures import SNIFF, Capture, Processes, needs_root, run_into_closed_pipe, run_tool
-from tests.procs import HOST, PYTHON, ROOT, ProxyThread, free_port
+from tests.procs import CHATAPP, HOST, PYTHON, ROOT, ProxyThread, free_port
 
 pytestmark = pytest.mark.e2e  # sniff.py as a process, on made-up and live captures
 
@@ -58,6 +58,40 @@ def find(lines: list[str], *patterns: str) -> list[int]:
 
 
 # -- live capture -------------------------------------------------------------------------------------
+
+
+@needs_root
+def test_a_second_client_claiming_a_registered_name_is_shown_by_its_address(tmp_path):
+    """Ann registers; a second real client, also called Ann, tries from another port and is refused.
+    Every view names the second one by its address and shows the name it claimed as a claim."""
+    pcap = tmp_path / "claim.pcap"
+    ports = {"server": free_port(), "Ann": free_port(), "other": free_port()}
+    procs = Processes()
+    try:
+        sniff = procs.sniffer(pcap, list(ports.values()))
+        procs.server(ports["server"])
+        procs.client("Ann", ports["server"], ports["Ann"])
+        other = procs.start([CHATAPP, "-c", "Ann", HOST, str(ports["server"]), str(ports["other"]), "--bind", HOST],
+                            "second Ann")
+        other.wait_for(r"Someone has already used this name")
+        sniff.wait_for(r"reg_ack .*name_taken")
+        assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
+    finally:
+        procs.stop_all()
+    other_at = f"{HOST}:{ports['other']}"
+    lines = packet_lines(run_tool(SNIFF, "-r", str(pcap)).stdout.splitlines())
+    find(lines, r"^\s+\S+ Ann → server +reg ", rf"^\s+\S+ {re.escape(other_at)} \(claims Ann\) → server +reg ",
+         rf"server → {re.escape(other_at)} +reg_ack .*name_taken")
+    assert not [text for text in lines if re.search(r"Ann → \S+ +reg ", text) and other_at in text], lines
+    records = json_records(pcap)
+    theirs = [r for r in records if r["src"] == other_at]
+    assert theirs and all((r["from"], r["claimed"]) == (other_at, "Ann") for r in theirs), theirs
+    assert all(r["claimed"] is None for r in records if r["src"] == f"{HOST}:{ports['Ann']}")
+    stats = run_tool(SNIFF, "-r", str(pcap), "--stats").stdout
+    assert re.search(rf"^\s+{re.escape(other_at)}\s+Ann\s+{len(theirs)}\s*$", stats, re.MULTILINE), stats
+    ladder = run_tool(SNIFF, "-r", str(pcap), "--ladder").stdout.splitlines()
+    assert sorted(ladder[0].split()) == sorted(["Ann", "server", other_at]), ladder[0]
+    assert any("(claims Ann)" in row for row in ladder), ladder
 
 
 @needs_root

@@ -4,7 +4,7 @@ the proxy's log.  The sniffer as a process, on real captures: tests/integration/
 
 from __future__ import annotations
 
-from proto import VERSION, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table
+from proto import STATUSES, VERSION, Ack, ChatHeader, Entry, GrpMsg, MsgId, PriMsg, RegAck, Table
 from tests.procs import HOST
 from tools import traffic, traffic_views as views
 from tools.stats import percentile
@@ -128,3 +128,81 @@ def test_a_datagram_of_another_protocol_version_is_labelled():
 
     frame = IP(src=ANN[0], dst=SERVER[0]) / UDP(sport=ANN[1], dport=SERVER[1]) / bytes(old)
     assert udp_datagram(IP(bytes(frame)), set()) is not None, "the sniffer shows it, labelled"
+
+
+SPOOF = (HOST, 40001)  # a second client, at another port, that says it is Ann
+
+
+def _registered(t: Tracker, addr, name: str, at: int, msg_id: int):
+    """``name`` registers from ``addr``: its reg, the server's ok reg_ack, then the server's table."""
+    t.feed(at, addr, SERVER, bytes(header("reg", msg_id, name, addr[1])))
+    t.feed(at + 100, SERVER, addr, bytes(header("reg_ack", 900 + msg_id, "server", SERVER[1]) / RegAck(ack_id=msg_id)))
+
+
+def test_a_second_client_claiming_a_registered_name_is_named_by_its_address_and_shown_as_claiming_it():
+    t = Tracker()
+    _registered(t, ANN, "Ann", 0, 1)
+    _registered(t, BOB, "Bob", 1000, 2)
+    real = t.feed(2000, ANN, BOB, bytes(header("pri_msg", 3, "Ann", ANN[1]) / PriMsg(text="hi")))
+    fake = t.feed(3000, SPOOF, BOB, bytes(header("pri_msg", 4, "Ann", SPOOF[1]) / PriMsg(text="pay me")))
+    ack = t.feed(3100, BOB, SPOOF, bytes(header("ack", 70, "Bob", BOB[1]) / Ack(ack_id=4)))
+    assert (real.src_name, real.claimed) == ("Ann", None)
+    assert (fake.src_name, fake.claimed) == ("127.0.0.1:40001", "Ann")
+    assert (ack.dst_name, t.name(SPOOF), t.name(ANN)) == ("127.0.0.1:40001", "127.0.0.1:40001", "Ann")
+    assert "127.0.0.1:40001 (claims Ann) → Bob" in views.line(fake).plain
+    assert "Ann →" not in views.line(fake).plain.replace("(claims Ann) →", "")
+    rec = views.record(fake)
+    assert (rec["from"], rec["src"], rec["claimed"]) == ("127.0.0.1:40001", "127.0.0.1:40001", "Ann")
+    assert views.record(real)["claimed"] is None
+    stats = t.stats()
+    assert stats.false_claims == {"127.0.0.1:40001": {"Ann": 1}}
+    assert stats.per_node["Ann"] == (2, 1) and stats.per_node["127.0.0.1:40001"] == (1, 1)
+    assert views.stats_record(stats)["false_claims"] == {"127.0.0.1:40001": {"Ann": 1}}
+    # The ladder: the false Ann has a column of its own, and her arrow says whose name she used.
+    drawn = [text.plain for text in views.ladder(t, [real, fake, ack])]
+    names = drawn[0].split()
+    assert sorted(names) == ["127.0.0.1:40001", "Ann", "Bob"], names
+    x = {name: drawn[0].index(name) + len(name) // 2 for name in names}
+    real_row, fake_row = drawn[2], drawn[3]
+    assert "(claims Ann)" in fake_row and "(claims" not in real_row
+    between = lambda row, a, b: row[min(x[a], x[b]) + 2:max(x[a], x[b]) - 1]  # noqa: E731
+    assert set(between(fake_row, "127.0.0.1:40001", "Bob")) - set(" ") and "(claims Ann)" in between(fake_row, "127.0.0.1:40001", "Bob")
+    assert fake_row[x["Ann"]] in "│┼", "the false Ann's arrow must not start in Ann's column"
+    assert "sent in the name of another address" in drawn[-1]
+
+
+def test_the_server_decides_who_holds_a_name():
+    t = Tracker()
+    # Unregistered, a claim names its address (the reg before its answer reads as Ann's)...
+    first = t.feed(0, SPOOF, SERVER, bytes(header("reg", 1, "Ann", SPOOF[1])))
+    assert (first.src_name, first.claimed) == ("Ann", None)
+    # ...but the server gives the name to another address: that one holds it now.
+    _registered(t, ANN, "Ann", 1000, 2)
+    assert t.name(ANN) == "Ann"
+    later = t.feed(2000, SPOOF, BOB, bytes(header("pri_msg", 3, "Ann", SPOOF[1]) / PriMsg(text="hi")))
+    assert later.claimed == "Ann"
+
+
+def test_a_refused_registration_takes_back_the_name_it_claimed():
+    t = Tracker()
+    t.feed(0, SPOOF, SERVER, bytes(header("reg", 1, "Ann", SPOOF[1])))
+    refusal = next(code for code, name in STATUSES.items() if name != "ok")
+    t.feed(100, SERVER, SPOOF, bytes(header("reg_ack", 900, "server", SERVER[1]) / RegAck(ack_id=1, status=refusal)))
+    assert t.name(SPOOF) == "127.0.0.1:40001"
+    _registered(t, ANN, "Ann", 1000, 2)
+    assert t.name(ANN) == "Ann"
+
+
+def test_a_table_from_another_than_the_server_names_nobody():
+    t = Tracker()
+    _registered(t, ANN, "Ann", 0, 1)
+    forged = Table(version=1, entries=[Entry(client="Ann", ip=SPOOF[0], port=SPOOF[1])])
+    t.feed(1000, BOB, ANN, bytes(header("table", 9, "Bob", BOB[1]) / forged))
+    assert (t.name(SPOOF), t.name(ANN)) == ("127.0.0.1:40001", "Ann")
+
+
+def test_the_proxy_relaying_a_clients_datagram_is_no_false_claim():
+    t = Tracker()
+    _registered(t, ANN, "Ann", 0, 1)
+    hop = t.feed(1000, MIRROR, BOB, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
+    assert hop.relayed and (hop.src_name, hop.claimed) == ("Ann", None)
