@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 from proto import HEADER_MIN, MAGIC, VERSION, ChatHeader
 from proto.fields import Kind, LayerSpec, layer_spec
+
+# The layers' and fields' names said in words, for the labels of the protocol tree
+# (PriMsg.text: "Private message text"); the filter names stay the layer's own (chat.primsg.text).
+_WORDS = {"pri": "private", "msg": "message", "grp": "group", "reg": "registration", "id": "ID", "len": "length", "ip": "IP"}
 
 _INTEGERS = {"B": "uint8", "H": "uint16", "I": "uint32", "Q": "uint64", "b": "int8", "h": "int16", "i": "int32", "q": "int64"}
 
@@ -25,7 +30,7 @@ local fields = {}"""
 _LUA_MAIN = """
 local payload_by_{key} = {{ {payloads} }}
 
-function chat.dissector(buf, pinfo, tree)
+local function dissect_chat(buf, pinfo, tree)
     pinfo.cols.protocol = "CHAT"
     local top = tree:add(chat, buf())
     local off, h = dissect.chat(buf, 0, top)
@@ -40,11 +45,14 @@ function chat.dissector(buf, pinfo, tree)
     end
     return off
 end
+chat.dissector = dissect_chat
 
 local function heuristic(buf, pinfo, tree)
     if buf:len() < {minimum} then return false end
     if buf(0, 2):uint() ~= 0x{magic:04X} or buf(2, 1):uint() ~= {version} then return false end
-    chat.dissector(buf, pinfo, tree)
+    -- The function itself: chat.dissector is its handle, whose call would add "chat" to the frame's
+    -- protocols a second time (the heuristic added it once).
+    dissect_chat(buf, pinfo, tree)
     return true
 end
 
@@ -67,6 +75,14 @@ class _Lua:
     def abbrev(self, layer: LayerSpec, fld) -> str:
         return f"chat.{fld.name}" if layer is self.header else f"chat.{self.lname(layer)}.{fld.name}"
 
+    def title(self, layer: LayerSpec) -> str:
+        """The label of a layer's subtree: "Header", "Private message"."""
+        return "Header" if layer is self.header else _said(layer.title)
+
+    def label(self, layer: LayerSpec, fld) -> str:
+        """A field's label: "Message ID" in the header, "Private message text" in a payload."""
+        return _said(fld.name if layer is self.header else f"{layer.title} {fld.name}")
+
     def var(self, layer: LayerSpec, fld) -> str:
         return f"f_{self.lname(layer)}_{fld.name}"
 
@@ -81,8 +97,7 @@ class _Lua:
     def declare(self, layer: LayerSpec) -> None:
         """A ProtoField per field of ``layer`` (list fields are their items' fields)."""
         for fld in layer.fields:
-            name = fld.name if layer is self.header else f"{layer.title} {fld.name}"
-            head = f'"{self.abbrev(layer, fld)}", "{name}"'
+            head = f'"{self.abbrev(layer, fld)}", "{self.label(layer, fld)}"'
             if fld.kind is Kind.LIST:
                 continue
             if fld.kind in (Kind.TEXT, Kind.BYTES):
@@ -98,7 +113,8 @@ class _Lua:
         """``dissect.NAME(buf, off, tree)``: adds the fields of ``layer`` at ``off``; returns the new offset and the values."""
         out = self.lines
         out += ["", f"-- {layer.cls.__name__}", f"dissect.{self.lname(layer)} = function(buf, off, tree)", "    local v = {}",
-                f'    local item = tree:add(chat, buf(off), "{layer.title}")', "    local start = off"]
+                # A text item, not the protocol again: one "chat" in the frame's protocols.
+                f'    local item = tree:add(buf(off), "{self.title(layer)}")', "    local start = off"]
         for fld in layer.fields:
             var = self.var(layer, fld)
             if fld.kind is Kind.LIST:
@@ -114,6 +130,18 @@ class _Lua:
                 out += [f"    v.{fld.name} = buf(off, {fld.size}):{reader}()", f"    item:add({var}, buf(off, {fld.size}))",
                         f"    off = off + {fld.size}"]
         out += ["    item:set_len(off - start)", "    return off, v", "end"]
+
+
+def _said(name: str) -> str:
+    """A layer's or field's name in words, capitalised: "PriMsg text" -> "Private message text",
+    "msg_id" -> "Message ID", "MsgId id" -> "Message ID" (a word said twice in a row, once)."""
+    words: list[str] = []
+    for part in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name):
+        word = _WORDS.get(part.lower(), part.lower())
+        if not words or words[-1].lower() != word.lower():
+            words.append(word)
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
 
 
 def lua_dissector() -> str:

@@ -138,17 +138,48 @@ def test_the_dissector_is_generated_from_the_layer(dissector):
     assert "register_heuristic" in script
 
 
-def test_tshark_decodes_every_field_of_every_type(tshark, dissector, tmp_path):
-    packets = every_type()
+@pytest.fixture(scope="module")
+def every_pcap(tmp_path_factory) -> str:
+    """A capture of ``every_type()``, one datagram per frame."""
     frames = [
         Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=41000 + n, dport=42000 + n) / Raw(bytes(pkt))
-        for n, pkt in enumerate(packets)
+        for n, pkt in enumerate(every_type())
     ]
     for n, frame in enumerate(frames):
         frame.time = 1_700_000_000 + n / 10
-    pcap = str(tmp_path / "every.pcap")
+    pcap = str(tmp_path_factory.mktemp("every") / "every.pcap")
     wrpcap(pcap, frames)
-    check(tshark_fields(tshark, dissector, pcap, sorted(kinds())), packets)
+    return pcap
+
+
+def test_tshark_decodes_every_field_of_every_type(tshark, dissector, every_pcap):
+    check(tshark_fields(tshark, dissector, every_pcap, sorted(kinds())), every_type())
+
+
+def test_tshark_shows_one_chat_protocol_with_readable_labels(tshark, dissector, every_pcap):
+    def run(*args: str) -> str:
+        done = subprocess.run([tshark, "-X", f"lua_script:{dissector}", "-r", every_pcap, *args], capture_output=True,
+                              text=True, encoding="utf-8", timeout=120)
+        assert done.returncode == 0 and "Lua" not in done.stderr, done.stderr
+        return done.stdout
+
+    # One protocol entry per datagram, found by the heuristic (any port) or by "decode as".
+    for how in ([], ["-d", "udp.port==42000,chat"]):
+        protocols = run("-T", "fields", "-e", "frame.protocols", *how).split()
+        assert len(protocols) == len(every_type()) and all(p.endswith(":udp:chat") for p in protocols), protocols
+    # The chat tree: each layer a subtree, each field labelled in words, from the field model.
+    tree = run("-V", "-O", "chat")
+    labels = set()
+    for line in tree.splitlines():
+        if line.startswith("        ") and ":" in line:  # "label: value"; an empty text has no space after it
+            labels.add(line.strip().partition(":")[0])
+    for label in ("Message ID", "Sender", "Private message text", "Private message to session", "Registration ack status",
+                  "Group message origin", "Entry client", "Entry IP", "Ack ID", "Name value"):
+        assert label in labels, (label, sorted(labels))
+    for label in labels:  # no Scapy class names (PriMsg) nor field names (msg_id) as labels
+        assert "_" not in label and not re.search(r"[a-z][A-Z]", label), (label, sorted(labels))
+    assert tree.count("\n    Header\n") == len(every_type()), tree
+    assert "\n    Private message\n" in tree and "\n        Entry\n" in tree, tree
 
 
 def test_tshark_decodes_a_capture_made_by_sniff(tshark, dissector, direct):
