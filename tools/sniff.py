@@ -237,6 +237,26 @@ def read_proxy_log(path: str) -> list[dict]:
     return rows
 
 
+# Fonts the reader's machine has, offline: rich's own template loads Fira Code from a CDN.  Every
+# character is placed by its column (rich sets x and textLength), so any monospace font lines up.
+SVG_FONTS = '"DejaVu Sans Mono", "Liberation Mono", Menlo, Consolas, monospace'
+SVG_TITLE_FONTS = '"DejaVu Sans", "Liberation Sans", Arial, sans-serif'
+
+
+def offline_svg_format() -> str:
+    """rich's SVG template without its web fonts (no @font-face, no URL to load), with SVG_FONTS."""
+    import inspect
+    import re
+
+    from rich.console import Console
+
+    template = inspect.signature(Console.export_svg).parameters["code_format"].default
+    template = re.sub(r"\s*@font-face \{\{.*?\}\}", "", template, flags=re.S)
+    template = re.sub(r"(-matrix \{\{\s*font-family:)[^;]*;", rf"\1 {SVG_FONTS};", template)
+    template = re.sub(r"(-title \{\{(?:\s*[a-z-]+:[^;]*;)*?\s*font-family:)[^;]*;", rf"\1 {SVG_TITLE_FONTS};", template)
+    return template
+
+
 def save_svg(rows, path: str, source: str) -> None:
     import io
 
@@ -249,7 +269,8 @@ def save_svg(rows, path: str, source: str) -> None:
     for row in rows:
         console.print(row, soft_wrap=True)
     try:
-        Path(path).write_text(console.export_svg(title=f"chat ladder: {source}"), encoding="utf-8")
+        svg = console.export_svg(title=f"chat ladder: {source}", code_format=offline_svg_format())
+        Path(path).write_text(svg, encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 

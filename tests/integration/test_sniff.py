@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -221,6 +222,33 @@ def test_the_documented_ladder_is_drawn_from_the_demo_capture():
     svg = ET.parse(docs / "ladder.svg").getroot()
     drawn = "".join(svg.itertext()).replace("\xa0", " ")
     assert "".join(out.split()) in "".join(drawn.split()), "docs/ladder.svg is out of date: see README, Ladder diagrams"
+
+
+def _svg_ladder(tmp_path) -> Path:
+    svg = tmp_path / "ladder.svg"
+    docs = ROOT / "docs"
+    run_tool(SNIFF, "-r", str(docs / "demo.pcap"), "--proxy-log", str(docs / "demo-proxy.jsonl"), "--svg", str(svg))
+    return svg
+
+
+def test_the_svg_ladder_loads_nothing_and_names_fonts_a_machine_has(tmp_path):
+    text = _svg_ladder(tmp_path).read_text(encoding="utf-8")
+    style = "".join(ET.fromstring(text).find("{http://www.w3.org/2000/svg}style").itertext())
+    assert "@font-face" not in style and "@import" not in style, style
+    assert not re.search(r"url\(\s*['\"]?(https?:|//)", text), "the SVG loads something from the network"
+    families = re.findall(r"font-family:\s*([^;]+);", style)
+    assert families and all(family.rstrip().endswith(("monospace", "sans-serif")) for family in families), families
+    assert any("DejaVu Sans Mono" in family for family in families), families
+    # Each run of text is placed by its column and stretched to its cells: columns line up in any font.
+    texts = ET.fromstring(text).iter("{http://www.w3.org/2000/svg}text")
+    assert all(t.get("textLength") and t.get("x") for t in texts if (t.text or "").strip() and "title" not in t.get("class", ""))
+
+
+def test_the_svg_ladder_renders_offline_with_librsvg(tmp_path):
+    rsvg = shutil.which("rsvg-convert") or pytest.skip("rsvg-convert is not installed (librsvg2-bin)")
+    png = tmp_path / "ladder.png"
+    done = subprocess.run([rsvg, "-o", str(png), str(_svg_ladder(tmp_path))], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and png.stat().st_size > 0, done.stderr
 
 
 # -- the command line --------------------------------------------------------------------------------
