@@ -258,19 +258,33 @@ def offline_svg_format() -> str:
 
 
 def save_svg(rows, path: str, source: str) -> None:
+    """The ladder as SVG: one file, or for a long capture pages of PAGE_ARROWS arrows each, ``path``
+    then ``NAME-2.svg``... beside it (said on stderr)."""
+    from tools.traffic_views import ladder_pages
+
+    pages = ladder_pages(rows)
+    target = Path(path)
+    paths = [target] + [target.with_name(f"{target.stem}-{n}{target.suffix}") for n in range(2, len(pages) + 1)]
+    width = max((row.cell_len for row in rows), default=40) + 2  # the same on every page
+    for n, (page, page_path) in enumerate(zip(pages, paths), 1):
+        title = f"chat ladder: {source}" + (f", page {n} of {len(pages)}" if len(pages) > 1 else "")
+        _write_svg(page, page_path, title, width)
+    if len(pages) > 1:
+        print(f"{prog()}: the ladder has {len(pages)} pages: {', '.join(map(str, paths))}", file=sys.stderr)
+
+
+def _write_svg(rows, path: Path, title: str, width: int) -> None:
     import io
 
     from rich.console import Console
 
-    width = max((row.cell_len for row in rows), default=40) + 2
     # A height too: with only a width, rich falls back to 80 columns when TERM is dumb.
     console = Console(record=True, file=io.StringIO(), width=width, height=len(rows) + 1, force_terminal=True,
                       color_system="truecolor")
     for row in rows:
         console.print(row, soft_wrap=True)
     try:
-        svg = console.export_svg(title=f"chat ladder: {source}", code_format=offline_svg_format())
-        Path(path).write_text(svg, encoding="utf-8")
+        path.write_text(console.export_svg(title=title, code_format=offline_svg_format()), encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 

@@ -326,6 +326,17 @@ def ladder(tracker: Tracker, events: list[Event]) -> list[Text]:
     return out
 
 
+# Arrows on one page of a saved ladder: a page a screen shows at a readable size.
+PAGE_ARROWS = 60
+
+
+def ladder_pages(rows: list[Text], arrows: int = PAGE_ARROWS) -> list[list[Text]]:
+    """The rows of ``ladder()`` cut into pages of at most ``arrows`` arrows, each page with the
+    names of the columns above and the legend below."""
+    head, body, legend = rows[:2], rows[2:-1], rows[-1:]
+    return [head + body[start:start + arrows] + legend for start in range(0, max(len(body), 1), arrows)]
+
+
 def _legend(events: list[Event]) -> Text:
     """What the marks mean, for those the diagram uses."""
     legend = Text("          ", style="dim")

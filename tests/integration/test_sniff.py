@@ -371,6 +371,23 @@ def made_capture(path: Path, datagrams: list[tuple[float, tuple, tuple, bytes]])
     return str(path)
 
 
+def test_a_long_capture_saves_its_ladder_in_pages(tmp_path):
+    """Two minutes of chat, a message a second: the SVG ladder is cut into pages, each readable alone."""
+    pcap = made_capture(tmp_path / "long.pcap", [
+        (float(i), ANN, BOB, bytes(header("pri_msg", i, "Ann", ANN[1]) / PriMsg(text=f"message {i}")))
+        for i in range(120)
+    ])
+    svg = tmp_path / "ladder.svg"
+    done = run_tool(SNIFF, "-r", pcap, "--svg", str(svg))
+    pages = [svg, tmp_path / "ladder-2.svg"]
+    assert set(tmp_path.glob("ladder*.svg")) == set(pages)
+    assert done.stderr.strip() == f"sniff.py: the ladder has 2 pages: {svg}, {pages[1]}", done.stderr
+    for n, page in enumerate(pages, 1):
+        drawn = "".join(ET.parse(page).getroot().itertext()).replace("\xa0", " ")
+        assert f"page {n} of 2" in drawn and "Ann" in drawn and "127.0.0.1:7002" in drawn and "─▶ datagram" in drawn, drawn[:300]
+        assert "'message 0'" in drawn if n == 1 else "'message 119'" in drawn
+
+
 def test_the_report_tells_unanswered_requests_from_those_the_capture_cut_off(tmp_path):
     """Ann's reg gets no answer for a second: unanswered.  With --count 1 the capture ends right after
     it, before an answer could come: waiting, not unanswered."""

@@ -206,3 +206,16 @@ def test_the_proxy_relaying_a_clients_datagram_is_no_false_claim():
     _registered(t, ANN, "Ann", 0, 1)
     hop = t.feed(1000, MIRROR, BOB, bytes(header("pri_msg", 5, "Ann", ANN[1]) / PriMsg(text="hi")))
     assert hop.relayed and (hop.src_name, hop.claimed) == ("Ann", None)
+
+
+def test_a_long_ladder_is_cut_into_pages_each_with_the_names_and_the_legend():
+    t = Tracker()
+    events = [t.feed(i * 1000, ANN, BOB, bytes(header("pri_msg", i, "Ann", ANN[1]) / PriMsg(text=f"m{i}")))
+              for i in range(1, 131)]
+    rows = views.ladder(t, events)
+    pages = views.ladder_pages(rows, 60)
+    assert [len(page) - 3 for page in pages] == [60, 60, 10]
+    for page in pages:
+        assert page[0].plain.split() == ["Ann", "127.0.0.1:7002"] and page[-1].plain == rows[-1].plain
+    assert [row.plain for page in pages for row in page[2:-1]] == [row.plain for row in rows[2:-1]]
+    assert len(views.ladder_pages(views.ladder(t, events[:60]), 60)) == 1
