@@ -243,7 +243,7 @@ class ClientLogic:
                 peer.addr,
                 now,
                 on_ack=lambda ack, now: self._finish(now, self._delivery(target, ack.payload.status)),
-                on_fail=lambda now: self._report_silent_peer(target, now, listed_offline),
+                on_fail=lambda now: self._report_silent_peer(target, text, now, listed_offline),
             )
 
     @staticmethod
@@ -253,8 +253,8 @@ class ClientLogic:
             return ev.Delivered(target)
         return ev.NotDelivered(target, STATUSES.get(status))
 
-    def _report_silent_peer(self, target: str, now: float, listed_offline: bool) -> None:
-        self._emit(ev.NoAck(target, listed_offline))
+    def _report_silent_peer(self, target: str, text: str, now: float, listed_offline: bool) -> None:
+        self._emit(ev.NoAck(target, listed_offline, text))
         self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
     def _do_create_group(self, command: cmd.CreateGroup, now: float) -> None:

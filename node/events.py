@@ -100,10 +100,12 @@ class NotDelivered:
 @event
 class NoAck:
     """``target`` never acknowledged our private message: not delivered, and reported to
-    the server (a kick).  ``listed_offline``: our table listed it offline already."""
+    the server (a kick).  ``listed_offline``: our table listed it offline already; ``text``:
+    the message, so that the user can tell which of several failed."""
 
     target: str
     listed_offline: bool
+    text: str
 
 
 @event

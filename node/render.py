@@ -19,6 +19,7 @@ from .console import LIST_SHOWN
 from .text import escaped
 
 _RENDERERS: dict[type, Callable] = {}
+ELLIPSIS = "\u2026"  # ends a cut quote; stands for each field in a merged line's example
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,21 @@ def _not_delivered(e: ev.NotDelivered) -> list[str]:
     return [line(f"{e.target} did not accept the message, message not delivered")]
 
 
+QUOTED = 40  # characters of a message quoted back to its sender
+
+
+def quoted(text: str) -> str:
+    """The start of ``text`` in quotes, cut with an ellipsis past QUOTED characters; cut before
+    it is escaped (by ``line``), so that an escape is never cut in two."""
+    return f'"{text[:QUOTED].rstrip()}{ELLIPSIS}"' if len(text) > QUOTED else f'"{text}"'
+
+
 @renders(ev.NoAck)
 def _no_ack(e: ev.NoAck) -> list[str]:
     lines = [line(f"No ACK from {e.target}, message not delivered"), line("Report this issue to server")]
     if e.listed_offline:
         lines.append(line(f"(The client table listed {e.target} as offline.)"))
+    lines.append(line(f"(the message was: {quoted(e.text)})"))
     return lines
 
 
@@ -204,7 +215,6 @@ def _peers_table(e: ev.PeersChanged) -> Table:
 
 # -- server wording -----------------------------------------------------------------
 
-ELLIPSIS = "\u2026"  # stands for each field in a merged line's example
 CLIENT_TABLE = ">>> Client table updated."
 GROUP_TABLE = ">>> Group table updated."
 GROUP_COLUMNS = ("group", "members")

@@ -174,8 +174,9 @@ def test_send_to_a_user_listed_offline_is_tried_and_reported_as_the_original_doe
     sim.run(5)
     tries = [p for _, src, _, p, _ in sim.sent[sent:] if kind(p) == "pri_msg" and src == sim.addr(ann)]
     assert len(tries) == 5, "the usual five tries"
-    assert sim.lines["Ann"][-3:] == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
-                                     ">>> (The client table listed Bob as offline.)"]
+    assert sim.lines["Ann"][-4:] == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
+                                     ">>> (The client table listed Bob as offline.)",
+                                     '>>> (the message was: "are you there")']
     assert [p.payload.target for _, _, _, p, _ in sim.sent[sent:] if kind(p) == "kick"] == ["Bob"]
 
 
@@ -632,7 +633,8 @@ def test_no_ack_from_peer_then_report_and_kick():
     sim.run(2.49)
     assert mark("Ann") == []
     sim.run(0.02)
-    assert mark("Ann") == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server"]
+    assert mark("Ann") == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
+                           '>>> (the message was: "hello")']
     assert [t - t0 for t, _ in sim.sends("pri_msg")] == pytest.approx([0, 0.5, 1.0, 1.5, 2.0])
     ((t, kick),) = sim.sends("kick")
     assert kick.payload.target == "Bob" and t == pytest.approx(t0 + 2.5)
@@ -641,6 +643,20 @@ def test_no_ack_from_peer_then_report_and_kick():
     sim.type(ann, "list_groups")  # not held up by the finished send
     sim.run(1)
     assert sim.lines["Ann"][-1] == ">>> No available group right now"
+
+
+def test_after_several_quick_sends_the_no_ack_quotes_the_one_that_failed():
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.crash(bob)
+    mark = Mark(sim)
+    for line in ("send Cat first", "send Bob lunch at 12:30? or shall we meet at the station at one", "send Cat third"):
+        sim.type(ann, line)  # typed at once: they run in turn
+    sim.run(5)
+    assert mark("Ann") == [">>> Message received by Cat.", ">>> No ACK from Bob, message not delivered",
+                           ">>> Report this issue to server",
+                           '>>> (the message was: "lunch at 12:30? or shall we meet at the\u2026")',
+                           ">>> Message received by Cat."]
 
 
 def test_peer_that_misses_a_few_tries_sees_the_message_once():

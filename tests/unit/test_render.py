@@ -27,9 +27,12 @@ WORDING = [
     (ev.Delivered("Bob"), [">>> Message received by Bob."]),
     (ev.NotDelivered("Bob", "queue_full"), [">>> Bob's queue of messages is full (Bob is in a group chat), message not delivered"]),
     (ev.NotDelivered("Bob", "bad_request"), [">>> Bob did not accept the message, message not delivered"]),
-    (ev.NoAck("Bob", False), [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server"]),
-    (ev.NoAck("Bob", True), [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
-                             ">>> (The client table listed Bob as offline.)"]),
+    (ev.NoAck("Bob", False, "lunch at 12:30?"), [">>> No ACK from Bob, message not delivered",
+                                                ">>> Report this issue to server",
+                                                '>>> (the message was: "lunch at 12:30?")']),
+    (ev.NoAck("Bob", True, "x" * 41), [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
+                                      ">>> (The client table listed Bob as offline.)",
+                                      f'>>> (the message was: "{"x" * 40}\u2026")']),
     (ev.UnknownUser("Zed"), [">>> User Zed does not exist"]),
     (ev.MessageTooLong(5000, 4096), [">>> Message too long (5000 bytes of UTF-8; the limit is 4096), not sent"]),
     (ev.BadGroupName("a;b", separator=True), [">>> Group name should not contain ';'. Try again."]),
@@ -96,12 +99,18 @@ def test_the_client_table_is_read_when_it_is_drawn():
 @pytest.mark.parametrize("hostile", ["\x1b[2J\x1b]0;owned\x07", "\u202eevil", "a\nb", "\x9b31m", "[b]bold[/b] :smile:"])
 def test_network_text_is_shown_escaped_never_obeyed(hostile):
     for event in (ev.PrivateMessage(hostile, hostile), ev.GroupMessage("g", hostile, hostile),
-                  ev.ListedMembers("g", (hostile,)), ev.ListedGroups((hostile,)), ev.NoAck(hostile, True)):
+                  ev.ListedMembers("g", (hostile,)), ev.ListedGroups((hostile,)), ev.NoAck(hostile, True, hostile)):
         for line in render(event):
             assert line.isprintable(), (event, line)
             assert "\n" not in line and "\x1b" not in line
     assert render(ev.PrivateMessage("Bob", "\x1b[2J"))[0] == ">>> Bob: \\x1b[2J"
     assert render(ev.PrivateMessage("Bob", "[b]x[/b]"))[0] == ">>> Bob: [b]x[/b]", "plain text: no markup is read"
+
+
+def test_a_quoted_message_is_cut_before_it_is_escaped():
+    """Forty characters, then the ellipsis: an escape (``\\x1b``) is never cut in two."""
+    assert render(ev.NoAck("Bob", False, "a" * 39 + "\x1b[2J"))[-1] == f'>>> (the message was: "{"a" * 39}\\x1b\u2026")'
+    assert render(ev.NoAck("Bob", False, "é" * 40))[-1] == f'>>> (the message was: "{"é" * 40}")', "exactly 40: whole"
 
 
 # -- what either node says (node/versions.py, node/limits.py) --------------------------------
