@@ -101,6 +101,7 @@ class ClientLogic:
     def start(self, now: float) -> None:
         # A nonce in the header: the reg_ack must echo it, so a forged one needs a 64-bit guess.
         self._request(self.net.build("reg", self.net.nonce()), now, self._on_reg_ack)
+        self._emit(ev.Registering(self.name, self.server))
 
     def command(self, line: str, now: float) -> None:
         """A typed line: parsed (``node/commands.py``) and run when its turn comes."""

@@ -50,6 +50,15 @@ class AboutGroup:
 
 
 @event
+class Registering:
+    """The client has sent its registration as ``name`` to the server at ``server``, and waits
+    (up to the retry policy's window) for the answer."""
+
+    name: str
+    server: tuple[str, int]
+
+
+@event
 class Registered:
     """The server confirmed our session: we are online."""
 

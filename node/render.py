@@ -99,6 +99,7 @@ def _words(event_type: type, wording: Callable) -> None:
     _RENDERERS[event_type] = lambda event: [line(wording(event))]
 
 
+_words(ev.Registering, lambda e: f"Registering as {e.name} with {e.server[0]}:{e.server[1]} ...")
 _words(ev.Registered, lambda e: "Welcome, You are registered.")
 _words(ev.RegistrationFailed, lambda e: REFUSALS.get(e.status, "Invalid username"))
 _words(ev.PrivateMessage, lambda e: f"{e.sender}: {e.text}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import signal
 
-from tests.procs import FAST
+from tests.procs import FAST, HOST
 
 NOT_IN_GROUP = (
     ">>> You're already not in the group, because the Server didn't receive your previous ack to a group message."
@@ -74,6 +74,7 @@ def test_server_gone_before_registration(cluster):
     server = cluster.server(*FAST)
     kill(server)
     ann = cluster.client("Ann", server, *FAST, register=False)
+    ann.expect_line(f">>> Registering as Ann with {HOST}:{server.port} ...")  # said before the wait, not after
     ann.expect_lines(">>> Server not responding", ">>> Exiting")
     assert ann.wait_exit() == 1
     assert "Welcome" not in ann.text

@@ -19,6 +19,7 @@ from proto.fastpath import encode, parse
 from tests.simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
+REGISTERING = f">>> Registering as {{}} with {SERVER[0]}:{SERVER[1]} ..."  # .format(name): the first line
 TOKEN = 9  # the session token registered_client() is given: the server's datagrams carry it
 
 
@@ -49,7 +50,8 @@ def test_registration_welcome_then_table():
     ann = sim.client("Ann")
     sim.run(1)
     ip, port = sim.addr(ann)
-    assert sim.lines["Ann"] == [WELCOME, ">>> Client table updated.", f"| Ann | {ip} | {port} | online"]
+    assert sim.lines["Ann"] == [REGISTERING.format("Ann"), WELCOME, ">>> Client table updated.",
+                                f"| Ann | {ip} | {port} | online"]
     assert ann.registered and prompt(ann.group) == ">>> " and "Ann" not in sim.exits
 
 
@@ -103,7 +105,7 @@ def test_name_taken_exits_1():
     sim.online("Ann")
     sim.client("Ann", label="Ann#2")
     sim.run(1)
-    assert sim.lines["Ann#2"] == [">>> Someone has already used this name. Try another one."]
+    assert sim.lines["Ann#2"] == [REGISTERING.format("Ann"), ">>> Someone has already used this name. Try another one."]
     assert sim.exits["Ann#2"] == 1
     assert "Ann" not in sim.exits and sim.server.clients["Ann"].online
 
@@ -114,7 +116,8 @@ def test_address_taken_exits_1():
     sim.crash(ann)  # the server still believes Ann is online at that address
     sim.client("Bob", addr=sim.addr(ann))
     sim.run(1)
-    assert sim.lines["Bob"] == [">>> Someone has already used this (IP, port) combination. Try another one."]
+    assert sim.lines["Bob"] == [REGISTERING.format("Bob"),
+                                ">>> Someone has already used this (IP, port) combination. Try another one."]
     assert sim.exits["Bob"] == 1
 
 
@@ -125,7 +128,7 @@ def test_offline_name_registers_again():
     sim.run(1)
     again = sim.client("Ann", label="Ann#2")
     sim.run(1)
-    assert sim.lines["Ann#2"][0] == WELCOME and "Ann#2" not in sim.exits
+    assert sim.lines["Ann#2"][1] == WELCOME and "Ann#2" not in sim.exits
     assert sim.server.clients["Ann"].addr == sim.addr(again) != sim.addr(ann)
     assert sim.server.clients["Ann"].online
 
@@ -616,7 +619,7 @@ def test_a_few_lost_answers_are_survived():
     sim.fault = dropping(lambda p, src, dst: src == SERVER and kind(p) in ("ack", "reg_ack"), first=4)
     ann = sim.client("Ann")
     sim.run(3)
-    assert sim.lines["Ann"][0] == WELCOME and "Ann" not in sim.exits
+    assert sim.lines["Ann"][1] == WELCOME and "Ann" not in sim.exits
     assert len(sim.sends("reg")) == 5 and len(sim.server.clients) == 1
 
 

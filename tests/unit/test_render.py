@@ -16,6 +16,7 @@ from proto import VERSION
 
 # event -> the exact lines a user reads
 WORDING = [
+    (ev.Registering("Ann", ("127.0.0.1", 6666)), [">>> Registering as Ann with 127.0.0.1:6666 ..."]),
     (ev.Registered(), [">>> Welcome, You are registered."]),
     (ev.RegistrationFailed("name_taken"), [">>> Someone has already used this name. Try another one."]),
     (ev.RegistrationFailed("addr_taken"), [">>> Someone has already used this (IP, port) combination. Try another one."]),
