@@ -136,6 +136,9 @@ class ClientLogic:
     def leave_group(self, now: float) -> None:
         self._submit(cmd.LeaveGroup(), now)
 
+    def list_clients(self, now: float) -> None:
+        self._submit(cmd.ListClients(), now)
+
     def deregister(self, now: float) -> None:
         self._submit(cmd.Deregister(self.name), now)
 
@@ -327,6 +330,9 @@ class ClientLogic:
             self._finish(now)
 
         self._begin(self.net.build("leave_group", group=group), now, left)
+
+    def _do_list_clients(self, command: cmd.ListClients, now: float) -> None:
+        self._emit(ev.ListedClients(self._table_view, self.group))
 
     def _do_dereg(self, command: cmd.Deregister, now: float) -> None:
         if command.name != self.name:

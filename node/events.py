@@ -82,6 +82,15 @@ class PeersChanged:
 
 
 @event
+class ListedClients:
+    """``list_clients``: our copy of the client table, as ``PeersChanged`` has it, shown because it
+    was asked for; ``group``: the group we are in (None: normal mode)."""
+
+    peers: Mapping[str, Peer]
+    group: str | None
+
+
+@event
 class PrivateMessage:
     """A private message from ``sender``, shown once.  In group mode it is held and
     comes out when the client leaves the group, deregisters or exits."""

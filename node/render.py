@@ -57,6 +57,7 @@ SUMMARIES = {  # what each command of node/commands.py does, for help
     "send_group": "message everyone in your group (group mode)",
     "list_members": "list the members of your group (group mode)",
     "leave_group": "leave your group (group mode)",
+    "list_clients": "show the client table",
     "dereg": "go offline and exit (Ctrl+C and Ctrl+D too)",
     "help": "this list",
 }
@@ -204,14 +205,23 @@ def _marked_offline(e: ev.MarkedOffline) -> list[str]:
     return [line("The server marked this client offline (it did not answer the server's probe)"), line("Exiting")]
 
 
-@renders(ev.PeersChanged)
-def _peers_table(e: ev.PeersChanged) -> Table:
-    peers = e.peers
+def _peer_rows(peers) -> ev.LazyRows:
+    """A client's table as rows, read when they are drawn."""
 
     def rows() -> tuple[tuple[str, ...], ...]:
         return tuple((name, p.addr[0], str(p.addr[1]), "online" if p.online else "offline") for name, p in peers.items())
 
-    return Table(">>> Client table updated.", CLIENT_COLUMNS, ev.LazyRows(rows))
+    return ev.LazyRows(rows)
+
+
+@renders(ev.PeersChanged)
+def _peers_table(e: ev.PeersChanged) -> Table:
+    return Table(">>> Client table updated.", CLIENT_COLUMNS, _peer_rows(e.peers))
+
+
+@renders(ev.ListedClients)
+def _listed_clients(e: ev.ListedClients) -> Table:
+    return Table(line("Client table, as asked for:", e.group), CLIENT_COLUMNS, _peer_rows(e.peers))
 
 
 # -- server wording -----------------------------------------------------------------

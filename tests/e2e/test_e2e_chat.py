@@ -109,3 +109,19 @@ def test_blank_line_is_ignored(pair):
     ann.sendline("send Bob after blanks")
     ann.expect_line(">>> Message received by Bob.")
     assert ann.text[mark:] == ">>> Message received by Bob.\n"
+
+
+def test_list_clients_shows_the_table_when_asked_in_either_mode(pair):
+    _, ann, bob = pair
+    expected = {"Ann": ("127.0.0.1", ann.port, "online"), "Bob": ("127.0.0.1", bob.port, "online")}
+
+    def listed(title: str) -> dict:
+        ann.sendline("list_clients")
+        rows = ann.expect_table(title, lambda rows: len(rows) == 2, "both clients")
+        return {row[0]: (row[1], int(row[2]), row[3]) for row in rows}
+
+    assert listed(">>> Client table, as asked for:") == expected
+    ann.sendline("create_group g")
+    ann.sendline("join_group g")
+    ann.expect_line(">>> Entered group g successfully")
+    assert listed(">>> (g) Client table, as asked for:") == expected

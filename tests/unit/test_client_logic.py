@@ -193,6 +193,20 @@ def test_help_in_any_mode():
     assert sim.lines["Ann"][-1].startswith(">>>   help") and ann.group == "g"
 
 
+def test_list_clients_shows_the_table_on_demand_in_either_mode():
+    """The table prints by itself only when it changes; list_clients shows it when asked, titled
+    as asked for, without asking the server anything."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    rows = [f"| {name} | {ip} | {port} | online" for name, (ip, port) in (("Ann", sim.addr(ann)), ("Bob", sim.addr(bob)))]
+    for prefix in (">>> ", ">>> (g) "):
+        sent, before = len(sim.sent), len(sim.lines["Ann"])
+        sim.type(ann, "list_clients")
+        assert sim.lines["Ann"][before:] == [f"{prefix}Client table, as asked for:", *rows]
+        assert len(sim.sent) == sent, "nothing sent: it is the client's own copy"
+        sim.in_group([ann])
+
+
 def test_send_in_group_mode_is_invalid():
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")

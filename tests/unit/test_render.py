@@ -81,7 +81,7 @@ def client_events() -> set[type]:
 
 def test_every_client_event_is_worded_here():
     assert len(client_events()) > 20
-    assert client_events() == {type(event) for event, _ in WORDING} | {ev.PeersChanged}
+    assert client_events() == {type(event) for event, _ in WORDING} | {ev.PeersChanged, ev.ListedClients}
 
 
 def test_the_prompt_shows_the_group():
@@ -95,6 +95,15 @@ def test_the_client_table_is_read_when_it_is_drawn():
     assert table.columns == ("name", "ip", "port", "status")
     peers["Bob"] = Peer(("10.0.0.2", 7002), False, 2)
     assert list(table.rows) == [("Ann", "10.0.0.1", "7001", "online"), ("Bob", "10.0.0.2", "7002", "offline")]
+
+
+def test_the_asked_for_client_table_is_the_same_table_with_its_own_title():
+    peers = {"Ann": Peer(("10.0.0.1", 7001), True, 1)}
+    changed, asked, in_group = render(ev.PeersChanged(peers)), render(ev.ListedClients(peers, None)), render(
+        ev.ListedClients(peers, "g"))
+    assert (asked.title, in_group.title) == (">>> Client table, as asked for:", ">>> (g) Client table, as asked for:")
+    assert asked.columns == in_group.columns == changed.columns
+    assert list(asked.rows) == list(in_group.rows) == list(changed.rows) == [("Ann", "10.0.0.1", "7001", "online")]
 
 
 @pytest.mark.parametrize("hostile", ["\x1b[2J\x1b]0;owned\x07", "\u202eevil", "a\nb", "\x9b31m", "[b]bold[/b] :smile:"])
