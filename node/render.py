@@ -70,6 +70,12 @@ NOT_IN_GROUP = (
 
 CLIENT_COLUMNS = ("name", "ip", "port", "status")
 
+
+def by_name(rows: Iterable[tuple]) -> list[tuple]:
+    """Client table rows in one order for the server and every client: by name, case aside.  (The
+    order of arrival differs: a client learns rows in the order they last changed.)"""
+    return sorted(rows, key=lambda row: (row[0].casefold(), row[0]))
+
 REFUSALS = {
     "name_taken": "Someone has already used this name. Try another one.",
     "addr_taken": "Someone has already used this (IP, port) combination. Try another one.",
@@ -209,7 +215,8 @@ def _peer_rows(peers) -> ev.LazyRows:
     """A client's table as rows, read when they are drawn."""
 
     def rows() -> tuple[tuple[str, ...], ...]:
-        return tuple((name, p.addr[0], str(p.addr[1]), "online" if p.online else "offline") for name, p in peers.items())
+        return tuple((name, p.addr[0], str(p.addr[1]), "online" if p.online else "offline")
+                     for name, p in by_name(peers.items()))
 
     return ev.LazyRows(rows)
 
@@ -272,7 +279,7 @@ def _members_listed(e: ev.MembersListed) -> list[str]:
 
 @renders(ev.ClientTableChanged)
 def _client_table(e: ev.ClientTableChanged) -> Table:
-    rows = tuple((name, ip, str(port), "online" if online else "offline") for name, ip, port, online in e.clients)
+    rows = tuple((name, ip, str(port), "online" if online else "offline") for name, ip, port, online in by_name(e.clients))
     return Table(CLIENT_TABLE, CLIENT_COLUMNS, rows)
 
 

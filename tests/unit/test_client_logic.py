@@ -207,6 +207,25 @@ def test_list_clients_shows_the_table_on_demand_in_either_mode():
         sim.in_group([ann])
 
 
+def last_table(lines: list[str]) -> list[str]:
+    """The names of the last client table in ``lines``, in the order printed."""
+    start = max(i for i, line in enumerate(lines) if line.endswith("Client table updated."))
+    return [line.split(" | ")[0].removeprefix("| ") for line in lines[start + 1:] if line.startswith("| ")]
+
+
+def test_the_server_and_a_client_list_table_rows_in_one_order():
+    """Bob registered again after Cid: the server keeps its rows in registration order, and a
+    newcomer's copy came in the order rows last changed (Cid, Bob, Ann).  Both print by name."""
+    sim = SimNet()
+    bob, cid = sim.online("Bob", "Cid")
+    sim.type(bob, "dereg Bob")
+    sim.run(1)
+    sim.client("Bob", label="Bob#2")
+    sim.run(1)
+    sim.online("Ann")
+    assert last_table(sim.lines["server"]) == last_table(sim.lines["Ann"]) == ["Ann", "Bob", "Cid"]
+
+
 def test_send_in_group_mode_is_invalid():
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")

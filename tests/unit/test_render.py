@@ -106,6 +106,13 @@ def test_the_asked_for_client_table_is_the_same_table_with_its_own_title():
     assert list(asked.rows) == list(in_group.rows) == list(changed.rows) == [("Ann", "10.0.0.1", "7001", "online")]
 
 
+def test_client_tables_list_rows_by_name_case_aside_on_either_node():
+    peers = {name: Peer(("10.0.0.1", 7000 + i), True, i) for i, name in enumerate(["cid", "Bob", "ann", "Ann"])}
+    assert [row[0] for row in render(ev.PeersChanged(peers)).rows] == ["Ann", "ann", "Bob", "cid"]
+    clients = ev.ClientTableChanged([(name, "10.0.0.1", 7000, True) for name in ["cid", "Bob", "ann", "Ann"]])
+    assert [row[0] for row in render(clients).rows] == ["Ann", "ann", "Bob", "cid"]
+
+
 @pytest.mark.parametrize("hostile", ["\x1b[2J\x1b]0;owned\x07", "\u202eevil", "a\nb", "\x9b31m", "[b]bold[/b] :smile:"])
 def test_network_text_is_shown_escaped_never_obeyed(hostile):
     for event in (ev.PrivateMessage(hostile, hostile), ev.GroupMessage("g", hostile, hostile),
