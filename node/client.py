@@ -306,9 +306,11 @@ class ClientLogic:
         self._request(self.net.build("join_group", group=group), now, joined)
 
     def _do_send_group(self, command: cmd.SendGroup, now: float) -> None:
-        if self._text_fits(command.text):
+        text = command.text
+        if self._text_fits(text):
             outcome = {"ok": ev.GroupMessageSent(self.group)}
-            self._ask(self.net.build("send_group", group=self.group, text=command.text), now, outcome)
+            self._ask(self.net.build("send_group", group=self.group, text=text), now, outcome,
+                      on_fail=lambda now: self._server_gone(now, text))
 
     def _do_list_members(self, command: cmd.ListMembers, now: float) -> None:
         group = self.group
@@ -345,13 +347,15 @@ class ClientLogic:
 
     # -- requests to the server -----------------------------------------------------
 
-    def _request(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
-        self.net.request(out, self.server, now, on_ack, on_fail=self._server_gone)
+    def _request(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None],
+                 on_fail: Callable[[float], None] | None = None) -> None:
+        self.net.request(out, self.server, now, on_ack, on_fail=on_fail or self._server_gone)
 
-    def _begin(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
+    def _begin(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None],
+               on_fail: Callable[[float], None] | None = None) -> None:
         """A command's request: the commands after it wait for its answer."""
         self._session.to(Trigger.ASKED)
-        self._request(out, now, on_ack)
+        self._request(out, now, on_ack, on_fail)
 
     def _list(self, first: Outgoing, kind: str, group: str, now: float, listed: Callable[[list[str], float], None]) -> None:
         """Ask for a list, then for its next part while an answer says ``more`` (a long list
@@ -370,7 +374,8 @@ class ClientLogic:
 
         self._begin(first, now, answered)
 
-    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, object]) -> None:
+    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, object],
+             on_fail: Callable[[float], None] | None = None) -> None:
         """A request whose answer is one event per status."""
 
         def answered(ack: Fields, now: float) -> None:
@@ -382,7 +387,7 @@ class ClientLogic:
             else:
                 self._unexpected(status, now)
 
-        self._begin(out, now, answered)
+        self._begin(out, now, answered, on_fail)
 
     def _left_behind(self, ack: Fields, now: float) -> bool:
         """The server dropped us from our group: say so, leave group mode, go on."""
@@ -437,8 +442,8 @@ class ClientLogic:
         self._exit(1, ev.RegistrationFailed(status))
         return True
 
-    def _server_gone(self, now: float) -> None:
-        self._exit(1, ev.ServerGone(self.group))
+    def _server_gone(self, now: float, unsent: str | None = None) -> None:
+        self._exit(1, ev.ServerGone(self.group, unsent))
 
     # -- incoming ---------------------------------------------------------------------
 

@@ -251,9 +251,11 @@ class Deregistered:
 
 @event
 class ServerGone:
-    """The server did not answer any try of a request; the client exits 1."""
+    """The server did not answer any try of a request; the client exits 1.  ``unsent``: the
+    group message that request carried, if it was one (the server never confirmed it)."""
 
     group: str | None
+    unsent: str | None = None
 
 
 @event

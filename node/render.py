@@ -198,7 +198,10 @@ def _help(e: ev.HelpShown) -> list[str]:
 
 @renders(ev.ServerGone)
 def _lost_server(e: ev.ServerGone) -> list[str]:
-    return [line("Server not responding", e.group), line("Exiting", e.group)]
+    lines = [line("Server not responding", e.group), line("Exiting", e.group)]
+    if e.unsent is not None:
+        lines.append(line(f"(the group message was: {quoted(e.unsent)})", e.group))
+    return lines
 
 
 @renders(ev.ServerForgotUs)

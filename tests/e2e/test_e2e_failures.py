@@ -44,7 +44,8 @@ def test_server_gone_in_group_mode_prints_queued_messages(cluster):
         ann.expect_line(">>> Message received by Bob.")
     kill(server)
     bob.sendline("send_group anyone there?")
-    bob.expect_lines(">>> (g) Server not responding", ">>> (g) Exiting", ">>> Ann: kept for later",
+    bob.expect_lines(">>> (g) Server not responding", ">>> (g) Exiting",
+                     '>>> (g) (the group message was: "anyone there?")', ">>> Ann: kept for later",
                      ">>> Ann: and this one")
     assert bob.wait_exit() == 1
     assert "Traceback" not in bob.text
