@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Callable
 
 from proto import (
+    MAX_NAME_BYTES,
     MAX_TEXT_BYTES,
     MSG_TYPES,
     ListMore,
@@ -263,10 +264,8 @@ class ClientLogic:
 
     def _do_create_group(self, command: cmd.CreateGroup, now: float) -> None:
         group = command.group
-        if ";" in group or any(ch.isspace() for ch in group):
-            self._emit(ev.BadGroupName(group, separator=True))
-        elif not valid_group_name(group):
-            self._emit(ev.BadGroupName(group, separator=False))
+        if not valid_group_name(group):
+            self._emit(ev.BadGroupName(group, self._name_problem(group)))
         else:
             outcomes = {
                 "ok": ev.CreatedGroup(group),
@@ -275,6 +274,15 @@ class ClientLogic:
                 "quota": ev.CreateGroupRefused(group, "quota"),
             }
             self._ask(self.net.build("create_group", group=group), now, outcomes)
+
+    @staticmethod
+    def _name_problem(name: str) -> str:
+        """What is wrong with a name ``valid_group_name`` refused, as ``BadGroupName`` names it."""
+        if ";" in name:
+            return "semicolon"
+        if any(ch.isspace() for ch in name):
+            return "whitespace"
+        return "too_long" if len(name.encode("utf-8")) > MAX_NAME_BYTES else "unprintable"
 
     def _do_list_groups(self, command: cmd.ListGroups, now: float) -> None:
         def listed(groups: list[str], now: float) -> None:

@@ -143,10 +143,10 @@ class MessageTooLong:
 
 @event
 class BadGroupName(AboutGroup):
-    """A group name refused before asking the server: with ``;`` or whitespace
-    (``separator``), or too long or not printable."""
+    """A group name refused before asking the server; ``problem`` says why: ``semicolon``,
+    ``whitespace``, ``too_long`` (over the protocol's bytes), ``unprintable``."""
 
-    separator: bool
+    problem: str
 
 
 @event

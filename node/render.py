@@ -151,9 +151,15 @@ def _no_ack(e: ev.NoAck) -> list[str]:
 
 @renders(ev.BadGroupName)
 def _bad_group_name(e: ev.BadGroupName) -> list[str]:
-    if e.separator:
-        return [line("Group name should not contain ';'. Try again.")]
-    return [line(f"Group name should be at most {MAX_NAME_BYTES} bytes of printable UTF-8. Try again.")]
+    if e.problem == "too_long":
+        return [line(f"Group name should be at most {MAX_NAME_BYTES} bytes of UTF-8 "
+                     f"(this one is {len(e.group.encode('utf-8'))}). Try again.")]
+    if e.problem == "unprintable":
+        return [line("Group name should have no control or formatting characters. Try again.")]
+    lines = [line("Group name should not contain ';'. Try again.")]  # the original's answer to whitespace too
+    if e.problem == "whitespace":
+        lines.append(line("(It contains a space or other whitespace: a group name is one word.)"))
+    return lines
 
 
 @renders(ev.ListedGroups)

@@ -371,13 +371,16 @@ def test_create_group_and_failures():
     sim.type(ann, "create_group g1")
     sim.run(1)
     sent = len(sim.sent)
-    sim.type(ann, "create_group a;b")
-    sim.type(ann, "create_group a b")
+    for name in ("a;b", "my group", "é" * 17, "a\u202eb"):
+        sim.type(ann, f"create_group {name}")
     assert mark("Ann") == [
         ">>> Group g1 created by Server.",
         ">>> Group g1 already exists.",
         ">>> Group name should not contain ';'. Try again.",
-        ">>> Group name should not contain ';'. Try again.",
+        ">>> Group name should not contain ';'. Try again.",  # the spec's line, then what is really wrong
+        ">>> (It contains a space or other whitespace: a group name is one word.)",
+        ">>> Group name should be at most 32 bytes of UTF-8 (this one is 34). Try again.",
+        ">>> Group name should have no control or formatting characters. Try again.",
     ]
     assert len(sim.sent) == sent, "refused locally"
     assert prompt(ann.group) == ">>> ", "creating does not join"
