@@ -192,9 +192,13 @@ def _queue_overflowed(e: ev.QueueOverflowed) -> list[str]:
 
 @renders(ev.InvalidCommand)
 def _invalid_command(e: ev.InvalidCommand) -> list[str]:
-    if e.usage is None:
-        return [line("Invalid command", e.group)]
-    return [line("Invalid command", e.group), line(f"Usage: {e.usage}", e.group)]
+    lines = [line("Invalid command", e.group)]
+    if e.usage is not None:
+        lines.append(line(f"Usage: {e.usage}", e.group))
+    elif e.command is not None:  # a command of the other mode: say how to get there
+        way = "normal mode: leave_group first" if e.group else f"group mode: {GRAMMAR['join_group'].usage} first"
+        lines.append(line(f"({e.command} is for {way})", e.group))
+    return lines
 
 
 @renders(ev.HelpShown)

@@ -232,7 +232,7 @@ def test_send_in_group_mode_is_invalid():
     sim.in_group([ann])
     sim.type(ann, "send Bob hi")
     sim.run(1)
-    assert sim.lines["Ann"][-1] == ">>> (g) Invalid command"
+    assert sim.lines["Ann"][-2:] == [">>> (g) Invalid command", ">>> (g) " + NORMAL_ONLY.format("send")]
     assert sim.sends("pri_msg") == []
 
 
@@ -449,6 +449,10 @@ def test_leave_group():
     assert mark("Ann") == []
 
 
+GROUP_ONLY = "({} is for group mode: join_group <group> first)"
+NORMAL_ONLY = "({} is for normal mode: leave_group first)"
+
+
 @pytest.mark.parametrize(
     "group_mode, line, usage",
     [
@@ -458,22 +462,23 @@ def test_leave_group():
         (False, "create_group", "create_group <group>"),
         (False, "join_group", "join_group <group>"),
         (False, "list_groups extra", "list_groups"),
-        (False, "send_group hi", None),  # the wrong mode: no form
-        (False, "list_members", None),
-        (False, "leave_group", None),
+        (False, "send_group hi", GROUP_ONLY.format("send_group")),  # the wrong mode: how to get to the right one
+        (False, "list_members", GROUP_ONLY.format("list_members")),
+        (False, "leave_group", GROUP_ONLY.format("leave_group")),
         (False, "dereg", "dereg <your-name>"),
-        (True, "create_group g2", None),
-        (True, "join_group g", None),
-        (True, "list_groups", None),
+        (True, "create_group g2", NORMAL_ONLY.format("create_group")),
+        (True, "join_group g", NORMAL_ONLY.format("join_group")),
+        (True, "list_groups", NORMAL_ONLY.format("list_groups")),
         (True, "send_group", "send_group <message>"),
         (True, "list_members extra", "list_members"),
         (True, "leave_group now", "leave_group"),
         (True, "bogus", None),
-        (True, "send Bob", None),  # the wrong mode comes first
+        (True, "send Bob", NORMAL_ONLY.format("send")),  # the wrong mode comes first
     ],
 )
 def test_invalid_commands(group_mode, line, usage):
-    """The spec's line, then the form of the command that was meant when the line did not fit it."""
+    """The spec's line, then the form of the command that was meant when the line did not fit it,
+    or, for a command of the other mode, how to get to that mode."""
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     if group_mode:
@@ -483,7 +488,8 @@ def test_invalid_commands(group_mode, line, usage):
     sim.type(ann, line)
     sim.run(1)
     prefix = ">>> (g) " if group_mode else ">>> "
-    assert mark("Ann") == [f"{prefix}Invalid command", *([f"{prefix}Usage: {usage}"] if usage else [])]
+    hint = [] if usage is None else [prefix + (usage if usage.startswith("(") else f"Usage: {usage}")]
+    assert mark("Ann") == [f"{prefix}Invalid command", *hint]
     assert len(sim.sent) == sent, "nothing sent"
 
 
@@ -578,7 +584,7 @@ def test_an_intent_in_the_wrong_mode_is_an_invalid_command():
     sim.in_group([ann])
     sim.ask(ann, ann.send_private, "Bob", "hi")
     assert sim.events["Ann"][-1] == InvalidCommand("g", "send")
-    assert sim.lines["Ann"][-1] == ">>> (g) Invalid command"
+    assert sim.lines["Ann"][-2] == ">>> (g) Invalid command"
     assert [kind(p) for _, src, _, p, _ in sim.sent[sent:] if src == sim.addr(ann)] == ["create_group", "join_group"]
 
 
