@@ -115,8 +115,10 @@ def network(cluster):
 
 
 def results(proc: Proc) -> list[str]:
-    """What a user reads as results: the ``>>>`` lines, without the tables."""
-    return [line for line in proc.text.split("\n") if line.startswith(">>> ") and line not in TABLE_TITLES]
+    """What a user reads as results: the ``>>>`` lines, without the tables (nor the address the
+    client registers with, which is the proxy's own port in each run)."""
+    return [line for line in proc.text.split("\n")
+            if line.startswith(">>> ") and line not in TABLE_TITLES and not line.startswith(">>> Registering as ")]
 
 
 def last_table(proc: Proc) -> dict[str, tuple[str, int, str]] | None:
