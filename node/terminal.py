@@ -96,7 +96,10 @@ class Terminal:
         self._session = PromptSession(key_bindings=_leaving_keys())
         with patch_stdout(raw=True):
             while True:
-                line = await self._prompt(prompt)
+                try:
+                    line = await self._prompt(prompt)
+                except EOFError:  # the input closed under the prompt
+                    line = ENDED
                 if line is ENDED:
                     ended()
                     return
