@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Callable
 
 from proto import (
+    MAX_NAME_BYTES,
     MAX_TEXT_BYTES,
     MSG_TYPES,
     ListMore,
@@ -101,6 +102,7 @@ class ClientLogic:
     def start(self, now: float) -> None:
         # A nonce in the header: the reg_ack must echo it, so a forged one needs a 64-bit guess.
         self._request(self.net.build("reg", self.net.nonce()), now, self._on_reg_ack)
+        self._emit(ev.Registering(self.name, self.server))
 
     def command(self, line: str, now: float) -> None:
         """A typed line: parsed (``node/commands.py``) and run when its turn comes."""
@@ -134,6 +136,9 @@ class ClientLogic:
 
     def leave_group(self, now: float) -> None:
         self._submit(cmd.LeaveGroup(), now)
+
+    def list_clients(self, now: float) -> None:
+        self._submit(cmd.ListClients(), now)
 
     def deregister(self, now: float) -> None:
         self._submit(cmd.Deregister(self.name), now)
@@ -243,7 +248,7 @@ class ClientLogic:
                 peer.addr,
                 now,
                 on_ack=lambda ack, now: self._finish(now, self._delivery(target, ack.payload.status)),
-                on_fail=lambda now: self._report_silent_peer(target, now, listed_offline),
+                on_fail=lambda now: self._report_silent_peer(target, text, now, listed_offline),
             )
 
     @staticmethod
@@ -253,16 +258,14 @@ class ClientLogic:
             return ev.Delivered(target)
         return ev.NotDelivered(target, STATUSES.get(status))
 
-    def _report_silent_peer(self, target: str, now: float, listed_offline: bool) -> None:
-        self._emit(ev.NoAck(target, listed_offline))
+    def _report_silent_peer(self, target: str, text: str, now: float, listed_offline: bool) -> None:
+        self._emit(ev.NoAck(target, listed_offline, text))
         self._request(self.net.build("kick", target=target), now, lambda ack, now: self._finish(now))
 
     def _do_create_group(self, command: cmd.CreateGroup, now: float) -> None:
         group = command.group
-        if ";" in group or any(ch.isspace() for ch in group):
-            self._emit(ev.BadGroupName(group, separator=True))
-        elif not valid_group_name(group):
-            self._emit(ev.BadGroupName(group, separator=False))
+        if not valid_group_name(group):
+            self._emit(ev.BadGroupName(group, self._name_problem(group)))
         else:
             outcomes = {
                 "ok": ev.CreatedGroup(group),
@@ -271,6 +274,15 @@ class ClientLogic:
                 "quota": ev.CreateGroupRefused(group, "quota"),
             }
             self._ask(self.net.build("create_group", group=group), now, outcomes)
+
+    @staticmethod
+    def _name_problem(name: str) -> str:
+        """What is wrong with a name ``valid_group_name`` refused, as ``BadGroupName`` names it."""
+        if ";" in name:
+            return "semicolon"
+        if any(ch.isspace() for ch in name):
+            return "whitespace"
+        return "too_long" if len(name.encode("utf-8")) > MAX_NAME_BYTES else "unprintable"
 
     def _do_list_groups(self, command: cmd.ListGroups, now: float) -> None:
         def listed(groups: list[str], now: float) -> None:
@@ -302,9 +314,11 @@ class ClientLogic:
         self._request(self.net.build("join_group", group=group), now, joined)
 
     def _do_send_group(self, command: cmd.SendGroup, now: float) -> None:
-        if self._text_fits(command.text):
+        text = command.text
+        if self._text_fits(text):
             outcome = {"ok": ev.GroupMessageSent(self.group)}
-            self._ask(self.net.build("send_group", group=self.group, text=command.text), now, outcome)
+            self._ask(self.net.build("send_group", group=self.group, text=text), now, outcome,
+                      on_fail=lambda now: self._server_gone(now, text))
 
     def _do_list_members(self, command: cmd.ListMembers, now: float) -> None:
         group = self.group
@@ -327,6 +341,9 @@ class ClientLogic:
 
         self._begin(self.net.build("leave_group", group=group), now, left)
 
+    def _do_list_clients(self, command: cmd.ListClients, now: float) -> None:
+        self._emit(ev.ListedClients(self._table_view, self.group))
+
     def _do_dereg(self, command: cmd.Deregister, now: float) -> None:
         if command.name != self.name:
             self._invalid(command.word, cmd.GRAMMAR[command.word].usage)
@@ -338,13 +355,15 @@ class ClientLogic:
 
     # -- requests to the server -----------------------------------------------------
 
-    def _request(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
-        self.net.request(out, self.server, now, on_ack, on_fail=self._server_gone)
+    def _request(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None],
+                 on_fail: Callable[[float], None] | None = None) -> None:
+        self.net.request(out, self.server, now, on_ack, on_fail=on_fail or self._server_gone)
 
-    def _begin(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None]) -> None:
+    def _begin(self, out: Outgoing, now: float, on_ack: Callable[[Fields, float], None],
+               on_fail: Callable[[float], None] | None = None) -> None:
         """A command's request: the commands after it wait for its answer."""
         self._session.to(Trigger.ASKED)
-        self._request(out, now, on_ack)
+        self._request(out, now, on_ack, on_fail)
 
     def _list(self, first: Outgoing, kind: str, group: str, now: float, listed: Callable[[list[str], float], None]) -> None:
         """Ask for a list, then for its next part while an answer says ``more`` (a long list
@@ -363,7 +382,8 @@ class ClientLogic:
 
         self._begin(first, now, answered)
 
-    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, object]) -> None:
+    def _ask(self, out: Outgoing, now: float, outcomes: dict[str, object],
+             on_fail: Callable[[float], None] | None = None) -> None:
         """A request whose answer is one event per status."""
 
         def answered(ack: Fields, now: float) -> None:
@@ -375,7 +395,7 @@ class ClientLogic:
             else:
                 self._unexpected(status, now)
 
-        self._begin(out, now, answered)
+        self._begin(out, now, answered, on_fail)
 
     def _left_behind(self, ack: Fields, now: float) -> bool:
         """The server dropped us from our group: say so, leave group mode, go on."""
@@ -430,8 +450,8 @@ class ClientLogic:
         self._exit(1, ev.RegistrationFailed(status))
         return True
 
-    def _server_gone(self, now: float) -> None:
-        self._exit(1, ev.ServerGone(self.group))
+    def _server_gone(self, now: float, unsent: str | None = None) -> None:
+        self._exit(1, ev.ServerGone(self.group, unsent))
 
     # -- incoming ---------------------------------------------------------------------
 

@@ -78,6 +78,11 @@ class LeaveGroup(_Command):
 
 
 @command
+class ListClients(_Command):
+    """Show our copy of the client table now (it is printed by itself only when it changes)."""
+
+
+@command
 class Deregister(_Command):
     """Go offline and exit."""
 
@@ -94,7 +99,8 @@ class EndOfInput:
     """Not typed: the input ended (Ctrl+D, the end of a script).  Deregisters when its turn comes."""
 
 
-Command = SendPrivate | CreateGroup | ListGroups | JoinGroup | SendGroup | ListMembers | LeaveGroup | Deregister | Help
+Command = (SendPrivate | CreateGroup | ListGroups | JoinGroup | SendGroup | ListMembers | LeaveGroup | ListClients
+           | Deregister | Help)
 
 
 @command
@@ -145,6 +151,7 @@ GRAMMAR: dict[str, Form] = {  # a command's word is the first of its usage
         Form(SendGroup, "send_group <message>", Mode.GROUP, _one),
         Form(ListMembers, "list_members", Mode.GROUP, _nothing),
         Form(LeaveGroup, "leave_group", Mode.GROUP, _nothing),
+        Form(ListClients, "list_clients", Mode.ANY, _nothing),
         Form(Deregister, "dereg <your-name>", Mode.ANY, _one),
         Form(Help, "help", Mode.ANY, _anything),
     )

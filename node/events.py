@@ -50,6 +50,15 @@ class AboutGroup:
 
 
 @event
+class Registering:
+    """The client has sent its registration as ``name`` to the server at ``server``, and waits
+    (up to the retry policy's window) for the answer."""
+
+    name: str
+    server: tuple[str, int]
+
+
+@event
 class Registered:
     """The server confirmed our session: we are online."""
 
@@ -70,6 +79,15 @@ class PeersChanged:
     never pays for copying it)."""
 
     peers: Mapping[str, Peer]
+
+
+@event
+class ListedClients:
+    """``list_clients``: our copy of the client table, as ``PeersChanged`` has it, shown because it
+    was asked for; ``group``: the group we are in (None: normal mode)."""
+
+    peers: Mapping[str, Peer]
+    group: str | None
 
 
 @event
@@ -100,10 +118,12 @@ class NotDelivered:
 @event
 class NoAck:
     """``target`` never acknowledged our private message: not delivered, and reported to
-    the server (a kick).  ``listed_offline``: our table listed it offline already."""
+    the server (a kick).  ``listed_offline``: our table listed it offline already; ``text``:
+    the message, so that the user can tell which of several failed."""
 
     target: str
     listed_offline: bool
+    text: str
 
 
 @event
@@ -123,10 +143,10 @@ class MessageTooLong:
 
 @event
 class BadGroupName(AboutGroup):
-    """A group name refused before asking the server: with ``;`` or whitespace
-    (``separator``), or too long or not printable."""
+    """A group name refused before asking the server; ``problem`` says why: ``semicolon``,
+    ``whitespace``, ``too_long`` (over the protocol's bytes), ``unprintable``."""
 
-    separator: bool
+    problem: str
 
 
 @event
@@ -231,9 +251,11 @@ class Deregistered:
 
 @event
 class ServerGone:
-    """The server did not answer any try of a request; the client exits 1."""
+    """The server did not answer any try of a request; the client exits 1.  ``unsent``: the
+    group message that request carried, if it was one (the server never confirmed it)."""
 
     group: str | None
+    unsent: str | None = None
 
 
 @event

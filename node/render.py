@@ -19,6 +19,7 @@ from .console import LIST_SHOWN
 from .text import escaped
 
 _RENDERERS: dict[type, Callable] = {}
+ELLIPSIS = "\u2026"  # ends a cut quote; stands for each field in a merged line's example
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ SUMMARIES = {  # what each command of node/commands.py does, for help
     "send_group": "message everyone in your group (group mode)",
     "list_members": "list the members of your group (group mode)",
     "leave_group": "leave your group (group mode)",
+    "list_clients": "show the client table",
     "dereg": "go offline and exit (Ctrl+C and Ctrl+D too)",
     "help": "this list",
 }
@@ -67,6 +69,12 @@ NOT_IN_GROUP = (
 )
 
 CLIENT_COLUMNS = ("name", "ip", "port", "status")
+
+
+def by_name(rows: Iterable[tuple]) -> list[tuple]:
+    """Client table rows in one order for the server and every client: by name, case aside.  (The
+    order of arrival differs: a client learns rows in the order they last changed.)"""
+    return sorted(rows, key=lambda row: (row[0].casefold(), row[0]))
 
 REFUSALS = {
     "name_taken": "Someone has already used this name. Try another one.",
@@ -98,6 +106,7 @@ def _words(event_type: type, wording: Callable) -> None:
     _RENDERERS[event_type] = lambda event: [line(wording(event))]
 
 
+_words(ev.Registering, lambda e: f"Registering as {e.name} with {e.server[0]}:{e.server[1]} ...")
 _words(ev.Registered, lambda e: "Welcome, You are registered.")
 _words(ev.RegistrationFailed, lambda e: REFUSALS.get(e.status, "Invalid username"))
 _words(ev.PrivateMessage, lambda e: f"{e.sender}: {e.text}")
@@ -122,19 +131,35 @@ def _not_delivered(e: ev.NotDelivered) -> list[str]:
     return [line(f"{e.target} did not accept the message, message not delivered")]
 
 
+QUOTED = 40  # characters of a message quoted back to its sender
+
+
+def quoted(text: str) -> str:
+    """The start of ``text`` in quotes, cut with an ellipsis past QUOTED characters; cut before
+    it is escaped (by ``line``), so that an escape is never cut in two."""
+    return f'"{text[:QUOTED].rstrip()}{ELLIPSIS}"' if len(text) > QUOTED else f'"{text}"'
+
+
 @renders(ev.NoAck)
 def _no_ack(e: ev.NoAck) -> list[str]:
     lines = [line(f"No ACK from {e.target}, message not delivered"), line("Report this issue to server")]
     if e.listed_offline:
         lines.append(line(f"(The client table listed {e.target} as offline.)"))
+    lines.append(line(f"(the message was: {quoted(e.text)})"))
     return lines
 
 
 @renders(ev.BadGroupName)
 def _bad_group_name(e: ev.BadGroupName) -> list[str]:
-    if e.separator:
-        return [line("Group name should not contain ';'. Try again.")]
-    return [line(f"Group name should be at most {MAX_NAME_BYTES} bytes of printable UTF-8. Try again.")]
+    if e.problem == "too_long":
+        return [line(f"Group name should be at most {MAX_NAME_BYTES} bytes of UTF-8 "
+                     f"(this one is {len(e.group.encode('utf-8'))}). Try again.")]
+    if e.problem == "unprintable":
+        return [line("Group name should have no control or formatting characters. Try again.")]
+    lines = [line("Group name should not contain ';'. Try again.")]  # the original's answer to whitespace too
+    if e.problem == "whitespace":
+        lines.append(line("(It contains a space or other whitespace: a group name is one word.)"))
+    return lines
 
 
 @renders(ev.ListedGroups)
@@ -167,9 +192,13 @@ def _queue_overflowed(e: ev.QueueOverflowed) -> list[str]:
 
 @renders(ev.InvalidCommand)
 def _invalid_command(e: ev.InvalidCommand) -> list[str]:
-    if e.usage is None:
-        return [line("Invalid command", e.group)]
-    return [line("Invalid command", e.group), line(f"Usage: {e.usage}", e.group)]
+    lines = [line("Invalid command", e.group)]
+    if e.usage is not None:
+        lines.append(line(f"Usage: {e.usage}", e.group))
+    elif e.command is not None:  # a command of the other mode: say how to get there
+        way = "normal mode: leave_group first" if e.group else f"group mode: {GRAMMAR['join_group'].usage} first"
+        lines.append(line(f"({e.command} is for {way})", e.group))
+    return lines
 
 
 @renders(ev.HelpShown)
@@ -179,7 +208,10 @@ def _help(e: ev.HelpShown) -> list[str]:
 
 @renders(ev.ServerGone)
 def _lost_server(e: ev.ServerGone) -> list[str]:
-    return [line("Server not responding", e.group), line("Exiting", e.group)]
+    lines = [line("Server not responding", e.group), line("Exiting", e.group)]
+    if e.unsent is not None:
+        lines.append(line(f"(the group message was: {quoted(e.unsent)})", e.group))
+    return lines
 
 
 @renders(ev.ServerForgotUs)
@@ -192,19 +224,28 @@ def _marked_offline(e: ev.MarkedOffline) -> list[str]:
     return [line("The server marked this client offline (it did not answer the server's probe)"), line("Exiting")]
 
 
-@renders(ev.PeersChanged)
-def _peers_table(e: ev.PeersChanged) -> Table:
-    peers = e.peers
+def _peer_rows(peers) -> ev.LazyRows:
+    """A client's table as rows, read when they are drawn."""
 
     def rows() -> tuple[tuple[str, ...], ...]:
-        return tuple((name, p.addr[0], str(p.addr[1]), "online" if p.online else "offline") for name, p in peers.items())
+        return tuple((name, p.addr[0], str(p.addr[1]), "online" if p.online else "offline")
+                     for name, p in by_name(peers.items()))
 
-    return Table(">>> Client table updated.", CLIENT_COLUMNS, ev.LazyRows(rows))
+    return ev.LazyRows(rows)
+
+
+@renders(ev.PeersChanged)
+def _peers_table(e: ev.PeersChanged) -> Table:
+    return Table(">>> Client table updated.", CLIENT_COLUMNS, _peer_rows(e.peers))
+
+
+@renders(ev.ListedClients)
+def _listed_clients(e: ev.ListedClients) -> Table:
+    return Table(line("Client table, as asked for:", e.group), CLIENT_COLUMNS, _peer_rows(e.peers))
 
 
 # -- server wording -----------------------------------------------------------------
 
-ELLIPSIS = "\u2026"  # stands for each field in a merged line's example
 CLIENT_TABLE = ">>> Client table updated."
 GROUP_TABLE = ">>> Group table updated."
 GROUP_COLUMNS = ("group", "members")
@@ -251,7 +292,7 @@ def _members_listed(e: ev.MembersListed) -> list[str]:
 
 @renders(ev.ClientTableChanged)
 def _client_table(e: ev.ClientTableChanged) -> Table:
-    rows = tuple((name, ip, str(port), "online" if online else "offline") for name, ip, port, online in e.clients)
+    rows = tuple((name, ip, str(port), "online" if online else "offline") for name, ip, port, online in by_name(e.clients))
     return Table(CLIENT_TABLE, CLIENT_COLUMNS, rows)
 
 

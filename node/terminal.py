@@ -93,18 +93,36 @@ class Terminal:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        self._session = PromptSession()
+        self._session = PromptSession(key_bindings=_leaving_keys())
         with patch_stdout(raw=True):
             while True:
                 try:
-                    line = await self._session.prompt_async(prompt, handle_sigint=False)
-                except EOFError:
+                    line = await self._prompt(prompt)
+                except EOFError:  # the input closed under the prompt
+                    line = ENDED
+                if line is ENDED:
                     ended()
                     return
-                except KeyboardInterrupt:
+                if line is INTERRUPTED:
                     interrupted()
                     return
                 typed(line)
+
+    async def _prompt(self, prompt: Callable[[], str]) -> str:
+        """One typed line, or ENDED or INTERRUPTED.  Cancelled (the client exits on its own:
+        refused, the server gone, deregistered), the prompt is erased rather than left as an
+        empty line of its own among the client's last lines."""
+        app = self._session.app
+        # A task of its own, so that the prompt is still running when this is cancelled.  (The
+        # keys end it with a result, not with KeyboardInterrupt, which a task passes to the loop.)
+        asking = asyncio.ensure_future(self._session.prompt_async(prompt, handle_sigint=False))
+        try:
+            return await asyncio.shield(asking)
+        except asyncio.CancelledError:
+            app.erase_when_done = True
+            asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)
+            raise
 
     async def _read_plain(self, typed) -> None:
         # A daemon thread works for every kind of stdin (pipe, file, /dev/null)
@@ -132,3 +150,32 @@ class Terminal:
         threading.Thread(target=pump_stdin, name="stdin", daemon=True).start()
         while (line := await lines.get()) is not None:
             typed(line)
+
+
+ENDED = "\x04"  # what the prompt returns for Ctrl+D on an empty line; never a typed line (it ends it)
+INTERRUPTED = "\x03"  # and for Ctrl+C
+
+
+def _leaving_keys():
+    """Ctrl+C, and Ctrl+D on an empty line, as prompt_toolkit has them, except that the prompt
+    is erased (the client is leaving, and its last lines follow) and that they end the prompt
+    with a result rather than an exception."""
+    from prompt_toolkit.application import get_app
+    from prompt_toolkit.filters import Condition
+    from prompt_toolkit.key_binding import KeyBindings
+
+    keys = KeyBindings()
+
+    def leave(app, result: str) -> None:
+        app.erase_when_done = True
+        app.exit(result=result)
+
+    @keys.add("c-c")
+    def _interrupt(event) -> None:
+        leave(event.app, INTERRUPTED)
+
+    @keys.add("c-d", filter=Condition(lambda: not get_app().current_buffer.text))
+    def _end(event) -> None:
+        leave(event.app, ENDED)
+
+    return keys

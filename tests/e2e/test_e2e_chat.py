@@ -66,20 +66,21 @@ def test_send_refused_in_group_mode(pair):
     ann.expect_line(">>> Entered group g successfully")
     mark = bob.mark()
     ann.sendline("send Bob psst")
-    ann.expect_line(">>> (g) Invalid command")
+    ann.expect_lines(">>> (g) Invalid command", ">>> (g) (send is for normal mode: leave_group first)")
     # Bob answers a message of his own, so anything Ann had sent would have come first.
     bob.sendline("send Ann ping")
     bob.expect_line(">>> Message received by Ann.")
     assert "psst" not in bob.text[mark:]
 
 
+GROUP_MODE = "({} is for group mode: join_group <group> first)"
 INVALID_IN_NORMAL_MODE = {  # typed line -> how the command meant is written, shown after the error (None: nothing)
     "hello": None,
     "send": "send <name> <message>",
     "send Bob": "send <name> <message>",
-    "send_group hi all": None,  # a group-mode command: its form would not help
-    "list_members": None,
-    "leave_group": None,
+    "send_group hi all": GROUP_MODE.format("send_group"),  # a group-mode command: how to get there
+    "list_members": GROUP_MODE.format("list_members"),
+    "leave_group": GROUP_MODE.format("leave_group"),
     "join_group": "join_group <group>",
     "create_group": "create_group <group>",
     "dereg": "dereg <your-name>",
@@ -93,7 +94,8 @@ def test_invalid_commands_in_normal_mode(pair):
     for line, usage in INVALID_IN_NORMAL_MODE.items():  # one cluster for all: starting processes is the slow part
         mark = ann.mark()
         ann.sendline(line)
-        expected = ">>> Invalid command\n" + (f">>> Usage: {usage}\n" if usage else "")
+        hint = usage if usage is None or usage.startswith("(") else f"Usage: {usage}"
+        expected = ">>> Invalid command\n" + (f">>> {hint}\n" if hint else "")
         ann.expect_lines(*expected.splitlines())
         assert ann.text[mark:] == expected, f"after {line!r}"
     ann.sendline("send Bob after")  # still registered and working
@@ -109,3 +111,19 @@ def test_blank_line_is_ignored(pair):
     ann.sendline("send Bob after blanks")
     ann.expect_line(">>> Message received by Bob.")
     assert ann.text[mark:] == ">>> Message received by Bob.\n"
+
+
+def test_list_clients_shows_the_table_when_asked_in_either_mode(pair):
+    _, ann, bob = pair
+    expected = {"Ann": ("127.0.0.1", ann.port, "online"), "Bob": ("127.0.0.1", bob.port, "online")}
+
+    def listed(title: str) -> dict:
+        ann.sendline("list_clients")
+        rows = ann.expect_table(title, lambda rows: len(rows) == 2, "both clients")
+        return {row[0]: (row[1], int(row[2]), row[3]) for row in rows}
+
+    assert listed(">>> Client table, as asked for:") == expected
+    ann.sendline("create_group g")
+    ann.sendline("join_group g")
+    ann.expect_line(">>> Entered group g successfully")
+    assert listed(">>> (g) Client table, as asked for:") == expected

@@ -24,7 +24,7 @@ def test_dereg_command(pair):
     assert_offline_everywhere(server, [bob], "Ann")
     bob.sendline("send Ann are you there")  # Bob's table knows Ann left, but tries as the original does
     bob.expect_lines(">>> No ACK from Ann, message not delivered", ">>> Report this issue to server",
-                     ">>> (The client table listed Ann as offline.)")
+                     ">>> (The client table listed Ann as offline.)", '>>> (the message was: "are you there")')
 
 
 def test_dereg_other_name_is_invalid(pair):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import signal
 
-from tests.procs import FAST
+from tests.procs import FAST, HOST
 
 NOT_IN_GROUP = (
     ">>> You're already not in the group, because the Server didn't receive your previous ack to a group message."
@@ -44,7 +44,8 @@ def test_server_gone_in_group_mode_prints_queued_messages(cluster):
         ann.expect_line(">>> Message received by Bob.")
     kill(server)
     bob.sendline("send_group anyone there?")
-    bob.expect_lines(">>> (g) Server not responding", ">>> (g) Exiting", ">>> Ann: kept for later",
+    bob.expect_lines(">>> (g) Server not responding", ">>> (g) Exiting",
+                     '>>> (g) (the group message was: "anyone there?")', ">>> Ann: kept for later",
                      ">>> Ann: and this one")
     assert bob.wait_exit() == 1
     assert "Traceback" not in bob.text
@@ -74,6 +75,7 @@ def test_server_gone_before_registration(cluster):
     server = cluster.server(*FAST)
     kill(server)
     ann = cluster.client("Ann", server, *FAST, register=False)
+    ann.expect_line(f">>> Registering as Ann with {HOST}:{server.port} ...")  # said before the wait, not after
     ann.expect_lines(">>> Server not responding", ">>> Exiting")
     assert ann.wait_exit() == 1
     assert "Welcome" not in ann.text

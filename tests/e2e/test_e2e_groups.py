@@ -50,11 +50,15 @@ def test_create_and_list_groups(trio):
     server.expect_lines(">>> Client Cy requested listing groups, current groups:", ">>> g", ">>> h")
 
 
-@pytest.mark.parametrize("name", ["a;b", "a b", ";"])
-def test_group_name_refused(trio, name):
+@pytest.mark.parametrize("name, why", [
+    ("a;b", None),
+    ("a b", "(It contains a space or other whitespace: a group name is one word.)"),
+    (";", None),
+])
+def test_group_name_refused(trio, name, why):
     server, ann, _, _ = trio
     ann.sendline(f"create_group {name}")
-    ann.expect_line(">>> Group name should not contain ';'. Try again.")
+    ann.expect_lines(">>> Group name should not contain ';'. Try again.", *([f">>> {why}"] if why else []))
     ann.sendline("list_groups")  # nothing was created
     ann.expect_line(">>> No available group right now")
 
@@ -122,13 +126,15 @@ def test_invalid_commands_in_group_mode(trio):
     ann.sendline("create_group g")
     ann.expect_line(">>> Group g created by Server.")
     join(ann, "g")
-    usages = {"send_group": "send_group <message>", "list_members all": "list_members", "dereg Bob": "dereg <your-name>",
-              "dereg": "dereg <your-name>"}  # the others are normal-mode commands, or none
+    usages = {"send_group": "Usage: send_group <message>", "list_members all": "Usage: list_members",
+              "dereg Bob": "Usage: dereg <your-name>", "dereg": "Usage: dereg <your-name>"}
+    for line in ["create_group h", "list_groups", "join_group g", "send Bob hi"]:  # normal-mode commands
+        usages[line] = f"({line.split()[0]} is for normal mode: leave_group first)"
     for line in ["create_group h", "list_groups", "join_group g", "send Bob hi", "send_group", "list_members all",
                  "dereg Bob", "dereg", "bogus"]:
         mark = ann.mark()
         ann.sendline(line)
-        expected = ">>> (g) Invalid command\n" + (f">>> (g) Usage: {usages[line]}\n" if line in usages else "")
+        expected = ">>> (g) Invalid command\n" + (f">>> (g) {usages[line]}\n" if line in usages else "")
         ann.expect_lines(*expected.splitlines())
         assert ann.text[mark:] == expected, f"after {line!r}"
     ann.sendline("leave_group")

@@ -98,3 +98,44 @@ def test_ctrl_d_at_the_prompt(pair):
     assert ann.wait_exit() == 0
     server.expect_clients({"Ann": "offline"})
     bob.expect_clients({"Ann": "offline"})
+
+
+# -- a client that leaves leaves no empty prompt line behind -------------------------------------------
+
+BARE_PROMPT = re.compile(r">>>( \(\w+\))?")  # the screen's lines are stripped: ">>> " reads ">>>"
+
+
+def bare_prompts(proc) -> list[str]:
+    return [line for line in proc.screen.lines() if BARE_PROMPT.fullmatch(line)]
+
+
+@pytest.mark.parametrize("how", ["dereg", "ctrl-d", "ctrl-c"])
+def test_leaving_from_group_mode_leaves_no_empty_prompt_line(pair, how):
+    """prompt_toolkit used to leave the prompt drawn, empty, beside the last lines: `>>> (g)`
+    above `>>> You are Offline. Bye.`."""
+    _, ann, _ = pair
+    ann.sendline("create_group g")
+    ann.expect_line(">>> Group g created by Server.")
+    ann.sendline("join_group g")
+    ann.expect_line(">>> Entered group g successfully")
+    ann.wait_screen(lambda lines: lines[-1] == ">>> (g)", "the group prompt")
+    ann.send({"dereg": "dereg Ann\r", "ctrl-d": "\x04", "ctrl-c": "\x03"}[how])
+    assert ann.wait_exit() == 0
+    lines = ann.screen.lines()
+    assert lines[-1] == ">>> You are Offline. Bye.", lines[-6:]
+    if how == "dereg":
+        assert lines[-2] == ">>> (g) dereg Ann", lines[-6:]
+    assert bare_prompts(ann) == [], lines[-6:]
+
+
+def test_server_gone_and_name_taken_leave_no_empty_prompt_line(pair, cluster):
+    server, ann, _ = pair
+    again = cluster.client("Ann", server, interactive=True, register=False)
+    assert again.wait_exit() == 1
+    assert again.screen.lines()[-1] == ">>> Someone has already used this name. Try another one."
+    assert bare_prompts(again) == [], again.screen.lines()
+    server.stop()
+    ann.sendline("list_groups")
+    assert ann.wait_exit() == 1
+    assert ann.screen.lines()[-3:] == [">>> list_groups", ">>> Server not responding", ">>> Exiting"]
+    assert bare_prompts(ann) == [], ann.screen.lines()[-6:]

@@ -14,7 +14,8 @@ ADDR_TAKEN = ">>> Someone has already used this (IP, port) combination. Try anot
 def test_welcome_then_table(cluster):
     server = cluster.server()
     ann = cluster.client("Ann", server, register=False)
-    ann.expect_line(">>> Welcome, You are registered.")
+    ann.expect_lines(f">>> Registering as Ann with {HOST}:{server.port} ...", ">>> Welcome, You are registered.")
+    assert ann.text.startswith(">>> Registering as Ann"), "the first line, shown while it waits"
     table = ann.expect_clients({"Ann": "online"})
     assert table == {"Ann": (HOST, ann.port, "online")}
     server_table = server.expect_clients({"Ann": "online"})

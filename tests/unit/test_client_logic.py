@@ -19,6 +19,7 @@ from proto.fastpath import encode, parse
 from tests.simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
+REGISTERING = f">>> Registering as {{}} with {SERVER[0]}:{SERVER[1]} ..."  # .format(name): the first line
 TOKEN = 9  # the session token registered_client() is given: the server's datagrams carry it
 
 
@@ -49,7 +50,8 @@ def test_registration_welcome_then_table():
     ann = sim.client("Ann")
     sim.run(1)
     ip, port = sim.addr(ann)
-    assert sim.lines["Ann"] == [WELCOME, ">>> Client table updated.", f"| Ann | {ip} | {port} | online"]
+    assert sim.lines["Ann"] == [REGISTERING.format("Ann"), WELCOME, ">>> Client table updated.",
+                                f"| Ann | {ip} | {port} | online"]
     assert ann.registered and prompt(ann.group) == ">>> " and "Ann" not in sim.exits
 
 
@@ -103,7 +105,7 @@ def test_name_taken_exits_1():
     sim.online("Ann")
     sim.client("Ann", label="Ann#2")
     sim.run(1)
-    assert sim.lines["Ann#2"] == [">>> Someone has already used this name. Try another one."]
+    assert sim.lines["Ann#2"] == [REGISTERING.format("Ann"), ">>> Someone has already used this name. Try another one."]
     assert sim.exits["Ann#2"] == 1
     assert "Ann" not in sim.exits and sim.server.clients["Ann"].online
 
@@ -114,7 +116,8 @@ def test_address_taken_exits_1():
     sim.crash(ann)  # the server still believes Ann is online at that address
     sim.client("Bob", addr=sim.addr(ann))
     sim.run(1)
-    assert sim.lines["Bob"] == [">>> Someone has already used this (IP, port) combination. Try another one."]
+    assert sim.lines["Bob"] == [REGISTERING.format("Bob"),
+                                ">>> Someone has already used this (IP, port) combination. Try another one."]
     assert sim.exits["Bob"] == 1
 
 
@@ -125,7 +128,7 @@ def test_offline_name_registers_again():
     sim.run(1)
     again = sim.client("Ann", label="Ann#2")
     sim.run(1)
-    assert sim.lines["Ann#2"][0] == WELCOME and "Ann#2" not in sim.exits
+    assert sim.lines["Ann#2"][1] == WELCOME and "Ann#2" not in sim.exits
     assert sim.server.clients["Ann"].addr == sim.addr(again) != sim.addr(ann)
     assert sim.server.clients["Ann"].online
 
@@ -174,8 +177,9 @@ def test_send_to_a_user_listed_offline_is_tried_and_reported_as_the_original_doe
     sim.run(5)
     tries = [p for _, src, _, p, _ in sim.sent[sent:] if kind(p) == "pri_msg" and src == sim.addr(ann)]
     assert len(tries) == 5, "the usual five tries"
-    assert sim.lines["Ann"][-3:] == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
-                                     ">>> (The client table listed Bob as offline.)"]
+    assert sim.lines["Ann"][-4:] == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
+                                     ">>> (The client table listed Bob as offline.)",
+                                     '>>> (the message was: "are you there")']
     assert [p.payload.target for _, _, _, p, _ in sim.sent[sent:] if kind(p) == "kick"] == ["Bob"]
 
 
@@ -189,13 +193,46 @@ def test_help_in_any_mode():
     assert sim.lines["Ann"][-1].startswith(">>>   help") and ann.group == "g"
 
 
+def test_list_clients_shows_the_table_on_demand_in_either_mode():
+    """The table prints by itself only when it changes; list_clients shows it when asked, titled
+    as asked for, without asking the server anything."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    rows = [f"| {name} | {ip} | {port} | online" for name, (ip, port) in (("Ann", sim.addr(ann)), ("Bob", sim.addr(bob)))]
+    for prefix in (">>> ", ">>> (g) "):
+        sent, before = len(sim.sent), len(sim.lines["Ann"])
+        sim.type(ann, "list_clients")
+        assert sim.lines["Ann"][before:] == [f"{prefix}Client table, as asked for:", *rows]
+        assert len(sim.sent) == sent, "nothing sent: it is the client's own copy"
+        sim.in_group([ann])
+
+
+def last_table(lines: list[str]) -> list[str]:
+    """The names of the last client table in ``lines``, in the order printed."""
+    start = max(i for i, line in enumerate(lines) if line.endswith("Client table updated."))
+    return [line.split(" | ")[0].removeprefix("| ") for line in lines[start + 1:] if line.startswith("| ")]
+
+
+def test_the_server_and_a_client_list_table_rows_in_one_order():
+    """Bob registered again after Cid: the server keeps its rows in registration order, and a
+    newcomer's copy came in the order rows last changed (Cid, Bob, Ann).  Both print by name."""
+    sim = SimNet()
+    bob, cid = sim.online("Bob", "Cid")
+    sim.type(bob, "dereg Bob")
+    sim.run(1)
+    sim.client("Bob", label="Bob#2")
+    sim.run(1)
+    sim.online("Ann")
+    assert last_table(sim.lines["server"]) == last_table(sim.lines["Ann"]) == ["Ann", "Bob", "Cid"]
+
+
 def test_send_in_group_mode_is_invalid():
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     sim.in_group([ann])
     sim.type(ann, "send Bob hi")
     sim.run(1)
-    assert sim.lines["Ann"][-1] == ">>> (g) Invalid command"
+    assert sim.lines["Ann"][-2:] == [">>> (g) Invalid command", ">>> (g) " + NORMAL_ONLY.format("send")]
     assert sim.sends("pri_msg") == []
 
 
@@ -334,13 +371,16 @@ def test_create_group_and_failures():
     sim.type(ann, "create_group g1")
     sim.run(1)
     sent = len(sim.sent)
-    sim.type(ann, "create_group a;b")
-    sim.type(ann, "create_group a b")
+    for name in ("a;b", "my group", "é" * 17, "a\u202eb"):
+        sim.type(ann, f"create_group {name}")
     assert mark("Ann") == [
         ">>> Group g1 created by Server.",
         ">>> Group g1 already exists.",
         ">>> Group name should not contain ';'. Try again.",
-        ">>> Group name should not contain ';'. Try again.",
+        ">>> Group name should not contain ';'. Try again.",  # the spec's line, then what is really wrong
+        ">>> (It contains a space or other whitespace: a group name is one word.)",
+        ">>> Group name should be at most 32 bytes of UTF-8 (this one is 34). Try again.",
+        ">>> Group name should have no control or formatting characters. Try again.",
     ]
     assert len(sim.sent) == sent, "refused locally"
     assert prompt(ann.group) == ">>> ", "creating does not join"
@@ -409,6 +449,10 @@ def test_leave_group():
     assert mark("Ann") == []
 
 
+GROUP_ONLY = "({} is for group mode: join_group <group> first)"
+NORMAL_ONLY = "({} is for normal mode: leave_group first)"
+
+
 @pytest.mark.parametrize(
     "group_mode, line, usage",
     [
@@ -418,22 +462,23 @@ def test_leave_group():
         (False, "create_group", "create_group <group>"),
         (False, "join_group", "join_group <group>"),
         (False, "list_groups extra", "list_groups"),
-        (False, "send_group hi", None),  # the wrong mode: no form
-        (False, "list_members", None),
-        (False, "leave_group", None),
+        (False, "send_group hi", GROUP_ONLY.format("send_group")),  # the wrong mode: how to get to the right one
+        (False, "list_members", GROUP_ONLY.format("list_members")),
+        (False, "leave_group", GROUP_ONLY.format("leave_group")),
         (False, "dereg", "dereg <your-name>"),
-        (True, "create_group g2", None),
-        (True, "join_group g", None),
-        (True, "list_groups", None),
+        (True, "create_group g2", NORMAL_ONLY.format("create_group")),
+        (True, "join_group g", NORMAL_ONLY.format("join_group")),
+        (True, "list_groups", NORMAL_ONLY.format("list_groups")),
         (True, "send_group", "send_group <message>"),
         (True, "list_members extra", "list_members"),
         (True, "leave_group now", "leave_group"),
         (True, "bogus", None),
-        (True, "send Bob", None),  # the wrong mode comes first
+        (True, "send Bob", NORMAL_ONLY.format("send")),  # the wrong mode comes first
     ],
 )
 def test_invalid_commands(group_mode, line, usage):
-    """The spec's line, then the form of the command that was meant when the line did not fit it."""
+    """The spec's line, then the form of the command that was meant when the line did not fit it,
+    or, for a command of the other mode, how to get to that mode."""
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     if group_mode:
@@ -443,7 +488,8 @@ def test_invalid_commands(group_mode, line, usage):
     sim.type(ann, line)
     sim.run(1)
     prefix = ">>> (g) " if group_mode else ">>> "
-    assert mark("Ann") == [f"{prefix}Invalid command", *([f"{prefix}Usage: {usage}"] if usage else [])]
+    hint = [] if usage is None else [prefix + (usage if usage.startswith("(") else f"Usage: {usage}")]
+    assert mark("Ann") == [f"{prefix}Invalid command", *hint]
     assert len(sim.sent) == sent, "nothing sent"
 
 
@@ -538,7 +584,7 @@ def test_an_intent_in_the_wrong_mode_is_an_invalid_command():
     sim.in_group([ann])
     sim.ask(ann, ann.send_private, "Bob", "hi")
     assert sim.events["Ann"][-1] == InvalidCommand("g", "send")
-    assert sim.lines["Ann"][-1] == ">>> (g) Invalid command"
+    assert sim.lines["Ann"][-2] == ">>> (g) Invalid command"
     assert [kind(p) for _, src, _, p, _ in sim.sent[sent:] if src == sim.addr(ann)] == ["create_group", "join_group"]
 
 
@@ -591,7 +637,9 @@ def test_server_not_responding(request_type):
     assert sim.exits["Ann"] == 1
     prefix = ">>> (g) " if group_mode else ">>> "
     queued = [">>> Bob: queued one", ">>> Bob: queued two"] if group_mode else []
-    assert sim.lines["Ann"][-2 - len(queued) :] == [f"{prefix}Server not responding", f"{prefix}Exiting", *queued]
+    unsent = [f'{prefix}(the group message was: "hello")'] if request_type == "send_group" else []  # which one was lost
+    assert sim.lines["Ann"][-2 - len(unsent) - len(queued) :] == [f"{prefix}Server not responding", f"{prefix}Exiting",
+                                                                  *unsent, *queued]
     wanted = {"end of input": "dereg", "dereg in group": "dereg"}.get(request_type, request_type)
     tries = [t for t, pkt in sim.sends(wanted, dst=SERVER)][-5:]
     start = t0 + (2.5 if request_type == "kick" else 0)
@@ -615,7 +663,7 @@ def test_a_few_lost_answers_are_survived():
     sim.fault = dropping(lambda p, src, dst: src == SERVER and kind(p) in ("ack", "reg_ack"), first=4)
     ann = sim.client("Ann")
     sim.run(3)
-    assert sim.lines["Ann"][0] == WELCOME and "Ann" not in sim.exits
+    assert sim.lines["Ann"][1] == WELCOME and "Ann" not in sim.exits
     assert len(sim.sends("reg")) == 5 and len(sim.server.clients) == 1
 
 
@@ -632,7 +680,8 @@ def test_no_ack_from_peer_then_report_and_kick():
     sim.run(2.49)
     assert mark("Ann") == []
     sim.run(0.02)
-    assert mark("Ann") == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server"]
+    assert mark("Ann") == [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
+                           '>>> (the message was: "hello")']
     assert [t - t0 for t, _ in sim.sends("pri_msg")] == pytest.approx([0, 0.5, 1.0, 1.5, 2.0])
     ((t, kick),) = sim.sends("kick")
     assert kick.payload.target == "Bob" and t == pytest.approx(t0 + 2.5)
@@ -641,6 +690,20 @@ def test_no_ack_from_peer_then_report_and_kick():
     sim.type(ann, "list_groups")  # not held up by the finished send
     sim.run(1)
     assert sim.lines["Ann"][-1] == ">>> No available group right now"
+
+
+def test_after_several_quick_sends_the_no_ack_quotes_the_one_that_failed():
+    sim = SimNet()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.crash(bob)
+    mark = Mark(sim)
+    for line in ("send Cat first", "send Bob lunch at 12:30? or shall we meet at the station at one", "send Cat third"):
+        sim.type(ann, line)  # typed at once: they run in turn
+    sim.run(5)
+    assert mark("Ann") == [">>> Message received by Cat.", ">>> No ACK from Bob, message not delivered",
+                           ">>> Report this issue to server",
+                           '>>> (the message was: "lunch at 12:30? or shall we meet at the\u2026")',
+                           ">>> Message received by Cat."]
 
 
 def test_peer_that_misses_a_few_tries_sees_the_message_once():

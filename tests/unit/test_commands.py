@@ -13,6 +13,7 @@ from node.commands import (
     JoinGroup,
     LeaveGroup,
     ListGroups,
+    ListClients,
     ListMembers,
     ParseError,
     SendGroup,
@@ -36,6 +37,7 @@ from node.render import HELP
         ("send_group hello all", SendGroup("hello all")),
         ("list_members", ListMembers()),
         ("leave_group", LeaveGroup()),
+        ("list_clients", ListClients()),
         ("dereg Ann", Deregister("Ann")),
         ("help", Help()),
         ("help me", Help()),
@@ -56,6 +58,7 @@ def test_a_line_that_fits_a_form_is_its_command(line, command):
         ("send_group", "send_group"),
         ("list_members all", "list_members"),
         ("leave_group now", "leave_group"),
+        ("list_clients all", "list_clients"),
         ("dereg", "dereg"),
     ],
 )

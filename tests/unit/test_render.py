@@ -16,6 +16,7 @@ from proto import VERSION
 
 # event -> the exact lines a user reads
 WORDING = [
+    (ev.Registering("Ann", ("127.0.0.1", 6666)), [">>> Registering as Ann with 127.0.0.1:6666 ..."]),
     (ev.Registered(), [">>> Welcome, You are registered."]),
     (ev.RegistrationFailed("name_taken"), [">>> Someone has already used this name. Try another one."]),
     (ev.RegistrationFailed("addr_taken"), [">>> Someone has already used this (IP, port) combination. Try another one."]),
@@ -27,13 +28,19 @@ WORDING = [
     (ev.Delivered("Bob"), [">>> Message received by Bob."]),
     (ev.NotDelivered("Bob", "queue_full"), [">>> Bob's queue of messages is full (Bob is in a group chat), message not delivered"]),
     (ev.NotDelivered("Bob", "bad_request"), [">>> Bob did not accept the message, message not delivered"]),
-    (ev.NoAck("Bob", False), [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server"]),
-    (ev.NoAck("Bob", True), [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
-                             ">>> (The client table listed Bob as offline.)"]),
+    (ev.NoAck("Bob", False, "lunch at 12:30?"), [">>> No ACK from Bob, message not delivered",
+                                                ">>> Report this issue to server",
+                                                '>>> (the message was: "lunch at 12:30?")']),
+    (ev.NoAck("Bob", True, "x" * 41), [">>> No ACK from Bob, message not delivered", ">>> Report this issue to server",
+                                      ">>> (The client table listed Bob as offline.)",
+                                      f'>>> (the message was: "{"x" * 40}\u2026")']),
     (ev.UnknownUser("Zed"), [">>> User Zed does not exist"]),
     (ev.MessageTooLong(5000, 4096), [">>> Message too long (5000 bytes of UTF-8; the limit is 4096), not sent"]),
-    (ev.BadGroupName("a;b", separator=True), [">>> Group name should not contain ';'. Try again."]),
-    (ev.BadGroupName("x" * 40, separator=False), [">>> Group name should be at most 32 bytes of printable UTF-8. Try again."]),
+    (ev.BadGroupName("a;b", "semicolon"), [">>> Group name should not contain ';'. Try again."]),
+    (ev.BadGroupName("my group", "whitespace"), [">>> Group name should not contain ';'. Try again.",
+                                                 ">>> (It contains a space or other whitespace: a group name is one word.)"]),
+    (ev.BadGroupName("x" * 40, "too_long"), [">>> Group name should be at most 32 bytes of UTF-8 (this one is 40). Try again."]),
+    (ev.BadGroupName("a\x1bb", "unprintable"), [">>> Group name should have no control or formatting characters. Try again."]),
     (ev.CreatedGroup("g"), [">>> Group g created by Server."]),
     (ev.GroupExists("g"), [">>> Group g already exists."]),
     (ev.CreateGroupRefused("g", "too_many_groups"), [">>> Group g not created: the server has too many groups."]),
@@ -50,7 +57,9 @@ WORDING = [
     (ev.QueueOverflowed(1), [">>> 1 more private message was not delivered: your queue was full (the senders were told)"]),
     (ev.QueueOverflowed(3), [">>> 3 more private messages were not delivered: your queue was full (the senders were told)"]),
     (ev.InvalidCommand(None), [">>> Invalid command"]),
-    (ev.InvalidCommand("g", "send"), [">>> (g) Invalid command"]),
+    (ev.InvalidCommand("g", "send"), [">>> (g) Invalid command", ">>> (g) (send is for normal mode: leave_group first)"]),
+    (ev.InvalidCommand(None, "list_members"), [">>> Invalid command",
+                                               ">>> (list_members is for group mode: join_group <group> first)"]),
     (ev.InvalidCommand(None, "send", "send <name> <message>"), [">>> Invalid command", ">>> Usage: send <name> <message>"]),
     (ev.InvalidCommand("g", "send_group", "send_group <message>"), [">>> (g) Invalid command", ">>> (g) Usage: send_group <message>"]),
     (ev.RequestRefused("bad_request"), [">>> Invalid command"]),
@@ -58,6 +67,8 @@ WORDING = [
     (ev.Deregistered(), [">>> You are Offline. Bye."]),
     (ev.ServerGone(None), [">>> Server not responding", ">>> Exiting"]),
     (ev.ServerGone("g"), [">>> (g) Server not responding", ">>> (g) Exiting"]),
+    (ev.ServerGone("g", "see you at 5"), [">>> (g) Server not responding", ">>> (g) Exiting",
+                                          '>>> (g) (the group message was: "see you at 5")']),
     (ev.ServerForgotUs(), [">>> The server no longer knows this client (it may have restarted)", ">>> Exiting"]),
     (ev.MarkedOffline(), [">>> The server marked this client offline (it did not answer the server's probe)", ">>> Exiting"]),
 ]
@@ -77,7 +88,7 @@ def client_events() -> set[type]:
 
 def test_every_client_event_is_worded_here():
     assert len(client_events()) > 20
-    assert client_events() == {type(event) for event, _ in WORDING} | {ev.PeersChanged}
+    assert client_events() == {type(event) for event, _ in WORDING} | {ev.PeersChanged, ev.ListedClients}
 
 
 def test_the_prompt_shows_the_group():
@@ -93,15 +104,37 @@ def test_the_client_table_is_read_when_it_is_drawn():
     assert list(table.rows) == [("Ann", "10.0.0.1", "7001", "online"), ("Bob", "10.0.0.2", "7002", "offline")]
 
 
+def test_the_asked_for_client_table_is_the_same_table_with_its_own_title():
+    peers = {"Ann": Peer(("10.0.0.1", 7001), True, 1)}
+    changed, asked, in_group = render(ev.PeersChanged(peers)), render(ev.ListedClients(peers, None)), render(
+        ev.ListedClients(peers, "g"))
+    assert (asked.title, in_group.title) == (">>> Client table, as asked for:", ">>> (g) Client table, as asked for:")
+    assert asked.columns == in_group.columns == changed.columns
+    assert list(asked.rows) == list(in_group.rows) == list(changed.rows) == [("Ann", "10.0.0.1", "7001", "online")]
+
+
+def test_client_tables_list_rows_by_name_case_aside_on_either_node():
+    peers = {name: Peer(("10.0.0.1", 7000 + i), True, i) for i, name in enumerate(["cid", "Bob", "ann", "Ann"])}
+    assert [row[0] for row in render(ev.PeersChanged(peers)).rows] == ["Ann", "ann", "Bob", "cid"]
+    clients = ev.ClientTableChanged([(name, "10.0.0.1", 7000, True) for name in ["cid", "Bob", "ann", "Ann"]])
+    assert [row[0] for row in render(clients).rows] == ["Ann", "ann", "Bob", "cid"]
+
+
 @pytest.mark.parametrize("hostile", ["\x1b[2J\x1b]0;owned\x07", "\u202eevil", "a\nb", "\x9b31m", "[b]bold[/b] :smile:"])
 def test_network_text_is_shown_escaped_never_obeyed(hostile):
     for event in (ev.PrivateMessage(hostile, hostile), ev.GroupMessage("g", hostile, hostile),
-                  ev.ListedMembers("g", (hostile,)), ev.ListedGroups((hostile,)), ev.NoAck(hostile, True)):
+                  ev.ListedMembers("g", (hostile,)), ev.ListedGroups((hostile,)), ev.NoAck(hostile, True, hostile)):
         for line in render(event):
             assert line.isprintable(), (event, line)
             assert "\n" not in line and "\x1b" not in line
     assert render(ev.PrivateMessage("Bob", "\x1b[2J"))[0] == ">>> Bob: \\x1b[2J"
     assert render(ev.PrivateMessage("Bob", "[b]x[/b]"))[0] == ">>> Bob: [b]x[/b]", "plain text: no markup is read"
+
+
+def test_a_quoted_message_is_cut_before_it_is_escaped():
+    """Forty characters, then the ellipsis: an escape (``\\x1b``) is never cut in two."""
+    assert render(ev.NoAck("Bob", False, "a" * 39 + "\x1b[2J"))[-1] == f'>>> (the message was: "{"a" * 39}\\x1b\u2026")'
+    assert render(ev.NoAck("Bob", False, "é" * 40))[-1] == f'>>> (the message was: "{"é" * 40}")', "exactly 40: whole"
 
 
 # -- what either node says (node/versions.py, node/limits.py) --------------------------------

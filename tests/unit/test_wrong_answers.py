@@ -17,6 +17,7 @@ from tests.procs import HOST, free_port
 from tests.scripted import OK, ScriptedServer
 
 SERVER = ("10.9.0.1", 9000)
+REGISTERING = ">>> Registering as Ann with 10.9.0.1:9000 ..."
 
 
 class Client:
@@ -54,12 +55,12 @@ def test_an_ack_answering_reg_is_dropped_and_the_reg_ack_still_registers():
     ann = Client()
     reg = ann.last_sent("reg")
     ann.answer(reg, "ack", 0.1)
-    assert not ann.logic.registered and ann.shown == []
+    assert not ann.logic.registered and ann.shown == [REGISTERING]
     assert ann.logic.drops["wrong answer"] == 1
     ann.answer(reg, "reg_ack", 0.2, token=9, session=3)
     assert ann.last_sent("confirm").token == 9
     ann.answer(ann.last_sent("confirm"), "ack", 0.25)
-    assert ann.logic.registered and ann.shown == [">>> Welcome, You are registered."]
+    assert ann.logic.registered and ann.shown == [REGISTERING, ">>> Welcome, You are registered."]
     assert ann.logic.net.token == 9
 
 
@@ -72,9 +73,9 @@ def test_a_reg_ack_answering_a_command_is_dropped_and_the_commands_go_on():
     ann.answer(request, "reg_ack", 0.3, token=1, session=1)
     ann.type("help", 0.4)  # waits for list_groups, as typed commands do
     assert ann.logic.drops["wrong answer"] == 1
-    assert ann.shown == [">>> Welcome, You are registered."]
+    assert ann.shown == [REGISTERING, ">>> Welcome, You are registered."]
     ann.answer(request, "ack", 0.5, items=[])
-    assert ann.shown[1:] == [">>> No available group right now", *(f">>> {line}" for line in HELP)]
+    assert ann.shown[2:] == [">>> No available group right now", *(f">>> {line}" for line in HELP)]
     assert ("wrong answer", 1) in drop_report(ann.logic.drops).counts
 
 
