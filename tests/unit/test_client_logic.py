@@ -16,6 +16,7 @@ from node.reliable import RetryPolicy
 from proto import MAX_TEXT_BYTES, STATUSES, VERSION, Ack, ChatHeader, Entry, GrpMsg, PriMsg, RegAck, Table, decode
 
 from proto.fastpath import encode, parse
+from proto.messages import CLIENT, SERVER as SERVER_ROLE, requests
 from tests.simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
@@ -590,8 +591,8 @@ def test_an_intent_in_the_wrong_mode_is_an_invalid_command():
 
 # -- the server stops answering ------------------------------------------------------------------------
 
-# request type -> (set-up typed lines, the line that sends it, in group mode?)
-REQUESTS = {
+# scenario (named for the request it waits on) -> (set-up typed lines, the line that sends it, in group mode?)
+SILENT_SERVER = {
     "reg": ([], None, False),
     "dereg": ([], "dereg Ann", False),
     "create_group": ([], "create_group g2", False),
@@ -606,9 +607,15 @@ REQUESTS = {
 }
 
 
-@pytest.mark.parametrize("request_type", sorted(REQUESTS))
+def test_every_request_a_user_can_cause_has_a_silent_server_scenario():
+    # confirm follows reg and list_more follows a list, never typed: their scenarios are reg's and the lists'
+    typed = set(requests(CLIENT, SERVER_ROLE)) - {"confirm", "list_more"}
+    assert typed <= {scenario.split()[0] for scenario in SILENT_SERVER}
+
+
+@pytest.mark.parametrize("request_type", sorted(SILENT_SERVER))
 def test_server_not_responding(request_type):
-    setup, line, group_mode = REQUESTS[request_type]
+    setup, line, group_mode = SILENT_SERVER[request_type]
     sim = SimNet()
     if request_type == "reg":
         sim.crash(sim.server)
