@@ -1,4 +1,4 @@
-"""The ChatApp wire format, version 2: the one schema of every datagram.
+"""The ChatApp wire format, version 3: the one schema of every datagram.
 
 A datagram is a ``ChatHeader`` followed by at most one payload layer chosen by
 the header's ``type`` (see the ``bind_layers`` calls at the bottom).  Strings
@@ -29,7 +29,9 @@ from scapy.volatile import RandNum, RandString
 from .messages import IN_PARTS, MESSAGES
 
 MAGIC = 0xC4A7
-VERSION = 2  # 2: registration is confirmed (type confirm) before its session starts
+# 2: registration is confirmed (type confirm) before its session starts
+# 3: group messages are numbered per group (grp_msg seq; the ack of send_group and join_group carries one)
+VERSION = 3
 
 # The header's type byte: the codes of the message types in proto/messages.py.
 MSG_TYPES = {message.code: message.name for message in MESSAGES}
@@ -224,6 +226,9 @@ class Ack(_Answer):
     fields_desc = [
         IntField("ack_id", 0),
         ByteEnumField("status", 0, STATUSES),
+        # A group's message number: for send_group, the one the server gave the message; for
+        # join_group, the first one the new member receives; 0 otherwise.
+        IntField("seq", 0),
         *_counted("items", "count", Name, "H"),
         *_counted("also", "also_count", MsgId, "B"),
     ]
@@ -308,12 +313,13 @@ class GrpMsg(_Payload):
 
     name = "GrpMsg"
     fields_desc = _GroupRequest.fields_desc + [
+        IntField("seq", 0),  # the group's number for it: members show the group's messages in this order
         *_utf8("origin", "from_len"),
         *_utf8("text", "text_len", "H"),
     ]
 
     def describe(self):
-        return f"GrpMsg {self.group!r} {self.origin}: {self.text!r}"
+        return f"GrpMsg {self.group!r} #{self.seq} {self.origin}: {self.text!r}"
 
 
 class PriMsg(_Payload):

@@ -32,10 +32,10 @@ PINNED_ONLINE = {"offline": 0, "online": 1}  # Entry.online
 
 # Every field differs from its default and from its neighbours, so that a field moved,
 # resized or dropped shows in the bytes.
-HEADER = {"msg_id": 0x01020304, "port": 0x0506, "token": 0x0708090A0B0C0D0E, "sender": "Ann"}
+HEADER = {"msg_id": 0x01020304, "port": 0x0506, "token": 0x0708090A0B0C0D0E, "sender": "Anne"}
 PAYLOAD = {
     "reg_ack": {"ack_id": 0x11121314, "status": 2, "token": 0x2122232425262728, "session": 0x31323334},
-    "ack": {"ack_id": 0x11121314, "status": 13, "items": [{"value": "g1"}, {"value": "é"}], "also": [{"id": 0x41424344}]},
+    "ack": {"ack_id": 0x11121314, "status": 13, "seq": 0x21222324, "items": [{"value": "g1"}, {"value": "é"}], "also": [{"id": 0x41424344}]},
     "table": {"version": 0x51525354, "base": 0x61626364,
               "entries": [{"client": "Bob", "ip": "10.1.2.3", "port": 0x7172, "online": 0, "session": 0x81828384}]},
     "create_group": {"group": "g1"},
@@ -43,29 +43,29 @@ PAYLOAD = {
     "leave_group": {"group": "g3"},
     "list_members": {"group": "g4"},
     "send_group": {"group": "g5", "text": "hi;"},
-    "grp_msg": {"group": "g6", "origin": "Cid", "text": "yo"},
+    "grp_msg": {"group": "g6", "seq": 0x31323334, "origin": "Cid", "text": "yo"},
     "pri_msg": {"session": 0x91929394, "to_session": 0xA1A2A3A4, "text": "psst"},
     "kick": {"target": "Dan"},
     "list_more": {"list": 10, "start": 0x0A0B, "group": "g7"},
 }
 GOLDEN = {
-    "reg": "c4a702010102030405060708090a0b0c0d0e03416e6e",
-    "reg_ack": "c4a702020102030405060708090a0b0c0d0e03416e6e1112131402212223242526272831323334",
-    "dereg": "c4a702030102030405060708090a0b0c0d0e03416e6e",
-    "ack": "c4a702040102030405060708090a0b0c0d0e03416e6e111213140d000202673102c3a90141424344",
-    "table": "c4a702050102030405060708090a0b0c0d0e03416e6e5152535461626364000103426f620a01020371720081828384",
-    "create_group": "c4a702060102030405060708090a0b0c0d0e03416e6e026731",
-    "list_groups": "c4a702070102030405060708090a0b0c0d0e03416e6e",
-    "join_group": "c4a702080102030405060708090a0b0c0d0e03416e6e026732",
-    "leave_group": "c4a702090102030405060708090a0b0c0d0e03416e6e026733",
-    "list_members": "c4a7020a0102030405060708090a0b0c0d0e03416e6e026734",
-    "send_group": "c4a7020b0102030405060708090a0b0c0d0e03416e6e026735000368693b",
-    "grp_msg": "c4a7020c0102030405060708090a0b0c0d0e03416e6e026736034369640002796f",
-    "pri_msg": "c4a7020d0102030405060708090a0b0c0d0e03416e6e91929394a1a2a3a4000470737374",
-    "kick": "c4a7020e0102030405060708090a0b0c0d0e03416e6e0344616e",
-    "probe": "c4a7020f0102030405060708090a0b0c0d0e03416e6e",
-    "list_more": "c4a702100102030405060708090a0b0c0d0e03416e6e0a0a0b026737",
-    "confirm": "c4a702110102030405060708090a0b0c0d0e03416e6e",
+    "reg": "c4a703010102030405060708090a0b0c0d0e04416e6e65",
+    "reg_ack": "c4a703020102030405060708090a0b0c0d0e04416e6e651112131402212223242526272831323334",
+    "dereg": "c4a703030102030405060708090a0b0c0d0e04416e6e65",
+    "ack": "c4a703040102030405060708090a0b0c0d0e04416e6e65111213140d21222324000202673102c3a90141424344",
+    "table": "c4a703050102030405060708090a0b0c0d0e04416e6e655152535461626364000103426f620a01020371720081828384",
+    "create_group": "c4a703060102030405060708090a0b0c0d0e04416e6e65026731",
+    "list_groups": "c4a703070102030405060708090a0b0c0d0e04416e6e65",
+    "join_group": "c4a703080102030405060708090a0b0c0d0e04416e6e65026732",
+    "leave_group": "c4a703090102030405060708090a0b0c0d0e04416e6e65026733",
+    "list_members": "c4a7030a0102030405060708090a0b0c0d0e04416e6e65026734",
+    "send_group": "c4a7030b0102030405060708090a0b0c0d0e04416e6e65026735000368693b",
+    "grp_msg": "c4a7030c0102030405060708090a0b0c0d0e04416e6e6502673631323334034369640002796f",
+    "pri_msg": "c4a7030d0102030405060708090a0b0c0d0e04416e6e6591929394a1a2a3a4000470737374",
+    "kick": "c4a7030e0102030405060708090a0b0c0d0e04416e6e650344616e",
+    "probe": "c4a7030f0102030405060708090a0b0c0d0e04416e6e65",
+    "list_more": "c4a703100102030405060708090a0b0c0d0e04416e6e650a0a0b026737",
+    "confirm": "c4a703110102030405060708090a0b0c0d0e04416e6e65",
 }
 
 
@@ -74,7 +74,7 @@ def field(layer, name):
 
 
 def test_magic_and_version():
-    assert (MAGIC, VERSION) == (0xC4A7, 2)
+    assert (MAGIC, VERSION) == (0xC4A7, 3)
 
 
 def test_message_type_codes():
