@@ -35,6 +35,7 @@ from . import events as ev
 from .effects import Address, Exit
 from .limits import EventQueue, Limits, RateLimiter
 from .names import sendable, text_too_long, valid_group_name
+from .ordering import GroupOrder
 from .peers import Peer, PeerRows
 from .reliable import Endpoint, Outgoing, RetryPolicy, is_newer
 from .session import ACTIVE, REGISTERED, Session, State, Trigger
@@ -73,11 +74,12 @@ class ClientLogic:
         self.table_version = 0
         self.outbox: list = []  # what happened since the last drain (node/events.py), and Exit
         self.queued = EventQueue(limits)  # private messages received in group mode, to show later
-        # The server may forward group messages before its answer to join_group arrives: hold them.
+        # The group's messages, shown in the server's numbering; those that come before the answer
+        # to join_group (which says where this member starts) are held too.
         self._joining: str | None = None  # the group asked for, while State.JOINING
-        self._early = EventQueue(limits)
         self.refused = 0  # private messages refused since the queue was last printed: it was full
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
+        self._order = GroupOrder(limits, policy.window + policy.timeout, self.net.call_at, self._emit, self.drops)
         self.session = 0  # our public session number, from the server
         self._last_from: dict[str, tuple[int, int]] = {}  # peer -> (session, newest msg id shown)
         self._rate = RateLimiter(limits.rate, limits.burst)
@@ -298,18 +300,21 @@ class ClientLogic:
 
         def joined(ack: Fields, now: float) -> None:
             status = STATUSES.get(ack.payload.status)
-            early, self._joining = self._early.take(), None
+            self._joining = None
             if status == "ok":
                 self.group = group
                 self._emit(ev.JoinedGroup(group))
-                self.outbox += early  # the group messages that came before this answer
+                self._order.start(ack.payload.seq, now)  # shows the group messages that came before this answer
                 self._finish(now)
-            elif status == "no_such_group":
+                return
+            self._order.reset()
+            if status == "no_such_group":
                 self._finish(now, ev.NoSuchGroup(group))
             else:
                 self._unexpected(status, now)
 
         self._joining = group
+        self._order.reset()
         self._session.to(Trigger.JOINING)
         self._request(self.net.build("join_group", group=group), now, joined)
 
@@ -318,7 +323,8 @@ class ClientLogic:
         if self._text_fits(text):
             outcome = {"ok": ev.GroupMessageSent(self.group)}
             self._ask(self.net.build("send_group", group=self.group, text=text), now, outcome,
-                      on_fail=lambda now: self._server_gone(now, text))
+                      on_fail=lambda now: self._server_gone(now, text),
+                      on_ok=lambda ack, now: self._order.own(ack.payload.seq, now))
 
     def _do_list_members(self, command: cmd.ListMembers, now: float) -> None:
         group = self.group
@@ -334,6 +340,7 @@ class ClientLogic:
         def left(ack: Fields, now: float) -> None:
             if self._left_behind(ack, now) or self._refused(ack, now):
                 return
+            self._order.flush()  # received (and acknowledged) while in the group
             self.group = None
             self._emit(ev.LeftGroup(group))
             self._flush_queue()
@@ -383,13 +390,16 @@ class ClientLogic:
         self._begin(first, now, answered)
 
     def _ask(self, out: Outgoing, now: float, outcomes: dict[str, object],
-             on_fail: Callable[[float], None] | None = None) -> None:
-        """A request whose answer is one event per status."""
+             on_fail: Callable[[float], None] | None = None,
+             on_ok: Callable[[Fields, float], None] | None = None) -> None:
+        """A request whose answer is one event per status (``on_ok`` first, if it is ok)."""
 
         def answered(ack: Fields, now: float) -> None:
             if self._left_behind(ack, now):
                 return
             status = STATUSES.get(ack.payload.status)
+            if on_ok is not None and status == "ok":
+                on_ok(ack, now)
             if status in outcomes:
                 self._finish(now, outcomes[status])
             else:
@@ -401,6 +411,7 @@ class ClientLogic:
         """The server dropped us from our group: say so, leave group mode, go on."""
         if ack.payload.status != STATUS_NOT_IN_GROUP or self.group is None:
             return False
+        self._order.flush()
         self._emit(ev.RemovedFromGroup(self.group))
         self.group = None
         self._flush_queue()
@@ -475,13 +486,10 @@ class ClientLogic:
 
     def _on_grp_msg(self, pkt: Fields, addr: Address, now: float) -> None:
         msg = pkt.payload
-        if msg.group == self.group:
-            self._emit(ev.GroupMessage(msg.group, msg.origin, msg.text))
-        elif self._session.state is State.JOINING and msg.group == self._joining:
-            if not self._early.add(ev.GroupMessage(msg.group, msg.origin, msg.text), msg.text_len):
-                # No ack: the server sends it again, and once the join is answered it is shown.
-                self.drops["early, no room"] += 1
-                return
+        group = msg.group
+        if group == self.group or (group == self._joining and self._session.state is State.JOINING):
+            if not self._order.add(msg.seq, ev.GroupMessage(group, msg.origin, msg.text), msg.text_len, now):
+                return  # too late for its turn, or no room (counted): no ack, as if it was lost
         self.net.acknowledge(pkt, addr, now)  # with the next ones, if they come close together
 
     def _on_probe(self, pkt: Fields, addr: Address, now: float) -> None:
@@ -549,6 +557,8 @@ class ClientLogic:
             self.refused = 0
 
     def _exit(self, status: int, reason=None) -> None:
+        if self.group is not None:
+            self._order.flush()
         if reason is not None:
             self._emit(reason)
         self._flush_queue()

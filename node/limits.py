@@ -29,6 +29,10 @@ class Limits:
     # bound it refuses the next one (status queue_full), so a sender cannot fill its memory.
     queue_messages: int = 100
     queue_bytes: int = 64 * 1024  # of message text, UTF-8
+    # Group messages a member holds until their turn (node/ordering.py): past either bound it does
+    # not acknowledge the next one, so the server sends it again later.
+    hold_messages: int = 1_000
+    hold_bytes: int = 1024 * 1024  # of message text, UTF-8
 
 
 MAX_SOURCES = 20_000  # rate buckets kept; the oldest goes first, and a new bucket starts full
@@ -98,8 +102,7 @@ class SourceQuota:
 
 class EventQueue:
     """Events held to be shown later, at most ``limits.queue_messages`` of them carrying at most
-    ``limits.queue_bytes`` bytes of text: the private messages a client in group mode keeps,
-    and the group messages that come before the answer to its join_group."""
+    ``limits.queue_bytes`` bytes of text: the private messages a client in group mode keeps."""
 
     __slots__ = ("events", "size", "_limits")
 

@@ -24,6 +24,7 @@ from . import events as ev
 from .console import Console
 from .effects import Address
 from .limits import Limits, RateLimiter, SourceQuota
+from .ordering import next_seq
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .reliable import MAX_REMEMBERED_REPLIES, TOKEN_BITS, Endpoint, RetryPolicy, is_newer
 from .sync import TABLE_WINDOW, SyncState, TableSync
@@ -98,6 +99,7 @@ class ServerLogic:
         self.clients: dict[str, ClientRecord] = {}
         self.by_addr: dict[Address, str] = {}  # online clients only
         self.groups: dict[str, dict[str, None]] = {}  # group -> members, in joining order
+        self._next_seq: dict[str, int] = {}  # group -> the number its next message gets (node/ordering.py)
         # Rows per source IP address: a name counts against the address of its latest
         # registration (its ``addr``), a group against its creator's; neither is ever removed.
         self._names_held = SourceQuota()
@@ -280,6 +282,7 @@ class ServerLogic:
         else:
             self._groups_held.move(addr[0])
             self.groups[group] = {}
+            self._next_seq[group] = 1
             self._event(now, ev.GroupCreated, record.name, group)
             self._show_groups(now)
             self._reply(pkt, addr, now, "ok")
@@ -301,7 +304,7 @@ class ServerLogic:
             record.group = group
         self._event(now, ev.GroupJoined, record.name, group)
         self._show_groups(now)
-        self._reply(pkt, addr, now, "ok")
+        self._reply(pkt, addr, now, "ok", seq=self._next_seq[group])  # the first message it receives
 
     def _on_leave_group(self, pkt, addr, now, record: ClientRecord) -> None:
         if record.group is None or record.group != pkt.payload.group:
@@ -340,8 +343,10 @@ class ServerLogic:
             self._reply(pkt, addr, now, "not_in_group")
             return
         self._event(now, ev.GroupMessageRelayed, record.name, group, text)
-        self._reply(pkt, addr, now, "ok")
-        self._send_group_message(group, record.name, text, now)
+        seq = self._next_seq[group]
+        self._next_seq[group] = next_seq(seq)
+        self._reply(pkt, addr, now, "ok", seq=seq)  # the sender passes its own number without waiting
+        self._send_group_message(group, seq, record.name, text, now)
 
     def _on_kick(self, pkt, addr, now, record: ClientRecord) -> None:
         target = self.clients.get(pkt.payload.target)
@@ -354,7 +359,7 @@ class ServerLogic:
 
     # -- server-initiated exchanges ------------------------------------------
 
-    def _send_group_message(self, group: str, origin: str, text: str, now: float) -> None:
+    def _send_group_message(self, group: str, seq: int, origin: str, text: str, now: float) -> None:
         """One encoding for every other member, each copy carrying that member's token (which its
         ack echoes, and without which it refuses the copy); each acks it, or leaves the group."""
         clients = self.clients
@@ -370,7 +375,7 @@ class ServerLogic:
                 self._event(now, ev.MemberRemoved, member.name, group)
                 self._show_groups(now)
 
-        pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
+        pkt = self.net.build("grp_msg", group=group, seq=seq, origin=origin, text=text)
         self.net.request_each(pkt, tokens, now, on_fail=unresponsive)
 
     def _probe(self, target: ClientRecord, now: float) -> None:
@@ -433,8 +438,9 @@ class ServerLogic:
             return record
         return None
 
-    def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[bytes] = ()) -> None:
-        self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status], items=items), now)
+    def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[bytes] = (), seq: int = 0) -> None:
+        answer = self.net.build_answer(pkt, status=STATUS_CODES[status], seq=seq, items=items)
+        self.net.answer(pkt, addr, answer, now)
 
     def _reply_list(self, pkt: Fields, addr: Address, now: float, items: list[str], start: int) -> None:
         """Answer with the items from ``start`` on: all of them, or as many as fit one datagram with

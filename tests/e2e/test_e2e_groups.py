@@ -194,10 +194,10 @@ def test_a_burst_of_group_messages_is_acknowledged_in_a_few_datagrams(cluster):
         bob.expect_line(">>> Welcome, You are registered.")
         bob.sendline("join_group g")
         join, _ = fake.receive("join_group")
-        fake.send(addr, "ack", ack_id=join.msg_id, status=ok)
+        fake.send(addr, "ack", ack_id=join.msg_id, status=ok, seq=1)  # Bob's first group message is number 1
         bob.expect_line(">>> Entered group g successfully")
 
-        burst = [fake.send(addr, "grp_msg", group="g", origin="Ann", text=f"m{i}") for i in range(6)]
+        burst = [fake.send(addr, "grp_msg", group="g", seq=i + 1, origin="Ann", text=f"m{i}") for i in range(6)]
         ids = sorted(out.msg_id for out in burst)
         answered: list[list[int]] = []  # the ids each ack datagram answers
         while sorted(i for acked in answered for i in acked) != ids:

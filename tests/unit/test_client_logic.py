@@ -10,6 +10,7 @@ import pytest
 from node.client import ClientLogic
 from node.effects import Exit, Send
 from node.events import PeersChanged, InvalidCommand, PrivateMessage
+from node.ordering import next_seq
 from node.render import NOT_IN_GROUP, Table as Drawn, prompt, render
 from node.limits import Limits
 from node.reliable import RetryPolicy
@@ -1037,15 +1038,15 @@ def test_retransmitted_refused_message_is_refused_again_not_queued():
 
 
 def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
-    """Group messages that beat the join answer are held, at most the queue's bound; those past
+    """Group messages that beat the join answer are held, at most the hold's bound; those past
     it are not acknowledged, so the server sends them again and they are shown then."""
     client = registered_client()
-    bound = Limits().queue_messages
+    bound = Limits().hold_messages
     client.command("join_group g", 0.1)
     (join,) = [decode(e.data) for e in client.drain(0.1) if isinstance(e, Send)]
 
     def grp_msg(msg_id: int, now: float) -> None:
-        data = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="x", text=f"t{msg_id}")
+        data = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", seq=msg_id - 99, origin="x", text=f"t{msg_id}")
         client.receive(bytes(data), SERVER, now)
 
     for i in range(bound + 5):
@@ -1053,8 +1054,8 @@ def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
     client.handle_timer(0.3)
     acked = {m for p in (decode(e.data) for e in client.drain(0.3) if isinstance(e, Send)) for m in [p.payload.ack_id, *(x.id for x in p.payload.also)]}
     assert acked == set(range(100, 100 + bound)), "held ones acknowledged, the others not"
-    assert client.drops["early, no room"] == 5 and len(client._early) == bound
-    client.receive(bytes(ChatHeader(type="ack", msg_id=9, token=join.token, sender="server") / Ack(ack_id=join.msg_id, status="ok")), SERVER, 0.4)
+    assert client.drops["group message, no room to hold"] == 5 and len(client._order) == bound
+    client.receive(bytes(ChatHeader(type="ack", msg_id=9, token=join.token, sender="server") / Ack(ack_id=join.msg_id, status="ok", seq=1)), SERVER, 0.4)
     grp_msg(100 + bound, 0.6)  # the server's retransmission of the first one not acknowledged
     client.handle_timer(0.7)
     effects = client.drain(0.7)
@@ -1441,17 +1442,81 @@ def test_a_group_message_replayed_after_its_id_is_forgotten_is_not_shown_again()
     client = registered_client()
     client.command("join_group g", 0.1)
     (join,) = [decode(e.data) for e in client.drain(0.1) if isinstance(e, Send)]
-    from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok"), now=0.2)
+    from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok", seq=1), now=0.2)
     memory = 4 * client.net.policy.window
     times = {100: 1.0, 101: 1.0 + memory + 0.1, 102: 1.0 + 2 * memory + 0.2}
     for msg_id, now in times.items():
-        assert from_server(client, "grp_msg", msg_id, GrpMsg(group="g", origin="Cy", text=f"m{msg_id}"), now=now) == [
+        assert from_server(client, "grp_msg", msg_id, GrpMsg(group="g", seq=msg_id - 99, origin="Cy", text=f"m{msg_id}"), now=now) == [
             f">>> (g) Group_Message Cy: m{msg_id}"]
     later = times[102] + 0.1
     for msg_id in (100, 99):
-        replay = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", origin="Cy", text="again")
+        replay = ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / GrpMsg(group="g", seq=4, origin="Cy", text="again")
         client.receive(bytes(replay), SERVER, later)
         assert client.drain(later) == [], "neither shown nor acknowledged"
     assert client.drops["replayed"] == 2
-    assert from_server(client, "grp_msg", 101, GrpMsg(group="g", origin="Cy", text="m101"), now=later) == []
+    assert from_server(client, "grp_msg", 101, GrpMsg(group="g", seq=2, origin="Cy", text="m101"), now=later) == []
     assert client.drops["replayed"] == 2, "still remembered: acknowledged again, not shown"
+
+
+# -- one order per group (node/ordering.py) ---------------------------------------------------
+
+
+def joined_client(first: int = 1):
+    client = registered_client()
+    join = typed(client, "join_group g", 0.1)
+    assert from_server(client, "ack", 30, Ack(ack_id=join.msg_id, status="ok", seq=first), now=0.2) == [
+        ">>> Entered group g successfully"]
+    return client
+
+
+def message(seq: int, text: str) -> GrpMsg:
+    return GrpMsg(group="g", seq=seq, origin="Cy", text=text)
+
+
+def group_message(client, msg_id: int, seq: int, text: str, now: float) -> tuple[list[str], set[int]]:
+    """Deliver group message number ``seq``; the lines shown and the message ids acknowledged
+    (an ack may wait a few ms to go with others: the time is let pass)."""
+    client.receive(bytes(ChatHeader(type="grp_msg", msg_id=msg_id, token=TOKEN, sender="server") / message(seq, text)), SERVER, now)
+    effects = client.drain(now)
+    client.handle_timer(now + 0.01)
+    effects += client.drain(now + 0.01)
+    answers = [decode(e.data) for e in effects if isinstance(e, Send)]
+    acked = {m for p in answers if kind(p) == "ack" for m in (p.payload.ack_id, *(x.id for x in p.payload.also))}
+    return shown(effects), acked
+
+
+def test_a_copy_that_comes_after_the_hold_is_neither_shown_nor_acknowledged():
+    """Showing it then would break the order; not acknowledging it keeps the server's count true."""
+    client = joined_client()
+    assert group_message(client, 101, 2, "two", now=1.0) == ([], {101})
+    hold = client.net.policy.window + client.net.policy.timeout
+    client.handle_timer(1.0 + hold)
+    assert group_message(client, 102, 3, "three", now=1.0 + hold) == (
+        [">>> (g) Group_Message Cy: two", ">>> (g) Group_Message Cy: three"], {102})
+    assert group_message(client, 100, 1, "one", now=1.1 + hold) == ([], set())
+    assert client.drops["group message too late"] == 1
+
+
+def test_leaving_shows_what_was_held_in_order():
+    client = joined_client(first=5)
+    for msg_id, seq in ((101, 8), (100, 7)):
+        assert from_server(client, "grp_msg", msg_id, message(seq, f"m{seq}"), now=1.0) == []
+    leave = typed(client, "leave_group", 1.1)
+    assert from_server(client, "ack", 31, Ack(ack_id=leave.msg_id, status="ok"), now=1.2) == [
+        ">>> (g) Group_Message Cy: m7", ">>> (g) Group_Message Cy: m8", ">>> Leave group chat g"]
+
+
+def test_messages_from_before_the_join_are_acknowledged_not_shown():
+    """A copy of a message the server sent to this client's previous membership of the group."""
+    client = joined_client(first=10)
+    assert group_message(client, 100, 9, "old", now=1.0) == ([], {100})
+    assert group_message(client, 101, 10, "new", now=1.2) == ([">>> (g) Group_Message Cy: new"], {101})
+
+
+def test_numbers_wrap_around():
+    last = 2**32 - 1
+    assert next_seq(last) == 1
+    client = joined_client(first=last)
+    assert from_server(client, "grp_msg", 101, message(1, "after"), now=1.0) == []
+    assert from_server(client, "grp_msg", 100, message(last, "last"), now=1.1) == [
+        ">>> (g) Group_Message Cy: last", ">>> (g) Group_Message Cy: after"]

@@ -9,6 +9,7 @@ as the shell reads in batches.  Every run also checks that no exception escaped 
 A failing seed is printed; replay it alone with
     SIM_SEED=1234 ./dev test tests/unit/test_simulation.py -k replay -s
     SIM_SEED=1234 ./dev test tests/unit/test_simulation.py -k replay_burst -s
+    SIM_SEED=1234 ./dev test tests/unit/test_simulation.py -k replay_order -s
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tools.faults import FaultPlan
 
 RUNS = int(os.environ.get("SIM_RUNS", "2000"))
 BURST_RUNS = int(os.environ.get("SIM_BURST_RUNS", "500"))
+ORDER_RUNS = int(os.environ.get("SIM_ORDER_RUNS", "1000"))
 SEND_OUTCOMES = (Delivered, NoAck, UnknownUser)  # what a private message typed with send comes to
 
 
@@ -178,6 +180,7 @@ def violations(sim: SimNet, script: Script) -> list[str]:
         if member not in removed and member not in script.crashed:
             if shown[member][(pkt.payload.origin, pkt.payload.text)] != 1:
                 problems.append(f"{member} never showed group message {pkt.payload.text!r}")
+    problems += order_violations(sim)
     if not script.converged:
         problems.append("client tables differed from the server's after the network calmed")
     # nothing left behind but table updates to gone clients (crashed, or exited when the server
@@ -191,6 +194,49 @@ def violations(sim: SimNet, script: Script) -> list[str]:
     if leftover or sim.server.net.remembered_count or sim.server._probing:
         problems.append("the server still holds state for finished conversations")
     return problems
+
+
+def order_violations(sim: SimNet) -> list[str]:
+    """One order per group: any two clients show the group messages both showed in the same
+    relative order."""
+    shown = {
+        name: [(e.group, e.origin, e.text) for e in events if type(e) is GroupMessage]
+        for name, events in sim.events.items()
+    }
+    problems = []
+    names = sorted(shown)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            common = set(shown[first]) & set(shown[second])
+            a = [m for m in shown[first] if m in common]
+            b = [m for m in shown[second] if m in common]
+            if a != b:
+                problems.append(f"{first} and {second} showed group messages in different orders: {a} / {b}")
+    return problems
+
+
+ORDER_NETWORK = ["reorder type=grp_msg p=0.4", "delay 120ms±110ms type=grp_msg", "drop p=0.3 type=grp_msg"]
+
+
+def ordered_group(seed: int) -> tuple[SimNet, Script]:
+    """Three senders and two more members of one group send group messages close together
+    through a network that reorders, delays and drops them (the e2e test's rules, and
+    duplicates): every pair of members must show them in one order."""
+    rng = random.Random(seed)
+    sim = SimNet(seed=seed, tick=rng.choice([0.0, 0.001, 0.005]))
+    sim.tolerate_errors = True  # violations() reports them, with the seed
+    script = Script()
+    names = ["Ann", "Bob", "Cat", "Dan", "Eve"]
+    clients = {name: sim.client(name) for name in names}
+    sim.run(3)
+    sim.in_group(list(clients.values()), "room")
+    rules = ORDER_NETWORK + (["duplicate 1 type=grp_msg p=0.2"] if rng.random() < 0.5 else [])
+    sim.plan = FaultPlan(rules, seed)
+    for serial in range(rng.randint(6, 15)):
+        send_group(sim, script, clients[rng.choice(names[:3])], f"g{seed}-{serial}")
+        sim.run(rng.uniform(0.0, 0.2))
+    wind_down(sim, clients, names, script)
+    return sim, script
 
 
 def test_two_thousand_conversations_keep_the_invariants():
@@ -216,8 +262,22 @@ def test_group_bursts_keep_the_invariants():
     assert not failing, f"{len(failing)} of {BURST_RUNS} group bursts broke an invariant:\n{report}"
 
 
+def test_members_of_a_group_show_its_messages_in_one_order():
+    """Issue 13, item 4: under reordering, delay, loss and duplication, every pair of members
+    shows the group messages both received in the same relative order (and the other
+    invariants hold: nothing shown twice, every forwarded message shown by a member that
+    stayed in the group)."""
+    failing = {}
+    for seed in range(ORDER_RUNS):
+        problems = violations(*ordered_group(seed))
+        if problems:
+            failing[seed] = problems
+    report = "\n".join(f"seed {seed}: {'; '.join(p[:2])}" for seed, p in list(failing.items())[:5])
+    assert not failing, f"{len(failing)} of {ORDER_RUNS} group runs broke an invariant:\n{report}"
+
+
 @pytest.mark.skipif("SIM_SEED" not in os.environ, reason="set SIM_SEED to replay one conversation")
-@pytest.mark.parametrize("scenario", [conversation, group_burst], ids=["replay", "replay_burst"])
+@pytest.mark.parametrize("scenario", [conversation, group_burst, ordered_group], ids=["replay", "replay_burst", "replay_order"])
 def test_replay_seed(scenario):
     sim, script = scenario(int(os.environ["SIM_SEED"]))
     for name, lines in sim.lines.items():
