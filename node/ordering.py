@@ -42,7 +42,7 @@ class GroupOrder:
     """The messages of the member's group, held until their turn; ``show`` gets them in order."""
 
     __slots__ = ("_held", "_next", "_first", "_size", "_limits", "_hold", "_call_at", "_show", "_drops",
-                 "_epoch", "_armed", "gaps_skipped")
+                 "_epoch", "_armed", "gaps_skipped", "early")
 
     def __init__(self, limits: Limits, hold: float, call_at: Callable, show: Callable, drops: Counter):
         self._limits = limits
@@ -57,6 +57,7 @@ class GroupOrder:
         self._epoch = 0  # one per membership: a hold timer of an earlier one does nothing
         self._armed: int | None = None  # the gap (number) a hold timer waits on
         self.gaps_skipped = 0  # gaps given up on (the server gave up on those messages for us)
+        self.early = 0  # messages that came before their turn and were held
 
     def reset(self) -> None:
         """A new membership (or none): nothing held, the start not known yet."""
@@ -103,6 +104,7 @@ class GroupOrder:
         held[seq] = (message, size)
         self._size += size
         if nxt is not None:
+            self.early += ahead > 0
             self._release(now)
         return True
 

@@ -12,6 +12,7 @@ giving a busy machine a reason to give up.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -20,6 +21,8 @@ from collections import Counter
 
 import pytest
 
+from proto import MSG_TYPES
+from proto.fastpath import parse
 from tests.procs import HOST, Cluster, Proc, ProxyProcess, ProxyThread, free_port, in_group
 
 DEFAULT: tuple[str, ...] = ()  # 500 ms x 5 tries
@@ -371,6 +374,67 @@ def test_group_messages_duplicated_reordered_and_late_crash_nobody(network):
     for proc in members:
         for text in texts:
             assert results(proc).count(f">>> (g) Group_Message A: {text}") == 1, (proc.label, text)
+
+
+GROUP_LINE = re.compile(r"^>>> \(g\) Group_Message (\S+): (\S+)$", re.MULTILINE)
+
+
+def arrivals(net: Net) -> dict[str, list[int]]:
+    """Start recording, per member, the numbers of the group messages the proxy passes on to it, in
+    the order they go out (the order they arrive: each member has its own loopback socket)."""
+    lossy = net.proxy.proxy
+    passed: list[tuple[tuple, int]] = []
+    send = lossy._send
+
+    def recording(mirror, data, dst):
+        pkt = parse(data)
+        if MSG_TYPES[pkt.type] == "grp_msg":
+            passed.append((dst, pkt.payload.seq))
+        send(mirror, data, dst)
+
+    net.proxy.call(setattr, lossy, "_send", recording)  # on the proxy's loop, between two datagrams
+
+    class ByMember(dict):
+        def __missing__(self, name):
+            names = net.proxy.call(lambda: dict(lossy.names))
+            return [seq for dst, seq in list(passed) if names.get(dst) == name]
+
+    return ByMember()
+
+
+def test_members_agree_on_the_order_of_group_messages(network):
+    """Issue 13, item 4, through the real proxy: three of five members send group messages while
+    the network drops, holds back and delays them, so that each member receives them in an order
+    of its own (checked from what the proxy passed on); every pair of members shows the messages
+    both showed in the same order, each message once."""
+    retries = ("--retries", "8")  # a member that loses all its copies of one is removed: not a test of order
+    net = network(*retries, seed=13)
+    members = net.clients(["A", "B", "C", "D", "E"], *retries)
+    in_group(members, net.server)
+    passed = arrivals(net)
+    rules = ["drop p=0.3 type=grp_msg", "reorder type=grp_msg p=0.4", "delay 120ms±110ms type=grp_msg"]
+    net.proxy.replace_rules(rules)
+    senders = members[:3]
+    texts = {proc.name: [f"{proc.name}{i}" for i in range(5)] for proc in senders}
+    for i in range(5):
+        for proc in senders:
+            proc.sendline(f"send_group {texts[proc.name][i]}")
+    for proc in senders:
+        proc.wait_until(lambda: results(proc).count(">>> (g) Message received by Server.") == 5,
+                        "its five group messages confirmed", timeout=30)
+    expected = {proc.name: sorted(t for name, ts in texts.items() if name != proc.name for t in ts) for proc in members}
+    for proc in members:
+        proc.wait_until(lambda: sorted(m[2] for m in GROUP_LINE.finditer(proc.text)) == expected[proc.name],
+                        "every other member's group messages shown", timeout=30)
+    counts = net.counts()
+    assert all(counts[rule][1] > 0 for rule in rules), counts
+    assert any(passed[proc.name] != sorted(passed[proc.name]) for proc in members), "the arrival order changed"
+    shown = {proc.name: [m[2] for m in GROUP_LINE.finditer(proc.text)] for proc in members}
+    for first, second in itertools.combinations(members, 2):
+        common = set(shown[first.name]) & set(shown[second.name])
+        assert [t for t in shown[first.name] if t in common] == [t for t in shown[second.name] if t in common], (
+            first.name, second.name, shown)
+    assert "not responsive" not in net.server.text
 
 
 # -- table updates -------------------------------------------------------------------------------
