@@ -226,9 +226,7 @@ class Ack(_Answer):
     fields_desc = [
         IntField("ack_id", 0),
         ByteEnumField("status", 0, STATUSES),
-        # A group's message number: for send_group, the one the server gave the message; for
-        # join_group, the first one the new member receives; 0 otherwise.
-        IntField("seq", 0),
+        IntField("seq", 0),  # a group's message number: a send_group's own, a join_group's first one to receive; else 0
         *_counted("items", "count", Name, "H"),
         *_counted("also", "also_count", MsgId, "B"),
     ]
