@@ -24,8 +24,8 @@ from . import events as ev
 from .console import Console
 from .effects import Address
 from .limits import Limits, RateLimiter, SourceQuota
-from .ordering import next_seq
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
+from .ordering import next_seq
 from .reliable import MAX_REMEMBERED_REPLIES, TOKEN_BITS, Endpoint, RetryPolicy, is_newer
 from .sync import TABLE_WINDOW, SyncState, TableSync
 from .tables import TablePrinter, page
