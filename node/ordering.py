@@ -98,7 +98,8 @@ class GroupOrder:
                 return False
         if seq in held:
             return True
-        if len(held) >= limits.hold_messages or self._size + size > limits.hold_bytes:
+        if (nxt is None or ahead) and (len(held) >= limits.hold_messages or self._size + size > limits.hold_bytes):
+            # (the one whose turn it is always goes in: it goes out at once, and frees what waits behind it)
             self._drops["group message, no room to hold"] += 1
             return False
         held[seq] = (message, size)

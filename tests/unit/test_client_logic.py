@@ -1520,3 +1520,22 @@ def test_numbers_wrap_around():
     assert from_server(client, "grp_msg", 101, message(1, "after"), now=1.0) == []
     assert from_server(client, "grp_msg", 100, message(last, "last"), now=1.1) == [
         ">>> (g) Group_Message Cy: last", ">>> (g) Group_Message Cy: after"]
+
+
+def test_a_member_holds_at_most_the_bound_behind_a_gap():
+    """Past ``Limits.hold_messages`` a message that must wait is not acknowledged (the server sends it
+    again); once the gap fills, everything held comes out in order, and the retransmission too."""
+    client = joined_client(first=1)
+    bound = Limits().hold_messages
+    acked = set()
+    for seq in range(2, bound + 3):
+        lines, more = group_message(client, 100 + seq, seq, f"m{seq}", now=1.0 + seq / 1000)
+        assert lines == []
+        acked |= more
+    acked |= group_message(client, 102, 2, "m2", now=2.1)[1] - {102}  # lets the last acks go (102 is a copy)
+    assert acked == {100 + seq for seq in range(2, bound + 2)}, "the held ones acknowledged, not the last"
+    assert len(client._order) == bound and client.drops["group message, no room to hold"] == 1
+    lines, _ = group_message(client, 101, 1, "m1", now=2.5)
+    assert lines == [f">>> (g) Group_Message Cy: m{seq}" for seq in range(1, bound + 2)]
+    lines, acked = group_message(client, 100 + bound + 2, bound + 2, f"m{bound + 2}", now=2.6)
+    assert lines == [f">>> (g) Group_Message Cy: m{bound + 2}"] and acked == {100 + bound + 2}
