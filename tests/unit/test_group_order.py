@@ -38,6 +38,18 @@ def test_the_server_numbers_each_groups_messages_and_the_answers_carry_them():
     assert answers[requests["Cat"]] == 3, "a joiner learns where it starts"
 
 
+def test_each_group_has_numbers_of_its_own():
+    sim = SimNet()
+    ann, bob, cat, dan = sim.online("Ann", "Bob", "Cat", "Dan")
+    sim.in_group([ann, bob], "g")
+    sim.in_group([cat, dan], "h")
+    for member, text in ((ann, "g1"), (cat, "h1"), (bob, "g2"), (dan, "h2")):
+        sim.type(member, f"send_group {text}")
+        sim.run(1)
+    assert {p.payload.text: (p.payload.group, p.payload.seq) for _, p in sim.sends("grp_msg")} == {
+        "g1": ("g", 1), "h1": ("h", 1), "g2": ("g", 2), "h2": ("h", 2)}
+
+
 def test_a_message_whose_predecessor_was_lost_waits_for_it():
     """Ann's message to Cat is lost once; Bob's, sent after it, reaches Cat first: Cat shows
     Ann's (retransmitted) first all the same, as Dan does, who got both in order."""
