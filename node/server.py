@@ -35,6 +35,7 @@ STATUS_OK = STATUS_CODES["ok"]
 # most this many retry windows: long enough for a reg_ack and a confirm that each needed every try.
 PENDING_WINDOWS = 2
 MAX_PENDING = 1024  # registrations waiting for their confirm; past that, the oldest is forgotten
+IDLE_PROBE = 30.0  # seconds of silence after which an online client is probed (0: never)
 SESSION_BITS = layer_spec(RegAck).field("session").bits
 
 
@@ -46,6 +47,7 @@ class ClientRecord:
     session: int  # public: peers see it in the table
     reg_ids: tuple[int, ...] = ()  # msg ids of this name's latest registrations, to refuse replays
     last_id: int = 0  # msg id of the latest request processed for this session
+    heard: float = 0.0  # when the server last had an authentic datagram from this session
     online: bool = True
     group: str | None = None
     # kept by node/sync.py:
@@ -82,11 +84,13 @@ class ServerLogic:
         table_window: int = TABLE_WINDOW,
         randbits: Callable[[int], int] = secrets.randbits,
         max_replies: int = MAX_REMEMBERED_REPLIES,
+        idle_probe: float = IDLE_PROBE,
     ):
         """``rng`` draws message ids and nonces; ``randbits(k)`` draws the session tokens and
         numbers (its default is unpredictable: a token is the proof of a session).  The bounds
         ``table_window`` (node/sync.py) and ``max_replies`` (node/reliable.py) are parameters
-        for the tests that drive them past their limit."""
+        for the tests that drive them past their limit.  ``idle_probe``: seconds of silence
+        after which an online client is probed, and marked offline if it does not answer (0: never)."""
         self._rng = rng or random.SystemRandom()
         self._randbits = randbits
         self.net = Endpoint(SERVER_NAME, port, policy, self._rng, max_replies)
@@ -110,6 +114,7 @@ class ServerLogic:
         self._event = Console(self.net.call_at, self._emit).event
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
         self._probing: set[str] = set()
+        self._idle_probe = idle_probe
         # by address: one registration waits per address, so forging regs from one address in
         # many names holds one entry; insertion order is expiry order (all live equally long)
         self._pending: OrderedDict[Address, PendingReg] = OrderedDict()
@@ -137,7 +142,11 @@ class ServerLogic:
             return
         kind = MSG_TYPES[pkt.type]
         if kind == "ack":
-            self.net.handle_ack(pkt, addr, now)  # counts late or duplicate acks (normal under loss)
+            # counts late or duplicate acks (normal under loss); one that answered is authentic
+            if self.net.handle_ack(pkt, addr, now):
+                name = self.by_addr.get(addr)
+                if name is not None:
+                    self.clients[name].heard = now
             return
         if self.net.answer_again(pkt, addr, now):
             return  # a retransmitted request: answered again, processed once
@@ -152,6 +161,7 @@ class ServerLogic:
         if record is None:
             return
         record.last_id = pkt.msg_id
+        record.heard = now
         handler(pkt, addr, now, record)
         if record.online:
             self._sync.contact(record, now)  # a client that missed an update is repaired on contact
@@ -253,11 +263,13 @@ class ServerLogic:
                 del self.by_addr[existing.addr]
         self._names_held.move(pending.addr[0], existing and existing.addr[0])
         reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pending.reg_id,)
-        record = ClientRecord(name, pending.addr, pending.token, pending.session, reg_ids, last_id=confirm_id)
+        record = ClientRecord(name, pending.addr, pending.token, pending.session, reg_ids, last_id=confirm_id, heard=now)
         self.clients[name] = record
         self.by_addr[pending.addr] = name
         self._sync.start(record, existing)
         self._emit(ev.ClientRegistered(name, pending.addr))
+        if self._idle_probe > 0:
+            self._watch(record, now + self._idle_probe)
 
     def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:
         self._reply(pkt, addr, now, "ok")
@@ -373,8 +385,27 @@ class ServerLogic:
         pkt = self.net.build("grp_msg", group=group, origin=origin, text=text)
         self.net.request_each(pkt, tokens, now, on_fail=unresponsive)
 
+    def _watch(self, record: ClientRecord, when: float) -> None:
+        """Check ``record``'s session for silence at ``when``.  Traffic only sets its ``heard``
+        time: the check, one alarm per client per ``idle_probe`` seconds, finds out then
+        whether the session was quiet that long (and if not, looks again when it would be)."""
+
+        def check(now: float) -> None:
+            if not record.online or self.clients.get(record.name) is not record:
+                return  # offline or replaced: the watch ends with the session
+            quiet_until = record.heard + self._idle_probe
+            if quiet_until > now:
+                self._watch(record, quiet_until)
+                return
+            if record.name not in self._probing:
+                self._probe(record, now)  # no answer: marked offline, and the next check ends the watch
+            self._watch(record, now + self._idle_probe)
+
+        self.net.call_at(when, check)
+
     def _probe(self, target: ClientRecord, now: float) -> None:
-        """A kick is only a report: believe it if the client ignores the server too."""
+        """A kick is only a report, and silence may be only a quiet user: believe either if the
+        client ignores the server's probe too."""
         self._probing.add(target.name)
 
         def answered(ack: Fields, now: float) -> None:

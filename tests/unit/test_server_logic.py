@@ -589,7 +589,7 @@ def test_unauthenticated_requests_are_refused_and_counted(forgery):
 
 
 def test_replayed_request_of_a_live_session_is_dropped():
-    h = SimNet()
+    h = SimNet(idle_probe=0)  # a fake client answers no probe: 60 s silent would take it offline
     ann = fake_client(h, "Ann")
     first = ann.packet("create_group", CreateGroup(group="g1"))
     h.deliver(first, ann.addr)
@@ -802,7 +802,7 @@ def test_unacked_table_update_is_retransmitted_then_repaired_on_contact():
 
 
 def test_silent_client_gets_table_rounds_with_growing_pauses():
-    h = SimNet()
+    h = SimNet(idle_probe=0)  # silent, and listed online all the same
     ann = fake_client(h, "Ann")
     t0 = h.now
     h.run(48)  # into the fifth round
@@ -903,7 +903,7 @@ def test_lost_table_update_is_covered_by_the_next_one():
 
 
 def test_no_state_is_left_behind_after_a_conversation():
-    sim = SimNet()
+    sim = SimNet(idle_probe=0)  # the idle watch is a timer for as long as anyone is online
     ann, bob, cat = sim.online("Ann", "Bob", "Cat")
     sim.in_group([ann, bob, cat])
     sim.fault = lambda p, src, dst, sim: [0.0, 0.05]  # everything duplicated: replies get remembered twice over
@@ -928,7 +928,7 @@ def test_no_state_is_left_behind_after_a_conversation():
 def test_the_latest_request_replayed_after_its_answer_is_forgotten_is_not_processed_again():
     """Not only an older id is a replay: so is the session's latest request itself, once its
     remembered answer has expired (a second forwarding would show the message twice)."""
-    h = SimNet()
+    h = SimNet(idle_probe=0)  # fake clients answer no probe
     ann, bob = make_group(h, "Ann", "Bob")
     latest = ann.packet("send_group", SendGroup(group="g", text="once"))
     h.deliver(latest, ann.addr)
