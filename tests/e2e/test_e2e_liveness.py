@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import signal
 
-from tests.procs import FAST
+from tests.procs import FAST, HOST, ProxyProcess, join_via, registered, start_clients
 
+QUICK = ("--ack-timeout", "0.2")  # 5 tries: a claim's probe (4) fits the claimant's wait
 IDLE = ("--idle-probe", "1")  # short, so the test waits little; the rule is the same at 30 s
 
 
@@ -19,3 +20,25 @@ def test_a_client_killed_with_sigkill_is_marked_offline_without_other_traffic(cl
     ann.expect_clients({"Ann": "online", "Bob": "offline"})  # told with the broadcast table
     assert ann.alive(), "the client that answers its probes stays"
     assert "Client Ann did not answer" not in server.text
+
+
+def test_a_name_cut_off_by_a_proxy_restart_registers_again_through_the_new_proxy(cluster):
+    """Restarting the proxy in front of the server cuts every client off (their server address
+    is gone); the server still lists them online at the old proxy's ports.  A client started
+    again under the same name is registered: the server probes the old address first."""
+    server = cluster.server(*QUICK, "--idle-probe", "0")  # only the claim probes here
+    proxy = ProxyProcess((HOST, server.port))
+    try:
+        ann, bob = start_clients(cluster, ["Ann", "Bob"], proxy.address[1], *QUICK)
+        proxy.stop()
+        proxy = ProxyProcess((HOST, server.port))  # a new proxy: new ports
+        ann.sendline("list_groups")
+        ann.expect_lines(">>> Server not responding", ">>> Exiting")
+        assert ann.wait_exit() == 1
+        server.expect_clients({"Ann": "online", "Bob": "online"}, since=0)  # nobody told the server
+        again = join_via(cluster, "Ann", proxy.address[1], *QUICK)
+        assert registered(again), "its port was taken meanwhile: run again"  # not refused: welcomed
+        server.expect_line(">>> Client Ann did not answer the server's probe, marked offline")
+        assert again.alive()
+    finally:
+        proxy.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node.events import ClientMarkedOffline
-from tests.simnet import SimNet
+from tests.simnet import SimNet, kind
 
 IDLE = 30.0
 MARKED = ">>> Client Bob did not answer the server's probe, marked offline"
@@ -85,3 +85,64 @@ def test_a_replaced_session_is_not_probed_for_the_old_one():
     sim.run(IDLE / 2 + 5)  # the old session's check comes and finds it replaced
     assert [t for t in probes_to(sim, bob) if t < old_done + IDLE / 2] == []
     assert sim.server.clients["Bob"].online
+
+
+# -- a name claimed while its owner is listed online elsewhere ---------------------------------------
+
+TAKEN = ">>> Someone has already used this name. Try another one."
+
+
+def test_a_claimed_name_whose_owner_is_gone_is_freed_and_registered():
+    sim = SimNet(idle_probe=0)  # only the claim probes here
+    ann, bob = sim.online("Ann", "Bob")
+    old = sim.addr(ann)
+    sim.crash(ann)  # still listed online: nobody noticed
+    again = sim.client("Ann", label="Ann again")  # another address (a new proxy port, say)
+    sim.run(10)
+    assert ">>> Client Ann did not answer the server's probe, marked offline" in sim.lines["server"]
+    assert ">>> Welcome, You are registered." in sim.lines["Ann again"] and "Ann again" not in sim.exits
+    assert sim.server.clients["Ann"].addr == sim.addr(again) and sim.server.clients["Ann"].online
+    probes = [t for t, _ in sim.sends("probe", dst=old)]
+    assert len(probes) == sim.policy.tries - 1, "one try fewer than the claimant's, to answer it in time"
+    assert bob.table["Ann"].addr == sim.addr(again) and sim.converged()
+
+
+def test_a_claimed_name_whose_owner_answers_is_refused():
+    sim = SimNet(idle_probe=0)
+    ann, bob = sim.online("Ann", "Bob")
+    sim.client("Ann", label="Ann again")
+    sim.run(10)
+    assert len(sim.sends("probe", dst=sim.addr(ann))) == 1, "the owner answered the first try"
+    assert TAKEN in sim.lines["Ann again"] and sim.exits["Ann again"] == 1
+    assert sim.server.clients["Ann"].addr == sim.addr(ann) and "Ann" not in sim.exits
+
+
+def test_the_claim_is_answered_within_the_claimants_wait_under_loss_of_the_probe_answers():
+    """The owner is alive but its answers to the probe are lost: it is marked offline (as
+    after a kick), and the claimant, whose confirm was retransmitted meanwhile, is answered once."""
+    sim = SimNet(idle_probe=0)
+    ann, bob = sim.online("Ann", "Bob")
+    owner = sim.addr(ann)
+    sim.fault = lambda pkt, src, dst, sim: [] if src == owner and dst != sim.addr(bob) else [0.0]
+    again = sim.client("Ann", label="Ann again")
+    sim.run(10)
+    assert ">>> Welcome, You are registered." in sim.lines["Ann again"]
+    confirms = sim.sends("confirm", src=sim.addr(again))
+    assert len(confirms) > 1, "the confirm was retransmitted while the probe went on"
+    answers = {s.data for s in sim.sent if s.dst == sim.addr(again) and kind(s.pkt) == "ack"
+               and s.pkt.payload.ack_id == confirms[0][1].msg_id}
+    assert len(answers) == 1, "answered once (retransmissions of the confirm waited for the probe)"
+    assert sim.exits.get("Ann") == 1, "the old Ann learnt it was marked offline"
+
+
+def test_an_unconfirmed_claim_probes_nobody():
+    """A reg alone proves nothing (its source may be forged): the owner is probed only for a
+    claimant that confirmed, i.e. received at its address."""
+    sim = SimNet(idle_probe=0)
+    ann, bob = sim.online("Ann", "Bob")
+    forger = sim.raw("Ann")
+    out = bob.net.build("reg", 12345)
+    forger.send(out.data.replace(b"\x03Bob", b"\x03Ann"))
+    sim.run(10)
+    assert sim.sends("probe") == []
+    assert sim.server.clients["Ann"].addr == sim.addr(ann) and sim.server.clients["Ann"].online
