@@ -229,6 +229,13 @@ class Endpoint:
             for addr, token in pending.waiting.items():
                 effects.append(Send(data + token.to_bytes(_TOKEN_BYTES, "big") + tail, addr))
 
+    def forget(self, addr: Address) -> None:
+        """A new session with ``addr`` (a restarted server): forget the ids acknowledged from it
+        and its replay floor (see ``answer_again``), since its new ids start at a random point."""
+        acks = self._acks.pop(addr, None)
+        if acks is not None:
+            acks.waiting.clear()  # an ack due for the old session's requests has nobody to go to
+
     def cancel(self, msg_id: int) -> None:
         self._pending.pop(msg_id, None)
 

@@ -42,3 +42,29 @@ def test_a_name_cut_off_by_a_proxy_restart_registers_again_through_the_new_proxy
         assert again.alive()
     finally:
         proxy.stop()
+
+
+FORGOTTEN = ">>> The server no longer knows this client (it may have restarted): registering again"
+WELCOME = ">>> Welcome, You are registered."
+
+
+def test_clients_of_a_server_killed_and_restarted_on_its_port_register_again_and_go_on(cluster):
+    server = cluster.server(*FAST)
+    ann, bob = cluster.clients(["Ann", "Bob"], server, *FAST)
+    server.signal(signal.SIGKILL)
+    server.wait_exit()
+    again = cluster.spawn(["-s", str(server.port), "--bind", HOST, *FAST], f"server again:{server.port}")
+    again.expect_line(">>> Server is online")  # a new process: it knows nobody
+    marks = {}
+    for client in (ann, bob):
+        marks[client.name] = client.mark()
+        client.sendline("list_groups")
+        client.expect_lines(FORGOTTEN, WELCOME)
+        assert client.alive()
+    ann.expect_clients({"Ann": "online", "Bob": "online"}, since=marks["Ann"])  # the new server's table
+    ann.sendline("create_group g")
+    ann.expect_line(">>> Group g created by Server.")
+    ann.sendline("send Bob still here")
+    ann.expect_line(">>> Message received by Bob.")
+    bob.expect_line(">>> Ann: still here")
+    again.expect_line(">>> Client Ann created group g successfully")
