@@ -68,3 +68,28 @@ def test_clients_of_a_server_killed_and_restarted_on_its_port_register_again_and
     ann.expect_line(">>> Message received by Bob.")
     bob.expect_line(">>> Ann: still here")
     again.expect_line(">>> Client Ann created group g successfully")
+
+
+def test_clients_cut_off_by_a_proxy_restarted_on_its_port_register_again_and_go_on(cluster):
+    """The case users met: restart the proxy in front of a server (same port).  The proxy gives
+    every client a new address on the server's side, so the server answers them `not_registered`
+    and lists their old addresses online; each client registers again, the server probes the old
+    address before giving it the name back, and the chat goes on."""
+    server = cluster.server(*QUICK, "--idle-probe", "0")  # only the claims probe here
+    proxy = ProxyProcess((HOST, server.port))
+    try:
+        port = proxy.address[1]
+        ann, bob = start_clients(cluster, ["Ann", "Bob"], port, *QUICK)
+        proxy.stop()
+        proxy = ProxyProcess((HOST, server.port), "--listen", f"{HOST}:{port}")  # the last --listen wins
+        assert proxy.address[1] == port
+        for client in (ann, bob):
+            client.sendline("list_groups")
+            client.expect_lines(FORGOTTEN, WELCOME)
+        server.expect_line(">>> Client Ann did not answer the server's probe, marked offline")
+        ann.sendline("create_group g")
+        ann.expect_line(">>> Group g created by Server.")
+        assert ann.alive() and bob.alive()
+        assert "Someone has already used this name" not in ann.text + bob.text
+    finally:
+        proxy.stop()
