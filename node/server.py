@@ -115,7 +115,7 @@ class ServerLogic:
         # its kind when they come too fast (node/console.py), and made only if it is printed
         self._event = Console(self.net.call_at, self._emit).event
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
-        self._probing: dict[str, list[ProbeEnd]] = {}  # name -> who waits for its probe to end
+        self._probing: dict[int, list[ProbeEnd]] = {}  # session token -> who waits for its probe to end
         self._idle_probe = idle_probe
         # by address: one registration waits per address, so forging regs from one address in
         # many names holds one entry; insertion order is expiry order (all live equally long)
@@ -434,17 +434,18 @@ class ServerLogic:
     def _probe(self, target: ClientRecord, now: float, then: ProbeEnd | None = None, tries: int | None = None) -> None:
         """A kick is only a report, silence may be only a quiet user, and a claim of a name is
         not proof that its owner is gone: believe any of them if the client ignores the
-        server's probe too.  One probe per client at a time: ``then(answered, now)`` is called
-        when the one under way ends, with ``tries`` for a new one (fewer than the policy's)."""
-        waiting = self._probing.get(target.name)
+        server's probe too.  One probe per session at a time (by token: an old session of the
+        name may still be probed): ``then(answered, now)`` is called when the one under way
+        ends, with ``tries`` for a new one (fewer than the policy's)."""
+        waiting = self._probing.get(target.token)
         if waiting is not None:
             if then is not None:
                 waiting.append(then)
             return
-        waiting = self._probing[target.name] = [then] if then is not None else []
+        waiting = self._probing[target.token] = [then] if then is not None else []
 
         def ended(answered: bool, now: float) -> None:
-            del self._probing[target.name]
+            del self._probing[target.token]
             if not answered and target.online and self.clients.get(target.name) is target:
                 self._event(now, ev.ClientMarkedOffline, target.name)
                 self._go_offline(target, now)

@@ -146,3 +146,23 @@ def test_an_unconfirmed_claim_probes_nobody():
     sim.run(10)
     assert sim.sends("probe") == []
     assert sim.server.clients["Ann"].addr == sim.addr(ann) and sim.server.clients["Ann"].online
+
+
+def test_a_claim_while_an_old_session_of_the_name_is_probed_asks_the_current_owner():
+    """Bob's old session is being probed (a kick) when Bob registers again and then is gone
+    too: a claim must probe the new session, not wait for the old one's probe."""
+    sim = SimNet(idle_probe=0)
+    ann, bob = sim.online("Ann", "Bob")
+    addr = sim.addr(bob)
+    sim.crash(bob)
+    kick = ann.net.build("kick", target="Bob")
+    sim.deliver(kick.data, sim.addr(ann))  # the old session's probe starts
+    bob = sim.client("Bob", addr=addr, label="Bob again")
+    sim.run(0.1)
+    assert sim.server.clients["Bob"].addr == addr and "Bob again" not in sim.exits
+    new = sim.server.clients["Bob"]
+    sim.crash(bob)
+    sim.client("Bob", label="Bob third")
+    sim.run(10)
+    assert ">>> Welcome, You are registered." in sim.lines["Bob third"], "the new session's probe went unanswered"
+    assert sim.server.clients["Bob"] is not new
