@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retries", type=int, default=5, metavar="N", help="tries in all before giving up (default 5)")
     parser.add_argument("--bind", default="0.0.0.0", metavar="IP", help="local address to bind (default all interfaces)")
     parser.add_argument("--no-color", action="store_true", help="no colour (also when NO_COLOR is set)")
+    parser.add_argument(
+        "--idle-probe",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="server: probe a client not heard from for S seconds, and mark it offline if it does not answer; 0: never (default 30)",
+    )
     limits = parser.add_argument_group("server limits")
     limits.add_argument("--max-clients", type=int, default=Limits.max_clients, metavar="N", help=f"registered names at most (default {Limits.max_clients})")
     limits.add_argument("--max-groups", type=int, default=Limits.max_groups, metavar="N", help=f"groups at most (default {Limits.max_groups})")
@@ -96,6 +103,8 @@ def _in_use(exc: OSError, role: str, port: int) -> UserError:
 def run(args: argparse.Namespace) -> int:
     if args.ack_timeout <= 0 or args.retries < 1:
         raise UserError("--ack-timeout must be positive and --retries at least 1")
+    if not args.idle_probe >= 0:  # not: NaN too
+        raise UserError("--idle-probe must not be negative")
     if args.max_clients < 1 or min(args.max_groups, args.rate_limit, args.max_names_per_ip, args.max_groups_per_ip) < 0:
         raise UserError("--max-clients must be at least 1; --max-groups, the per-IP limits and --rate-limit not negative")
     if args.demo:
@@ -126,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
         async def serve() -> int:
             try:
-                return await run_server(ServerLogic(port, policy, limits=limits), (args.bind, port), terminal.show)
+                return await run_server(ServerLogic(port, policy, limits=limits, idle_probe=args.idle_probe), (args.bind, port), terminal.show)
             except OSError as exc:
                 raise _in_use(exc, "Server", port) from None
 

@@ -102,9 +102,12 @@ class ClientLogic:
     # -- driving interface ----------------------------------------------------
 
     def start(self, now: float) -> None:
+        self._register(now)
+        self._emit(ev.Registering(self.name, self.server))
+
+    def _register(self, now: float) -> None:
         # A nonce in the header: the reg_ack must echo it, so a forged one needs a 64-bit guess.
         self._request(self.net.build("reg", self.net.nonce()), now, self._on_reg_ack)
-        self._emit(ev.Registering(self.name, self.server))
 
     def command(self, line: str, now: float) -> None:
         """A typed line: parsed (``node/commands.py``) and run when its turn comes."""
@@ -427,9 +430,26 @@ class ClientLogic:
 
     def _unexpected(self, status: str | None, now: float) -> None:
         if status == "not_registered":
-            self._exit(1, ev.ServerForgotUs())
+            self._register_again(now)
         else:
             self._finish(now, ev.RequestRefused(status))
+
+    def _register_again(self, now: float) -> None:
+        """The server no longer knows our session (it restarted, or took us for gone): register
+        again under our name (refused, as any registration, if someone else holds it now).  The
+        command that learnt it is not carried out; the ones typed after it wait for the welcome.
+        A new session starts outside any group, and with a table started afresh: a restarted
+        server counts its table versions from 1 again, and its message ids from a new random
+        point (what we acknowledged from the old one, and the replay floor, no longer apply)."""
+        self._emit(ev.ServerForgotUs())
+        self.group = None
+        self._flush_queue()
+        self.net.forget(self.server)
+        self.net.token = 0  # the old session's: datagrams still carrying it are refused
+        self.table.clear()
+        self.table_version = 0
+        self._session.to(Trigger.FORGOTTEN)
+        self._register(now)
 
     def _dereg(self, now: float) -> None:
         self._session.to(Trigger.DEREGISTERING)

@@ -260,7 +260,7 @@ class ServerGone:
 
 @event
 class ServerForgotUs:
-    """The server answered that it does not know us (it restarted); the client exits 1."""
+    """The server answered that it does not know us (it restarted): the client registers again."""
 
 
 @event

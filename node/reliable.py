@@ -194,9 +194,11 @@ class Endpoint:
         carry (a ``reg``, a private message to a peer); never 0, the token of nothing."""
         return self._rng.getrandbits(TOKEN_BITS) or 1
 
-    def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler) -> int:
-        """Send ``out`` and retransmit it until acked (the ack echoing its token); returns its message id."""
-        return self._track(out.data, None, {addr: out.token}, out, now, on_ack, lambda addr, now: on_fail(now))
+    def request(self, out: Outgoing, addr: Address, now: float, on_ack: AckHandler, on_fail: FailHandler,
+                tries: int | None = None) -> int:
+        """Send ``out`` and retransmit it until acked (the ack echoing its token); returns its message id.
+        ``tries``: fewer than the policy's, for an answer that must come sooner."""
+        return self._track(out.data, None, {addr: out.token}, out, now, on_ack, lambda addr, now: on_fail(now), tries)
 
     def request_each(self, out: Outgoing, tokens: dict[Address, int], now: float, on_fail: EachFailHandler) -> int:
         """Send ``out`` to every address of ``tokens`` with that receiver's token written into its
@@ -208,10 +210,10 @@ class Endpoint:
         data = out.data
         return self._track(data[:TOKEN_AT], data[TOKEN_END:], dict(tokens), out, now, None, on_fail)
 
-    def _track(self, data, tail, waiting, out: Outgoing, now: float, on_ack, on_fail) -> int:
+    def _track(self, data, tail, waiting, out: Outgoing, now: float, on_ack, on_fail, tries: int | None = None) -> int:
         due = now + self.policy.timeout
         answer = ANSWER_TYPES.get(out.kind, ACK)
-        pending = _Pending(data, tail, waiting, self.policy.tries - 1, due, on_ack, on_fail, answer)
+        pending = _Pending(data, tail, waiting, (tries or self.policy.tries) - 1, due, on_ack, on_fail, answer)
         self._send(pending)
         self._pending[out.msg_id] = pending
         heapq.heappush(self._timers, (due, out.msg_id))
@@ -226,6 +228,13 @@ class Endpoint:
         else:
             for addr, token in pending.waiting.items():
                 effects.append(Send(data + token.to_bytes(_TOKEN_BYTES, "big") + tail, addr))
+
+    def forget(self, addr: Address) -> None:
+        """A new session with ``addr`` (a restarted server): forget the ids acknowledged from it
+        and its replay floor (see ``answer_again``), since its new ids start at a random point."""
+        acks = self._acks.pop(addr, None)
+        if acks is not None:
+            acks.waiting.clear()  # an ack due for the old session's requests has nobody to go to
 
     def cancel(self, msg_id: int) -> None:
         self._pending.pop(msg_id, None)

@@ -216,7 +216,7 @@ def _lost_server(e: ev.ServerGone) -> list[str]:
 
 @renders(ev.ServerForgotUs)
 def _forgotten(e: ev.ServerForgotUs) -> list[str]:
-    return [line("The server no longer knows this client (it may have restarted)"), line("Exiting")]
+    return [line("The server no longer knows this client (it may have restarted): registering again")]
 
 
 @renders(ev.MarkedOffline)

@@ -36,7 +36,9 @@ STATUS_OK = STATUS_CODES["ok"]
 # most this many retry windows: long enough for a reg_ack and a confirm that each needed every try.
 PENDING_WINDOWS = 2
 MAX_PENDING = 1024  # registrations waiting for their confirm; past that, the oldest is forgotten
+IDLE_PROBE = 30.0  # seconds of silence after which an online client is probed (0: never)
 SESSION_BITS = layer_spec(RegAck).field("session").bits
+ProbeEnd = Callable[[bool, float], None]  # (answered, now), when a probe ends
 
 
 @dataclass(slots=True)  # slots: thousands of these, each a few hundred bytes smaller
@@ -47,6 +49,7 @@ class ClientRecord:
     session: int  # public: peers see it in the table
     reg_ids: tuple[int, ...] = ()  # msg ids of this name's latest registrations, to refuse replays
     last_id: int = 0  # msg id of the latest request processed for this session
+    heard: float = 0.0  # when the server last had an authentic datagram from this session
     online: bool = True
     group: str | None = None
     # kept by node/sync.py:
@@ -71,6 +74,7 @@ class PendingReg:
     session: int
     reg_id: int  # msg id of the reg, remembered against replays once the session starts
     expires: float
+    claiming: bool = False  # its confirm came, and waits for the probe of the name's online owner
 
 
 class ServerLogic:
@@ -83,11 +87,13 @@ class ServerLogic:
         table_window: int = TABLE_WINDOW,
         randbits: Callable[[int], int] = secrets.randbits,
         max_replies: int = MAX_REMEMBERED_REPLIES,
+        idle_probe: float = IDLE_PROBE,
     ):
         """``rng`` draws message ids and nonces; ``randbits(k)`` draws the session tokens and
         numbers (its default is unpredictable: a token is the proof of a session).  The bounds
         ``table_window`` (node/sync.py) and ``max_replies`` (node/reliable.py) are parameters
-        for the tests that drive them past their limit."""
+        for the tests that drive them past their limit.  ``idle_probe``: seconds of silence
+        after which an online client is probed, and marked offline if it does not answer (0: never)."""
         self._rng = rng or random.SystemRandom()
         self._randbits = randbits
         self.net = Endpoint(SERVER_NAME, port, policy, self._rng, max_replies)
@@ -111,7 +117,8 @@ class ServerLogic:
         # its kind when they come too fast (node/console.py), and made only if it is printed
         self._event = Console(self.net.call_at, self._emit).event
         self.drops: Counter[str] = self.net.drops  # one count: the endpoint's own drops are in it too
-        self._probing: set[str] = set()
+        self._probing: dict[int, list[ProbeEnd]] = {}  # session token -> who waits for its probe to end
+        self._idle_probe = idle_probe
         # by address: one registration waits per address, so forging regs from one address in
         # many names holds one entry; insertion order is expiry order (all live equally long)
         self._pending: OrderedDict[Address, PendingReg] = OrderedDict()
@@ -139,7 +146,11 @@ class ServerLogic:
             return
         kind = MSG_TYPES[pkt.type]
         if kind == "ack":
-            self.net.handle_ack(pkt, addr, now)  # counts late or duplicate acks (normal under loss)
+            # counts late or duplicate acks (normal under loss); one that answered is authentic
+            if self.net.handle_ack(pkt, addr, now):
+                name = self.by_addr.get(addr)
+                if name is not None:
+                    self.clients[name].heard = now
             return
         if self.net.answer_again(pkt, addr, now):
             return  # a retransmitted request: answered again, processed once
@@ -154,6 +165,7 @@ class ServerLogic:
         if record is None:
             return
         record.last_id = pkt.msg_id
+        record.heard = now
         handler(pkt, addr, now, record)
         if record.online:
             self._sync.contact(record, now)  # a client that missed an update is repaired on contact
@@ -186,7 +198,8 @@ class ServerLogic:
         if existing is not None and pkt.msg_id in existing.reg_ids:
             self._drop("replayed", addr, "reg", name, pkt.msg_id)
             return
-        status = "bad_name" if not valid_username(name) else self._refusal(name, addr)
+        # an online owner elsewhere is no refusal yet: it is probed once the claimant has proved its address
+        status = "bad_name" if not valid_username(name) else self._refusal(name, addr, ask_owner=True)
         if status is not None:
             self.net.answer(pkt, addr, self.net.build_answer(pkt, status=STATUS_CODES[status]), now)
             self._emit(ev.RegistrationRefused(name, addr, status))
@@ -208,21 +221,47 @@ class ServerLogic:
         if pending.token != pkt.token:
             self._drop("forged", addr, "confirm", pkt.sender)
             return
-        del self._pending[addr]
+        if pending.claiming:
+            return  # a retransmission: answered when the owner's probe ends
         status = self._refusal(pending.name, addr)  # another registration may have won meanwhile
-        self._reply(pkt, addr, now, status or "ok")
-        if status is None:
-            self._start_session(pending, pkt.msg_id, now)
-        else:
-            self._emit(ev.RegistrationRefused(pending.name, addr, status))
+        if status == "name_taken":
+            self._claim(pkt, pending, now)
+            return
+        del self._pending[addr]
+        self._settle(pkt, pending, status, now)
 
-    def _refusal(self, name: str, addr: Address) -> str | None:
-        """Why ``name`` cannot have a session at ``addr`` now, or None."""
+    def _claim(self, pkt: Fields, pending: PendingReg, now: float) -> None:
+        """The name's owner is listed online at another address: it may be gone (crashed, or
+        cut off when a proxy in front of the server restarted), so probe it before refusing.
+        The probe has one try fewer than the claimant's confirm, so that the answer reaches
+        the claimant before it gives up."""
+        pending.claiming = True
+
+        def probed(answered: bool, now: float) -> None:
+            if self._pending.get(pending.addr) is not pending:
+                return  # replaced by a new reg from that address, or forgotten: nothing to answer
+            del self._pending[pending.addr]
+            self._settle(pkt, pending, self._refusal(pending.name, pending.addr), now)
+
+        tries = max(1, self.net.policy.tries - 1)
+        self._probe(self.clients[pending.name], now, probed, tries)
+
+    def _settle(self, confirm: Fields, pending: PendingReg, status: str | None, now: float) -> None:
+        """Answer the confirm: the session starts, or ``status`` says why not."""
+        self._reply(confirm, pending.addr, now, status or "ok")
+        if status is None:
+            self._start_session(pending, confirm.msg_id, now)
+        else:
+            self._emit(ev.RegistrationRefused(pending.name, pending.addr, status))
+
+    def _refusal(self, name: str, addr: Address, ask_owner: bool = False) -> str | None:
+        """Why ``name`` cannot have a session at ``addr`` now, or None.  With ``ask_owner``, an
+        online owner at another address is not a reason (yet)."""
         existing = self.clients.get(name)
         holder = self.by_addr.get(addr)
         if existing is None and len(self.clients) >= self.limits.max_clients:
             return "server_full"
-        if existing is not None and existing.online and existing.addr != addr:
+        if existing is not None and existing.online and existing.addr != addr and not ask_owner:
             return "name_taken"
         if holder is not None and holder != name:
             return "addr_taken"
@@ -255,11 +294,13 @@ class ServerLogic:
                 del self.by_addr[existing.addr]
         self._names_held.move(pending.addr[0], existing and existing.addr[0])
         reg_ids = (existing.reg_ids[-7:] if existing else ()) + (pending.reg_id,)
-        record = ClientRecord(name, pending.addr, pending.token, pending.session, reg_ids, last_id=confirm_id)
+        record = ClientRecord(name, pending.addr, pending.token, pending.session, reg_ids, last_id=confirm_id, heard=now)
         self.clients[name] = record
         self.by_addr[pending.addr] = name
         self._sync.start(record, existing)
         self._emit(ev.ClientRegistered(name, pending.addr))
+        if self._idle_probe > 0:
+            self._watch(record, now + self._idle_probe)
 
     def _on_dereg(self, pkt, addr, now, record: ClientRecord) -> None:
         self._reply(pkt, addr, now, "ok")
@@ -354,7 +395,7 @@ class ServerLogic:
             self._reply(pkt, addr, now, "no_such_user")
             return
         self._reply(pkt, addr, now, "ok")
-        if target.online and target.name not in self._probing:
+        if target.online:
             self._probe(target, now)
 
     # -- server-initiated exchanges ------------------------------------------
@@ -378,21 +419,47 @@ class ServerLogic:
         pkt = self.net.build("grp_msg", group=group, seq=seq, origin=origin, text=text)
         self.net.request_each(pkt, tokens, now, on_fail=unresponsive)
 
-    def _probe(self, target: ClientRecord, now: float) -> None:
-        """A kick is only a report: believe it if the client ignores the server too."""
-        self._probing.add(target.name)
+    def _watch(self, record: ClientRecord, when: float) -> None:
+        """Check ``record``'s session for silence at ``when``.  Traffic only sets its ``heard``
+        time: the check, one alarm per client per ``idle_probe`` seconds, finds out then
+        whether the session was quiet that long (and if not, looks again when it would be)."""
 
-        def answered(ack: Fields, now: float) -> None:
-            self._probing.discard(target.name)
+        def check(now: float) -> None:
+            if not record.online or self.clients.get(record.name) is not record:
+                return  # offline or replaced: the watch ends with the session
+            quiet_until = record.heard + self._idle_probe
+            if quiet_until > now:
+                self._watch(record, quiet_until)
+                return
+            self._probe(record, now)  # no answer: marked offline, and the next check ends the watch
+            self._watch(record, now + self._idle_probe)
 
-        def unanswered(now: float) -> None:
-            self._probing.discard(target.name)
-            if target.online and self.clients.get(target.name) is target:
+        self.net.call_at(when, check)
+
+    def _probe(self, target: ClientRecord, now: float, then: ProbeEnd | None = None, tries: int | None = None) -> None:
+        """A kick is only a report, silence may be only a quiet user, and a claim of a name is
+        not proof that its owner is gone: believe any of them if the client ignores the
+        server's probe too.  One probe per session at a time (by token: an old session of the
+        name may still be probed): ``then(answered, now)`` is called when the one under way
+        ends, with ``tries`` for a new one (fewer than the policy's)."""
+        waiting = self._probing.get(target.token)
+        if waiting is not None:
+            if then is not None:
+                waiting.append(then)
+            return
+        waiting = self._probing[target.token] = [then] if then is not None else []
+
+        def ended(answered: bool, now: float) -> None:
+            del self._probing[target.token]
+            if not answered and target.online and self.clients.get(target.name) is target:
                 self._event(now, ev.ClientMarkedOffline, target.name)
                 self._go_offline(target, now)
                 self._sync.tell(target, now)  # tell it too, in case only its answers were lost
+            for then in waiting:
+                then(answered, now)
 
-        self.net.request(self.net.build("probe", target.token), target.addr, now, answered, unanswered)
+        probe = self.net.build("probe", target.token)
+        self.net.request(probe, target.addr, now, lambda ack, now: ended(True, now), lambda now: ended(False, now), tries)
 
     # -- state changes ------------------------------------------------------------
 

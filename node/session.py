@@ -31,6 +31,7 @@ class Trigger(Enum):
     ANSWERED = "the command is done"
     DEREGISTERING = "dereg was sent"
     EXITING = "the client stops"
+    FORGOTTEN = "the server no longer knows the session: register again"
 
 
 TRANSITIONS: dict[State, dict[Trigger, State]] = {
@@ -40,10 +41,13 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
         Trigger.JOINING: State.JOINING,
         Trigger.DEREGISTERING: State.CLOSING,
         Trigger.EXITING: State.EXITED,
+        Trigger.FORGOTTEN: State.REGISTERING,
     },
     # Ctrl+C drops the command under way and deregisters.
-    State.BUSY: {Trigger.ANSWERED: State.IDLE, Trigger.DEREGISTERING: State.CLOSING, Trigger.EXITING: State.EXITED},
-    State.JOINING: {Trigger.ANSWERED: State.IDLE, Trigger.DEREGISTERING: State.CLOSING, Trigger.EXITING: State.EXITED},
+    State.BUSY: {Trigger.ANSWERED: State.IDLE, Trigger.DEREGISTERING: State.CLOSING, Trigger.EXITING: State.EXITED,
+                 Trigger.FORGOTTEN: State.REGISTERING},
+    State.JOINING: {Trigger.ANSWERED: State.IDLE, Trigger.DEREGISTERING: State.CLOSING, Trigger.EXITING: State.EXITED,
+                    Trigger.FORGOTTEN: State.REGISTERING},
     State.CLOSING: {Trigger.EXITING: State.EXITED},
     State.EXITED: {},
 }

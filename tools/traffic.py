@@ -8,7 +8,7 @@ answer the request it answers and the round-trip time.  It keeps the requests as
 ``Exchange``s (tries and answers) and the end-of-capture figures as ``Stats``.
 
 Endpoints are named by address, from the traffic: the server's word (its table's
-entries, an ok ``reg_ack``) names an address for good; the destination of a
+entries, the ok that answers a ``confirm``) names an address for good; the destination of a
 request only servers receive (reg, join_group...) is the server; a datagram's
 sender field names its source only while no other address holds that name.  A
 datagram whose sender field names another address's holder is a *false claim*:
@@ -46,7 +46,7 @@ UNREAD = frozenset({MALFORMED, OTHER_VERSION})
 FAMILIES = messages.FAMILIES
 OK = STATUS_CODES["ok"]
 
-# How sure a name is: the server's word (a table entry, an ok reg_ack) outranks a datagram's own
+# How sure a name is: the server's word (a table entry, the ok to a confirm) outranks a datagram's own
 # claim, which outranks a guess from its role; a name the tool itself gives (the replayer's socket)
 # is never replaced.
 _BY_ROLE, _BY_CLAIM, _BY_SERVER, _PINNED = 0, 1, 2, 3
@@ -167,13 +167,16 @@ class Tracker:
         return shown
 
     def _registered(self, answer: Event) -> None:
-        """The server's reg_ack: ok names its receiver by the name registered; a refusal takes back
-        a name its receiver had only claimed."""
+        """The server's answer to a registration: an ok to the confirm (the session starts then)
+        names its receiver by the name registered; a refusal, to the reg or to the confirm, takes
+        back a name its receiver had only claimed.  An ok reg_ack names nobody: a name whose
+        owner is online elsewhere gets one, and is refused at the confirm if the owner answers."""
         request = answer.request
-        if request is None or request.kind != "reg" or self.name(answer.src) != SERVER:
+        if request is None or request.kind not in ("reg", "confirm") or self.name(answer.src) != SERVER:
             return
         if answer.pkt.payload.status == OK:
-            self._learn(answer.dst, request.pkt.sender, _BY_SERVER)
+            if request.kind == "confirm":
+                self._learn(answer.dst, request.pkt.sender, _BY_SERVER)
         elif self._names.get(answer.dst) == (_BY_CLAIM, escaped(request.pkt.sender)):
             del self._names[answer.dst]
 
@@ -213,8 +216,7 @@ class Tracker:
         if kind in ANSWERS:
             for msg_id in (pkt.payload.ack_id, *(more.id for more in getattr(pkt.payload, "also", ()))):
                 self._answer(event, (dst, src, msg_id))
-            if kind == "reg_ack":
-                self._registered(event)
+            self._registered(event)
         else:
             self._request(event, (src, dst, pkt.msg_id))
         return event

@@ -23,7 +23,7 @@ import pytest
 
 from proto import MSG_TYPES
 from proto.fastpath import parse
-from tests.procs import HOST, Cluster, Proc, ProxyProcess, ProxyThread, free_port, in_group
+from tests.procs import HOST, Cluster, Proc, ProxyProcess, ProxyThread, in_group, start_clients
 
 DEFAULT: tuple[str, ...] = ()  # 500 ms x 5 tries
 QUICK = ("--ack-timeout", "0.2")  # 5 tries too
@@ -35,43 +35,6 @@ ROW = re.compile(r"^\s*(\S+)\s+(\d+\.\d+\.\d+\.\d+)\s+(\d+)\s+(online|offline)\s
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def join_via(cluster: Cluster, name: str, proxy_port: int, *flags: str, interactive: bool = False) -> Proc:
-    """Start a client whose server address is the proxy's; do not wait for it."""
-    port = free_port()
-    args = ["-c", name, HOST, str(proxy_port), str(port), "--bind", HOST, *flags]
-    proc = cluster.spawn(args, f"{name}:{port}", interactive)
-    proc.name, proc.port = name, port
-    return proc
-
-
-def registered(proc: Proc) -> bool:
-    """Welcomed (False if its port was taken meanwhile); then its table shows it online."""
-    match = proc.expect(r">>> Welcome, You are registered\.\n|already in use|>>> Someone.*\n|>>> Server not responding\n")
-    if match.group(0).startswith("already"):
-        proc.wait_exit()
-        return False
-    assert match.group(0).startswith(">>> Welcome"), f"{proc.label}: {match.group(0)}"
-    proc.expect_clients({proc.name: "online"})
-    return True
-
-
-def start_clients(
-    cluster: Cluster, names: list[str], proxy_port: int, *flags: str, timeout: float = 10, interactive: bool = False
-) -> list[Proc]:
-    """Clients started together, each registered and knowing all the others online."""
-    procs = [join_via(cluster, name, proxy_port, *flags, interactive=interactive) for name in names]
-    for i, proc in enumerate(procs):
-        for _ in range(5):
-            if registered(procs[i]):
-                break
-            procs[i] = join_via(cluster, proc.name, proxy_port, *flags, interactive=interactive)
-        else:
-            raise AssertionError("no free client port after 5 tries")
-    for proc in procs:
-        proc.expect_clients({name: "online" for name in names}, since=0, timeout=timeout)
-    return procs
 
 
 class Net:

@@ -75,14 +75,14 @@ def test_a_second_client_claiming_a_registered_name_is_shown_by_its_address(tmp_
         other = procs.start([CHATAPP, "-c", "Ann", HOST, str(ports["server"]), str(ports["other"]), "--bind", HOST],
                             "second Ann")
         other.wait_for(r"Someone has already used this name")
-        sniff.wait_for(r"reg_ack .*name_taken")
+        sniff.wait_for(r"ack .*name_taken")  # to its confirm, once the server's probe of Ann was answered
         assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
     finally:
         procs.stop_all()
     other_at = f"{HOST}:{ports['other']}"
     lines = packet_lines(run_tool(SNIFF, "-r", str(pcap)).stdout.splitlines())
     find(lines, r"^\s+\S+ Ann → server +reg ", rf"^\s+\S+ {re.escape(other_at)} \(claims Ann\) → server +reg ",
-         rf"server → {re.escape(other_at)} +reg_ack .*name_taken")
+         rf"server → {re.escape(other_at)} +ack .*name_taken")
     assert not [text for text in lines if re.search(r"Ann → \S+ +reg ", text) and other_at in text], lines
     records = json_records(pcap)
     theirs = [r for r in records if r["src"] == other_at]

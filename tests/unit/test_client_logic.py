@@ -21,6 +21,7 @@ from proto.messages import CLIENT, SERVER as SERVER_ROLE, requests
 from tests.simnet import SERVER, SimNet, dropping, kind
 
 WELCOME = ">>> Welcome, You are registered."
+FORGOTTEN = ">>> The server no longer knows this client (it may have restarted): registering again"
 REGISTERING = f">>> Registering as {{}} with {SERVER[0]}:{SERVER[1]} ..."  # .format(name): the first line
 TOKEN = 9  # the session token registered_client() is given: the server's datagrams carry it
 
@@ -1077,7 +1078,7 @@ def test_group_messages_before_the_join_answer_are_held_up_to_the_bound():
         (True, "leave_group"),
     ],
 )
-def test_request_refused_as_not_registered_exits(group_mode, command):
+def test_request_refused_as_not_registered_registers_again(group_mode, command):
     sim = SimNet()
     ann, bob = sim.online("Ann", "Bob")
     if group_mode:
@@ -1089,8 +1090,49 @@ def test_request_refused_as_not_registered_exits(group_mode, command):
     sim.type(ann, command)
     sim.run(1)
     queued = [">>> Bob: kept"] if group_mode else []
-    assert mark("Ann") == [">>> The server no longer knows this client (it may have restarted)", ">>> Exiting", *queued]
+    lines = mark("Ann")
+    assert lines[:1 + len(queued)] == [FORGOTTEN, *queued], "one line, then what group mode held"
+    assert WELCOME in lines and "Ann" not in sim.exits
+    assert ann.registered and ann.group is None, "a new session starts outside any group"
+    assert set(ann.table) == {"Ann"} and ann.table_version == sim.server.version, "the new server's table, afresh"
+    sim.type(ann, "create_group after")
+    sim.run(1)
+    assert mark("Ann")[-1] == ">>> Group after created by Server.", "the client goes on"
+
+
+def test_the_name_taken_meanwhile_is_refused_when_registering_again():
+    sim = SimNet()
+    (ann,) = sim.online("Ann")
+    sim.restart_server()
+    sim.client("Ann", label="Ann elsewhere")  # takes the name at the new server first
+    sim.run(1)
+    sim.type(ann, "list_groups")
+    sim.run(10)
+    assert sim.lines["Ann"][-2:] == [FORGOTTEN, ">>> Someone has already used this name. Try another one."]
     assert sim.exits["Ann"] == 1
+
+
+def test_registering_again_resets_the_replay_floor_for_the_servers_datagrams():
+    """A restarted server draws its message ids from a new random point, which may be "older"
+    than the ids the client forgot long ago from the old one: they must not be refused as replays."""
+    sim = SimNet()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann, bob])
+    for i in range(3):
+        sim.type(bob, f"send_group old {i}")
+        sim.run(30)  # the ids acknowledged age out: Ann's floor rises to the newest of them
+    floor = ann.net._acks[SERVER].floor
+    assert floor is not None
+    server = sim.restart_server()
+    server.net._next_id = (floor - 1000) % 2**32  # the new server's ids fall below that floor
+    for client in (ann, bob):
+        sim.type(client, "list_members")
+        sim.run(5)
+    sim.in_group([ann, bob], group="h")
+    sim.type(bob, "send_group new")
+    sim.run(5)
+    assert sim.lines["Ann"][-1] == ">>> (h) Group_Message Bob: new"
+    assert ann.drops["replayed"] == 0
 
 
 def test_client_the_server_marked_offline_is_told_and_exits():

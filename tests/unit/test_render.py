@@ -69,7 +69,7 @@ WORDING = [
     (ev.ServerGone("g"), [">>> (g) Server not responding", ">>> (g) Exiting"]),
     (ev.ServerGone("g", "see you at 5"), [">>> (g) Server not responding", ">>> (g) Exiting",
                                           '>>> (g) (the group message was: "see you at 5")']),
-    (ev.ServerForgotUs(), [">>> The server no longer knows this client (it may have restarted)", ">>> Exiting"]),
+    (ev.ServerForgotUs(), [">>> The server no longer knows this client (it may have restarted): registering again"]),
     (ev.MarkedOffline(), [">>> The server marked this client offline (it did not answer the server's probe)", ">>> Exiting"]),
 ]
 

@@ -70,6 +70,24 @@ class Fake(Raw):
         self.token = answer.payload.token
         return self.ask("confirm")
 
+    def claim(self, owner: "Fake | None" = None) -> str:
+        """Register a name whose owner is listed online elsewhere: the server answers the
+        confirm once it has probed the owner, which ``owner`` answers (None: nobody does).
+        The status of the last answer."""
+        data = self.packet("reg")
+        self.send(data)
+        answer = self.answer_to(decode(data).msg_id)
+        if STATUSES[answer.payload.status] != "ok":
+            return STATUSES[answer.payload.status]
+        self.token = answer.payload.token
+        confirm = self.packet("confirm")
+        self.send(confirm)
+        if owner is not None:
+            owner.ack(owner.received("probe")[-1])
+        else:
+            self.sim.run(self.sim.policy.window)
+        return STATUSES[self.answer_to(decode(confirm).msg_id).payload.status]
+
     def ack(self, pkt, status: str = "ok") -> None:
         self.send(bytes(ChatHeader(type="ack", msg_id=next(self.sim.ids), sender=self.name, token=self.token) / Ack(ack_id=pkt.msg_id, status=status)))
 
@@ -105,7 +123,7 @@ def test_the_session_events_say_who_registered_was_refused_and_left():
     h = SimNet()
     ann = fake_client(h, "Ann")
     impostor = fake_client(h, "Ann", addr=("10.0.0.99", 7000), register=False)
-    assert impostor.register() == "name_taken"
+    assert impostor.claim(owner=ann) == "name_taken"
     assert ann.ask("dereg") == "ok"
     sessions = [e for e in h.events["server"] if isinstance(e, (ClientRegistered, RegistrationRefused, ClientDeregistered))]
     assert sessions == [ClientRegistered("Ann", ann.addr), RegistrationRefused("Ann", impostor.addr, "name_taken"),
@@ -114,10 +132,11 @@ def test_the_session_events_say_who_registered_was_refused_and_left():
 
 def test_name_taken_by_an_online_client_is_refused():
     h = SimNet()
-    fake_client(h, "Ann")
+    ann = fake_client(h, "Ann")
+    ann.ack(ann.received("table")[-1])
     h.take_lines()
     impostor = fake_client(h, "Ann", addr=("10.0.0.99", 7000), register=False)
-    assert impostor.register() == "name_taken"
+    assert impostor.claim(owner=ann) == "name_taken", "the owner answered the server's probe"
     assert h.server.clients["Ann"].addr != impostor.addr
     assert h.take_lines() == [], "a refusal changes no table"
 
@@ -272,7 +291,10 @@ def test_two_pending_registrations_of_one_name_the_first_confirm_wins():
     reg_only(first)
     reg_only(second)
     assert second.ask("confirm") == "ok"
-    assert first.ask("confirm") == "name_taken"
+    confirm = first.packet("confirm")
+    first.send(confirm)
+    second.ack(second.received("probe")[-1])  # the new owner is asked first, and answers
+    assert STATUSES[first.answer_to(decode(confirm).msg_id).payload.status] == "name_taken"
     assert h.server.clients["Ann"].addr == second.addr
 
 
@@ -589,7 +611,7 @@ def test_unauthenticated_requests_are_refused_and_counted(forgery):
 
 
 def test_replayed_request_of_a_live_session_is_dropped():
-    h = SimNet()
+    h = SimNet(idle_probe=0)  # a fake client answers no probe: 60 s silent would take it offline
     ann = fake_client(h, "Ann")
     first = ann.packet("create_group", CreateGroup(group="g1"))
     h.deliver(first, ann.addr)
@@ -661,10 +683,9 @@ def test_quota_off_and_refused_registrations_hold_nothing():
 
     h = SimNet()
     h.server.limits = Limits(max_names_per_ip=0, max_clients=5)
-    for i in range(5):
-        fake_client(h, f"m{i}", addr=("10.5.5.5", 7000 + i))
+    owners = [fake_client(h, f"m{i}", addr=("10.5.5.5", 7000 + i)) for i in range(5)]
     assert fake_client(h, "m5", addr=("10.5.5.5", 7005), register=False).register() == "server_full"
-    assert fake_client(h, "m0", addr=("10.5.5.5", 7006), register=False).register() == "name_taken"
+    assert fake_client(h, "m0", addr=("10.5.5.5", 7006), register=False).claim(owner=owners[0]) == "name_taken"
     assert h.server._names_held.held("10.5.5.5") == 5 == len(h.server.clients)
 
 
@@ -802,7 +823,7 @@ def test_unacked_table_update_is_retransmitted_then_repaired_on_contact():
 
 
 def test_silent_client_gets_table_rounds_with_growing_pauses():
-    h = SimNet()
+    h = SimNet(idle_probe=0)  # silent, and listed online all the same
     ann = fake_client(h, "Ann")
     t0 = h.now
     h.run(48)  # into the fifth round
@@ -903,7 +924,7 @@ def test_lost_table_update_is_covered_by_the_next_one():
 
 
 def test_no_state_is_left_behind_after_a_conversation():
-    sim = SimNet()
+    sim = SimNet(idle_probe=0)  # the idle watch is a timer for as long as anyone is online
     ann, bob, cat = sim.online("Ann", "Bob", "Cat")
     sim.in_group([ann, bob, cat])
     sim.fault = lambda p, src, dst, sim: [0.0, 0.05]  # everything duplicated: replies get remembered twice over
@@ -918,7 +939,7 @@ def test_no_state_is_left_behind_after_a_conversation():
         assert node.net.pending_count == 0
         assert node.net.remembered_count == 0
         assert node.get_timer() is None
-    assert sim.server._probing == set()
+    assert not sim.server._probing
     assert ">>> Client Cat not responsive, removed from g" in sim.lines["server"]
 
 
@@ -928,7 +949,7 @@ def test_no_state_is_left_behind_after_a_conversation():
 def test_the_latest_request_replayed_after_its_answer_is_forgotten_is_not_processed_again():
     """Not only an older id is a replay: so is the session's latest request itself, once its
     remembered answer has expired (a second forwarding would show the message twice)."""
-    h = SimNet()
+    h = SimNet(idle_probe=0)  # fake clients answer no probe
     ann, bob = make_group(h, "Ann", "Bob")
     latest = ann.packet("send_group", SendGroup(group="g", text="once"))
     h.deliver(latest, ann.addr)

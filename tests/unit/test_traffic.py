@@ -134,9 +134,12 @@ SPOOF = (HOST, 40001)  # a second client, at another port, that says it is Ann
 
 
 def _registered(t: Tracker, addr, name: str, at: int, msg_id: int):
-    """``name`` registers from ``addr``: its reg, the server's ok reg_ack, then the server's table."""
+    """``name`` registers from ``addr``: its reg, the server's ok reg_ack, its confirm and the ok
+    that starts its session."""
     t.feed(at, addr, SERVER, bytes(header("reg", msg_id, name, addr[1])))
     t.feed(at + 100, SERVER, addr, bytes(header("reg_ack", 900 + msg_id, "server", SERVER[1]) / RegAck(ack_id=msg_id)))
+    t.feed(at + 200, addr, SERVER, bytes(header("confirm", 500 + msg_id, name, addr[1])))
+    t.feed(at + 300, SERVER, addr, bytes(header("ack", 950 + msg_id, "server", SERVER[1]) / Ack(ack_id=500 + msg_id)))
 
 
 def test_a_second_client_claiming_a_registered_name_is_named_by_its_address_and_shown_as_claiming_it():
@@ -156,7 +159,7 @@ def test_a_second_client_claiming_a_registered_name_is_named_by_its_address_and_
     assert views.record(real)["claimed"] is None
     stats = t.stats()
     assert stats.false_claims == {"127.0.0.1:40001": {"Ann": 1}}
-    assert stats.per_node["Ann"] == (2, 1) and stats.per_node["127.0.0.1:40001"] == (1, 1)
+    assert stats.per_node["Ann"] == (3, 2) and stats.per_node["127.0.0.1:40001"] == (1, 1)  # reg, confirm, pri_msg; their answers
     assert views.stats_record(stats)["false_claims"] == {"127.0.0.1:40001": {"Ann": 1}}
     # The ladder: the false Ann has a column of its own, and her arrow says whose name she used.
     drawn = [text.plain for text in views.ladder(t, [real, fake, ack])]
@@ -191,6 +194,20 @@ def test_a_refused_registration_takes_back_the_name_it_claimed():
     assert t.name(SPOOF) == "127.0.0.1:40001"
     _registered(t, ANN, "Ann", 1000, 2)
     assert t.name(ANN) == "Ann"
+
+
+def test_an_ok_reg_ack_names_nobody_until_the_confirm_is_answered():
+    """A claimant of a name held online elsewhere gets an ok reg_ack, and is refused at its
+    confirm once the owner has answered the server's probe: it never held the name."""
+    t = Tracker()
+    _registered(t, ANN, "Ann", 0, 1)
+    t.feed(1000, SPOOF, SERVER, bytes(header("reg", 2, "Ann", SPOOF[1])))
+    t.feed(1100, SERVER, SPOOF, bytes(header("reg_ack", 902, "server", SERVER[1]) / RegAck(ack_id=2)))
+    confirm = t.feed(1200, SPOOF, SERVER, bytes(header("confirm", 3, "Ann", SPOOF[1])))
+    assert (confirm.src_name, confirm.claimed) == ("127.0.0.1:40001", "Ann")
+    taken = next(code for code, name in STATUSES.items() if name == "name_taken")
+    t.feed(1300, SERVER, SPOOF, bytes(header("ack", 903, "server", SERVER[1]) / Ack(ack_id=3, status=taken)))
+    assert (t.name(ANN), t.name(SPOOF)) == ("Ann", "127.0.0.1:40001")
 
 
 def test_a_table_from_another_than_the_server_names_nobody():
