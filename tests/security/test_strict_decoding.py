@@ -181,9 +181,11 @@ def test_server_process_counts_bad_enums_from_registered_sessions(cluster, peers
             for i in range(BAD_PER_SESSION // 4):
                 if i % 4 == 3:
                     ack = peer.header("ack")
-                    data = bytearray(encode("ack", {"msg_id": ack.msg_id, "port": ack.port, "token": peer.token,
-                                                     "sender": peer.name}, {"ack_id": 1, "status": 0}))
-                    data[len(data) - 4] = 14 + i % 200  # the status byte: past the last status
+                    header = {"msg_id": ack.msg_id, "port": ack.port, "token": peer.token, "sender": peer.name}
+                    data = bytearray(encode("ack", header, {"ack_id": 1, "status": 0}))
+                    other = encode("ack", header, {"ack_id": 1, "status": 1})
+                    at = next(k for k, (a, b) in enumerate(zip(data, other)) if a != b)  # the status byte
+                    data[at] = 14 + i % 200  # past the last status
                 else:
                     request = peer.header("list_more")
                     data = bytearray(encode("list_more", {"msg_id": request.msg_id, "port": request.port,
