@@ -53,6 +53,10 @@ _BY_ROLE, _BY_CLAIM, _BY_SERVER, _PINNED = 0, 1, 2, 3
 # Requests remembered for ack matching (each holds its decoded tries): a long
 # capture forgets the oldest, and does not list them as unanswered.
 MAX_EXCHANGES = 20_000
+# Distinct (source, name) false claims counted one by one; past that, a source's further names are
+# counted together under ELLIPSIS, so a flood of invented names cannot grow the statistics.
+MAX_CLAIMS = MAX_EXCHANGES
+ELLIPSIS = "\u2026"
 # A request without an answer counts as unanswered only if the capture went on this long after its
 # latest try (the nodes' default time between tries): by then its sender would have tried again or
 # given up.  One tried more recently was cut off by the end of the capture: it is *waiting*.
@@ -106,7 +110,8 @@ def endpoint(addr: Address) -> str:
 
 
 class Tracker:
-    def __init__(self):
+    def __init__(self, max_claims: int = MAX_CLAIMS):
+        self._max_claims = max_claims
         self.origin: int | None = None
         self.count = 0
         self._names: dict[Address, tuple[int, str]] = {}  # address -> (rank, name as shown)
@@ -163,7 +168,10 @@ class Tracker:
             return None
         if known == (_BY_CLAIM, shown):
             del self._names[src]  # its claim came first, but the server gave the name to another
-        self._claims[src, shown] += 1
+        key = (src, shown)
+        if key not in self._claims and len(self._claims) >= self._max_claims:
+            key = (src, ELLIPSIS)
+        self._claims[key] += 1
         return shown
 
     def _registered(self, answer: Event) -> None:

@@ -236,3 +236,12 @@ def test_a_long_ladder_is_cut_into_pages_each_with_the_names_and_the_legend():
         assert page[0].plain.split() == ["Ann", "127.0.0.1:7002"] and page[-1].plain == rows[-1].plain
     assert [row.plain for page in pages for row in page[2:-1]] == [row.plain for row in rows[2:-1]]
     assert len(views.ladder_pages(views.ladder(t, events[:60]), 60)) == 1
+
+
+def test_false_claims_of_ever_new_names_are_counted_in_bounded_room():
+    t = Tracker(max_claims=3)
+    for i, name in enumerate(["Ann", "Bob", "Cid", "Dan", "Eve"]):
+        _registered(t, (HOST, 7100 + i), name, 1000 * i, 10 + i)
+    for i, name in enumerate(["Ann", "Bob", "Cid", "Dan", "Eve"]):
+        t.feed(9000 + i, SPOOF, BOB, bytes(header("pri_msg", 50 + i, name, SPOOF[1]) / PriMsg(text="x")))
+    assert t.stats().false_claims == {"127.0.0.1:40001": {"Ann": 1, "Bob": 1, "Cid": 1, traffic.ELLIPSIS: 2}}
