@@ -241,10 +241,14 @@ def read_proxy_log(path: str) -> list[dict]:
 # character is placed by its column (rich sets x and textLength), so any monospace font lines up.
 SVG_FONTS = '"DejaVu Sans Mono", "Liberation Mono", Menlo, Consolas, monospace'
 SVG_TITLE_FONTS = '"DejaVu Sans", "Liberation Sans", Arial, sans-serif'
+# A cell's width over the font size: DejaVu Sans Mono's advance (1233/2048 em; Liberation Mono's is
+# 1229/2048).  librsvg places glyphs by the font's advance, not by textLength, so the cells must match it.
+SVG_CELL = 1233 / 2048
 
 
 def offline_svg_format() -> str:
-    """rich's SVG template without its web fonts (no @font-face, no URL to load), with SVG_FONTS."""
+    """rich's SVG template without its web fonts (no @font-face, no URL to load), with SVG_FONTS,
+    its spaces kept."""
     import inspect
     import re
 
@@ -254,6 +258,8 @@ def offline_svg_format() -> str:
     template = re.sub(r"\s*@font-face \{\{.*?\}\}", "", template, flags=re.S)
     template = re.sub(r"(-matrix \{\{\s*font-family:)[^;]*;", rf"\1 {SVG_FONTS};", template)
     template = re.sub(r"(-title \{\{(?:\s*[a-z-]+:[^;]*;)*?\s*font-family:)[^;]*;", rf"\1 {SVG_TITLE_FONTS};", template)
+    # Keep every space: the cells are runs of spaces, and librsvg collapses them otherwise.
+    template = template.replace("<svg ", '<svg xml:space="preserve" ', 1)
     return template
 
 
@@ -284,7 +290,8 @@ def _write_svg(rows, path: Path, title: str, width: int) -> None:
     for row in rows:
         console.print(row, soft_wrap=True)
     try:
-        path.write_text(console.export_svg(title=title, code_format=offline_svg_format()), encoding="utf-8")
+        svg = console.export_svg(title=title, code_format=offline_svg_format(), font_aspect_ratio=SVG_CELL)
+        path.write_text(svg, encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 

@@ -12,6 +12,7 @@ like markup, escape sequences), is recorded at the end of this module for the te
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import pytest
 
 from proto import MSG_TYPES, VERSION, Ack, ChatHeader, PriMsg, RegAck, Table, decode
 from tests.captures import SNIFF, Capture, Processes, needs_root, run_into_closed_pipe, run_tool
+from tests.png import read_png
 from tests.procs import CHATAPP, HOST, PYTHON, ROOT, ProxyThread, free_port
 
 pytestmark = pytest.mark.e2e  # sniff.py as a process, on made-up and live captures
@@ -244,11 +246,52 @@ def test_the_svg_ladder_loads_nothing_and_names_fonts_a_machine_has(tmp_path):
     assert all(t.get("textLength") and t.get("x") for t in texts if (t.text or "").strip() and "title" not in t.get("class", ""))
 
 
-def test_the_svg_ladder_renders_offline_with_librsvg(tmp_path):
+def test_the_svg_ladder_renders_offline_with_librsvg_and_its_columns_line_up(tmp_path):
+    """Rendered by librsvg (as an image viewer would), every lifeline is drawn where its column is:
+    at the same x on every row, under its name.  (librsvg collapses the spaces that place them unless
+    the SVG says to keep them.)"""
     rsvg = shutil.which("rsvg-convert") or pytest.skip("rsvg-convert is not installed (librsvg2-bin)")
-    png = tmp_path / "ladder.png"
-    done = subprocess.run([rsvg, "-o", str(png), str(_svg_ladder(tmp_path))], capture_output=True, text=True, timeout=60)
+    svg, png = _svg_ladder(tmp_path), tmp_path / "ladder.png"
+    done = subprocess.run([rsvg, "-o", str(png), str(svg)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and png.stat().st_size > 0, done.stderr
+    grid, cell, left = _svg_grid(svg)
+    rows = sorted(grid)
+    lifelines = [c for c in range(max(len(line) for line in grid.values()))
+                 if sum(grid[y].get(c) == "│" for y in rows) > len(rows) // 2]
+    assert len(lifelines) == 3, lifelines  # Ann, server, Bob in the demo capture
+    width, _, pixels = read_png(png)
+    middle = pixels[int(rows[len(rows) // 2])]
+    background = Counter(middle[i:i + 3] for i in range(0, 4 * width, 4)).most_common(1)[0][0]
+
+    def ink(x: float, y: float) -> bool:
+        """Anything but background within a pixel of x, halfway up the line of text whose baseline is y."""
+        row = pixels[int(y - cell)]
+        return any(max(abs(a - b) for a, b in zip(row[4 * px:4 * px + 3], background)) > 40
+                   for px in range(int(x) - 1, int(x) + 2))
+
+    misplaced = [(column, y) for column in lifelines for y in rows
+                 if grid[y].get(column) == "│" and not ink(left + (column + 0.5) * cell, y)]
+    assert not misplaced, f"{len(misplaced)} lifeline cells drawn elsewhere, e.g. (column, y) {misplaced[:5]}"
+
+
+def _svg_grid(svg: Path) -> tuple[dict[float, dict[int, str]], float, float]:
+    """The terminal's characters by line (the baseline's y in the image) and column, the cell width and
+    the terminal's left edge in the image, from rich's SVG: each <text> is a run of cells starting at
+    x, ``textLength`` wide."""
+    grid: dict[float, dict[int, str]] = {}
+    cell, left, top = 0.0, 0.0, 0.0
+    for group in ET.parse(svg).getroot().iter("{http://www.w3.org/2000/svg}g"):
+        if "clip-terminal" in group.get("clip-path", ""):  # the terminal, placed inside the window
+            left, top = map(float, re.fullmatch(r"translate\((.*),(.*)\)", group.get("transform")).groups())
+            break
+    for text in group.iter("{http://www.w3.org/2000/svg}text"):
+        if not text.text:
+            continue
+        cell = cell or float(text.get("textLength")) / len(text.text)
+        first = round(float(text.get("x")) / cell)
+        line = grid.setdefault(top + float(text.get("y")), {})
+        line.update((first + i, char) for i, char in enumerate(text.text))
+    return grid, cell, left
 
 
 # -- the command line --------------------------------------------------------------------------------
