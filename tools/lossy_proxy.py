@@ -136,7 +136,7 @@ class LossyProxy:
         self.names.setdefault(src, pkt.sender)
         kind = MSG_TYPES[pkt.type]
         src_name, dst_name = self._name(src), self._name(dst)
-        decision = self.plan.decide(data, kind, src_name, dst_name)
+        decision = self.plan.decide(data, kind, src_name, dst_name, now=self._loop.time())
         self.counters[decision.action] += 1
         self._record(decision, kind, pkt.msg_id, src_name, dst_name, len(data))
         flow = (src, dst)
@@ -193,6 +193,9 @@ def _print_stats(proxy: LossyProxy) -> None:
 
     rows = [(number, rule.text, rule.selected, rule.applied) for number, rule in enumerate(proxy.plan.rules, 1)]
     numbers = ("#", "selected", "applied")
+    if any(rule.link for rule in proxy.plan.rules):  # a rate's queue drops, among what it applied to
+        rows = [(*row, rule.overflow) for row, rule in zip(rows, proxy.plan.rules)]
+        numbers += ("over limit",)
     Console(stderr=True).print(rich_grid(("#", "rule", *numbers[1:]), rows, numbers, title="lossy proxy: counts per rule"))
     print(f"totals: {totals(proxy.counters)}", file=sys.stderr)
 
