@@ -181,6 +181,8 @@ class LossyProxy:
             "rule": None if decision.rule is None else decision.rule + 1,  # numbered from 1, as everywhere shown
             "bytes": size,
         }
+        if decision.copies and decision.copies[0][0]:  # held back (delay, rate): for how long, in seconds
+            row["delay"] = round(decision.copies[0][0], 6)
         self._log.write(json.dumps(row) + "\n")
         self._log.flush()
 

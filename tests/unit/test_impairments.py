@@ -270,3 +270,21 @@ def test_the_simulator_replays_a_run_with_the_models_exactly_from_its_seed():
     assert counts[2][2] > 0, counts  # and the server's links dropped past their limit
     assert simulated(11) == (sent, counts, lines)
     assert simulated(12)[0] != sent
+
+
+def test_the_simulators_clock_drives_the_link():
+    """A rate rule in the simulator waits on its fake clock: a datagram arrives after its time on
+    the link, and the link drains as the clock runs, so later datagrams find room again."""
+    sim = SimNet(seed=1)
+    sim.plan = FaultPlan(["rate 100bps limit=1 type=pri_msg"], seed=1)
+    ann, bob = sim.online("Ann", "Bob")
+    sim.type(ann, "send Bob one")
+    size = len(sim.sent[-1].data)
+    sim.run(size / 100 * 0.9)
+    assert ">>> Ann: one" not in sim.lines["Bob"]  # still on the link
+    sim.run(size / 100 * 0.2)
+    assert ">>> Ann: one" in sim.lines["Bob"]
+    sim.run(5)
+    sim.type(ann, "send Bob two")
+    sim.run(5)
+    assert ">>> Ann: two" in sim.lines["Bob"]
