@@ -6,6 +6,7 @@ that names them, and the simulator (tests/simnet.py) replaying a run with them e
 from __future__ import annotations
 
 import itertools
+import re
 import random
 import statistics
 from statistics import NormalDist
@@ -288,3 +289,14 @@ def test_the_simulators_clock_drives_the_link():
     sim.type(ann, "send Bob two")
     sim.run(5)
     assert ">>> Ann: two" in sim.lines["Bob"]
+
+
+def test_every_rule_in_the_fault_models_doc_parses():
+    from tests.procs import ROOT
+
+    text = (ROOT / "docs" / "fault-models.md").read_text(encoding="utf-8")
+    rules = re.findall(r"--rule '([^']+)'", text)
+    rules += [s for s in re.findall(r"`((?:drop|delay|duplicate|corrupt|rate) [^`]+)`", text) if not re.search(r"[A-Z]|\.\.\.", s)]
+    assert len(rules) > 10
+    for rule in rules:
+        Rule.parse(rule)
