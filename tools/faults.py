@@ -54,7 +54,7 @@ from typing import Iterable
 
 from tools import impairments
 from tools.cli import seconds
-from tools.impairments import LOSS_MODELS, SHAPES, DelayShape, FlowStates, Link
+from tools.impairments import LOSS_MODELS, SHAPES, DelayShape, FlowStates, FourState, GilbertElliott, Link
 
 ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "corrupt", "replay", "rate")
 NEEDS_ARG = {"delay", "duplicate", "replay", "rate"}
@@ -95,7 +95,7 @@ class Rule:
     count: int | None = None
     selected: int = 0  # datagrams its type/from/to selected
     applied: int = 0  # times its action was taken
-    loss: object = None  # a loss model (tools/impairments.py) that picks the datagrams it acts on
+    loss: GilbertElliott | FourState | None = None  # a loss model: picks the datagrams the rule acts on
     shape: DelayShape | None = None  # delay: the jitter's distribution and correlation
     link: Link | None = None  # rate: the link each flow's datagrams wait for
     overflow: int = 0  # rate: datagrams dropped past the link's limit (counted in applied too)
