@@ -27,6 +27,7 @@ Rules (checked in order, first match wins; no match means pass):
               corr=C     correlation of each delay with the flow's last one
     rate:     R in bps, kbps, mbps (bytes/s) or bit, kbit, mbit (bits/s): each flow's
               link sends R; limit=N  datagrams on it at most, more are dropped (1000)
+              (which are dropped depends on when they come, not on --seed)
     durations: 300ms, 1.5s, 2 (seconds); jitter with ± or +-: delay 300ms±50ms
     chances (gemodel=, state=, corr=): 25% or 0.25; a model's state is kept per flow
 

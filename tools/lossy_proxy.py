@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", type=host_port, required=True, metavar="HOST:PORT", help="the real server")
     parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule (repeatable; see below)")
     parser.add_argument("--rules", metavar="FILE", help="rules from a file, one per line, # comments")
-    parser.add_argument("--seed", type=int, help="seed for the random choices (p=, jitter, corrupt)")
+    parser.add_argument("--seed", type=int, help="seed for the random choices (p=, jitter, corrupt, loss models, delay distributions)")
     parser.add_argument("--log", metavar="FILE", help="append one JSON line per chat datagram and action")
     parser.add_argument("--stats", action="store_true", help="print counts per rule on exit")
     parser.add_argument("--max-hold", type=float, default=1.0, metavar="S", help="longest a reordered datagram is held (default 1)")
