@@ -113,6 +113,23 @@ def test_bursty_loss_shows_in_the_log_as_runs_of_drops_the_seed_repeats(tmp_path
     assert all(r["rule"] == 1 for r in rows if r["action"] == "drop")
 
 
+def test_a_loss_model_picks_for_any_action_here_bursts_of_duplicates(tmp_path, server, ann):
+    rule, log, count = "duplicate 1 gemodel=15%,40% type=pri_msg", tmp_path / "proxy.jsonl", 100
+    proxy = ProxyProcess(server.sock.getsockname(), "--rule", rule, "--seed", "2", "--log", str(log))
+    try:
+        registered(proxy, server, ann)
+        sent = [ann.send(proxy.address, "pri_msg", text=f"m{i}") for i in range(count)]
+        got = server.recv_until(ann.send(proxy.address, "ack", ack_id=0))
+    finally:
+        assert proxy.stop() == 0
+    plan = FaultPlan([rule], seed=2)
+    fates = [plan.decide(b"", "pri_msg", "Ann", "server").action for _ in range(count)]
+    assert [r["action"] for r in log_rows(log) if r["type"] == "pri_msg"] == fates
+    assert got == [copy for data, fate in zip(sent, fates) for copy in [data] * (2 if fate == "duplicate" else 1)]
+    runs = [len(list(run)) for fate, run in itertools.groupby(fates) if fate == "duplicate"]
+    assert max(runs) >= 3, runs  # in bursts
+
+
 def test_delays_come_from_the_seeded_distribution_and_the_log_says_each(tmp_path, server, ann):
     rule, log, count = "delay 30ms±20ms dist=paretonormal corr=50% type=pri_msg", tmp_path / "proxy.jsonl", 40
     proxy = ProxyProcess(server.sock.getsockname(), "--rule", rule, "--seed", "9", "--log", str(log))
