@@ -90,23 +90,35 @@ def drop_runs(actions: list[str]) -> list[int]:
     return [len(list(run)) for action, run in itertools.groupby(actions) if action == "drop"]
 
 
-@pytest.mark.parametrize("rule", ["drop gemodel=10%,25% type=pri_msg", "drop state=4%,30%,10%,50%,1% type=pri_msg"])
-def test_bursty_loss_shows_in_the_log_as_runs_of_drops_the_seed_repeats(tmp_path, server, ann, rule):
-    log, count = tmp_path / "proxy.jsonl", 300
-    proxy = ProxyProcess(server.sock.getsockname(), "--rule", rule, "--seed", "4", "--log", str(log))
+def seeded_run(tmp_path, server: Peer, ann: Peer, rule: str, seed: int, traffic) -> tuple[list, list[dict], list]:
+    """The proxy process with ``rule`` and ``--seed``; Ann registers and ``traffic(proxy address)`` runs.
+    What it returned, the log's rows of Ann's private messages, and the decisions the rule engine
+    makes for as many with the same seed: the flow Ann -> server must meet exactly those fates."""
+    log = tmp_path / "proxy.jsonl"
+    proxy = ProxyProcess(server.sock.getsockname(), "--rule", rule, "--seed", str(seed), "--log", str(log))
     try:
         registered(proxy, server, ann)
-        got = []
-        for start in range(0, count, 25):  # in steps, each ended by a sentinel: no socket buffer overflows
-            for i in range(start, start + 25):
-                ann.send(proxy.address, "pri_msg", text=f"m{i}")
-            got += server.recv_until(ann.send(proxy.address, "ack", ack_id=0))
+        got = traffic(proxy.address)
     finally:
         assert proxy.stop() == 0
     rows = [r for r in log_rows(log) if r["type"] == "pri_msg"]
+    plan = FaultPlan([rule], seed=seed)
+    return got, rows, [plan.decide(b"", "pri_msg", "Ann", "server") for _ in rows]
+
+
+@pytest.mark.parametrize("rule", ["drop gemodel=10%,25% type=pri_msg", "drop state=4%,30%,10%,50%,1% type=pri_msg"])
+def test_bursty_loss_shows_in_the_log_as_runs_of_drops_the_seed_repeats(tmp_path, server, ann, rule):
+    def traffic(to) -> list[bytes]:
+        got = []
+        for start in range(0, 300, 25):  # in steps, each ended by a sentinel: no socket buffer overflows
+            for i in range(start, start + 25):
+                ann.send(to, "pri_msg", text=f"m{i}")
+            got += server.recv_until(ann.send(to, "ack", ack_id=0))
+        return got
+
+    got, rows, decisions = seeded_run(tmp_path, server, ann, rule, 4, traffic)
     actions = [r["action"] for r in rows]
-    plan = FaultPlan([rule], seed=4)  # the same seed: the flow Ann -> server meets the same fates
-    assert actions == [plan.decide(b"", "pri_msg", "Ann", "server").action for _ in range(count)]
+    assert len(actions) == 300 and actions == [d.action for d in decisions]
     assert [decode(d).payload.text for d in got] == [f"m{i}" for i, a in enumerate(actions) if a == "pass"]
     runs = drop_runs(actions)
     assert max(runs) >= 3 and sum(runs) / len(runs) > 1.5, runs  # bursts, not lone drops
@@ -114,36 +126,33 @@ def test_bursty_loss_shows_in_the_log_as_runs_of_drops_the_seed_repeats(tmp_path
 
 
 def test_a_loss_model_picks_for_any_action_here_bursts_of_duplicates(tmp_path, server, ann):
-    rule, log, count = "duplicate 1 gemodel=15%,40% type=pri_msg", tmp_path / "proxy.jsonl", 100
-    proxy = ProxyProcess(server.sock.getsockname(), "--rule", rule, "--seed", "2", "--log", str(log))
-    try:
-        registered(proxy, server, ann)
-        sent = [ann.send(proxy.address, "pri_msg", text=f"m{i}") for i in range(count)]
-        got = server.recv_until(ann.send(proxy.address, "ack", ack_id=0))
-    finally:
-        assert proxy.stop() == 0
-    plan = FaultPlan([rule], seed=2)
-    fates = [plan.decide(b"", "pri_msg", "Ann", "server").action for _ in range(count)]
-    assert [r["action"] for r in log_rows(log) if r["type"] == "pri_msg"] == fates
+    sent = []
+
+    def traffic(to) -> list[bytes]:
+        sent.extend(ann.send(to, "pri_msg", text=f"m{i}") for i in range(100))
+        return server.recv_until(ann.send(to, "ack", ack_id=0))
+
+    got, rows, decisions = seeded_run(tmp_path, server, ann, "duplicate 1 gemodel=15%,40% type=pri_msg", 2, traffic)
+    fates = [d.action for d in decisions]
+    assert len(rows) == 100 and [r["action"] for r in rows] == fates
     assert got == [copy for data, fate in zip(sent, fates) for copy in [data] * (2 if fate == "duplicate" else 1)]
     runs = [len(list(run)) for fate, run in itertools.groupby(fates) if fate == "duplicate"]
     assert max(runs) >= 3, runs  # in bursts
 
 
 def test_delays_come_from_the_seeded_distribution_and_the_log_says_each(tmp_path, server, ann):
-    rule, log, count = "delay 30ms±20ms dist=paretonormal corr=50% type=pri_msg", tmp_path / "proxy.jsonl", 40
-    proxy = ProxyProcess(server.sock.getsockname(), "--rule", rule, "--seed", "9", "--log", str(log))
-    try:
-        registered(proxy, server, ann)
-        sent = [ann.send(proxy.address, "pri_msg", text=f"m{i}") for i in range(count)]
-        got = [server.recv()[0] for _ in range(count)]
-    finally:
-        assert proxy.stop() == 0
+    sent = []
+
+    def traffic(to) -> list[bytes]:
+        sent.extend(ann.send(to, "pri_msg", text=f"m{i}") for i in range(40))
+        return [server.recv()[0] for _ in sent]
+
+    rule = "delay 30ms±20ms dist=paretonormal corr=50% type=pri_msg"
+    got, rows, decisions = seeded_run(tmp_path, server, ann, rule, 9, traffic)
     assert sorted(got) == sorted(sent)  # each once, none lost
-    logged = [r.get("delay", 0.0) for r in log_rows(log) if r["type"] == "pri_msg"]
-    plan = FaultPlan([rule], seed=9)
-    assert logged == [round(plan.decide(b"", "pri_msg", "Ann", "server").copies[0][0], 6) for _ in range(count)]
-    assert len(set(logged)) == count  # a delay of its own for each
+    logged = [r.get("delay", 0.0) for r in rows]
+    assert len(logged) == 40 and logged == [round(d.copies[0][0], 6) for d in decisions]
+    assert len(set(logged)) == 40  # a delay of its own for each
 
 
 def test_a_rate_limit_delays_a_burst_drops_past_its_limit_and_counts_the_drops(tmp_path, server, ann):
