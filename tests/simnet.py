@@ -307,7 +307,7 @@ class SimNet:
         pkt = parse(data)  # the logic only ever sends well-formed packets
         self.sent.append(Sent(self.now, src, dst, pkt, data))
         if self.plan is not None:
-            decision = self.plan.decide(data, kind(pkt), self.name_of(src), self.name_of(dst))
+            decision = self.plan.decide(data, kind(pkt), self.name_of(src), self.name_of(dst), now=self.now)
             if decision.hold:
                 self.holds.hold((src, dst), (self._push(self.now + self.holds.max_hold, data, src, dst), data))
                 return

@@ -9,7 +9,7 @@ Rules (checked in order, first match wins; no match means pass):
 
     ACTION [ARG] [MATCH]...
 
-    actions:  drop | pass | delay D[±J] | duplicate N | reorder | corrupt [N] | replay AFTER
+    actions:  drop | pass | delay D[±J] | duplicate N | reorder | corrupt [N] | replay AFTER | rate R
     matches:  type=T[,T...]  from=NAME[,NAME...]  to=NAME[,NAME...]  (names learned from
               the traffic; the server is "server")
               p=P        with probability P (--seed N: each flow, a sender, a receiver and
@@ -18,17 +18,32 @@ Rules (checked in order, first match wins; no match means pass):
               nth=N      only the Nth of them
               after=N    all of them after the first N
               count=N    apply the action at most N times
+              gemodel=P[,R[,1-H[,1-K]]]
+                         the datagrams a Gilbert-Elliott model loses (netem's loss gemodel):
+                         bursts; P good->bad, R bad->good, 1-H loss when bad, 1-K when good
+              state=P13[,P31[,P32[,P23[,P14]]]]
+                         the datagrams netem's 4-state Markov model loses (loss state)
+    delay:    dist=uniform|normal|pareto|paretonormal  the jitter's distribution (uniform)
+              corr=C     correlation of each delay with the flow's last one
+    rate:     R in bps, kbps, mbps (bytes/s) or bit, kbit, mbit (bits/s): each flow's
+              link sends R; limit=N  datagrams on it at most, more are dropped (1000)
+              (which are dropped depends on when they come, not on --seed)
     durations: 300ms, 1.5s, 2 (seconds); jitter with ± or +-: delay 300ms±50ms
+    chances (gemodel=, state=, corr=): 25% or 0.25; a model's state is kept per flow
 
     duplicate N sends N extra copies; reorder holds a datagram until the next one
     of the same flow (sender to receiver) has gone, at most --max-hold; corrupt N
     flips N random bytes (default 1); replay AFTER delivers it now and a copy later.
+    A loss model picks among what the rule's other matches let through, for any action.
+    The netem command line for each: docs/fault-models.md.
 
 Examples:
 
     --rule 'drop type=ack from=B first=5'      --rule 'delay 300ms type=grp_msg to=C'
     --rule 'duplicate 2 type=pri_msg'          --rule 'drop p=0.2'
     --rule 'reorder type=table'                --rule 'corrupt p=0.05'
+    --rule 'drop gemodel=1%,30% type=grp_msg'  --rule 'delay 100ms±20ms dist=pareto corr=25%'
+    --rule 'rate 20kbps limit=50 from=server'
 """
 
 from __future__ import annotations
@@ -38,11 +53,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from tools import impairments
 from tools.cli import seconds
+from tools.impairments import LOSS_MODELS, SHAPES, DelayShape, FlowStates, FourState, GilbertElliott, Link
 
-ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "corrupt", "replay")
-NEEDS_ARG = {"delay", "duplicate", "replay"}
-KEYS = ("type", "from", "to", "p", "first", "nth", "after", "count")
+ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "corrupt", "replay", "rate")
+NEEDS_ARG = {"delay", "duplicate", "replay", "rate"}
+KEYS = ("type", "from", "to", "p", "first", "nth", "after", "count", *LOSS_MODELS, "dist", "corr", "limit")
 
 
 class RuleError(ValueError):
@@ -79,6 +96,12 @@ class Rule:
     count: int | None = None
     selected: int = 0  # datagrams its type/from/to selected
     applied: int = 0  # times its action was taken
+    loss: GilbertElliott | FourState | None = None  # a loss model: picks the datagrams the rule acts on
+    shape: DelayShape | None = None  # delay: the jitter's distribution and correlation
+    link: Link | None = None  # rate: the link each flow's datagrams wait for
+    overflow: int = 0  # rate: datagrams dropped past the link's limit (counted in applied too)
+    _losses: FlowStates | None = field(default=None, repr=False, compare=False)
+    _states: FlowStates | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> "Rule":
@@ -95,7 +118,9 @@ class Rule:
             if not rest or "=" in rest[0]:
                 raise RuleError(f"'{action}' needs an argument in rule '{text}'")
             arg, rest = rest[0], rest[1:]
-            if action in ("delay", "replay"):
+            if action == "rate":
+                rule.link = Link(_impairment(impairments.rate, arg, text))
+            elif action in ("delay", "replay"):
                 base, sep, jitter = arg.replace("+-", "±").partition("±")
                 rule.delay = parse_duration(base, text)
                 if sep and not jitter:
@@ -119,6 +144,8 @@ class Rule:
                 rule.types = frozenset(names)
             elif key in ("from", "to"):
                 setattr(rule, "src" if key == "from" else "dst", frozenset(value.split(",")))
+            elif key in LOSS_MODELS or key in ("dist", "corr", "limit"):
+                _impairment_key(rule, key, value, text)
             elif key == "p":
                 try:
                     rule.p = float(value)
@@ -128,10 +155,12 @@ class Rule:
                     raise RuleError(f"bad value '{value}' for p in rule '{text}' (a probability from 0 to 1)")
             else:
                 setattr(rule, key, _positive_int(value, key, text))
+        _check_impairments(rule, text)
         return rule
 
-    def take(self, kind: str, src: str, dst: str, rng: random.Random) -> bool:
-        """Does this rule act on this datagram?  Updates the rule's counters."""
+    def take(self, kind: str, src: str, dst: str, rng: random.Random, seed: int | None = None) -> bool:
+        """Does this rule act on this datagram?  Updates the rule's counters; a loss model's
+        per-flow state comes from ``seed`` (the plan's)."""
         if self.types is not None and kind not in self.types:
             return False
         if (self.src is not None and src not in self.src) or (self.dst is not None and dst not in self.dst):
@@ -146,8 +175,50 @@ class Rule:
             return False
         if self.p is not None and rng.random() >= self.p:
             return False
+        if self._losses is not None and not self._losses.get(src, dst, seed).lost():
+            return False
         self.applied += 1
         return True
+
+
+def _impairment(parse, value: str, text: str):
+    """``parse(value)`` from tools/impairments.py, its complaint made a RuleError naming the rule."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise RuleError(f"{exc} in rule '{text}'") from None
+
+
+def _impairment_key(rule: Rule, key: str, value: str, text: str) -> None:
+    """gemodel=, state=, dist=, corr= or limit=: checked against the action in _check_impairments."""
+    if key in LOSS_MODELS:
+        if rule.loss is not None:
+            raise RuleError(f"bad word '{key}={value}' in rule '{text}' (one loss model per rule)")
+        rule.loss = _impairment(LOSS_MODELS[key].parse, value, text)
+    elif key == "dist":
+        if value not in SHAPES:
+            raise RuleError(f"unknown distribution '{value}' in rule '{text}' (one of {', '.join(SHAPES)})")
+        rule.shape = DelayShape(rule.delay, rule.jitter, value, rule.shape.corr if rule.shape else 0.0)
+    elif key == "corr":
+        corr = _impairment(impairments.fraction, value, text)
+        rule.shape = DelayShape(rule.delay, rule.jitter, rule.shape.dist if rule.shape else "uniform", corr)
+    else:
+        rule.link = Link(rule.link.rate if rule.link else 1.0, _positive_int(value, key, text))
+
+
+def _check_impairments(rule: Rule, text: str) -> None:
+    """The keys that shape an action belong to it; each model gets its per-flow states."""
+    if rule.shape is not None:
+        if rule.action != "delay" or not rule.jitter:
+            raise RuleError(f"bad word 'dist=/corr=' in rule '{text}' (they shape a delay's jitter: delay 100ms±20ms dist=normal)")
+        rule._states = FlowStates(rule.shape.chain, f"{text}|delay")
+    if rule.link is not None:
+        if rule.action != "rate":
+            raise RuleError(f"bad word 'limit=' in rule '{text}' (a rate's queue: rate 20kbps limit=50)")
+        link = rule.link
+        rule._states = FlowStates(lambda rng: link.queue(), text)
+    if rule.loss is not None:
+        rule._losses = FlowStates(rule.loss.chain, f"{text}|loss")
 
 
 @dataclass
@@ -183,12 +254,26 @@ class FaultPlan:
             rng = self._streams[key] = random.Random(None if self.seed is None else f"{self.seed}|{src}|{dst}|{kind}")
         return rng
 
-    def decide(self, data: bytes, kind: str, src: str, dst: str) -> Decision:
+    def decide(self, data: bytes, kind: str, src: str, dst: str, *, now: float = 0.0) -> Decision:
+        """``now``: seconds on the caller's clock (the proxy's loop, the simulator's fake one)."""
         rng = self.stream(kind, src, dst)
         for index, rule in enumerate(self.rules):
-            if rule.take(kind, src, dst, rng):
+            if rule.take(kind, src, dst, rng, self.seed):
+                if rule._states is not None:
+                    return self._shaped(rule, index, data, src, dst, now)
                 return Decision(rule.action, index, self._copies(rule, data, rng), hold=rule.action == "reorder")
         return Decision("pass", None, [(0.0, data)])
+
+    def _shaped(self, rule: Rule, index: int, data: bytes, src: str, dst: str, now: float) -> Decision:
+        """A delay with a distribution, or a rate: from the flow's own state (tools/impairments.py)."""
+        state = rule._states.get(src, dst, self.seed)
+        if rule.link is None:
+            return Decision(rule.action, index, [(state.next(), data)])
+        wait = state.admit(now, len(data))
+        if wait is None:
+            rule.overflow += 1
+            return Decision("drop", index, [])
+        return Decision(rule.action, index, [(wait, data)])
 
     def _copies(self, rule: Rule, data: bytes, rng: random.Random) -> list[tuple[float, bytes]]:
         if rule.action == "drop":

@@ -136,7 +136,7 @@ class LossyProxy:
         self.names.setdefault(src, pkt.sender)
         kind = MSG_TYPES[pkt.type]
         src_name, dst_name = self._name(src), self._name(dst)
-        decision = self.plan.decide(data, kind, src_name, dst_name)
+        decision = self.plan.decide(data, kind, src_name, dst_name, now=self._loop.time())
         self.counters[decision.action] += 1
         self._record(decision, kind, pkt.msg_id, src_name, dst_name, len(data))
         flow = (src, dst)
@@ -181,6 +181,8 @@ class LossyProxy:
             "rule": None if decision.rule is None else decision.rule + 1,  # numbered from 1, as everywhere shown
             "bytes": size,
         }
+        if decision.copies and decision.copies[0][0]:  # held back (delay, rate): for how long, in seconds
+            row["delay"] = round(decision.copies[0][0], 6)
         self._log.write(json.dumps(row) + "\n")
         self._log.flush()
 
@@ -193,6 +195,9 @@ def _print_stats(proxy: LossyProxy) -> None:
 
     rows = [(number, rule.text, rule.selected, rule.applied) for number, rule in enumerate(proxy.plan.rules, 1)]
     numbers = ("#", "selected", "applied")
+    if any(rule.link for rule in proxy.plan.rules):  # a rate's queue drops, among what it applied to
+        rows = [(*row, rule.overflow) for row, rule in zip(rows, proxy.plan.rules)]
+        numbers += ("over limit",)
     Console(stderr=True).print(rich_grid(("#", "rule", *numbers[1:]), rows, numbers, title="lossy proxy: counts per rule"))
     print(f"totals: {totals(proxy.counters)}", file=sys.stderr)
 
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", type=host_port, required=True, metavar="HOST:PORT", help="the real server")
     parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule (repeatable; see below)")
     parser.add_argument("--rules", metavar="FILE", help="rules from a file, one per line, # comments")
-    parser.add_argument("--seed", type=int, help="seed for the random choices (p=, jitter, corrupt)")
+    parser.add_argument("--seed", type=int, help="seed for the random choices (p=, jitter, corrupt, loss models, delay distributions)")
     parser.add_argument("--log", metavar="FILE", help="append one JSON line per chat datagram and action")
     parser.add_argument("--stats", action="store_true", help="print counts per rule on exit")
     parser.add_argument("--max-hold", type=float, default=1.0, metavar="S", help="longest a reordered datagram is held (default 1)")
