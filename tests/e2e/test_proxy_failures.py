@@ -511,8 +511,14 @@ def test_duplicated_datagrams_change_nothing(cluster, tmp_path, clean_session):
 
 
 def test_reordered_datagrams_change_nothing(cluster, tmp_path, clean_session):
-    faulty = session(cluster, tmp_path, "--rule", "reorder p=0.3", "--seed", "3", "--max-hold", "0.3")
+    faulty = session(cluster, tmp_path, "--rule", "reorder 50% p=0.3", "--seed", "3")
     assert faulty["actions"]["reorder"] > 10
+    same_results(clean_session, faulty)
+
+
+def test_held_datagrams_change_nothing(cluster, tmp_path, clean_session):
+    faulty = session(cluster, tmp_path, "--rule", "hold p=0.3", "--seed", "3", "--max-hold", "0.3")
+    assert faulty["actions"]["hold"] > 10
     same_results(clean_session, faulty)
 
 

@@ -156,8 +156,8 @@ def test_duplicate_sends_extra_copies():
         assert proxy.counters()["duplicate"] == 1
 
 
-def test_reorder_holds_a_datagram_until_the_next_one_of_its_flow():
-    with network(["reorder type=pri_msg from=A nth=1"]) as (proxy, server, a, b):
+def test_hold_keeps_a_datagram_until_the_next_one_of_its_flow():
+    with network(["hold type=pri_msg from=A nth=1"]) as (proxy, server, a, b):
         pri_msgs(a, b, 1)
         pri_msgs(b, a, 1, start=10)  # traffic on another flow does not release it
         assert texts(a.recv_until(sentinel(b, a))) == ["m10"]
@@ -166,10 +166,10 @@ def test_reorder_holds_a_datagram_until_the_next_one_of_its_flow():
 
 
 def test_a_held_datagram_goes_after_max_hold_if_nothing_follows():
-    with network(["reorder type=pri_msg"], max_hold=0.2) as (proxy, server, a, b):
+    with network(["hold type=pri_msg"], max_hold=0.2) as (proxy, server, a, b):
         pri_msgs(a, b, 1)
         assert texts([b.recv()[0]]) == ["m1"]
-        assert proxy.counters()["reorder"] == 1
+        assert proxy.counters()["hold"] == 1
 
 
 def test_corrupt_flips_bits():
@@ -288,7 +288,8 @@ def test_help_shows_the_rule_grammar_with_examples():
     done = run_cli("--help")
     assert done.returncode == 0
     for word in ("--listen", "--server", "--rule", "--rules", "--seed", "--log", "--stats", "ACTION [ARG] [MATCH]",
-                 "drop", "pass", "delay D[±J]", "duplicate N", "reorder", "corrupt", "replay AFTER", "type=", "from=",
+                 "drop", "pass", "delay D[±J]", "duplicate N", "reorder [P%] [gap=N] [delay=D]", "hold", "corrupt",
+                 "replay AFTER", "type=", "from=", "during=", "since=", "--scenario",
                  "to=", "p=", "first=", "nth=", "after=", "count=", "Examples", "drop type=ack from=B first=5"):
         assert word in done.stdout, word
 

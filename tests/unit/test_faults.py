@@ -1,5 +1,5 @@
 """tools/faults.py, the fault rule engine, on its own: rules parsed (or refused naming the bad
-word), seeded choices, the reorder hold both the socket proxy and the simulator use, and the
+word), seeded choices, the hold both the socket proxy and the simulator use, and the
 same rules giving the same reordering in the simulator (tests/simnet.py) as the proxy gives on
 real sockets (tests/integration/test_lossy_proxy.py)."""
 
@@ -91,7 +91,7 @@ def test_a_seed_gives_each_flow_the_same_choices_whatever_the_interleaving():
     assert {"drop", "pass"} == set(one["A"])
 
 
-# -- the reorder hold ------------------------------------------------------------------------------
+# -- the hold ------------------------------------------------------------------------------
 
 
 def test_a_held_datagram_goes_with_the_next_of_its_flow_and_then_does_not_expire():
@@ -125,7 +125,7 @@ def private_texts(sim: SimNet, receiver: str) -> list[str]:
 def test_the_simulator_holds_a_message_until_the_next_of_its_flow_its_retry():
     sim = SimNet(seed=1)
     a, b = sim.online("A", "B")
-    sim.plan = FaultPlan(["reorder type=pri_msg from=A nth=1"])
+    sim.plan = FaultPlan(["hold type=pri_msg from=A nth=1"])
     sim.holds.max_hold = 30.0  # longer than the run: only the flow's next datagram can release it
     sent_at = sim.now
     sim.type(a, "send B first")
@@ -141,7 +141,7 @@ def test_the_simulator_holds_a_message_until_the_next_of_its_flow_its_retry():
 def test_the_simulator_delivers_a_held_message_after_max_hold_if_nothing_follows():
     sim = SimNet(seed=1)
     a, b = sim.online("A", "B")
-    sim.plan = FaultPlan(["reorder type=pri_msg"])
+    sim.plan = FaultPlan(["hold type=pri_msg"])
     sim.holds.max_hold = 0.4
     sent_at = sim.now
     sim.type(a, "send B alone")
