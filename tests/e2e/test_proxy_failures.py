@@ -402,6 +402,21 @@ def test_members_agree_on_the_order_of_group_messages(network):
     assert "not responsive" not in net.server.text
 
 
+def test_since_black_holes_a_client_from_the_first_kick_on(network):
+    """README recipe 9's trigger with real clients: A's message to B is lost and A reports B; from
+    that kick on everything to B is dropped, so the server's probe of B fails too and B is marked
+    offline (without the trigger, B answers the probe and stays online: recipe 2)."""
+    net = network(*QUICK)
+    a, b = net.clients(["A", "B"], *QUICK)
+    rules = ["drop type=pri_msg to=B", "drop to=B since=kick"]
+    net.proxy.replace_rules(rules)
+    a.sendline("send B hello")
+    a.expect_lines(">>> No ACK from B, message not delivered", ">>> Report this issue to server")
+    net.server.expect_line(">>> Client B did not answer the server's probe, marked offline")
+    counts = net.counts()
+    assert counts[rules[0]] == (5, 5) and counts[rules[1]][1] >= 5, counts  # A's tries; the probes and more
+
+
 def test_a_scenario_partitions_a_client_then_heals(network, tmp_path):
     """A scenario file played by the real proxy (tools/scenario.py through LossyProxy.play, the
     code behind --scenario), started once the clients are in: A is cut off for 6 s.  B's message

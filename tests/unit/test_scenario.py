@@ -86,6 +86,15 @@ def test_a_file_that_cannot_be_read_is_a_scenario_error(tmp_path):
         scenario.load(tmp_path / "binary.txt")
 
 
+def test_the_sniffers_proxy_log_reader_skips_the_phase_rows():
+    """The demo draws its ladder from a log with phase rows in it (docs/scenarios.md)."""
+    from tools.sniff import read_proxy_log
+
+    rows = read_proxy_log(str(DEMO.with_name("partition-proxy.jsonl")))
+    assert rows and all(set(row) == {"time", "from", "to", "type", "id", "action"} for row in rows)
+    assert sum(row["action"] == "drop" for row in rows) == 15
+
+
 def test_the_demo_scenario_parses():
     phases = scenario.load(DEMO).phases()
     assert len(phases) >= 2 and phases[-1].steps == ()  # it heals
