@@ -104,8 +104,6 @@ class Rule:
 
     @classmethod
     def parse(cls, text: str) -> "Rule":
-        from proto import TYPE_CODES  # the layer's own list of type names
-
         words = text.split()
         if not words:
             raise RuleError("empty rule")
@@ -139,11 +137,7 @@ class Rule:
             if not eq or key not in KEYS or not value:
                 raise RuleError(f"bad word '{word}' in rule '{text}' (matches are {', '.join(k + '=' for k in KEYS)})")
             if key == "type":
-                names = value.split(",")
-                unknown = [n for n in names if n not in TYPE_CODES]
-                if unknown:
-                    raise RuleError(f"unknown type '{unknown[0]}' in rule '{text}'")
-                rule.types = frozenset(names)
+                rule.types = _type_names(value, text)
             elif key in ("from", "to"):
                 setattr(rule, "src" if key == "from" else "dst", frozenset(value.split(",")))
             elif key == "p":
@@ -154,7 +148,7 @@ class Rule:
                 if not 0.0 <= rule.p <= 1.0:
                     raise RuleError(f"bad value '{value}' for p in rule '{text}' (a probability from 0 to 1)")
             elif key in ("during", "since"):
-                _time_condition(rule, key, value, TYPE_CODES)
+                _time_condition(rule, key, value)
             else:
                 setattr(rule, key, _positive_int(value, key, text))
         return rule
@@ -213,15 +207,21 @@ def _setting(rule: Rule, key: str, value: str) -> None:
         rule.delay = parse_duration(value, rule.text)
 
 
-def _time_condition(rule: Rule, key: str, value: str, type_codes) -> None:
+def _type_names(value: str, text: str) -> frozenset[str]:
+    from proto import TYPE_CODES  # the layer's own list of type names
+
+    names = value.split(",")
+    unknown = [n for n in names if n not in TYPE_CODES]
+    if unknown:
+        raise RuleError(f"unknown type '{unknown[0]}' in rule '{text}'")
+    return frozenset(names)
+
+
+def _time_condition(rule: Rule, key: str, value: str) -> None:
     """during=A..B (B may be left out: no end) or since=TYPE[,TYPE...]."""
     rule.timed = True
     if key == "since":
-        names = value.split(",")
-        unknown = [n for n in names if n not in type_codes]
-        if unknown:
-            raise RuleError(f"unknown type '{unknown[0]}' in rule '{rule.text}'")
-        rule.since = frozenset(names)
+        rule.since = _type_names(value, rule.text)
         return
     start, dots, end = value.partition("..")
     if not dots:
