@@ -69,9 +69,11 @@ class Scenario:
         rules = []
         for step in self.steps:
             if step.rule is not None:
+                rule = Rule.parse(step.rule)  # parsed once already: it parses
                 until = self._until[step]
-                end = "" if until == math.inf else f"{until:g}s"
-                rules.append(Rule.parse(f"{step.rule} during={step.at:g}s..{end}"))
+                rule.window, rule.timed = (step.at, until), True
+                rule.text += f" during={step.at:g}s..{'' if until == math.inf else f'{until:g}s'}"  # as --stats shows it
+                rules.append(rule)
         return rules
 
     def phases(self) -> list[Phase]:

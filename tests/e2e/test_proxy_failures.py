@@ -408,7 +408,7 @@ def test_since_black_holes_a_client_from_the_first_kick_on(network):
     offline (without the trigger, B answers the probe and stays online: recipe 2)."""
     net = network(*QUICK)
     a, b = net.clients(["A", "B"], *QUICK)
-    rules = ["drop type=pri_msg to=B", "drop to=B since=kick"]
+    rules = ["drop type=pri_msg from=A to=B", "drop to=B since=kick during=..8s"]
     net.proxy.replace_rules(rules)
     a.sendline("send B hello")
     a.expect_lines(">>> No ACK from B, message not delivered", ">>> Report this issue to server")

@@ -35,6 +35,11 @@ def test_each_line_becomes_a_rule_with_its_window():
     ]
 
 
+def test_times_too_large_to_write_short_still_make_rules():
+    (rule,) = scenario.parse("at 100000000000000000000s for 1s: drop").rules()
+    assert rule.window == (1e20, 1e20 + 1) and rule.text == "drop during=1e+20s..1e+20s"
+
+
 def test_a_phase_ends_where_the_next_begins_even_if_its_for_is_longer():
     (first, second) = scenario.parse("at 1s for 10s: drop\nat 4s: delay 1s").rules()
     assert (first.window, second.window[0]) == ((1.0, 4.0), 4.0)
