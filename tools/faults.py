@@ -22,8 +22,8 @@ Rules (checked in order, first match wins; no match means pass):
               count=N    apply the action at most N times
               during=A..B  only from A to B after the rule became active (added, or its
                          since= seen); during=A.. has no end: during=5s..12s, during=2s..
-              since=T[,T...]  only once a datagram of type T passed the proxy (the first
-                         one included): drop to=Bob since=kick
+              since=T[,T...]  only once a datagram of type T reached the proxy (that one
+                         included, whatever rule took it): drop to=Bob since=kick
     durations: 300ms, 1.5s, 2 (seconds); jitter with ± or +-: delay 300ms±50ms
 
     duplicate N sends N extra copies; reorder is netem's: a share P (default 25%) of
@@ -291,7 +291,7 @@ class FaultPlan:
         return Decision("pass", None, [(0.0, data)])
 
     def _seen(self, kind: str, now: float) -> None:
-        """A datagram of ``kind`` passes: the rules waiting for one become active now."""
+        """A datagram of ``kind`` arrived: the rules waiting for one become active now."""
         for rule in [r for r in self._waiting if kind in r.since]:
             rule.active_from = now
             self._waiting.remove(rule)
