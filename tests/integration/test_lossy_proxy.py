@@ -9,6 +9,7 @@ receiver gets before the sentinel is all it will ever get of what came earlier.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -226,6 +227,24 @@ def test_reorder_with_a_gap_sends_every_fifth_ahead_of_the_four_before_it():
         grp_msgs(server, a, 10)
         got = texts([a.recv()[0] for _ in range(10)])
         assert got == ["m5", "m10", "m1", "m2", "m3", "m4", "m6", "m7", "m8", "m9"]
+
+
+def test_during_holds_a_rule_only_in_its_time_window():
+    """Private messages, one at a time (each followed by a sentinel), from when the rule is added:
+    delivered, then dropped from 1 s to 3 s, then delivered again; the rule counts only the drops."""
+    rule = "drop type=pri_msg during=1s..3s"
+    with network() as (proxy, server, a, b):
+        proxy.replace_rules([rule])
+        fates: list[str] = []
+        deadline = time.monotonic() + WAIT
+        while "dropped" not in fates or fates[-1] != "delivered":
+            assert time.monotonic() < deadline, fates
+            pri_msgs(a, b, 1, start=len(fates))
+            fates.append("delivered" if b.recv_until(sentinel(a, b)) else "dropped")
+            time.sleep(0.02)  # a pace, not a wait for anything: about 150 messages in all
+        runs = [fate for fate, _ in itertools.groupby(fates)]
+        assert runs in (["delivered", "dropped", "delivered"], ["dropped", "delivered"]), runs  # one window
+        assert proxy.rule_counts() == [(rule, fates.count("dropped"), fates.count("dropped"))]
 
 
 def until(check, what: str):
