@@ -301,8 +301,8 @@ def test_a_member_that_acks_late_stays_and_sees_each_message_once(network):
 
 def test_group_messages_duplicated_reordered_and_late_crash_nobody(network):
     """Issue 11, README "Fault injection" recipe 7 with three members on terminals and a sender
-    typing group messages 0.3 s apart: acks wait in batches while retransmissions and held-back
-    messages arrive together.  No member crashes (no traceback, no "Unhandled exception", no
+    typing group messages 0.3 s apart: acks wait in batches while retransmissions, delayed and
+    overtaking messages arrive together.  No member crashes (no traceback, no "Unhandled exception", no
     prompt_toolkit "Press ENTER"), each shows each message once, and each leaves on Ctrl+C."""
     net = network(*DEFAULT, seed=11)
     members = net.clients(["B", "C", "D"], *DEFAULT, interactive=True)
