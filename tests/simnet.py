@@ -24,8 +24,10 @@ What it holds:
   reported (``events``) and how a user reads it (``lines``), and its exit status (``exits``).
 
 Datagrams between nodes pass either a ``fault`` hook that can drop, delay or duplicate them, or
-a ``plan``: the lossy proxy's own rule engine (tools/faults.py, reorder hold included), so the
-simulator and the proxy mean the same thing by ``drop p=0.2`` or ``reorder``.
+a ``plan``: the lossy proxy's own rule engine (tools/faults.py, the hold included), so the
+simulator and the proxy mean the same thing by ``drop p=0.2`` or ``reorder``.  A plan's rules
+become active when it is set (``sim.plan = ...``): their ``during=`` windows, and so a scenario
+(tools/scenario.py), count on the fake clock from then.
 
 Like the asyncio shell, the simulator isolates every call into a node's logic: an exception
 is counted (``internal error``) and recorded in ``errors``, and the node goes on.  Each
@@ -128,8 +130,8 @@ class SimNet:
         self.lines: dict[str, list[str]] = defaultdict(list)  # node name -> those events as printed
         self.exits: dict[str, int] = {}
         self.fault: Fault | None = None
-        self.plan: FaultPlan | None = None  # the lossy proxy's rules, applied to every datagram
-        self.holds = ReorderHold()  # reordered datagrams, held as (queue seq, bytes); max_hold as in the proxy
+        self._plan: FaultPlan | None = None  # the lossy proxy's rules, applied to every datagram
+        self.holds = ReorderHold()  # datagrams a `hold` keeps, as (queue seq, bytes); max_hold as in the proxy
         self._released: set[int] = set()  # held datagrams already sent on early
         self.sent: list[Sent] = []  # every datagram offered to the network
         self._queue: list = []
@@ -150,6 +152,16 @@ class SimNet:
         self._names[addr] = name
         self._drains[addr] = drain or logic.drain
         return logic
+
+    @property
+    def plan(self) -> FaultPlan | None:
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: FaultPlan | None) -> None:
+        self._plan = plan
+        if plan is not None:
+            plan.activate(self.now)  # as the proxy does: its rules' time counts from now
 
     def fresh_addr(self, port: int | None = None) -> tuple:
         """An address no node or peer has had."""

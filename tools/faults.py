@@ -3,13 +3,15 @@
 Pure decisions, no I/O: both the socket proxy (tools/lossy_proxy.py) and the deterministic
 simulator of the tests use it, so the two mean the same thing by ``drop p=0.2`` or ``reorder``.
 A ``FaultPlan`` holds the rules and the seeded randomness and gives a ``Decision`` per datagram;
-a ``ReorderHold`` keeps the datagrams a ``reorder`` holds back until their flow's next one.
+a ``ReorderHold`` keeps the datagrams a ``hold`` holds back until their flow's next one.
+Time comes from the caller (``decide(..., now=)``: the proxy's loop clock, the simulator's fake one).
 
 Rules (checked in order, first match wins; no match means pass):
 
     ACTION [ARG] [MATCH]...
 
-    actions:  drop | pass | delay D[±J] | duplicate N | reorder | corrupt [N] | replay AFTER | rate R
+    actions:  drop | pass | delay D[±J] | duplicate N | reorder [P%] [gap=N] [delay=D] | hold
+              | corrupt [N] | replay AFTER | rate R
     matches:  type=T[,T...]  from=NAME[,NAME...]  to=NAME[,NAME...]  (names learned from
               the traffic; the server is "server")
               p=P        with probability P (--seed N: each flow, a sender, a receiver and
@@ -28,12 +30,19 @@ Rules (checked in order, first match wins; no match means pass):
     rate:     R in bps, kbps, mbps (bytes/s) or bit, kbit, mbit (bits/s): each flow's
               link sends R; limit=N  datagrams on it at most, more are dropped (1000)
               (which are dropped depends on when they come, not on --seed)
+              during=A..B  only from A to B after the rule became active (added, or its
+                         since= seen); during=A.. has no end: during=5s..12s, during=2s..
+              since=T[,T...]  only once a datagram of type T reached the proxy (that one
+                         included, whatever rule took it): drop to=Bob since=kick
     durations: 300ms, 1.5s, 2 (seconds); jitter with ± or +-: delay 300ms±50ms
     chances (gemodel=, state=, corr=): 25% or 0.25; a model's state is kept per flow
 
-    duplicate N sends N extra copies; reorder holds a datagram until the next one
-    of the same flow (sender to receiver) has gone, at most --max-hold; corrupt N
-    flips N random bytes (default 1); replay AFTER delivers it now and a copy later.
+    duplicate N sends N extra copies; reorder is netem's: a share P (default 25%) of
+    the datagrams goes at once and overtakes the others, which wait D (default 100ms);
+    with gap=N, N-1 datagrams wait before one may go at once; hold keeps a datagram
+    until the next one of the same flow (sender to receiver) has gone, at most
+    --max-hold; corrupt N flips N random bytes (default 1); replay AFTER delivers it
+    now and a copy later.
     A loss model picks among what the rule's other matches let through, for any action.
     The netem command line for each: docs/fault-models.md.
 
@@ -41,13 +50,15 @@ Examples:
 
     --rule 'drop type=ack from=B first=5'      --rule 'delay 300ms type=grp_msg to=C'
     --rule 'duplicate 2 type=pri_msg'          --rule 'drop p=0.2'
-    --rule 'reorder type=table'                --rule 'corrupt p=0.05'
+    --rule 'reorder 25% gap=5 type=grp_msg'    --rule 'corrupt p=0.05'
+    --rule 'hold type=table'                   --rule 'drop to=Bob since=kick during=0s..8s'
     --rule 'drop gemodel=1%,30% type=grp_msg'  --rule 'delay 100ms±20ms dist=pareto corr=25%'
     --rule 'rate 20kbps limit=50 from=server'
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -57,9 +68,13 @@ from tools import impairments
 from tools.cli import seconds
 from tools.impairments import LOSS_MODELS, SHAPES, DelayShape, FlowStates, FourState, GilbertElliott, Link
 
-ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "corrupt", "replay", "rate")
+ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "hold", "corrupt", "replay", "rate")
 NEEDS_ARG = {"delay", "duplicate", "replay", "rate"}
-KEYS = ("type", "from", "to", "p", "first", "nth", "after", "count", *LOSS_MODELS, "dist", "corr", "limit")
+KEYS = ("type", "from", "to", "p", "first", "nth", "after", "count", "during", "since", *LOSS_MODELS, "dist", "corr", "limit")
+SETTINGS = {"reorder": ("gap", "delay")}  # an action's own key=value words
+# A plain `reorder`: netem's example share; a delay long enough that a burst a node sends (a
+# group message's fan-out, a table in parts) is overtaken on loopback, short beside a 500 ms retry.
+REORDER_SHARE, REORDER_DELAY = 0.25, 0.1
 
 
 class RuleError(ValueError):
@@ -94,6 +109,13 @@ class Rule:
     nth: int | None = None
     after: int | None = None
     count: int | None = None
+    share: float = 0.0  # reorder: the share of datagrams sent at once
+    gap: int = 1  # reorder: datagrams that wait before one may go at once
+    window: tuple[float, float] | None = None  # during=: seconds after the rule became active
+    since: frozenset[str] | None = None  # since=: types whose first datagram activates the rule
+    active_from: float | None = None  # when it became active, on the caller's clock; None: not yet
+    timed: bool = False  # has during= or since=: take() looks at the clock
+    waited: int = 0  # reorder: datagrams delayed since the last one sent at once
     selected: int = 0  # datagrams its type/from/to selected
     applied: int = 0  # times its action was taken
     loss: GilbertElliott | FourState | None = None  # a loss model: picks the datagrams the rule acts on
@@ -105,8 +127,6 @@ class Rule:
 
     @classmethod
     def parse(cls, text: str) -> "Rule":
-        from proto import TYPE_CODES  # the layer's own list of type names
-
         words = text.split()
         if not words:
             raise RuleError("empty rule")
@@ -114,6 +134,8 @@ class Rule:
         if action not in ACTIONS:
             raise RuleError(f"unknown action '{action}' in rule '{text}' (one of {', '.join(ACTIONS)})")
         rule = cls(text, action)
+        if action == "reorder":
+            rest = _reorder_share(rule, rest)
         if action in NEEDS_ARG or (action == "corrupt" and rest and "=" not in rest[0]):
             if not rest or "=" in rest[0]:
                 raise RuleError(f"'{action}' needs an argument in rule '{text}'")
@@ -134,14 +156,13 @@ class Rule:
             rule.copies = 1
         for word in rest:
             key, eq, value = word.partition("=")
+            if eq and value and key in SETTINGS.get(action, ()):
+                _setting(rule, key, value)
+                continue
             if not eq or key not in KEYS or not value:
                 raise RuleError(f"bad word '{word}' in rule '{text}' (matches are {', '.join(k + '=' for k in KEYS)})")
             if key == "type":
-                names = value.split(",")
-                unknown = [n for n in names if n not in TYPE_CODES]
-                if unknown:
-                    raise RuleError(f"unknown type '{unknown[0]}' in rule '{text}'")
-                rule.types = frozenset(names)
+                rule.types = _type_names(value, text)
             elif key in ("from", "to"):
                 setattr(rule, "src" if key == "from" else "dst", frozenset(value.split(",")))
             elif key in LOSS_MODELS or key in ("dist", "corr", "limit"):
@@ -153,18 +174,22 @@ class Rule:
                     rule.p = -1.0
                 if not 0.0 <= rule.p <= 1.0:
                     raise RuleError(f"bad value '{value}' for p in rule '{text}' (a probability from 0 to 1)")
+            elif key in ("during", "since"):
+                _time_condition(rule, key, value)
             else:
                 setattr(rule, key, _positive_int(value, key, text))
         _check_impairments(rule, text)
         return rule
 
-    def take(self, kind: str, src: str, dst: str, rng: random.Random, seed: int | None = None) -> bool:
+    def take(self, kind: str, src: str, dst: str, rng: random.Random, now: float = 0.0, seed: int | None = None) -> bool:
         """Does this rule act on this datagram?  Updates the rule's counters; a loss model's
         per-flow state comes from ``seed`` (the plan's)."""
         if self.types is not None and kind not in self.types:
             return False
         if (self.src is not None and src not in self.src) or (self.dst is not None and dst not in self.dst):
             return False
+        if self.timed and not self.active_at(now):
+            return False  # outside its time: it selects nothing, so first=/nth= count within it
         self.selected += 1
         n = self.selected
         if (self.first is not None and n > self.first) or (self.nth is not None and n != self.nth):
@@ -179,6 +204,64 @@ class Rule:
             return False
         self.applied += 1
         return True
+
+    def active_at(self, now: float) -> bool:
+        """Is the rule in force at ``now``: activated (its since= seen), inside its during= window?"""
+        if self.active_from is None:
+            if self.since is not None:
+                return False
+            self.active_from = now  # put in a plan without a clock (FaultPlan.activate): from now
+        if self.window is None:
+            return True
+        elapsed = now - self.active_from
+        return self.window[0] <= elapsed < self.window[1]
+
+
+def _reorder_share(rule: Rule, rest: list[str]) -> list[str]:
+    """reorder's defaults, and its optional share (``25%``); returns the words after it."""
+    rule.share, rule.delay = REORDER_SHARE, REORDER_DELAY
+    if not rest or "=" in rest[0]:
+        return rest
+    word = rest[0]
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)%", word)
+    if not m or float(m.group(1)) > 100:
+        raise RuleError(f"bad share '{word}' in rule '{rule.text}' (a percentage from 0% to 100%, e.g. 25%)")
+    rule.share = float(m.group(1)) / 100
+    return rest[1:]
+
+
+def _setting(rule: Rule, key: str, value: str) -> None:
+    """An action's own key=value word (reorder's gap= and delay=)."""
+    if key == "gap":
+        rule.gap = _positive_int(value, key, rule.text)
+    else:
+        rule.delay = parse_duration(value, rule.text)
+
+
+def _type_names(value: str, text: str) -> frozenset[str]:
+    from proto import TYPE_CODES  # the layer's own list of type names
+
+    names = value.split(",")
+    unknown = [n for n in names if n not in TYPE_CODES]
+    if unknown:
+        raise RuleError(f"unknown type '{unknown[0]}' in rule '{text}'")
+    return frozenset(names)
+
+
+def _time_condition(rule: Rule, key: str, value: str) -> None:
+    """during=A..B (B may be left out: no end) or since=TYPE[,TYPE...]."""
+    rule.timed = True
+    if key == "since":
+        rule.since = _type_names(value, rule.text)
+        return
+    start, dots, end = value.partition("..")
+    if not dots:
+        raise RuleError(f"bad window '{value}' in rule '{rule.text}' (during=FROM..TO or during=FROM.., e.g. during=5s..12s)")
+    begin = parse_duration(start, rule.text) if start else 0.0
+    until = parse_duration(end, rule.text) if end else math.inf
+    if until <= begin:
+        raise RuleError(f"bad window '{value}' in rule '{rule.text}' (it ends before it starts)")
+    rule.window = (begin, until)
 
 
 def _impairment(parse, value: str, text: str):
@@ -226,7 +309,7 @@ class Decision:
     action: str  # what happened: one of ACTIONS
     rule: int | None  # index of the rule that matched (shown from 1), None for none
     copies: list[tuple[float, bytes]] = field(default_factory=list)  # (delay, bytes) to deliver
-    hold: bool = False  # reorder: keep it until the flow's next datagram
+    hold: bool = False  # hold: keep it until the flow's next datagram
 
 
 class FaultPlan:
@@ -235,14 +318,29 @@ class FaultPlan:
     def __init__(self, rules: Iterable[str | Rule] = (), seed: int | None = None):
         self.seed = seed
         self.rules: list[Rule] = []
+        self._waiting: list[Rule] = []  # rules whose since= was not seen yet
         self.replace(rules)
         self._streams: dict[tuple[str, str, str], random.Random] = {}
 
     def add(self, rule: str | Rule) -> None:
-        self.rules.append(rule if isinstance(rule, Rule) else Rule.parse(rule))
+        self.rules.append(self._entering(rule if isinstance(rule, Rule) else Rule.parse(rule)))
 
     def replace(self, rules: Iterable[str | Rule]) -> None:
-        self.rules = [r if isinstance(r, Rule) else Rule.parse(r) for r in rules]
+        self._waiting = []
+        self.rules = [self._entering(r if isinstance(r, Rule) else Rule.parse(r)) for r in rules]
+
+    def _entering(self, rule: Rule) -> Rule:
+        if rule.since is not None and rule.active_from is None:
+            self._waiting.append(rule)
+        return rule
+
+    def activate(self, now: float) -> None:
+        """The rules that entered the plan since the last call became active at ``now`` (their
+        during= counts from it); a caller with a clock calls this when it adds rules.  Without
+        it, a rule becomes active at the first datagram it is asked about."""
+        for rule in self.rules:
+            if rule.active_from is None and rule.since is None:
+                rule.active_from = now
 
     def stream(self, kind: str, src: str, dst: str) -> random.Random:
         """The random stream of one (sender, receiver, type).  Real nodes' flows reach the
@@ -256,13 +354,21 @@ class FaultPlan:
 
     def decide(self, data: bytes, kind: str, src: str, dst: str, *, now: float = 0.0) -> Decision:
         """``now``: seconds on the caller's clock (the proxy's loop, the simulator's fake one)."""
+        if self._waiting:
+            self._seen(kind, now)
         rng = self.stream(kind, src, dst)
         for index, rule in enumerate(self.rules):
-            if rule.take(kind, src, dst, rng, self.seed):
+            if rule.take(kind, src, dst, rng, now, self.seed):
                 if rule._states is not None:
                     return self._shaped(rule, index, data, src, dst, now)
-                return Decision(rule.action, index, self._copies(rule, data, rng), hold=rule.action == "reorder")
+                return Decision(rule.action, index, self._copies(rule, data, rng), hold=rule.action == "hold")
         return Decision("pass", None, [(0.0, data)])
+
+    def _seen(self, kind: str, now: float) -> None:
+        """A datagram of ``kind`` arrived: the rules waiting for one become active now."""
+        for rule in [r for r in self._waiting if kind in r.since]:
+            rule.active_from = now
+            self._waiting.remove(rule)
 
     def _shaped(self, rule: Rule, index: int, data: bytes, src: str, dst: str, now: float) -> Decision:
         """A delay with a distribution, or a rate: from the flow's own state (tools/impairments.py)."""
@@ -289,11 +395,24 @@ class FaultPlan:
             return [(0.0, bytes(flipped))]
         if rule.action == "replay":
             return [(0.0, data), (rule.delay, data)]
-        return [(0.0, data)]  # pass, reorder
+        if rule.action == "reorder":
+            return [(_reorder_delay(rule, rng), data)]
+        return [(0.0, data)]  # pass, hold
+
+
+def _reorder_delay(rule: Rule, rng: random.Random) -> float:
+    """netem's reorder: once ``gap - 1`` datagrams have waited, each goes at once with probability
+    ``share``, ahead of those still waiting, and the count starts again; the others wait ``delay``.
+    Like netem, which counts over its whole queue, the count is the rule's, not one per flow."""
+    if rule.waited >= rule.gap - 1 and rng.random() < rule.share:
+        rule.waited = 0
+        return 0.0
+    rule.waited += 1
+    return rule.delay
 
 
 class ReorderHold:
-    """The datagrams a ``reorder`` holds, per flow (sender to receiver): each goes out right after
+    """The datagrams a ``hold`` holds, per flow (sender to receiver): each goes out right after
     the flow's next datagram that goes out, or when ``max_hold`` is up, whichever comes first.
     What a held item is (a datagram and its socket, a queue entry) is the caller's business."""
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A fault-injecting UDP proxy for ChatApp: drops, delays, duplicates, reorders,
-corrupts and replays chat datagrams chosen by what they mean.
+"""A fault-injecting UDP proxy for ChatApp: drops, delays, duplicates, reorders, holds,
+corrupts and replays chat datagrams chosen by what they mean, at the times a scenario says.
 
 Clients are started with the proxy's --listen address as the server's.  The
 proxy gives every real endpoint it sees a *mirror* socket of its own; a
@@ -9,7 +9,8 @@ address from Y's mirror.  The server therefore observes each client at its
 mirror, the table it broadcasts points at mirrors, and private messages
 between clients pass through the proxy too.  No node needs a special mode.
 
-The rules, their grammar and what each action does: tools/faults.py (shown by --help).
+The rules, their grammar and what each action does: tools/faults.py (shown by --help);
+scenarios, rules scheduled in time: tools/scenario.py.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ with dependencies():
     from tools import faults
     from node.grids import rich_grid
     from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError
+    from tools import scenario as scenarios
 
 Address = tuple[str, int]
 
@@ -79,9 +81,31 @@ class LossyProxy:
     # control, also from tests (call on the proxy's loop, or through tests/procs.py's ProxyThread)
     def add_rule(self, rule: str | Rule) -> None:
         self.plan.add(rule)
+        self._activate()
 
     def replace_rules(self, rules: Iterable[str | Rule]) -> None:
         self.plan.replace(rules)
+        self._activate()
+
+    def _activate(self) -> None:
+        """New rules' during= windows count from now (rules given before start: from the start)."""
+        if self._loop is not None:
+            self.plan.activate(self._loop.time())
+
+    def play(self, scenario: "scenarios.Scenario") -> None:
+        """Add the scenario's rules, its times counted from now, and announce each phase as it begins."""
+        for rule in scenario.rules():
+            self.plan.add(rule)
+        self._activate()
+        for phase in scenario.phases():
+            self._loop.call_later(phase.at, self._announce, phase)
+
+    def _announce(self, phase: "scenarios.Phase") -> None:
+        print(f"lossy proxy: scenario {phase.describe()}", file=sys.stderr, flush=True)
+        if self._log is not None:
+            rules = [{"line": step.line, "rule": step.rule} for step in phase.steps]
+            self._log.write(json.dumps({"time": round(time.time(), 6), "phase": phase.at, "rules": rules}) + "\n")
+            self._log.flush()
 
     def clear_rules(self) -> None:
         self.plan.rules = []
@@ -93,6 +117,7 @@ class LossyProxy:
     def start(self) -> None:
         """Open the listening socket (the server's mirror); call from a running loop."""
         self._loop = asyncio.get_running_loop()
+        self._activate()
         self._open_mirror(self.server, self.listen)
 
     def stop(self) -> None:
@@ -225,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", type=host_port, required=True, metavar="HOST:PORT", help="the real server")
     parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule (repeatable; see below)")
     parser.add_argument("--rules", metavar="FILE", help="rules from a file, one per line, # comments")
+    parser.add_argument("--scenario", metavar="FILE", help="rules scheduled in time, 'at 3s for 8s: RULE' per line (after --rule/--rules)")
     parser.add_argument("--seed", type=int, help="seed for the random choices (p=, jitter, corrupt, loss models, delay distributions)")
     parser.add_argument("--log", metavar="FILE", help="append one JSON line per chat datagram and action")
     parser.add_argument("--stats", action="store_true", help="print counts per rule on exit")
-    parser.add_argument("--max-hold", type=float, default=1.0, metavar="S", help="longest a reordered datagram is held (default 1)")
+    parser.add_argument("--max-hold", type=float, default=1.0, metavar="S", help="longest a 'hold' keeps a datagram (default 1)")
     args = parser.parse_args(argv)
     texts = list(args.rule)
     try:
@@ -236,15 +262,18 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.rules, encoding="utf-8") as f:
                 texts += [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
         rules = [Rule.parse(t) for t in texts]
+        scenario = scenarios.load(args.scenario) if args.scenario else None
         if args.log:
             open(args.log, "a", encoding="utf-8").close()  # fail here, not as a listening error later
-    except (RuleError, OSError) as exc:
+    except (RuleError, scenarios.ScenarioError, OSError) as exc:
         print(f"{prog()}: {exc}", file=sys.stderr)
         return 2
 
     async def serve() -> None:
         proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold)
         proxy.start()
+        if scenario is not None:
+            proxy.play(scenario)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -252,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         host, port = proxy.address
         # Only now: whoever waits for this line may stop the proxy at once.
         said = counted(len(rules), "rule") if rules else "no rules: every datagram passes"
+        if scenario is not None:
+            said = f"{counted(len(rules), 'rule')}, scenario {args.scenario}: {counted(len(scenario.phases()), 'phase')}"
         print(f"lossy proxy on {host}:{port} -> server {args.server[0]}:{args.server[1]} ({said})", flush=True)
         await stop.wait()
         proxy.stop()

@@ -229,6 +229,8 @@ def read_proxy_log(path: str) -> list[dict]:
                 if text.strip():
                     try:
                         row = json.loads(text)
+                        if "phase" in row:
+                            continue  # a scenario's phase change (tools/scenario.py), not a datagram
                         rows.append({k: row[k] for k in ("time", "from", "to", "type", "id", "action")})
                     except (ValueError, KeyError, TypeError):
                         raise UserError(f"{path}:{number}: not a line of the lossy proxy's --log") from None

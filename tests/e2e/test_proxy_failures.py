@@ -24,6 +24,7 @@ import pytest
 from proto import MSG_TYPES
 from proto.fastpath import parse
 from tests.procs import HOST, Cluster, Proc, ProxyProcess, ProxyThread, in_group, start_clients
+from tools import scenario
 
 DEFAULT: tuple[str, ...] = ()  # 500 ms x 5 tries
 QUICK = ("--ack-timeout", "0.2")  # 5 tries too
@@ -300,8 +301,8 @@ def test_a_member_that_acks_late_stays_and_sees_each_message_once(network):
 
 def test_group_messages_duplicated_reordered_and_late_crash_nobody(network):
     """Issue 11, README "Fault injection" recipe 7 with three members on terminals and a sender
-    typing group messages 0.3 s apart: acks wait in batches while retransmissions and held-back
-    messages arrive together.  No member crashes (no traceback, no "Unhandled exception", no
+    typing group messages 0.3 s apart: acks wait in batches while retransmissions, delayed and
+    overtaking messages arrive together.  No member crashes (no traceback, no "Unhandled exception", no
     prompt_toolkit "Press ENTER"), each shows each message once, and each leaves on Ctrl+C."""
     net = network(*DEFAULT, seed=11)
     members = net.clients(["B", "C", "D"], *DEFAULT, interactive=True)
@@ -399,6 +400,54 @@ def test_members_agree_on_the_order_of_group_messages(network):
         assert [t for t in shown[first.name] if t in common] == [t for t in shown[second.name] if t in common], (
             first.name, second.name, shown)
     assert "not responsive" not in net.server.text
+
+
+def test_since_black_holes_a_client_from_the_first_kick_on(network):
+    """README recipe 9's trigger with real clients: A's message to B is lost and A reports B; from
+    that kick on everything to B is dropped, so the server's probe of B fails too and B is marked
+    offline (without the trigger, B answers the probe and stays online: recipe 2)."""
+    net = network(*QUICK)
+    a, b = net.clients(["A", "B"], *QUICK)
+    rules = ["drop type=pri_msg from=A to=B", "drop to=B since=kick during=..8s"]
+    net.proxy.replace_rules(rules)
+    a.sendline("send B hello")
+    a.expect_lines(">>> No ACK from B, message not delivered", ">>> Report this issue to server")
+    net.server.expect_line(">>> Client B did not answer the server's probe, marked offline")
+    counts = net.counts()
+    assert counts[rules[0]] == (5, 5) and counts[rules[1]][1] >= 5, counts  # A's tries; the probes and more
+
+
+def test_a_scenario_partitions_a_client_then_heals(network, tmp_path):
+    """A scenario file played by the real proxy (tools/scenario.py through LossyProxy.play, the
+    code behind --scenario), started once the clients are in: A is cut off for 6 s.  B's message
+    to A fails, B reports A, the server's probe fails and A is marked offline; the proxy logs the
+    heal; then A's next command finds it was forgotten, A registers again, and B reaches it."""
+    log = tmp_path / "proxy.jsonl"
+    net = network(*QUICK, seed=14, log_path=str(log))
+    a, b = net.clients(["A", "B"], *QUICK)
+    outage = tmp_path / "outage.txt"
+    outage.write_text("at 0s for 6s: drop from=A\nat 0s for 6s: drop to=A\nat 6s: clear\n", encoding="utf-8")
+    lossy = net.proxy.proxy
+    net.proxy.call(lossy.play, scenario.load(outage))
+    b.sendline("send A are you there")
+    b.expect_lines(">>> No ACK from A, message not delivered", ">>> Report this issue to server")
+    net.server.expect_line(">>> Client A did not answer the server's probe, marked offline")
+
+    def phases() -> list[dict]:
+        return [row for row in map(json.loads, log.read_text().splitlines()) if "phase" in row]
+
+    b.wait_until(lambda: len(phases()) == 2, "the proxy's log of the heal", timeout=20, output=False)
+    assert [(row["phase"], [r["line"] for r in row["rules"]]) for row in phases()] == [(0.0, [1, 2]), (6.0, [])]
+    cut = net.counts()
+    assert cut["drop to=A during=0s..6s"][1] >= 10, cut  # B's five tries and the server's five probes
+    assert "are you there" not in a.text
+    a.sendline("list_groups")
+    a.expect_line(">>> The server no longer knows this client (it may have restarted): registering again")
+    a.expect_line(">>> Welcome, You are registered.")
+    b.sendline("send A welcome back")
+    b.expect_line(">>> Message received by A.")
+    a.expect_line(">>> B: welcome back")
+    assert net.counts() == cut  # nothing dropped after the heal
 
 
 # -- table updates -------------------------------------------------------------------------------
@@ -511,8 +560,14 @@ def test_duplicated_datagrams_change_nothing(cluster, tmp_path, clean_session):
 
 
 def test_reordered_datagrams_change_nothing(cluster, tmp_path, clean_session):
-    faulty = session(cluster, tmp_path, "--rule", "reorder p=0.3", "--seed", "3", "--max-hold", "0.3")
+    faulty = session(cluster, tmp_path, "--rule", "reorder 50% p=0.3", "--seed", "3")
     assert faulty["actions"]["reorder"] > 10
+    same_results(clean_session, faulty)
+
+
+def test_held_datagrams_change_nothing(cluster, tmp_path, clean_session):
+    faulty = session(cluster, tmp_path, "--rule", "hold p=0.3", "--seed", "3", "--max-hold", "0.3")
+    assert faulty["actions"]["hold"] > 10
     same_results(clean_session, faulty)
 
 

@@ -9,6 +9,7 @@ receiver gets before the sentinel is all it will ever get of what came earlier.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -156,8 +157,8 @@ def test_duplicate_sends_extra_copies():
         assert proxy.counters()["duplicate"] == 1
 
 
-def test_reorder_holds_a_datagram_until_the_next_one_of_its_flow():
-    with network(["reorder type=pri_msg from=A nth=1"]) as (proxy, server, a, b):
+def test_hold_keeps_a_datagram_until_the_next_one_of_its_flow():
+    with network(["hold type=pri_msg from=A nth=1"]) as (proxy, server, a, b):
         pri_msgs(a, b, 1)
         pri_msgs(b, a, 1, start=10)  # traffic on another flow does not release it
         assert texts(a.recv_until(sentinel(b, a))) == ["m10"]
@@ -166,10 +167,10 @@ def test_reorder_holds_a_datagram_until_the_next_one_of_its_flow():
 
 
 def test_a_held_datagram_goes_after_max_hold_if_nothing_follows():
-    with network(["reorder type=pri_msg"], max_hold=0.2) as (proxy, server, a, b):
+    with network(["hold type=pri_msg"], max_hold=0.2) as (proxy, server, a, b):
         pri_msgs(a, b, 1)
         assert texts([b.recv()[0]]) == ["m1"]
-        assert proxy.counters()["reorder"] == 1
+        assert proxy.counters()["hold"] == 1
 
 
 def test_corrupt_flips_bits():
@@ -200,6 +201,72 @@ def test_non_chat_datagrams_pass_untouched_and_are_counted():
         assert [server.recv()[0] for _ in junk] == junk
         assert proxy.counters()["non_chat"] == 3
         assert proxy.rule_counts() == [("drop", 0, 0), ("corrupt", 0, 0)]
+
+
+# -- reorder with netem's meaning; since= triggers -----------------------------------------------------
+
+
+def grp_msgs(server: Node, member: Node, count: int) -> list[bytes]:
+    return [server.send(server.chat("grp_msg", group="g", seq=i, origin="B", text=f"m{i}"), member.mirror)
+            for i in range(1, count + 1)]
+
+
+def test_plain_reorder_on_every_group_message_changes_their_arrival_order():
+    """The rule of the README's recipe: a quarter of the group messages go at once and overtake
+    the others, which wait 100 ms (each arrives once)."""
+    with network(["reorder type=grp_msg"], seed=5) as (proxy, server, a, b):
+        sent = texts(grp_msgs(server, a, 30))
+        got = texts([a.recv()[0] for _ in range(30)])
+        assert sorted(got) == sorted(sent) and got != sent, got
+        assert proxy.rule_counts() == [("reorder type=grp_msg", 30, 30)]
+
+
+def test_reorder_with_a_gap_sends_every_fifth_ahead_of_the_four_before_it():
+    """netem's "delay 1s reorder 100% gap 5"."""
+    with network(["reorder 100% gap=5 delay=1s type=grp_msg"]) as (proxy, server, a, b):
+        grp_msgs(server, a, 10)
+        got = texts([a.recv()[0] for _ in range(10)])
+        assert got == ["m5", "m10", "m1", "m2", "m3", "m4", "m6", "m7", "m8", "m9"]
+
+
+def test_during_holds_a_rule_only_in_its_time_window():
+    """Private messages, one at a time (each followed by a sentinel), from when the rule is added:
+    delivered, then dropped from 1 s to 3 s, then delivered again; the rule counts only the drops."""
+    rule = "drop type=pri_msg during=1s..3s"
+    with network() as (proxy, server, a, b):
+        proxy.replace_rules([rule])
+        fates: list[str] = []
+        deadline = time.monotonic() + WAIT
+        while "dropped" not in fates or fates[-1] != "delivered":
+            assert time.monotonic() < deadline, fates
+            pri_msgs(a, b, 1, start=len(fates))
+            fates.append("delivered" if b.recv_until(sentinel(a, b)) else "dropped")
+            time.sleep(0.02)  # a pace, not a wait for anything: about 150 messages in all
+        runs = [fate for fate, _ in itertools.groupby(fates)]
+        assert runs in (["delivered", "dropped", "delivered"], ["dropped", "delivered"]), runs  # one window
+        assert proxy.rule_counts() == [(rule, fates.count("dropped"), fates.count("dropped"))]
+
+
+def until(check, what: str):
+    deadline = time.monotonic() + WAIT
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"no {what} within {WAIT} s"
+        time.sleep(0.01)
+    return result
+
+
+def test_since_black_holes_a_client_from_the_first_kick_on():
+    with network(["drop to=B since=kick"]) as (proxy, server, a, b):
+        pri_msgs(a, b, 1)
+        assert texts(b.recv_until(sentinel(a, b))) == ["m1"]  # before any kick
+        kick = a.send(a.chat("kick", target="B"), proxy.address)
+        assert server.recv()[0] == kick  # the trigger itself goes to the server: not to B
+        pri_msgs(a, b, 1, start=2)
+        server.send(server.chat("table"), b.mirror)
+        until(lambda: proxy.rule_counts() == [("drop to=B since=kick", 2, 2)], "two drops")
+        assert select.select([b.sock], [], [], 0)[0] == []  # nothing reached B
+        pri_msgs(b, a, 1, start=3)
+        assert texts(a.recv_until(sentinel(b, a))) == ["m3"]  # B's own datagrams still go
 
 
 # -- matches ------------------------------------------------------------------------------------------
@@ -288,7 +355,8 @@ def test_help_shows_the_rule_grammar_with_examples():
     done = run_cli("--help")
     assert done.returncode == 0
     for word in ("--listen", "--server", "--rule", "--rules", "--seed", "--log", "--stats", "ACTION [ARG] [MATCH]",
-                 "drop", "pass", "delay D[±J]", "duplicate N", "reorder", "corrupt", "replay AFTER", "type=", "from=",
+                 "drop", "pass", "delay D[±J]", "duplicate N", "reorder [P%] [gap=N] [delay=D]", "hold", "corrupt",
+                 "replay AFTER", "type=", "from=", "during=", "since=", "--scenario",
                  "to=", "p=", "first=", "nth=", "after=", "count=", "Examples", "drop type=ack from=B first=5"):
         assert word in done.stdout, word
 
@@ -313,6 +381,54 @@ def test_a_bad_line_in_a_rules_file(tmp_path):
     rules.write_text("# loss\ndrop p=0.1   # some\n\ndrop type=grp_msg too=C\n")
     done = run_cli("--listen", f"{HOST}:0", "--server", f"{HOST}:9", "--rules", str(rules))
     assert done.returncode == 2 and "bad word 'too=C'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("at 1s for 2s: drop from=Ann\nat 3s: drop tipe=ack\n", "outage.txt:2: bad word 'tipe=ack'"),
+        ("at 5s: clear\nat 1s: drop\n", "outage.txt:2: at 1s comes after at 5s"),
+        (None, "outage.txt: cannot read the scenario"),
+    ],
+)
+def test_a_bad_scenario_is_one_line_on_stderr_naming_the_line_and_status_2(tmp_path, text, message):
+    scenario = tmp_path / "outage.txt"
+    if text is not None:
+        scenario.write_text(text)
+    done = run_cli("--listen", f"{HOST}:0", "--server", f"{HOST}:9", "--scenario", str(scenario))
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_the_command_line_plays_a_scenario_and_logs_its_phases(tmp_path):
+    """A scenario file's rules hold in their time window (private messages dropped for the first
+    3 s, then healed); each phase is a line on stderr and a row in the JSON log."""
+    log, outage = tmp_path / "proxy.jsonl", tmp_path / "outage.txt"
+    outage.write_text("at 0s for 3s: drop type=pri_msg   # an outage\nat 3s: clear\n")
+    server, a = Node("server"), Node("A")
+    try:
+        with proxy_process(server, "--scenario", str(outage), "--log", str(log)) as proxy:
+            assert proxy.banner.endswith(f"(0 rules, scenario {outage}: 2 phases)"), proxy.banner
+            a.send(a.chat("reg"), proxy.address)
+            server.recv()
+            deadline = time.monotonic() + WAIT
+            while not select.select([server.sock], [], [], 0.05)[0]:  # one every 50 ms until one gets through
+                assert time.monotonic() < deadline, "no private message got through after the outage"
+                a.send(a.chat("pri_msg", text="are you there"), proxy.address)
+            assert proxy.stop() == 0
+    finally:
+        server.close()
+        a.close()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["phase"], r["rules"]) for r in rows if "phase" in r] == [
+        (0.0, [{"line": 1, "rule": "drop type=pri_msg"}]), (3.0, [])]
+    fates = [r["action"] for r in rows if r.get("type") == "pri_msg"]
+    assert fates[0] == "drop" and fates[-1] == "pass", fates
+    assert fates == sorted(fates, key=lambda action: action != "drop"), fates  # the drops, then the heal
+    heal = next(i for i, r in enumerate(rows) if r.get("phase") == 3.0)
+    assert all(r["action"] == "pass" for r in rows[heal:] if r.get("type") == "pri_msg")  # logged once it ended
+    assert "lossy proxy: scenario at 0s: drop type=pri_msg (line 1)\n" in proxy.stderr
+    assert "lossy proxy: scenario at 3s: no rules, every datagram passes\n" in proxy.stderr
 
 
 @contextmanager

@@ -69,7 +69,7 @@ def send_group(sim: SimNet, script: Script, member, text: str) -> None:
 
 def network(rng: random.Random, seed: int) -> FaultPlan:
     loss = rng.choice([0.0, 0.05, 0.1, 0.2, 0.3])
-    rules = [f"drop p={loss}", "duplicate 1 p=0.05", "delay 30ms±30ms p=0.2", "reorder p=0.05", "replay 400ms p=0.02"]
+    rules = [f"drop p={loss}", "duplicate 1 p=0.05", "delay 30ms±30ms p=0.2", "reorder p=0.05", "hold p=0.05", "replay 400ms p=0.02"]
     return FaultPlan(rules, seed)
 
 
@@ -132,7 +132,7 @@ BURST_NETWORKS = [
     # README "Fault injection" recipe 7, as issue 11 reproduced it
     ["duplicate 3 type=pri_msg", "reorder type=grp_msg", "delay 200ms±150ms"],
     ["duplicate 3 type=pri_msg", "duplicate 1 type=grp_msg p=0.3", "reorder type=grp_msg p=0.5", "delay 200ms±150ms p=0.5"],
-    ["duplicate 2 type=grp_msg p=0.2", "replay 300ms type=grp_msg p=0.2", "reorder p=0.3", "delay 20ms±20ms p=0.5"],
+    ["duplicate 2 type=grp_msg p=0.2", "replay 300ms type=grp_msg p=0.2", "hold p=0.3", "delay 20ms±20ms p=0.5"],
 ]
 
 
