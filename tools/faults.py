@@ -18,6 +18,14 @@ Rules (checked in order, first match wins; no match means pass):
               nth=N      only the Nth of them
               after=N    all of them after the first N
               count=N    apply the action at most N times
+    any datagram, chat or not (one the layer does not decode meets only rules with one of these):
+              src=HOST[:PORT]|:PORT  dst=HOST[:PORT]|:PORT  (real addresses; several: a,b)
+              port=N     either end's port
+              size=N  size=<N  size=>N  size=A..B    its length in bytes
+              bytes=OFF:HEX    the bytes from OFF (negative: from the end) are HEX
+              bytes=OFF~REGEX  a regular expression on the bytes matches from OFF
+              field.NAME=V[,V...]  a field of the layer (chat, or --layer) has value V
+                         (number, text or enum name; field.qd.qname: into sub-layers)
     durations: 300ms, 1.5s, 2 (seconds); jitter with ± or +-: delay 300ms±50ms
 
     duplicate N sends N extra copies; reorder holds a datagram until the next one
@@ -29,6 +37,8 @@ Examples:
     --rule 'drop type=ack from=B first=5'      --rule 'delay 300ms type=grp_msg to=C'
     --rule 'duplicate 2 type=pri_msg'          --rule 'drop p=0.2'
     --rule 'reorder type=table'                --rule 'corrupt p=0.05'
+    --rule 'drop port=53 size=>512'            --rule 'drop bytes=0:c4a7 dst=:6666'
+    --layer scapy.layers.dns:DNS --rule 'delay 1s field.qr=0 field.qd.qname=example.com.'
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from tools.cli import seconds
+from tools.datagram_match import KEYS as DATAGRAM_KEYS, Datagram, MatchError, is_key, parse_key
 
 ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "corrupt", "replay")
 NEEDS_ARG = {"delay", "duplicate", "replay"}
@@ -77,6 +88,7 @@ class Rule:
     nth: int | None = None
     after: int | None = None
     count: int | None = None
+    where: list = field(default_factory=list)  # tests of tools.datagram_match (src=, size=, bytes=, field.X=...)
     selected: int = 0  # datagrams its type/from/to selected
     applied: int = 0  # times its action was taken
 
@@ -109,9 +121,15 @@ class Rule:
             rule.copies = 1
         for word in rest:
             key, eq, value = word.partition("=")
-            if not eq or key not in KEYS or not value:
-                raise RuleError(f"bad word '{word}' in rule '{text}' (matches are {', '.join(k + '=' for k in KEYS)})")
-            if key == "type":
+            if not eq or (key not in KEYS and not is_key(key)) or not value:
+                keys = ", ".join(k + "=" for k in (*KEYS, *DATAGRAM_KEYS))
+                raise RuleError(f"bad word '{word}' in rule '{text}' (matches are {keys})")
+            if is_key(key):
+                try:
+                    rule.where.append(parse_key(key, value))
+                except MatchError as exc:
+                    raise RuleError(f"{exc} in rule '{text}'") from None
+            elif key == "type":
                 names = value.split(",")
                 unknown = [n for n in names if n not in TYPE_CODES]
                 if unknown:
@@ -130,12 +148,17 @@ class Rule:
                 setattr(rule, key, _positive_int(value, key, text))
         return rule
 
-    def take(self, kind: str, src: str, dst: str, rng: random.Random) -> bool:
+    def take(self, kind: str | None, src: str, dst: str, rng: random.Random, datagram: Datagram | None = None) -> bool:
         """Does this rule act on this datagram?  Updates the rule's counters."""
         if self.types is not None and kind not in self.types:
             return False
+        if kind is None and not self.where:
+            return False  # not of the layer: for the rules that test its addresses, size or bytes only
         if (self.src is not None and src not in self.src) or (self.dst is not None and dst not in self.dst):
             return False
+        for test in self.where:
+            if datagram is None or not test(datagram):
+                return False
         self.selected += 1
         n = self.selected
         if (self.first is not None and n > self.first) or (self.nth is not None and n != self.nth):
@@ -183,10 +206,15 @@ class FaultPlan:
             rng = self._streams[key] = random.Random(None if self.seed is None else f"{self.seed}|{src}|{dst}|{kind}")
         return rng
 
-    def decide(self, data: bytes, kind: str, src: str, dst: str) -> Decision:
+    def decide(self, data: bytes, kind: str | None, src: str, dst: str, *, now: float = 0.0, datagram: Datagram | None = None) -> Decision:
+        """``kind``: the chat type, "" for a datagram of another --layer, None for one the layer did not
+        decode; ``datagram``: what src=, port=, field.X= test (without it, as in the simulator, only
+        size= and bytes= can match)."""
         rng = self.stream(kind, src, dst)
+        if datagram is None:
+            datagram = Datagram(data)
         for index, rule in enumerate(self.rules):
-            if rule.take(kind, src, dst, rng):
+            if rule.take(kind, src, dst, rng, datagram):
                 return Decision(rule.action, index, self._copies(rule, data, rng), hold=rule.action == "reorder")
         return Decision("pass", None, [(0.0, data)])
 
