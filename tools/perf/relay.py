@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import socket
 
 from tools.cli import host_port
+from tools.perf.echo import until_stopped
 
 
 class Front(asyncio.DatagramProtocol):
@@ -56,17 +57,11 @@ class Back(asyncio.DatagramProtocol):
         self.front.sendto(data, self.client)
 
 
-async def serve(port: int, server) -> None:
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: Front(server), local_addr=("127.0.0.1", port))
-    stop = loop.create_future()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    print("ready", flush=True)
-    try:
-        await stop
-    finally:
-        transport.close()
+def listening(port: int) -> socket.socket:
+    """The relay's port, with the system's default buffers, as the lossy proxy has."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    return sock
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server", type=host_port, required=True, metavar="HOST:PORT")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.port, args.server))
+    asyncio.run(until_stopped(lambda: Front(args.server), listening(args.port)))
 
 
 if __name__ == "__main__":
