@@ -133,16 +133,19 @@ class ScapyLayer:
         out = set()
         for layer, field, value in values:
             for item in _items(value):
-                out.add(_text(item))
                 try:
+                    out.add(_text(item))
                     shown = field.i2repr(layer, item)
-                except Exception:  # noqa: BLE001 - a field's own display failing costs only its name
+                    out.add(shown.strip("'\"") if isinstance(shown, str) else _text(shown))
+                except Exception:  # noqa: BLE001 - a layer's own display code failing on hostile input: no match
                     continue
-                out.add(shown.strip("'\"") if isinstance(shown, str) else _text(shown))
         return out
 
     def as_json(self, msg) -> dict:
-        return _packet_json(msg)
+        try:
+            return _packet_json(msg)
+        except Exception as exc:  # noqa: BLE001 - as above: the log line goes out without the fields
+            return {"error": f"fields not shown ({type(exc).__name__})"}
 
 
 def _packet_json(pkt) -> dict:

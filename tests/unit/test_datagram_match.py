@@ -214,3 +214,28 @@ def test_a_layer_that_cannot_be_had_is_one_clear_error(spec, said):
 
 def test_no_layer_is_the_chat_layer():
     assert isinstance(layers.load(None), layers.ChatLayer)
+
+
+def test_a_layer_whose_own_code_fails_on_a_value_costs_a_match_or_the_logged_fields_never_a_crash():
+    from scapy.fields import ByteField
+    from scapy.packet import Packet
+
+    class Unshowable:
+        def __init__(self, value):
+            self.value = value
+
+        def __str__(self):
+            raise ValueError("cannot show this value")
+
+    class Fragile(Packet):
+        name = "Fragile"
+        fields_desc = [ByteField("kind", 0)]
+
+        def getfieldval(self, attr):
+            return Unshowable(super().getfieldval(attr))
+
+    layer = layers.ScapyLayer(Fragile)
+    data = b"\x05"
+    assert fate("drop field.kind=5", data, layer=layer) == "pass"
+    assert fate("drop size=1", data, layer=layer) == "drop"
+    assert layer.as_json(layer.decode(data)) == {"error": "fields not shown (ValueError)"}
