@@ -18,7 +18,7 @@ Rules (checked in order, first match wins; no match means pass):
               nth=N      only the Nth of them
               after=N    all of them after the first N
               count=N    apply the action at most N times
-    any datagram, chat or not (one the layer does not decode meets only rules with one of these):
+    any datagram, chat or not (one the layer cannot decode meets only rules with src/dst/port/size/bytes):
               src=HOST[:PORT]|:PORT  dst=HOST[:PORT]|:PORT  (real addresses; several: a,b)
               port=N     either end's port
               size=N  size=<N  size=>N  size=A..B    its length in bytes
@@ -225,7 +225,7 @@ class FaultPlan:
             return [(max(0.0, rule.delay + rng.uniform(-rule.jitter, rule.jitter)), data)]
         if rule.action == "duplicate":
             return [(0.0, data)] * (rule.copies + 1)
-        if rule.action == "corrupt":
+        if rule.action == "corrupt" and data:  # an empty datagram (not chat) has nothing to flip
             flipped = bytearray(data)
             for _ in range(rule.copies):
                 flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)

@@ -154,6 +154,17 @@ def test_without_rules_for_it_a_datagram_of_another_protocol_passes_untouched():
         sender.close()
 
 
+def test_corrupting_an_empty_datagram_passes_it_on_and_the_proxy_goes_on():
+    sender = Sender()
+    try:
+        with responder("echo") as echo, proxy_for(echo, "--rule", "corrupt size=0") as proxy:
+            assert sender.answers(proxy.address, [b"", b"abc"], b"end") == [b"", b"abc"]
+            assert proxy.stop(signal.SIGTERM) == 0
+    finally:
+        sender.close()
+    assert "Traceback" not in proxy.stderr, proxy.stderr
+
+
 # -- --layer: DNS ---------------------------------------------------------------------------------
 
 

@@ -239,3 +239,8 @@ def test_a_layer_whose_own_code_fails_on_a_value_costs_a_match_or_the_logged_fie
     assert fate("drop field.kind=5", data, layer=layer) == "pass"
     assert fate("drop size=1", data, layer=layer) == "drop"
     assert layer.as_json(layer.decode(data)) == {"error": "fields not shown (ValueError)"}
+
+
+def test_corrupt_passes_an_empty_datagram_on_as_it_is():
+    decision = FaultPlan(["corrupt size=0"]).decide(b"", None, "a", "b", datagram=Datagram(b"", CLIENT, SERVER))
+    assert (decision.action, decision.copies) == ("corrupt", [(0.0, b"")])
