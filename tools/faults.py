@@ -34,6 +34,14 @@ Rules (checked in order, first match wins; no match means pass):
                          since= seen); during=A.. has no end: during=5s..12s, during=2s..
               since=T[,T...]  only once a datagram of type T reached the proxy (that one
                          included, whatever rule took it): drop to=Bob since=kick
+    any datagram, chat or not (one the layer cannot decode meets only rules with src/dst/port/size/bytes):
+              src=HOST[:PORT]|:PORT  dst=HOST[:PORT]|:PORT  (real addresses; several: a,b)
+              port=N     either end's port
+              size=N  size=<N  size=>N  size=A..B    its length in bytes
+              bytes=OFF:HEX    the bytes from OFF (negative: from the end) are HEX
+              bytes=OFF~REGEX  a regular expression on the bytes matches from OFF
+              field.NAME=V[,V...]  a field of the layer (chat, or --layer) has value V
+                         (number, text or enum name; field.qd.qname: into sub-layers)
     durations: 300ms, 1.5s, 2 (seconds); jitter with ± or +-: delay 300ms±50ms
     chances (gemodel=, state=, corr=): 25% or 0.25; a model's state is kept per flow
 
@@ -54,6 +62,8 @@ Examples:
     --rule 'hold type=table'                   --rule 'drop to=Bob since=kick during=0s..8s'
     --rule 'drop gemodel=1%,30% type=grp_msg'  --rule 'delay 100ms±20ms dist=pareto corr=25%'
     --rule 'rate 20kbps limit=50 from=server'
+    --rule 'drop port=53 size=>512'            --rule 'drop bytes=0:c4a7 dst=:6666'
+    --layer scapy.layers.dns:DNS --rule 'delay 1s field.qr=0 field.qd.qname=example.com.'
 """
 
 from __future__ import annotations
@@ -66,6 +76,7 @@ from typing import Iterable
 
 from tools import impairments
 from tools.cli import seconds
+from tools.datagram_match import KEYS as DATAGRAM_KEYS, Datagram, MatchError, is_key, parse_key
 from tools.impairments import LOSS_MODELS, SHAPES, DelayShape, FlowStates, FourState, GilbertElliott, Link
 
 ACTIONS = ("drop", "pass", "delay", "duplicate", "reorder", "hold", "corrupt", "replay", "rate")
@@ -116,6 +127,7 @@ class Rule:
     active_from: float | None = None  # when it became active, on the caller's clock; None: not yet
     timed: bool = False  # has during= or since=: take() looks at the clock
     waited: int = 0  # reorder: datagrams delayed since the last one sent at once
+    where: list = field(default_factory=list)  # tests of tools.datagram_match (src=, size=, bytes=, field.X=...)
     selected: int = 0  # datagrams its type/from/to selected
     applied: int = 0  # times its action was taken
     loss: GilbertElliott | FourState | None = None  # a loss model: picks the datagrams the rule acts on
@@ -159,9 +171,15 @@ class Rule:
             if eq and value and key in SETTINGS.get(action, ()):
                 _setting(rule, key, value)
                 continue
-            if not eq or key not in KEYS or not value:
-                raise RuleError(f"bad word '{word}' in rule '{text}' (matches are {', '.join(k + '=' for k in KEYS)})")
-            if key == "type":
+            if not eq or (key not in KEYS and not is_key(key)) or not value:
+                keys = ", ".join(k + "=" for k in (*KEYS, *DATAGRAM_KEYS))
+                raise RuleError(f"bad word '{word}' in rule '{text}' (matches are {keys})")
+            if is_key(key):
+                try:
+                    rule.where.append(parse_key(key, value))
+                except MatchError as exc:
+                    raise RuleError(f"{exc} in rule '{text}'") from None
+            elif key == "type":
                 rule.types = _type_names(value, text)
             elif key in ("from", "to"):
                 setattr(rule, "src" if key == "from" else "dst", frozenset(value.split(",")))
@@ -181,15 +199,21 @@ class Rule:
         _check_impairments(rule, text)
         return rule
 
-    def take(self, kind: str, src: str, dst: str, rng: random.Random, now: float = 0.0, seed: int | None = None) -> bool:
+    def take(self, kind: str | None, src: str, dst: str, rng: random.Random, now: float = 0.0,
+             seed: int | None = None, datagram: Datagram | None = None) -> bool:
         """Does this rule act on this datagram?  Updates the rule's counters; a loss model's
         per-flow state comes from ``seed`` (the plan's)."""
         if self.types is not None and kind not in self.types:
             return False
+        if kind is None and not self.where:
+            return False  # not of the layer: for the rules that test its addresses, size or bytes only
         if (self.src is not None and src not in self.src) or (self.dst is not None and dst not in self.dst):
             return False
         if self.timed and not self.active_at(now):
             return False  # outside its time: it selects nothing, so first=/nth= count within it
+        for test in self.where:
+            if datagram is None or not test(datagram):
+                return False
         self.selected += 1
         n = self.selected
         if (self.first is not None and n > self.first) or (self.nth is not None and n != self.nth):
@@ -352,13 +376,18 @@ class FaultPlan:
             rng = self._streams[key] = random.Random(None if self.seed is None else f"{self.seed}|{src}|{dst}|{kind}")
         return rng
 
-    def decide(self, data: bytes, kind: str, src: str, dst: str, *, now: float = 0.0) -> Decision:
-        """``now``: seconds on the caller's clock (the proxy's loop, the simulator's fake one)."""
+    def decide(self, data: bytes, kind: str | None, src: str, dst: str, *, now: float = 0.0, datagram: Datagram | None = None) -> Decision:
+        """``now``: seconds on the caller's clock (the proxy's loop, the simulator's fake one).
+        ``kind``: the chat type, "" for a datagram of another --layer, None for one the layer did not
+        decode; ``datagram``: what src=, port=, field.X= test (without it, as in the simulator, only
+        size= and bytes= can match)."""
         if self._waiting:
             self._seen(kind, now)
         rng = self.stream(kind, src, dst)
+        if datagram is None:
+            datagram = Datagram(data)
         for index, rule in enumerate(self.rules):
-            if rule.take(kind, src, dst, rng, now, self.seed):
+            if rule.take(kind, src, dst, rng, now, self.seed, datagram):
                 if rule._states is not None:
                     return self._shaped(rule, index, data, src, dst, now)
                 return Decision(rule.action, index, self._copies(rule, data, rng), hold=rule.action == "hold")
@@ -388,7 +417,7 @@ class FaultPlan:
             return [(max(0.0, rule.delay + rng.uniform(-rule.jitter, rule.jitter)), data)]
         if rule.action == "duplicate":
             return [(0.0, data)] * (rule.copies + 1)
-        if rule.action == "corrupt":
+        if rule.action == "corrupt" and data:  # an empty datagram (not chat) has nothing to flip
             flipped = bytearray(data)
             for _ in range(rule.copies):
                 flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)

@@ -33,12 +33,14 @@ if not __package__:  # run as a script: make the checkout's packages importable
 from tools.cli import Parser, counted, dependencies, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 with dependencies():
-    from tools import faults
+    from tools import faults, layers
     from node.grids import rich_grid
+    from tools.datagram_match import Datagram
     from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError
     from tools import scenario as scenarios
 
 Address = tuple[str, int]
+NON_CHAT = "non_chat"  # the counter of datagrams the layer did not decode
 
 
 # -- the proxy: sockets and timers around a FaultPlan ------------------------------------
@@ -65,12 +67,17 @@ class LossyProxy:
         seed: int | None = None,
         log_path: str | None = None,
         max_hold: float = 1.0,
+        layer=None,
     ):
         self.server = server
+        self.layer = layer or layers.ChatLayer()  # what decodes each datagram: tools/layers.py
         self.listen = listen
         self.plan = FaultPlan(rules, seed)
         self.holds = ReorderHold(max_hold)
-        self.counters: Counter[str] = Counter()  # forwarded, non_chat, and one per action taken
+        # forwarded; non_chat (datagrams the layer did not decode) and, if a rule acted on them,
+        # non_chat_ACTION; one per action taken on the decoded ones
+        self.counters: Counter[str] = Counter()
+        self._other = {action: NON_CHAT + action for action in ACTIONS}
         from proto import SERVER_NAME
 
         self.names: dict[Address, str] = {server: SERVER_NAME}
@@ -148,22 +155,26 @@ class LossyProxy:
             self._forward(mirror, data, src[:2])
 
     def _forward(self, to_mirror: _Mirror, data: bytes, src: Address) -> None:
-        from proto import MSG_TYPES, ProtocolError, decode
-
         dst = to_mirror.real
         from_mirror = self._mirrors.get(src) or self._open_mirror(src)
-        try:
-            pkt = decode(data)
-        except ProtocolError:
-            self.counters["non_chat"] += 1
-            self._send(from_mirror, data, dst)
-            return
-        self.names.setdefault(src, pkt.sender)
-        kind = MSG_TYPES[pkt.type]
+        msg = self.layer.decode(data)
+        if msg is None:  # not of the layer: only the rules' address, size and bytes keys can match it
+            kind, shown, msg_id = None, None, None
+        else:
+            kind, shown, msg_id, sender = self.layer.describe(msg)
+            if sender is not None:
+                self.names.setdefault(src, sender)
         src_name, dst_name = self._name(src), self._name(dst)
-        decision = self.plan.decide(data, kind, src_name, dst_name, now=self._loop.time())
-        self.counters[decision.action] += 1
-        self._record(decision, kind, pkt.msg_id, src_name, dst_name, len(data))
+        decision = self.plan.decide(data, kind, src_name, dst_name, now=self._loop.time(),
+                                    datagram=Datagram(data, src, dst, msg, self.layer))
+        if msg is None:
+            self.counters[NON_CHAT] += 1
+            if decision.rule is not None:
+                self.counters[self._other[decision.action]] += 1
+        else:
+            self.counters[decision.action] += 1
+        if self._log is not None and (msg is not None or decision.rule is not None):  # others: when a rule took them
+            self._record(decision, shown, msg_id, src_name, dst_name, len(data), msg)
         flow = (src, dst)
         if decision.hold:
             held = (from_mirror, data)
@@ -193,9 +204,7 @@ class LossyProxy:
     def _name(self, addr: Address) -> str:
         return self.names.get(addr) or f"{addr[0]}:{addr[1]}"
 
-    def _record(self, decision: Decision, kind: str, msg_id: int, src: str, dst: str, size: int) -> None:
-        if self._log is None:
-            return
+    def _record(self, decision: Decision, kind: str | None, msg_id: int | None, src: str, dst: str, size: int, msg) -> None:
         row = {
             "time": round(time.time(), 6),  # wall clock, to line up with packet captures
             "from": src,
@@ -208,6 +217,9 @@ class LossyProxy:
         }
         if decision.copies and decision.copies[0][0]:  # held back (delay, rate): for how long, in seconds
             row["delay"] = round(decision.copies[0][0], 6)
+        fields = None if msg is None else self.layer.as_json(msg)
+        if fields is not None:
+            row["fields"] = fields  # --layer: the decoded fields, for whoever reads the log
         self._log.write(json.dumps(row) + "\n")
         self._log.flush()
 
@@ -224,17 +236,32 @@ def _print_stats(proxy: LossyProxy) -> None:
         rows = [(*row, rule.overflow) for row, rule in zip(rows, proxy.plan.rules)]
         numbers += ("over limit",)
     Console(stderr=True).print(rich_grid(("#", "rule", *numbers[1:]), rows, numbers, title="lossy proxy: counts per rule"))
-    print(f"totals: {totals(proxy.counters)}", file=sys.stderr)
+    print(f"totals: {totals(proxy.counters, proxy.layer.name)}", file=sys.stderr)
 
 
-def totals(counters: Counter[str]) -> str:
-    """Each count once: datagrams in, what befell the chat ones (one action each), datagrams out."""
+def totals(counters: Counter[str], layer: str = "chat") -> str:
+    """Each count once: datagrams in, what befell those of the layer (one action each) and, if a rule
+    took any, the others, datagrams out."""
     actions = {action: counters[action] for action in ACTIONS if counters[action]}
-    chat, other = sum(actions.values()), counters["non_chat"]
+    chat, other = sum(actions.values()), counters[NON_CHAT]
     if not chat + other:
         return "no traffic"
     fates = ": " + ", ".join(f"{action} {n}" for action, n in actions.items()) if chat else ""
-    return f"{counted(chat + other, 'datagram')} in ({chat} chat{fates}; {other} not chat), {counters['forwarded']} out"
+    others = ""
+    if any(counters[NON_CHAT + action] for action in ACTIONS if action != "pass"):
+        taken = {action: counters[NON_CHAT + action] for action in ACTIONS}
+        taken["pass"] = other - sum(n for action, n in taken.items() if action != "pass")  # taken by no rule too
+        others = ": " + ", ".join(f"{action} {n}" for action, n in taken.items() if n)
+    return f"{counted(chat + other, 'datagram')} in ({chat} {layer}{fates}; {other} not {layer}{others}), {counters['forwarded']} out"
+
+
+def check_fields(rules: list[Rule], layer) -> None:
+    """A field.NAME= the layer does not have would never match: say so before starting."""
+    for rule in rules:
+        for test in rule.where:
+            path = getattr(test, "path", None)
+            if path and path[0] not in layer.fields:
+                raise RuleError(f"the {layer.name} layer has no field '{path[0]}' (rule '{rule.text}')")
 
 
 @dependencies()
@@ -252,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", metavar="FILE", help="rules from a file, one per line, # comments")
     parser.add_argument("--scenario", metavar="FILE", help="rules scheduled in time, 'at 3s for 8s: RULE' per line (after --rule/--rules)")
     parser.add_argument("--seed", type=int, help="seed for the random choices (p=, jitter, corrupt, loss models, delay distributions)")
-    parser.add_argument("--log", metavar="FILE", help="append one JSON line per chat datagram and action")
+    parser.add_argument("--log", metavar="FILE", help="append one JSON line per datagram of the layer (and per other datagram a rule took) and action")
     parser.add_argument("--stats", action="store_true", help="print counts per rule on exit")
+    parser.add_argument("--layer", metavar="MODULE:CLASS",
+                        help="decode datagrams with this Scapy layer instead of the chat layer, for field.NAME= matches and the log "
+                             "(e.g. scapy.layers.dns:DNS, scapy.contrib.coap:CoAP)")
     parser.add_argument("--max-hold", type=float, default=1.0, metavar="S", help="longest a 'hold' keeps a datagram (default 1)")
     args = parser.parse_args(argv)
     texts = list(args.rule)
@@ -263,14 +293,16 @@ def main(argv: list[str] | None = None) -> int:
                 texts += [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
         rules = [Rule.parse(t) for t in texts]
         scenario = scenarios.load(args.scenario) if args.scenario else None
+        layer = layers.load(args.layer)
+        check_fields(rules, layer)
         if args.log:
             open(args.log, "a", encoding="utf-8").close()  # fail here, not as a listening error later
-    except (RuleError, scenarios.ScenarioError, OSError) as exc:
+    except (RuleError, scenarios.ScenarioError, layers.LayerError, OSError) as exc:
         print(f"{prog()}: {exc}", file=sys.stderr)
         return 2
 
     async def serve() -> None:
-        proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold)
+        proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold, layer)
         proxy.start()
         if scenario is not None:
             proxy.play(scenario)

@@ -27,6 +27,7 @@ TINY = {
     "fanout": ["--members", "3", "--messages", "2", "--duration", "0.2"],
     "scale": ["--clients", "20", "40", "--timeout", "60"],
     "abuse": ["--groups", "30", "--count", "6", "--rounds", "2"],
+    "proxy": ["--clients", "2", "--duration", "0.2", "--rounds", "1"],
 }
 
 
@@ -69,6 +70,10 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
     if scenario == "abuse":  # the quiet bystander, then one figure per kind of flood, which was served
         assert [f["name"].rsplit(" ", 2)[-2] for f in figures[1:]] == ["churn", "list"]
         assert all(f["also"]["abuser_answered"] > 0 and f["baseline"] == figures[0]["also"]["p99"] for f in figures[1:])
+    if scenario == "proxy":  # the relay, then the proxy without and with rules, each beside the relay; all forwarded
+        assert [f["name"] for f in figures] == ["bare asyncio relay", "forwarded, no rules", "forwarded, 10 rules"]
+        assert all(f["value"] > 0 and f["also"]["runs"] and f["also"]["cpu_us"] > 0 for f in figures)
+        assert all(f["baseline"] == figures[0]["value"] and f["target"] == ">= 50% of relay" for f in figures[1:])
     if scenario == "codec":
         assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
 
@@ -89,7 +94,7 @@ def test_the_command_takes_quick():
 def test_help_names_every_scenario():
     result = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0
-    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "all"):
+    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "proxy", "all"):
         assert scenario in result.stdout
 
 

@@ -73,8 +73,13 @@ def serve_plain(port: int, fan_out: bool) -> None:
 
 
 async def serve(port: int, relay: bool) -> None:
+    await until_stopped(Relay if relay else Echo, bound(port))
+
+
+async def until_stopped(protocol_factory, sock: socket.socket) -> None:
+    """Serve the protocol on ``sock``, say ``ready``, and stop on SIGINT or SIGTERM."""
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(Relay if relay else Echo, sock=bound(port))
+    transport, _ = await loop.create_datagram_endpoint(protocol_factory, sock=sock)
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
