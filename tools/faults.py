@@ -79,6 +79,7 @@ class Rule:
     count: int | None = None
     selected: int = 0  # datagrams its type/from/to selected
     applied: int = 0  # times its action was taken
+    name: str = ""  # its id in the proxy's control API (tools/control.py); given there when empty
 
     @classmethod
     def parse(cls, text: str) -> "Rule":

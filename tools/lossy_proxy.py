@@ -29,12 +29,13 @@ from typing import Iterable
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import Parser, counted, dependencies, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
+from tools.cli import Parser, UserError, counted, dependencies, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 with dependencies():
     from tools import faults
     from node.grids import rich_grid
     from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError
+    from tools import mirror_map
 
 Address = tuple[str, int]
 
@@ -63,6 +64,7 @@ class LossyProxy:
         seed: int | None = None,
         log_path: str | None = None,
         max_hold: float = 1.0,
+        map_path: str | None = None,
     ):
         self.server = server
         self.listen = listen
@@ -75,6 +77,9 @@ class LossyProxy:
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None
         self._mirrors: dict[Address, _Mirror] = {}  # real endpoint -> its mirror
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._map_path = map_path  # --map: the mirror ports, kept across restarts
+        self._map_failed = False
+        self._started = False  # from then on, a new mirror or name is written to the map at once
 
     # control, also from tests (call on the proxy's loop, or through tests/procs.py's ProxyThread)
     def add_rule(self, rule: str | Rule) -> None:
@@ -90,10 +95,50 @@ class LossyProxy:
     def address(self) -> Address:
         return self._mirrors[self.server].address
 
-    def start(self) -> None:
-        """Open the listening socket (the server's mirror); call from a running loop."""
+    def start(self) -> list[str]:
+        """Open the listening socket (the server's mirror), and with a map the mirrors it names;
+        call from a running loop.  What of the map could not be done, a line each (MapError: no map)."""
         self._loop = asyncio.get_running_loop()
-        self._open_mirror(self.server, self.listen)
+        mapped = mirror_map.load(self._map_path) if self._map_path else mirror_map.MirrorMap()
+        listen = self.listen if self.listen[1] or mapped.listen is None else (self.listen[0], mapped.listen)
+        self._open_mirror(self.server, listen)
+        problems = self._reopen(mapped) + self._save_map()
+        self._started = True
+        return problems
+
+    def _reopen(self, mapped: mirror_map.MirrorMap) -> list[str]:
+        """The mirrors of a map on their old ports: their endpoints' sessions go on through them."""
+        problems = [f"{self._map_path}: left out an entry that is not a mirror: {entry}" for entry in mapped.skipped]
+        for entry in mapped.mirrors:
+            if entry.real in self._mirrors:
+                continue
+            try:
+                self._open_mirror(entry.real, (self.listen[0], entry.port))
+            except OSError as exc:
+                who = f"{entry.name or 'the endpoint'} ({entry.real[0]}:{entry.real[1]})"
+                problems.append(f"mapped port {entry.port} of {who} cannot be opened again ({exc.strerror}): "
+                                "it gets a new mirror port when it next sends, which may end its session")
+                continue
+            if entry.name:
+                self.names[entry.real] = entry.name
+        return problems
+
+    def _save_map(self) -> list[str]:
+        """Write the map (with --map); a failure is said once (returned at the start, printed
+        later), and the proxy goes on without the map."""
+        if self._map_path is None or self._map_failed:
+            return []
+        mirrors = [mirror_map.Mapped(real, m.address[1], self.names.get(real))
+                   for real, m in self._mirrors.items() if real != self.server]
+        try:
+            mirror_map.save(self._map_path, self.address[1], mirrors)
+        except OSError as exc:
+            self._map_failed = True
+            problem = f"cannot write the map {self._map_path} ({exc.strerror}): mirror ports are not kept from now on"
+            if self._started:
+                print(f"{prog()}: {problem}", file=sys.stderr)
+            return [problem]
+        return []
 
     def stop(self) -> None:
         for mirror in self._mirrors.values():
@@ -107,9 +152,15 @@ class LossyProxy:
     def _open_mirror(self, real: Address, bind: Address | None = None) -> _Mirror:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
-        sock.bind(bind or (self.listen[0], 0))
+        try:
+            sock.bind(bind or (self.listen[0], 0))
+        except OSError:
+            sock.close()
+            raise
         mirror = self._mirrors[real] = _Mirror(real, sock)
         self._loop.add_reader(sock.fileno(), self._readable, mirror)
+        if self._started:
+            self._save_map()
         return mirror
 
     def _readable(self, mirror: _Mirror) -> None:
@@ -133,7 +184,10 @@ class LossyProxy:
             self.counters["non_chat"] += 1
             self._send(from_mirror, data, dst)
             return
-        self.names.setdefault(src, pkt.sender)
+        if src not in self.names:
+            self.names[src] = pkt.sender
+            if self._started:
+                self._save_map()  # once per endpoint, never per datagram
         kind = MSG_TYPES[pkt.type]
         src_name, dst_name = self._name(src), self._name(dst)
         decision = self.plan.decide(data, kind, src_name, dst_name)
@@ -207,13 +261,46 @@ def totals(counters: Counter[str]) -> str:
     return f"{counted(chat + other, 'datagram')} in ({chat} chat{fates}; {other} not chat), {counters['forwarded']} out"
 
 
+def read_rules(texts: list[str], path: str | None) -> list[Rule]:
+    """The rules of the command line, then those of the --rules file (one a line, # comments)."""
+    if path:
+        with open(path, encoding="utf-8") as f:
+            texts = texts + [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
+    return [Rule.parse(t) for t in texts]
+
+
+def _reload(proxy: LossyProxy, texts: list[str], path: str) -> None:
+    """SIGHUP: the rules of the start again, from the file as it is now; sessions stay as they are."""
+    try:
+        proxy.replace_rules(read_rules(texts, path))
+    except (RuleError, OSError) as exc:
+        print(f"{prog()}: rules not reloaded (the old ones stay): {exc}", file=sys.stderr)
+        return
+    print(f"{prog()}: reloaded {path}: {counted(len(proxy.plan.rules), 'rule')}", file=sys.stderr)
+
+
+CONTROL_HELP = """
+Control (--control HOST:PORT): an HTTP/JSON API, shaped like Toxiproxy's, to list, add, change and
+remove rules and read their counters while the proxy runs (docs/proxy-control.md); from a shell:
+
+    chatapp-proxy ctl HOST:PORT list|add RULE|set ID RULE|remove ID|reset|reload|stats
+
+--map FILE keeps each client's mirror port across restarts of the proxy; SIGHUP reloads --rules FILE.
+"""
+
+
 @dependencies()
 @reader_may_leave
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:
+        from tools import ctl
+
+        return ctl.main(argv[1:])
     parser = Parser(
         prog=prog(),
         description="Fault-injecting UDP proxy for ChatApp: clients use --listen as the server address.",
-        epilog=faults.__doc__[faults.__doc__.index("Rules"):],
+        epilog=faults.__doc__[faults.__doc__.index("Rules"):] + CONTROL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--listen", type=host_port, required=True, metavar="HOST:PORT", help="address clients use as the server's (port 0: any)")
@@ -224,13 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", metavar="FILE", help="append one JSON line per chat datagram and action")
     parser.add_argument("--stats", action="store_true", help="print counts per rule on exit")
     parser.add_argument("--max-hold", type=float, default=1.0, metavar="S", help="longest a reordered datagram is held (default 1)")
+    parser.add_argument("--control", type=host_port, metavar="HOST:PORT",
+                        help="serve the control API here (HOST empty: 127.0.0.1; port 0: any, said on stderr)")
+    parser.add_argument("--map", metavar="FILE", help="keep the mirror ports in FILE, and open them again at start")
     args = parser.parse_args(argv)
-    texts = list(args.rule)
     try:
-        if args.rules:
-            with open(args.rules, encoding="utf-8") as f:
-                texts += [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
-        rules = [Rule.parse(t) for t in texts]
+        rules = read_rules(list(args.rule), args.rules)
         if args.log:
             open(args.log, "a", encoding="utf-8").close()  # fail here, not as a listening error later
     except (RuleError, OSError) as exc:
@@ -238,12 +324,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     async def serve() -> None:
-        proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold)
-        proxy.start()
+        proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold, args.map)
+        for problem in proxy.start():
+            print(f"{prog()}: {problem}", file=sys.stderr)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if args.rules:
+            loop.add_signal_handler(signal.SIGHUP, _reload, proxy, list(args.rule), args.rules)
+        if args.control:
+            from tools import control, control_http
+
+            reload = (lambda: read_rules(list(args.rule), args.rules)) if args.rules else None
+            api = control.ControlAPI(proxy, reload)
+            try:
+                served = await control_http.serve(api.handle, *args.control)
+            except OSError as exc:
+                proxy.stop()
+                raise UserError(f"cannot serve the control API on {args.control[0]}:{args.control[1]}: {exc.strerror}") from None
+            chost, cport = served.sockets[0].getsockname()[:2]
+            print(f"control on http://{chost}:{cport}", file=sys.stderr, flush=True)
         host, port = proxy.address
         # Only now: whoever waits for this line may stop the proxy at once.
         said = counted(len(rules), "rule") if rules else "no rules: every datagram passes"
@@ -255,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve())
+    except mirror_map.MapError as exc:
+        print(f"{prog()}: {exc}", file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"{prog()}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"{prog()}: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
         return 1
