@@ -64,10 +64,10 @@ async def _session(handle: Handler, reader: asyncio.StreamReader, writer: asynci
         except (asyncio.TimeoutError, ConnectionError):
             return  # idle or gone: close without a word
         except h11.RemoteProtocolError as exc:
-            await _respond(conn, writer, exc.error_status_hint, {"error": f"bad HTTP: {exc}", "status": exc.error_status_hint})
+            await _respond(conn, writer, exc.error_status_hint, {"error": f"bad HTTP: {exc}", "status": exc.error_status_hint}, close=True)
             return
         except _Refused as exc:
-            await _respond(conn, writer, exc.status, {"error": str(exc), "status": exc.status})
+            await _respond(conn, writer, exc.status, {"error": str(exc), "status": exc.status}, close=True)
             return
         if request is None:
             return
@@ -103,15 +103,15 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> t
 
 
 async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload,
-                   extra: list[tuple[str, str]] = ()) -> None:
+                   extra: list[tuple[str, str]] = (), close: bool = False) -> None:
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     data = b"" if payload is None else json.dumps(payload).encode() + b"\n"
     headers = [*extra] if status == 204 else [("content-length", str(len(data))), *extra]
     if payload is not None:
         headers.append(("content-type", "application/json"))
-    if status >= 400 and status not in (404, 405, 409):
-        headers.append(("connection", "close"))  # the rest of what it sent cannot be trusted
+    if close:
+        headers.append(("connection", "close"))  # the rest of what it sent is not read
     reason = HTTPStatus(status).phrase.encode() if status in HTTPStatus._value2member_map_ else b""
     writer.write(conn.send(h11.Response(status_code=status, headers=headers, reason=reason)))
     if data:
