@@ -200,7 +200,7 @@ class ControlAPI:
             raise ApiError(400, str(exc)) from None
 
     def _add(self, body: dict) -> dict:
-        name = body.get("name")
+        name = body.get("name") or None  # Toxiproxy's clients send "" for "pick one"
         if name is not None and (not isinstance(name, str) or not NAME.fullmatch(name)):
             raise ApiError(400, "a name is 1 to 64 letters, digits, '_', '.' or '-'")
         rule = self._parse(body)

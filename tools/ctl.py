@@ -3,8 +3,8 @@
 
 examples:
   chatapp-proxy ctl 127.0.0.1:8474 list
-  chatapp-proxy ctl 127.0.0.1:8474 add drop type=send from=Ann --name ann-lost
-  chatapp-proxy ctl 127.0.0.1:8474 set ann-lost drop type=send from=Ann p=0.5
+  chatapp-proxy ctl 127.0.0.1:8474 add drop type=pri_msg from=Ann --name ann-lost
+  chatapp-proxy ctl 127.0.0.1:8474 set ann-lost drop type=pri_msg from=Ann p=0.5
   chatapp-proxy ctl 127.0.0.1:8474 remove ann-lost
   chatapp-proxy ctl 127.0.0.1:8474 stats
 """

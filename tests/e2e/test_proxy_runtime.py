@@ -142,9 +142,12 @@ def test_a_proxy_killed_and_restarted_with_its_map_keeps_every_session(proxies, 
     second = proxies(server.port, "--map", str(mirrors))  # --listen port 0: the map's port again
     assert second.port == first.port
     second.client.add("pass type=reg", "regs")
+    # B has sent nothing to this proxy yet: only the map can tell it that B is B.
+    second.client.add("drop type=pri_msg to=B first=1", "named")
     a.sendline("send B after the restart")
     a.expect_line(">>> Message received by B.")
     b.expect_line(">>> A: after the restart")
+    assert second.counters()["named"]["applied"] == 1
     b.sendline("create_group g")  # and B's requests reach the server from the same address
     b.expect_line(">>> Group g created by Server.")
     assert second.counters()["regs"]["selected"] == 0 and welcomed_once(a, b)

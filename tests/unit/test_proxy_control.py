@@ -75,7 +75,7 @@ def test_the_proxy_shows_its_rules_counters_and_totals_as_toxiproxy_shows_a_prox
 @pytest.mark.parametrize(
     "body, words",
     [
-        ({"type": "latency", "attributes": {"latency": 300, "jitter": 50}}, "delay 300ms±50ms from=server"),
+        ({"type": "latency", "attributes": {"latency": 300, "jitter": 50}, "name": ""}, "delay 300ms±50ms from=server"),
         ({"type": "timeout", "attributes": {"timeout": 0}, "stream": "upstream", "toxicity": 0.25}, "drop p=0.25 to=server"),
         ({"type": "duplicate", "attributes": {"arg": 2, "type": "ack"}, "stream": "both"}, "duplicate 2 type=ack"),
     ],
