@@ -38,6 +38,7 @@ with dependencies():
     from tools import mirror_map
 
 Address = tuple[str, int]
+MAP_DELAY = 0.02  # seconds from a change of the mirrors to its write to --map FILE
 
 
 # -- the proxy: sockets and timers around a FaultPlan ------------------------------------
@@ -79,7 +80,7 @@ class LossyProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._map_path = map_path  # --map: the mirror ports, kept across restarts
         self._map_failed = False
-        self._started = False  # from then on, a new mirror or name is written to the map at once
+        self._map_due = False  # a write of the map is scheduled
 
     # control, also from tests (call on the proxy's loop, or through tests/procs.py's ProxyThread)
     def add_rule(self, rule: str | Rule) -> None:
@@ -102,9 +103,7 @@ class LossyProxy:
         mapped = mirror_map.load(self._map_path) if self._map_path else mirror_map.MirrorMap()
         listen = self.listen if self.listen[1] or mapped.listen is None else (self.listen[0], mapped.listen)
         self._open_mirror(self.server, listen)
-        problems = self._reopen(mapped) + self._save_map()
-        self._started = True
-        return problems
+        return self._reopen(mapped) + self._save_map()
 
     def _reopen(self, mapped: mirror_map.MirrorMap) -> list[str]:
         """The mirrors of a map on their old ports: their endpoints' sessions go on through them."""
@@ -123,9 +122,21 @@ class LossyProxy:
                 self.names[entry.real] = entry.name
         return problems
 
+    def _map_changed(self) -> None:
+        """A mirror opened or a name was learned: write the map soon, once for every change made
+        meanwhile, so that a flood of new endpoints costs a write per MAP_DELAY, not one each."""
+        if self._map_path is not None and not self._map_due and not self._map_failed:
+            self._map_due = True
+            self._loop.call_later(MAP_DELAY, self._flush_map)
+
+    def _flush_map(self) -> None:
+        if self._map_due and self._mirrors:  # not stopped meanwhile
+            for problem in self._save_map():
+                print(f"{prog()}: {problem}", file=sys.stderr)
+
     def _save_map(self) -> list[str]:
-        """Write the map (with --map); a failure is said once (returned at the start, printed
-        later), and the proxy goes on without the map."""
+        """Write the map (with --map) now; a failure is said once, and the proxy goes on without it."""
+        self._map_due = False
         if self._map_path is None or self._map_failed:
             return []
         mirrors = [mirror_map.Mapped(real, m.address[1], self.names.get(real))
@@ -134,13 +145,11 @@ class LossyProxy:
             mirror_map.save(self._map_path, self.address[1], mirrors)
         except OSError as exc:
             self._map_failed = True
-            problem = f"cannot write the map {self._map_path} ({exc.strerror}): mirror ports are not kept from now on"
-            if self._started:
-                print(f"{prog()}: {problem}", file=sys.stderr)
-            return [problem]
+            return [f"cannot write the map {self._map_path} ({exc.strerror}): mirror ports are not kept from now on"]
         return []
 
     def stop(self) -> None:
+        self._flush_map()  # a change not yet written
         for mirror in self._mirrors.values():
             self._loop.remove_reader(mirror.sock.fileno())
             mirror.sock.close()
@@ -159,8 +168,7 @@ class LossyProxy:
             raise
         mirror = self._mirrors[real] = _Mirror(real, sock)
         self._loop.add_reader(sock.fileno(), self._readable, mirror)
-        if self._started:
-            self._save_map()
+        self._map_changed()
         return mirror
 
     def _readable(self, mirror: _Mirror) -> None:
@@ -186,8 +194,7 @@ class LossyProxy:
             return
         if src not in self.names:
             self.names[src] = pkt.sender
-            if self._started:
-                self._save_map()  # once per endpoint, never per datagram
+            self._map_changed()  # once per endpoint, never per datagram
         kind = MSG_TYPES[pkt.type]
         src_name, dst_name = self._name(src), self._name(dst)
         decision = self.plan.decide(data, kind, src_name, dst_name)
