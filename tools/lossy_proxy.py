@@ -351,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                 proxy.stop()
                 raise UserError(f"cannot serve the control API on {args.control[0]}:{args.control[1]}: {exc.strerror}") from None
             chost, cport = served.sockets[0].getsockname()[:2]
+            if not chost.startswith("127."):
+                print(f"{prog()}: the control API has no authentication, and {chost} is not loopback", file=sys.stderr)
             print(f"control on http://{chost}:{cport}", file=sys.stderr, flush=True)
         host, port = proxy.address
         # Only now: whoever waits for this line may stop the proxy at once.
