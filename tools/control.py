@@ -63,6 +63,8 @@ def toxic_rule(body: dict) -> str:
     toxicity, stream = body.get("toxicity", 1.0), body.get("stream", "downstream")
     if not isinstance(attributes, dict) or not isinstance(toxicity, (int, float)) or isinstance(toxicity, bool):
         raise ApiError(400, "attributes must be an object and toxicity a number")
+    if not 0 <= toxicity <= 1:
+        raise ApiError(400, f"toxicity {toxicity} is not a probability from 0 to 1")
     attributes = dict(attributes)
     if kind == "latency":  # Toxiproxy: latency and jitter in milliseconds
         words = [f"delay {_number(attributes.pop('latency', 0))}ms±{_number(attributes.pop('jitter', 0))}ms"]
@@ -219,7 +221,8 @@ class ControlAPI:
         if "name" in body and body["name"] != rules[index].name:
             raise ApiError(400, "a rule's name cannot be changed (remove it and add it again)")
         if "rule" not in body and "type" not in body:
-            body = dict(body, type=rules[index].action)  # Toxiproxy changes attributes only
+            raise ApiError(400, "give the new rule as \"rule\", or a whole toxic with its type: "
+                                "a rule's text cannot be changed in part")
         rule = self._parse(body)
         rule.name = rules[index].name
         rules[index] = rule

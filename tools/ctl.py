@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             answer = client.stats()
     except ControlError as exc:
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: {escaped(str(exc))}", file=sys.stderr)  # the answer may quote what we sent
         return 1
     if args.json:
         print(json.dumps(answer, indent=1))

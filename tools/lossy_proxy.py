@@ -34,6 +34,7 @@ from tools.cli import Parser, UserError, counted, dependencies, host_port, prog,
 with dependencies():
     from tools import faults
     from node.grids import rich_grid
+    from node.text import escaped
     from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError
     from tools import mirror_map
 
@@ -114,7 +115,7 @@ class LossyProxy:
             try:
                 self._open_mirror(entry.real, (self.listen[0], entry.port))
             except OSError as exc:
-                who = f"{entry.name or 'the endpoint'} ({entry.real[0]}:{entry.real[1]})"
+                who = f"{escaped(entry.name or 'the endpoint')} ({entry.real[0]}:{entry.real[1]})"  # a name from the network
                 problems.append(f"mapped port {entry.port} of {who} cannot be opened again ({exc.strerror}): "
                                 "it gets a new mirror port when it next sends, which may end its session")
                 continue

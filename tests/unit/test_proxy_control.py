@@ -104,6 +104,9 @@ def test_a_toxic_in_toxiproxys_form_becomes_our_rule(body, words):
         ("PUT", TOXICS, {"rule": "drop"}, 405, "PUT is not allowed"),
         ("GET", "/reset", None, 405, "GET is not allowed"),
         ("POST", "/reload", None, 409, "without --rules"),
+        ("POST", f"{TOXICS}/pass_1", {"rule": "drop", "name": "other"}, 400, "cannot be changed"),
+        ("PATCH", f"{TOXICS}/pass_1", {"toxicity": 0.5}, 400, "cannot be changed in part"),
+        ("POST", TOXICS, {"type": "drop", "toxicity": 2}, 400, "not a probability"),
     ],
 )
 def test_a_bad_request_gets_a_4xx_with_a_message_and_changes_nothing(method, path, body, status, says):
