@@ -200,3 +200,21 @@ def test_sighup_and_the_api_reload_the_rules_file_without_touching_sessions(prox
     a.expect_lines(*NO_ACK, timeout=15)
     assert "A: one" not in b.text and "A: three" not in b.text and welcomed_once(a, b)
     assert proxy.alive()
+
+
+def test_a_taken_control_port_or_a_broken_map_is_one_line_and_an_exit(tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON, PROXY, "--listen", f"{HOST}:0", "--server", f"{HOST}:9", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run("--control", f"{HOST}:{port}")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"cannot serve the control API on {HOST}:{port}" in done.stderr
+    broken = tmp_path / "map.json"
+    broken.write_text('{"listen": 7000, "mirrors": [')
+    done = run("--map", str(broken))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and f"the map {broken} is not JSON" in done.stderr
