@@ -72,7 +72,11 @@ async def _session(handle: Handler, reader: asyncio.StreamReader, writer: asynci
         if request is None:
             return
         method, target, body = request
-        status, payload, headers = handle(method, target, body)
+        try:
+            status, payload, headers = handle(method, target, body)
+        except Exception as exc:  # noqa: BLE001  a bug of ours: said to the caller and on stderr, the proxy goes on
+            print(f"control: {method} {target[:100]} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status, payload, headers = 500, {"error": f"internal error: {type(exc).__name__}", "status": 500}, []
         await _respond(conn, writer, status, payload, headers)
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return  # h11 says this connection cannot carry another request

@@ -155,3 +155,29 @@ def test_one_connection_carries_several_requests(served):
         assert third.status == 200 and json.loads(third.read())["rule"] == "drop type=ack"
     finally:
         conn.close()
+
+
+def test_a_handler_that_fails_gives_500_and_the_server_goes_on():
+    calls = []
+
+    def handle(method, target, body):
+        calls.append(target)
+        if target == "/boom":
+            raise KeyError("a bug")
+        return 200, {"ok": True}, []
+
+    async def scenario():
+        served = await control_http.serve(handle, HOST, 0)
+        port = served.sockets[0].getsockname()[1]
+        answers = []
+        for target in ("/boom", "/fine"):
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answers.append(await asyncio.wait_for(reader.read(), WAIT))
+            writer.close()
+        served.close()
+        return answers
+
+    boom, fine = asyncio.run(scenario())
+    assert status_and_error(boom) == (500, "internal error: KeyError")
+    assert fine.startswith(b"HTTP/1.1 200 ") and calls == ["/boom", "/fine"]
