@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -91,6 +92,7 @@ def test_a_drop_added_then_removed_through_ctl_fails_then_delivers_in_the_same_s
     b.expect_line(">>> A: now?")
     assert "A: are you there?" not in b.text
     assert proxy.counters() == {"regs": {"selected": 0, "applied": 0}} and welcomed_once(a, b)
+    assert proxy.ctl("reset").returncode == 0 and proxy.client.rules() == []
 
 
 def test_bad_requests_get_4xx_and_the_proxy_keeps_forwarding(proxies, cluster):
@@ -123,6 +125,8 @@ def test_bad_requests_get_4xx_and_the_proxy_keeps_forwarding(proxies, cluster):
     assert refused.returncode == 1 and "HTTP 400: unknown action 'frop'" in refused.stderr
     assert proxy.ctl("remove", "nobody").returncode == 1
     assert proxy.alive() and [r["name"] for r in proxy.client.rules()] == ["kept"]
+    listed = proxy.ctl("list")
+    assert listed.returncode == 0 and re.search(r"kept\s+\S?\s*pass type=pri_msg", listed.stdout), listed.stdout
     a.sendline("send B still here")
     a.expect_line(">>> Message received by B.")
     b.expect_line(">>> A: still here")
