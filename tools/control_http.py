@@ -60,7 +60,7 @@ async def _session(handle: Handler, reader: asyncio.StreamReader, writer: asynci
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
     while True:
         try:
-            request = await asyncio.wait_for(_read_request(conn, reader), IDLE)
+            request = await asyncio.wait_for(_read_request(conn, reader, writer), IDLE)
         except (asyncio.TimeoutError, ConnectionError):
             return  # idle or gone: close without a word
         except h11.RemoteProtocolError as exc:
@@ -83,7 +83,8 @@ async def _session(handle: Handler, reader: asyncio.StreamReader, writer: asynci
         conn.start_next_cycle()
 
 
-async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
+async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> tuple[str, str, bytes] | None:
     """The next request (method, target, body), or None when the client has closed."""
     head: h11.Request | None = None
     body = bytearray()
@@ -96,6 +97,8 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> t
             length = dict(event.headers).get(b"content-length")
             if length is not None and int(length) > MAX_BODY:
                 raise _Refused(413, f"the body is over {MAX_BODY} bytes")
+            if conn.they_are_waiting_for_100_continue:  # curl asks so for a body over 1 KiB
+                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > MAX_BODY:

@@ -181,3 +181,14 @@ def test_a_handler_that_fails_gives_500_and_the_server_goes_on():
     boom, fine = asyncio.run(scenario())
     assert status_and_error(boom) == (500, "internal error: KeyError")
     assert fine.startswith(b"HTTP/1.1 200 ") and calls == ["/boom", "/fine"]
+
+
+def test_a_client_that_expects_100_continue_is_told_to_go_on(served):
+    body = json.dumps({"rule": "drop type=ack", "name": "long", "note": "x" * 2000}).encode()  # over 1 KiB
+    with served.connect() as sock:
+        sock.sendall(b"POST /proxies/chat/toxics HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")  # before the body is sent
+        sock.sendall(body)
+        assert answer(sock).startswith(b"HTTP/1.1 200 ")
+    assert [r["name"] for r in served.client.rules()] == ["long"]
