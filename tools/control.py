@@ -211,9 +211,13 @@ class ControlAPI:
             raise ApiError(409, f"a rule named '{name}' exists already")
         if len(rules) >= MAX_RULES:
             raise ApiError(409, f"the proxy has {MAX_RULES} rules, the most it takes")
+        # Where it goes in the first-match order, from 1 (default: last), e.g. a pass before a drop.
+        place = body.get("index", len(rules) + 1)
+        if not isinstance(place, int) or isinstance(place, bool) or not 1 <= place <= len(rules) + 1:
+            raise ApiError(400, f"index must be a whole number from 1 to {len(rules) + 1}")
         rule.name = name or self._new_name(rule.action)
-        rules.append(rule)
-        return rule_json(rule, len(rules) - 1)
+        rules.insert(place - 1, rule)
+        return rule_json(rule, place - 1)
 
     def _change(self, index: int, body: dict) -> dict:
         """A new rule in the old one's place and name; its counters start again from 0."""

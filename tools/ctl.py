@@ -64,8 +64,10 @@ class ControlClient:
     def rules(self) -> list[dict]:
         return self.request("GET", self._toxics)
 
-    def add(self, rule: str, name: str | None = None) -> dict:
-        return self.request("POST", self._toxics, {"rule": rule, **({"name": name} if name else {})})
+    def add(self, rule: str, name: str | None = None, index: int | None = None) -> dict:
+        """Add ``rule`` last, or at ``index`` (from 1) in the order the rules are checked."""
+        body = {"rule": rule, **({"name": name} if name else {}), **({"index": index} if index else {})}
+        return self.request("POST", self._toxics, body)
 
     def set(self, name: str, rule: str) -> dict:
         return self.request("POST", f"{self._toxics}/{name}", {"rule": rule})
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     add = commands.add_parser("add", help="add RULE at the end (the words of a rule, as for --rule)")
     add.add_argument("rule", nargs="+", metavar="RULE")
     add.add_argument("--name", help="its id (default: ACTION_N)")
+    add.add_argument("--at", type=int, metavar="N", help="check it as the Nth rule (default: last)")
     change = commands.add_parser("set", help="put RULE in place of rule ID (its counters start again)")
     change.add_argument("id", metavar="ID")
     change.add_argument("rule", nargs="+", metavar="RULE")
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             answer = client.rules()
         elif args.command == "add":
-            answer = client.add(" ".join(args.rule), args.name)
+            answer = client.add(" ".join(args.rule), args.name, args.at)
         elif args.command == "set":
             answer = client.set(args.id, " ".join(args.rule))
         elif args.command == "remove":

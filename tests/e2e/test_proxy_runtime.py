@@ -124,7 +124,8 @@ def test_bad_requests_get_4xx_and_the_proxy_keeps_forwarding(proxies, cluster):
     refused = proxy.ctl("add", "frop", "type=ack")
     assert refused.returncode == 1 and "HTTP 400: unknown action 'frop'" in refused.stderr
     assert proxy.ctl("remove", "nobody").returncode == 1
-    assert proxy.alive() and [r["name"] for r in proxy.client.rules()] == ["kept"]
+    assert proxy.ctl("add", "pass", "type=reg", "--name", "first", "--at", "1").returncode == 0
+    assert proxy.alive() and [r["name"] for r in proxy.client.rules()] == ["first", "kept"]
     listed = proxy.ctl("list")
     assert listed.returncode == 0 and re.search(r"kept\s+\S?\s*pass type=pri_msg", listed.stdout), listed.stdout
     a.sendline("send B still here")

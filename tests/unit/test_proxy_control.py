@@ -52,6 +52,15 @@ def test_rules_are_added_listed_changed_and_removed_by_name_and_the_plan_follows
     assert call(api, "POST", "/reset")[0] == 204 and proxy.plan.rules == []
 
 
+def test_a_rule_added_at_an_index_is_checked_in_that_place():
+    proxy = Proxy(["drop type=pri_msg"])
+    status, added, _ = call(ControlAPI(proxy), "POST", TOXICS, {"rule": "pass type=pri_msg from=A", "index": 1})
+    assert status == 200 and added["index"] == 1
+    assert [r.text for r in proxy.plan.rules] == ["pass type=pri_msg from=A", "drop type=pri_msg"]
+    assert proxy.plan.decide(b"x", "pri_msg", "A", "B").action == "pass"
+    assert proxy.plan.decide(b"x", "pri_msg", "C", "B").action == "drop"
+
+
 def test_names_given_by_the_api_are_never_given_twice():
     api = ControlAPI(Proxy())
     first = call(api, "POST", TOXICS, {"rule": "drop"})[1]["name"]
@@ -107,6 +116,8 @@ def test_a_toxic_in_toxiproxys_form_becomes_our_rule(body, words):
         ("POST", f"{TOXICS}/pass_1", {"rule": "drop", "name": "other"}, 400, "cannot be changed"),
         ("PATCH", f"{TOXICS}/pass_1", {"toxicity": 0.5}, 400, "cannot be changed in part"),
         ("POST", TOXICS, {"type": "drop", "toxicity": 2}, 400, "not a probability"),
+        ("POST", TOXICS, {"rule": "drop", "index": 3}, 400, "from 1 to 2"),
+        ("POST", TOXICS, {"rule": "drop", "index": "1"}, 400, "index must be"),
     ],
 )
 def test_a_bad_request_gets_a_4xx_with_a_message_and_changes_nothing(method, path, body, status, says):
