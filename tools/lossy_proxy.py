@@ -124,8 +124,9 @@ class LossyProxy:
         return problems
 
     def _map_changed(self) -> None:
-        """A mirror opened or a name was learned: write the map soon, once for every change made
-        meanwhile, so that a flood of new endpoints costs a write per MAP_DELAY, not one each."""
+        """A mirror opened: write the map soon, once for every change made meanwhile, so that a flood
+        of new endpoints costs a write per MAP_DELAY, not one each.  By then the endpoint's first
+        datagram has taught its name too (a name learned later is written with the next change)."""
         if self._map_path is not None and not self._map_due and not self._map_failed:
             self._map_due = True
             self._loop.call_later(MAP_DELAY, self._flush_map)
@@ -150,7 +151,8 @@ class LossyProxy:
         return []
 
     def stop(self) -> None:
-        self._flush_map()  # a change not yet written
+        self._map_due = True  # the last names learned, with whatever else is not written yet
+        self._flush_map()
         for mirror in self._mirrors.values():
             self._loop.remove_reader(mirror.sock.fileno())
             mirror.sock.close()
@@ -193,9 +195,7 @@ class LossyProxy:
             self.counters["non_chat"] += 1
             self._send(from_mirror, data, dst)
             return
-        if src not in self.names:
-            self.names[src] = pkt.sender
-            self._map_changed()  # once per endpoint, never per datagram
+        self.names.setdefault(src, pkt.sender)
         kind = MSG_TYPES[pkt.type]
         src_name, dst_name = self._name(src), self._name(dst)
         decision = self.plan.decide(data, kind, src_name, dst_name)
