@@ -136,6 +136,7 @@ class Rule:
     overflow: int = 0  # rate: datagrams dropped past the link's limit (counted in applied too)
     _losses: FlowStates | None = field(default=None, repr=False, compare=False)
     _states: FlowStates | None = field(default=None, repr=False, compare=False)
+    name: str = ""  # its id in the proxy's control API (tools/control.py); given there when empty
 
     @classmethod
     def parse(cls, text: str) -> "Rule":
@@ -352,6 +353,21 @@ class FaultPlan:
     def replace(self, rules: Iterable[str | Rule]) -> None:
         self._waiting = []
         self.rules = [self._entering(r if isinstance(r, Rule) else Rule.parse(r)) for r in rules]
+
+    def insert(self, index: int, rule: Rule) -> None:
+        """``rule`` at ``index`` of the first-match order (the proxy's control API)."""
+        self.rules.insert(index, self._entering(rule))
+
+    def put(self, index: int, rule: Rule) -> None:
+        """``rule`` in place of the one at ``index``."""
+        self._leaving(self.rules[index])
+        self.rules[index] = self._entering(rule)
+
+    def remove(self, index: int) -> None:
+        self._leaving(self.rules.pop(index))
+
+    def _leaving(self, rule: Rule) -> None:
+        self._waiting = [r for r in self._waiting if r is not rule]  # by identity: equal rules may differ in state
 
     def _entering(self, rule: Rule) -> Rule:
         if rule.since is not None and rule.active_from is None:

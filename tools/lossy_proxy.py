@@ -30,17 +30,20 @@ from typing import Iterable
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import Parser, counted, dependencies, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
+from tools.cli import Parser, UserError, counted, dependencies, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 with dependencies():
     from tools import faults, layers
     from node.grids import rich_grid
+    from node.text import escaped
     from tools.datagram_match import Datagram
     from tools.faults import ACTIONS, Decision, FaultPlan, ReorderHold, Rule, RuleError
+    from tools import mirror_map
     from tools import scenario as scenarios
 
 Address = tuple[str, int]
 NON_CHAT = "non_chat"  # the counter of datagrams the layer did not decode
+MAP_DELAY = 0.02  # seconds from a change of the mirrors to its write to --map FILE
 
 
 # -- the proxy: sockets and timers around a FaultPlan ------------------------------------
@@ -68,6 +71,7 @@ class LossyProxy:
         log_path: str | None = None,
         max_hold: float = 1.0,
         layer=None,
+        map_path: str | None = None,
     ):
         self.server = server
         self.layer = layer or layers.ChatLayer()  # what decodes each datagram: tools/layers.py
@@ -84,17 +88,20 @@ class LossyProxy:
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None
         self._mirrors: dict[Address, _Mirror] = {}  # real endpoint -> its mirror
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._map_path = map_path  # --map: the mirror ports, kept across restarts
+        self._map_failed = False
+        self._map_due = False  # a write of the map is scheduled
 
     # control, also from tests (call on the proxy's loop, or through tests/procs.py's ProxyThread)
     def add_rule(self, rule: str | Rule) -> None:
         self.plan.add(rule)
-        self._activate()
+        self.rules_changed()
 
     def replace_rules(self, rules: Iterable[str | Rule]) -> None:
         self.plan.replace(rules)
-        self._activate()
+        self.rules_changed()
 
-    def _activate(self) -> None:
+    def rules_changed(self) -> None:
         """New rules' during= windows count from now (rules given before start: from the start)."""
         if self._loop is not None:
             self.plan.activate(self._loop.time())
@@ -103,7 +110,7 @@ class LossyProxy:
         """Add the scenario's rules, its times counted from now, and announce each phase as it begins."""
         for rule in scenario.rules():
             self.plan.add(rule)
-        self._activate()
+        self.rules_changed()
         for phase in scenario.phases():
             self._loop.call_later(phase.at, self._announce, phase)
 
@@ -115,19 +122,69 @@ class LossyProxy:
             self._log.flush()
 
     def clear_rules(self) -> None:
-        self.plan.rules = []
+        self.plan.replace([])
 
     @property
     def address(self) -> Address:
         return self._mirrors[self.server].address
 
-    def start(self) -> None:
-        """Open the listening socket (the server's mirror); call from a running loop."""
+    def start(self) -> list[str]:
+        """Open the listening socket (the server's mirror), and with a map the mirrors it names;
+        call from a running loop.  What of the map could not be done, a line each (MapError: no map)."""
         self._loop = asyncio.get_running_loop()
-        self._activate()
-        self._open_mirror(self.server, self.listen)
+        mapped = mirror_map.load(self._map_path) if self._map_path else mirror_map.MirrorMap()
+        listen = self.listen if self.listen[1] or mapped.listen is None else (self.listen[0], mapped.listen)
+        self.rules_changed()
+        self._open_mirror(self.server, listen)
+        return self._reopen(mapped) + self._save_map()
+
+    def _reopen(self, mapped: mirror_map.MirrorMap) -> list[str]:
+        """The mirrors of a map on their old ports: their endpoints' sessions go on through them."""
+        problems = [f"{self._map_path}: left out an entry that is not a mirror: {entry}" for entry in mapped.skipped]
+        for entry in mapped.mirrors:
+            if entry.real in self._mirrors:
+                continue
+            try:
+                self._open_mirror(entry.real, (self.listen[0], entry.port))
+            except OSError as exc:
+                who = f"{escaped(entry.name or 'the endpoint')} ({entry.real[0]}:{entry.real[1]})"  # a name from the network
+                problems.append(f"mapped port {entry.port} of {who} cannot be opened again ({exc.strerror}): "
+                                "it gets a new mirror port when it next sends, which may end its session")
+                continue
+            if entry.name:
+                self.names[entry.real] = entry.name
+        return problems
+
+    def _map_changed(self) -> None:
+        """A mirror opened: write the map soon, once for every change made meanwhile, so that a flood
+        of new endpoints costs a write per MAP_DELAY, not one each.  By then the endpoint's first
+        datagram has taught its name too (a name learned later is written with the next change)."""
+        if self._map_path is not None and not self._map_due and not self._map_failed:
+            self._map_due = True
+            self._loop.call_later(MAP_DELAY, self._flush_map)
+
+    def _flush_map(self) -> None:
+        if self._map_due and self._mirrors:  # not stopped meanwhile
+            for problem in self._save_map():
+                print(f"{prog()}: {problem}", file=sys.stderr)
+
+    def _save_map(self) -> list[str]:
+        """Write the map (with --map) now; a failure is said once, and the proxy goes on without it."""
+        self._map_due = False
+        if self._map_path is None or self._map_failed:
+            return []
+        mirrors = [mirror_map.Mapped(real, m.address[1], self.names.get(real))
+                   for real, m in self._mirrors.items() if real != self.server]
+        try:
+            mirror_map.save(self._map_path, self.address[1], mirrors)
+        except OSError as exc:
+            self._map_failed = True
+            return [f"cannot write the map {self._map_path} ({exc.strerror}): mirror ports are not kept from now on"]
+        return []
 
     def stop(self) -> None:
+        self._map_due = True  # the last names learned, with whatever else is not written yet
+        self._flush_map()
         for mirror in self._mirrors.values():
             self._loop.remove_reader(mirror.sock.fileno())
             mirror.sock.close()
@@ -139,9 +196,14 @@ class LossyProxy:
     def _open_mirror(self, real: Address, bind: Address | None = None) -> _Mirror:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
-        sock.bind(bind or (self.listen[0], 0))
+        try:
+            sock.bind(bind or (self.listen[0], 0))
+        except OSError:
+            sock.close()
+            raise
         mirror = self._mirrors[real] = _Mirror(real, sock)
         self._loop.add_reader(sock.fileno(), self._readable, mirror)
+        self._map_changed()
         return mirror
 
     def _readable(self, mirror: _Mirror) -> None:
@@ -264,13 +326,46 @@ def check_fields(rules: list[Rule], layer) -> None:
                 raise RuleError(f"the {layer.name} layer has no field '{path[0]}' (rule '{rule.text}')")
 
 
+def read_rules(texts: list[str], path: str | None) -> list[Rule]:
+    """The rules of the command line, then those of the --rules file (one a line, # comments)."""
+    if path:
+        with open(path, encoding="utf-8") as f:
+            texts = texts + [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
+    return [Rule.parse(t) for t in texts]
+
+
+def _reload(proxy: LossyProxy, texts: list[str], path: str) -> None:
+    """SIGHUP: the rules of the start again, from the file as it is now; sessions stay as they are."""
+    try:
+        proxy.replace_rules(read_rules(texts, path))
+    except (RuleError, OSError) as exc:
+        print(f"{prog()}: rules not reloaded (the old ones stay): {exc}", file=sys.stderr)
+        return
+    print(f"{prog()}: reloaded {path}: {counted(len(proxy.plan.rules), 'rule')}", file=sys.stderr)
+
+
+CONTROL_HELP = """
+Control (--control HOST:PORT): an HTTP/JSON API, shaped like Toxiproxy's, to list, add, change and
+remove rules and read their counters while the proxy runs (docs/proxy-control.md); from a shell:
+
+    chatapp-proxy ctl HOST:PORT list|add RULE|set ID RULE|remove ID|reset|reload|stats
+
+--map FILE keeps each client's mirror port across restarts of the proxy; SIGHUP reloads --rules FILE.
+"""
+
+
 @dependencies()
 @reader_may_leave
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:
+        from tools import ctl
+
+        return ctl.main(argv[1:])
     parser = Parser(
         prog=prog(),
         description="Fault-injecting UDP proxy for ChatApp: clients use --listen as the server address.",
-        epilog=faults.__doc__[faults.__doc__.index("Rules"):],
+        epilog=faults.__doc__[faults.__doc__.index("Rules"):] + CONTROL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--listen", type=host_port, required=True, metavar="HOST:PORT", help="address clients use as the server's (port 0: any)")
@@ -285,13 +380,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="decode datagrams with this Scapy layer instead of the chat layer, for field.NAME= matches and the log "
                              "(e.g. scapy.layers.dns:DNS, scapy.contrib.coap:CoAP)")
     parser.add_argument("--max-hold", type=float, default=1.0, metavar="S", help="longest a 'hold' keeps a datagram (default 1)")
+    parser.add_argument("--control", type=host_port, metavar="HOST:PORT",
+                        help="serve the control API here (HOST empty: 127.0.0.1; port 0: any, said on stderr)")
+    parser.add_argument("--map", metavar="FILE", help="keep the mirror ports in FILE, and open them again at start")
     args = parser.parse_args(argv)
-    texts = list(args.rule)
     try:
-        if args.rules:
-            with open(args.rules, encoding="utf-8") as f:
-                texts += [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
-        rules = [Rule.parse(t) for t in texts]
+        rules = read_rules(list(args.rule), args.rules)
         scenario = scenarios.load(args.scenario) if args.scenario else None
         layer = layers.load(args.layer)
         check_fields(rules, layer)
@@ -302,14 +396,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     async def serve() -> None:
-        proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold, layer)
-        proxy.start()
+        proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold, layer, args.map)
+        for problem in proxy.start():
+            print(f"{prog()}: {problem}", file=sys.stderr)
         if scenario is not None:
             proxy.play(scenario)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if args.rules:
+            loop.add_signal_handler(signal.SIGHUP, _reload, proxy, list(args.rule), args.rules)
+        if args.control:
+            from tools import control, control_http
+
+            reload = (lambda: read_rules(list(args.rule), args.rules)) if args.rules else None
+            api = control.ControlAPI(proxy, reload)
+            try:
+                served = await control_http.serve(api.handle, *args.control)
+            except OSError as exc:
+                proxy.stop()
+                raise UserError(f"cannot serve the control API on {args.control[0]}:{args.control[1]}: {exc.strerror}") from None
+            chost, cport = served.sockets[0].getsockname()[:2]
+            if not chost.startswith("127."):
+                print(f"{prog()}: the control API has no authentication, and {chost} is not loopback", file=sys.stderr)
+            print(f"control on http://{chost}:{cport}", file=sys.stderr, flush=True)
         host, port = proxy.address
         # Only now: whoever waits for this line may stop the proxy at once.
         said = counted(len(rules), "rule") if rules else "no rules: every datagram passes"
@@ -323,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve())
+    except mirror_map.MapError as exc:
+        print(f"{prog()}: {exc}", file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"{prog()}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"{prog()}: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}", file=sys.stderr)
         return 1
