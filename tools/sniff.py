@@ -156,6 +156,8 @@ class Inspector:
         self.written = False
         self.stop_at: int | None = None  # -r with --timeout: the capture time to stop at
         self.end: int | None = None  # when the capture ended (µs): its last datagram, or when it was stopped
+        # --ladder while capturing: drawn as the datagrams come, not only at the end.
+        self.live = LiveLadder(self.tracker, console) if args.ladder and not args.read else None
         if args.write:
             from scapy.utils import PcapWriter
 
@@ -204,6 +206,8 @@ class Inspector:
 
         if self.args.ladder or self.args.svg:
             self.shown.append(event)
+        if self.live is not None:
+            self.live.add(event)
         if self.args.json:
             self.console.file.write(json_line(record(event)) + "\n")
             self.console.file.flush()
@@ -221,6 +225,8 @@ class Inspector:
 
         if self.writer is not None:
             self.writer.close()
+        if self.live is not None:
+            self.live.stop()
         if self.args.ladder or self.args.svg:
             self.draw_ladder()
         unanswered, waiting = ([ex for ex in found if self.wanted(ex.tries[0])]
@@ -246,11 +252,55 @@ class Inspector:
 
         extra = apply_proxy_log(self.tracker, self.shown, read_proxy_log(self.args.proxy_log)) if self.args.proxy_log else []
         rows = ladder(self.tracker, self.shown + extra)
-        if self.args.ladder:
+        if self.live is not None and self.live.stream is not None:
+            self.console.print(self.live.stream.legend())  # its rows are printed already
+        elif self.args.ladder:
             for row in rows:
                 self.console.print(row)
         if self.args.svg:
             save_svg(rows, self.args.svg, self.args.read or f"live capture on {self.args.iface}")
+
+
+class LiveLadder:
+    """The ladder of a live capture as the datagrams come.  On a terminal, rich's Live redraws the
+    latest arrows that fit the screen, and the whole ladder is printed when the capture ends; on
+    anything else (a pipe, a file), which cannot be redrawn, each arrow is printed as a row when
+    its datagram is captured (traffic_views.LadderStream), and the legend at the end."""
+
+    def __init__(self, tracker, console):
+        from tools.traffic_views import LadderStream
+
+        self.tracker = tracker
+        self.console = console
+        self.events: list = []
+        self.stream = None if console.is_terminal else LadderStream(tracker)
+        self.screen = None
+        if self.stream is None:
+            from rich.live import Live
+
+            # Drawn by Live's own thread a few times a second (__rich__ below), not once per datagram.
+            self.screen = Live(self, console=console, refresh_per_second=8, transient=True)
+            self.screen.start()
+
+    def add(self, event) -> None:
+        self.events.append(event)
+        if self.stream is not None:
+            for row in self.stream.add(event):
+                self.console.print(row)
+            self.console.file.flush()
+
+    def __rich__(self):
+        from rich.console import Group
+
+        from tools.traffic_views import ladder
+
+        room = max(self.console.size.height - 4, 1)  # the names, a blank row and the legend
+        return Group(*ladder(self.tracker, self.events[-room:], settled=False))
+
+    def stop(self) -> None:
+        if self.screen is not None:
+            self.screen.stop()
+            self.screen = None
 
 
 def read_proxy_log(path: str) -> list[dict]:
@@ -423,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=positive(float), metavar="S", help="stop after S seconds (of capture time with -r)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per datagram, with every decoded field")
-    output.add_argument("--ladder", action="store_true", help="draw a ladder diagram (at the end of the capture)")
+    output.add_argument("--ladder", action="store_true", help="draw a ladder diagram (as the datagrams come, while capturing)")
     parser.add_argument("--svg", metavar="FILE", help="save the ladder diagram as an SVG image")
     parser.add_argument("--proxy-log", metavar="FILE", help="the lossy proxy's --log: draw its drops as arrows ending in a cross")
     parser.add_argument("--stats", action="store_true", help="at the end: packets per type and node, retransmissions, RTTs")
@@ -457,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
                 capture_live(args, inspector)
         except KeyboardInterrupt:
             pass  # Ctrl+C while reading a file: report what was read
+        except BaseException:
+            if inspector.live is not None:
+                inspector.live.stop()  # gives the terminal back before the error is shown
+            raise
         inspector.finish()
     except UserError as exc:
         print(f"{prog()}: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ ladder (``--ladder`` while capturing).  Live captures need root, as in test_snif
 from __future__ import annotations
 
 import contextlib
+import re
 import json
 import signal
 import socket
@@ -159,3 +160,108 @@ def test_a_bad_capture_filter_is_one_clear_line(tmp_path, expression, reason):
         assert done.returncode == 1 and done.stdout == "", done
         assert done.stderr.startswith(f"sniff.py: bad capture filter {expression!r}: ") and reason in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+# -- --ladder while capturing ------------------------------------------------------------------------
+
+
+@needs_root
+def test_a_live_ladder_to_a_pipe_prints_each_arrow_while_the_capture_runs():
+    """Ann, then Bob register with a real server; sniff.py --ladder writes into a pipe.  Each arrow is
+    a row before the capture ends, a new node prints the names again, and nothing is an escape code."""
+    from tests.procs import free_port
+
+    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
+    procs = Processes()
+    try:
+        sniff = start_sniffer(procs, "--ladder", *(arg for port in ports.values() for arg in ("--port", str(port))))
+        procs.server(ports["server"])
+        procs.client("Ann", ports["server"], ports["Ann"])
+        first = sniff.wait_for(r"│◀─* reg_ack ok [\d.]+ ms ─*│")
+        assert sniff.popen.poll() is None  # drawn while capturing, not at the end
+        assert re.match(r"^ +server +Ann$", sniff.out[0]) or re.match(r"^ +Ann +server$", sniff.out[0]), sniff.dump()
+        procs.client("Bob", ports["server"], ports["Bob"])
+        names = sniff.wait_for(r"^ +\S+ +\S+ +\S+$", after=first)  # the names again, with Bob's column
+        assert set(sniff.out[names].split()) == {"Ann", "server", "Bob"}, sniff.dump()
+        sniff.wait_for(r"│◀─* ack ok [\d.]+ ms ─*│$", after=names)  # Bob's ack of his table, in the third column
+        assert sniff.popen.poll() is None
+        assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
+    finally:
+        procs.stop_all()
+    out = "\n".join(sniff.out)
+    assert "\x1b" not in out and "no answer" not in out.split("─▶ datagram")[0], out
+    assert out.count("─▶ datagram") == 1, out  # the legend, once, after the rows; the rows are not drawn again
+    assert out.count("reg_ack ok") == 2, out
+
+
+COLOUR = re.compile(rb"\x1b\[(?:[0-9;]*;)?(?:3[0-7]|9[0-7]|38|4[0-7])(?:;[0-9;]*)?m")  # an SGR that sets a colour
+
+
+def ladder_on_a_terminal(no_color: bool) -> tuple[bytes, bytes]:
+    """sniff.py --ladder on a pseudo-terminal while a reg and its reg_ack pass: (what the screen got
+    before the capture was stopped, what it got in all)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import termios
+    import time
+
+    from tests.procs import PYTHON, ROOT
+
+    env = dict(os.environ, TERM="xterm-256color", LC_ALL="C.UTF-8")
+    env.pop("NO_COLOR", None)
+    if no_color:
+        env["NO_COLOR"] = "1"
+    with contextlib.ExitStack() as stack:
+        ann, server = bound(stack, V4), bound(stack, V4)
+        master, slave = pty.openpty()
+        stack.callback(os.close, master)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+        proc = subprocess.Popen([PYTHON, SNIFF, "--ladder", "--port", str(port_of(server))], cwd=ROOT, env=env,
+                                stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        screen = bytearray()
+
+        def read_until(pattern: bytes, timeout: float = 30) -> None:
+            deadline = time.monotonic() + timeout
+            while pattern not in screen:
+                assert time.monotonic() < deadline, (pattern, bytes(screen))
+                if select.select([master], [], [], 0.2)[0]:
+                    try:
+                        screen.extend(os.read(master, 65536))
+                    except OSError:  # the terminal's other end closed: the process ended
+                        raise AssertionError((pattern, bytes(screen))) from None
+
+        try:
+            read_until(b"capturing on lo")
+            ann.sendto(reg(5, "Ann", port_of(ann)), server.getsockname())
+            server.sendto(reg_ack(6, 5, port_of(server)), ann.getsockname())
+            read_until(" reg_ack ok ".encode())
+            assert proc.poll() is None
+            before = bytes(screen)
+            os.kill(proc.pid, signal.SIGINT)
+            assert proc.wait(30) == 0
+            with contextlib.suppress(OSError):
+                while select.select([master], [], [], 0.5)[0]:
+                    chunk = os.read(master, 65536)
+                    if not chunk:
+                        break
+                    screen.extend(chunk)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    return before, bytes(screen)
+
+
+@needs_root
+@pytest.mark.parametrize("no_color", [False, True])
+def test_a_live_ladder_on_a_terminal_is_drawn_while_capturing_in_colour_unless_no_color(no_color):
+    before, everything = ladder_on_a_terminal(no_color)
+    assert "◀".encode() in before or "▶".encode() in before, before
+    assert b" reg " in before and b"no answer" not in before, before  # not yet: its answer may come
+    assert everything.count("─▶ datagram".encode()) >= 2, everything  # redrawn, then the whole ladder at the end
+    assert bool(COLOUR.search(everything)) is not no_color, everything
