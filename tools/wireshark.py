@@ -45,14 +45,14 @@ _LUA_EXCHANGES = string.Template(r"""
 local is_request = { $requests }
 local is_answer = { $answers }
 local f_response_in = ProtoField.framenum("chat.response_in", "Response in", base.NONE, frametype.RESPONSE)
-local f_request_in = ProtoField.framenum("chat.request_in", "Request in", base.NONE, frametype.REQUEST)
-local f_also_request_in = ProtoField.framenum("chat.also_request_in", "Also answers the request in", base.NONE, frametype.REQUEST)
+local f_response_to = ProtoField.framenum("chat.response_to", "Request in", base.NONE, frametype.REQUEST)
+local f_also_response_to = ProtoField.framenum("chat.also_response_to", "Also answers the request in", base.NONE, frametype.REQUEST)
 local f_time = ProtoField.relative_time("chat.time", "Response time")
 local f_retry = ProtoField.uint32("chat.retry", "Retry", base.DEC)
 local f_retransmission_of = ProtoField.framenum("chat.retransmission_of", "Retransmission of", base.NONE,
                                                 frametype.RETRANS_PREV or frametype.NONE)
 local f_duplicate_of = ProtoField.framenum("chat.duplicate_of", "Duplicate of the answer in", base.NONE, frametype.DUP_ACK)
-for _, f in ipairs({ f_response_in, f_request_in, f_also_request_in, f_time, f_retry, f_retransmission_of, f_duplicate_of }) do
+for _, f in ipairs({ f_response_in, f_response_to, f_also_response_to, f_time, f_retry, f_retransmission_of, f_duplicate_of }) do
     fields[#fields + 1] = f
 end
 local e_retransmission = ProtoExpert.new("chat.retransmission", "Retransmission", expert.group.SEQUENCE, expert.severity.NOTE)
@@ -126,13 +126,13 @@ local function show_exchange(pinfo, top, t)
     local function generated(field, value) top:add(field, value):set_generated() end
     if t.response_in then generated(f_response_in, t.response_in) end
     if t.request_in then
-        generated(f_request_in, t.request_in)
+        generated(f_response_to, t.request_in)
         local seconds = math.floor(t.time)
         generated(f_time, NSTime.new(seconds, math.floor((t.time - seconds) * 1e9 + 0.5)))
     elseif t.answer then
         top:add_proto_expert_info(e_unmatched)
     end
-    for _, frame in ipairs(t.also or {}) do generated(f_also_request_in, frame) end
+    for _, frame in ipairs(t.also or {}) do generated(f_also_response_to, frame) end
     if t.retransmission_of then
         generated(f_retry, t.retry)
         generated(f_retransmission_of, t.retransmission_of)

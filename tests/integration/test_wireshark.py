@@ -25,7 +25,7 @@ from tests.captures import SNIFF, Processes, needs_root, run_tool
 from tests.procs import HOST, ProxyProcess, free_port
 
 # Not the layer's: generated from what the dissector finds across frames (an answer's request...).
-EXCHANGE_FIELDS = ("chat.response_in", "chat.request_in", "chat.also_request_in", "chat.time", "chat.retry",
+EXCHANGE_FIELDS = ("chat.response_in", "chat.response_to", "chat.also_response_to", "chat.time", "chat.retry",
                    "chat.retransmission_of", "chat.duplicate_of")
 SEPARATOR = "\x1f"  # between the values of a field that occurs more than once (list items)
 
@@ -282,17 +282,17 @@ def test_tshark_links_requests_and_answers_and_flags_retransmissions_and_duplica
     assert chat[1]["chat.response_in"] == "3" and chat[2]["chat.response_in"] == "3"  # both tries, as DNS does
     assert chat[2]["chat.retransmission_of"] == "1" and chat[2]["chat.retry"] == "1"
     assert experts(chat[2]) == {"chat.retransmission": "Retransmission 1 of the request in frame 1"}
-    assert chat[3]["chat.request_in"] == "2" and float(chat[3]["chat.time"]) == pytest.approx(0.002, abs=1e-6)
+    assert chat[3]["chat.response_to"] == "2" and float(chat[3]["chat.time"]) == pytest.approx(0.002, abs=1e-6)
     assert "chat.duplicate_of" not in chat[3] and experts(chat[3]) == {}
-    assert chat[4]["chat.request_in"] == "2" and chat[4]["chat.duplicate_of"] == "3"
+    assert chat[4]["chat.response_to"] == "2" and chat[4]["chat.duplicate_of"] == "3"
     assert experts(chat[4]) == {"chat.duplicate_ack": "Duplicate ack: the request in frame 2 was answered already in frame 3"}
     assert chat[5]["chat.response_in"] == "7" and chat[6]["chat.response_in"] == "7"
-    assert chat[7]["chat.request_in"] == "6" and chat[7]["chat.also_request_in"] == "5"
+    assert chat[7]["chat.response_to"] == "6" and chat[7]["chat.also_response_to"] == "5"
     assert float(chat[7]["chat.time"]) == pytest.approx(0.15, abs=1e-6)
     assert "chat.response_in" not in chat[8] and experts(chat[8]) == {}
-    assert "chat.request_in" not in chat[9] and experts(chat[9]) == {"chat.request_not_seen": "Answer to a request not in the capture"}
+    assert "chat.response_to" not in chat[9] and experts(chat[9]) == {"chat.request_not_seen": "Answer to a request not in the capture"}
     for n in (1, 5, 6, 8):
-        assert "chat.retransmission_of" not in chat[n] and "chat.request_in" not in chat[n]
+        assert "chat.retransmission_of" not in chat[n] and "chat.response_to" not in chat[n]
     # The links are fields: display filters find the retransmissions and the duplicate acks.
     done = subprocess.run([tshark, "-X", f"lua_script:{dissector}", "-r", exchanges_pcap, "-o", "udp.try_heuristic_first:TRUE",
                            "-Y", "chat.retransmission_of or chat.duplicate_of", "-T", "fields", "-e", "frame.number",
@@ -365,7 +365,7 @@ def test_tshark_flags_the_retransmission_and_duplicate_acks_the_real_proxy_cause
     for n in duplicates:
         earlier = int(chat[n]["chat.duplicate_of"])
         assert earlier < n and kinds_of[earlier] == kinds_of[n] and answered(fields[earlier]) == answered(fields[n])
-    assert "pri_msg" in {kinds_of[int(chat[n]["chat.request_in"])] for n in duplicates}
+    assert "pri_msg" in {kinds_of[int(chat[n]["chat.response_to"])] for n in duplicates}
     table = conversations(tshark, dissector, str(pcap))
     assert sum(int(row["Duplicate acks"]) for row in table.values()) == len(duplicates)
     assert sum(int(row["Retransmissions"]) for row in table.values()) == len(retransmissions)
