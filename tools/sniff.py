@@ -156,8 +156,6 @@ class Inspector:
         self.written = False
         self.stop_at: int | None = None  # -r with --timeout: the capture time to stop at
         self.end: int | None = None  # when the capture ended (µs): its last datagram, or when it was stopped
-        # --ladder while capturing: drawn as the datagrams come, not only at the end.
-        self.live = LiveLadder(self.tracker, console) if args.ladder and not args.read else None
         if args.write:
             from scapy.utils import PcapWriter
 
@@ -165,6 +163,9 @@ class Inspector:
                 self.writer = PcapWriter(args.write, sync=True)
             except OSError as exc:
                 raise UserError(f"cannot write {args.write}: {exc.strerror}") from None
+        # --ladder while capturing: drawn as the datagrams come, not only at the end.  Last: it takes
+        # over a terminal until stopped.
+        self.live = LiveLadder(self.tracker, console) if args.ladder and not args.read else None
 
     def frame(self, frame) -> None:
         datagram = udp_datagram(frame, self.ports)

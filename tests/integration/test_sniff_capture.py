@@ -265,3 +265,26 @@ def test_a_live_ladder_on_a_terminal_is_drawn_while_capturing_in_colour_unless_n
     assert b" reg " in before and b"no answer" not in before, before  # not yet: its answer may come
     assert everything.count("─▶ datagram".encode()) >= 2, everything  # redrawn, then the whole ladder at the end
     assert bool(COLOUR.search(everything)) is not no_color, everything
+
+
+@needs_root
+def test_a_live_ladder_to_a_pipe_shows_hostile_names_and_text_literally():
+    """Names and text from the network that look like markup or carry escape sequences are drawn as
+    escaped text in the streamed rows, never interpreted."""
+    from proto import PriMsg
+
+    name, text = "[bold]E\x1b]8;;http://x\x1b\\v", "[/]\x1b[2J\u202ehi"
+    procs = Processes()
+    with contextlib.ExitStack() as stack:
+        stack.callback(procs.stop_all)
+        eve, bob = bound(stack, V4), bound(stack, V4)
+        sniff = start_sniffer(procs, "--ladder", "--port", str(port_of(bob)))
+        message = ChatHeader(type="pri_msg", msg_id=3, sender=name, port=port_of(eve)) / PriMsg(text=text)
+        eve.sendto(bytes(message), bob.getsockname())
+        bob.sendto(bytes(ChatHeader(type="ack", msg_id=4, sender="Bob", port=port_of(bob)) / Ack(ack_id=3)), eve.getsockname())
+        sniff.wait_for(r"ack ok [\d.]+ ms")
+        assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
+    out = "\n".join(sniff.out)
+    assert all(ch.isprintable() for ch in out.replace("\n", "")), out
+    assert r"[bold]E\x1b]8;;http://x\x1b\v" in sniff.out[0], sniff.dump()  # the names row
+    assert r"pri_msg '[/]\x1b[2J\u202ehi'" in out, out
