@@ -2,16 +2,17 @@
 """Live protocol inspector for ChatApp: one line per chat datagram, with names,
 ack matching, round-trip times, retransmissions and unanswered requests.
 
-Chat datagrams are recognised by the layer's magic and version on any UDP port.
-Live capture (root) uses a Linux packet socket, no libpcap needed; on a loopback
-interface each datagram passes twice (outgoing and incoming) and is shown once.
+Chat datagrams are recognised by the layer's magic and version on any UDP port,
+over IPv4 or IPv6.  Live capture (root) uses a Linux packet socket (libpcap only
+compiles a -f filter); on a loopback interface each datagram passes twice
+(outgoing and incoming) and is shown once.
 
 examples:
   sniff.py                              watch lo until Ctrl+C
   sniff.py -w chat.pcap --stats         save a capture, print statistics at the end
   sniff.py -r chat.pcap --type pri_msg --type ack
-  sniff.py -f "host 127.0.0.1 and port 6666"   capture only the server's traffic
-  sniff.py -f "ip6 and udp"                    chat datagrams over IPv6 (::1) only
+  sniff.py -f "host 127.0.0.1 and port 6666"   only the server's traffic (tcpdump's filter syntax)
+  sniff.py -f "ip6 and udp" --ladder           chat over IPv6 (::1), the ladder drawn as it comes
   sniff.py -r chat.pcap --ladder --svg ladder.svg --proxy-log proxy.jsonl
   sniff.py --json --count 20 | jq .type
   sniff.py --wireshark-dissector > chat.lua && tshark -X lua_script:chat.lua -r chat.pcap
@@ -465,10 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-i", dest="iface", default="lo", metavar="IFACE", help="capture live on IFACE (default lo; needs root)")
     source.add_argument("-r", dest="read", metavar="FILE.pcap", help="read a capture (pcap or pcapng, e.g. from -w or tcpdump)")
     parser.add_argument("-w", dest="write", metavar="FILE.pcap", help="also write the chat datagrams to a pcap file")
-    parser.add_argument("--type", action="append", default=[], choices=types, metavar="T", help="show only this message type (repeatable)")
-    parser.add_argument("--name", action="append", default=[], metavar="N", help="show only datagrams from or to this node (repeatable)")
     parser.add_argument("-f", dest="filter", metavar="FILTER",
                         help='capture filter, as in tcpdump and tshark (pcap-filter(7); e.g. "host 127.0.0.1 and port 6666", "ip6")')
+    parser.add_argument("--type", action="append", default=[], choices=types, metavar="T", help="show only this message type (repeatable)")
+    parser.add_argument("--name", action="append", default=[], metavar="N", help="show only datagrams from or to this node (repeatable)")
     parser.add_argument("--port", action="append", default=[], type=port, metavar="P", help="capture only datagrams from or to this UDP port (repeatable)")
     parser.add_argument("--count", type=positive(int), metavar="N", help="stop after N datagrams shown")
     parser.add_argument("--timeout", type=positive(float), metavar="S", help="stop after S seconds (of capture time with -r)")
