@@ -2,19 +2,22 @@
 """Live protocol inspector for ChatApp: one line per chat datagram, with names,
 ack matching, round-trip times, retransmissions and unanswered requests.
 
-Chat datagrams are recognised by the layer's magic and version on any UDP port.
-Live capture (root) uses a Linux packet socket, no libpcap needed; on a loopback
-interface each datagram passes twice (outgoing and incoming) and is shown once.
+Chat datagrams are recognised by the layer's magic and version on any UDP port,
+over IPv4 or IPv6.  Live capture (root) uses a Linux packet socket (libpcap only
+compiles a -f filter); on a loopback interface each datagram passes twice
+(outgoing and incoming) and is shown once.
 
 examples:
   sniff.py                              watch lo until Ctrl+C
   sniff.py -w chat.pcap --stats         save a capture, print statistics at the end
   sniff.py -r chat.pcap --type pri_msg --type ack
+  sniff.py -f "host 127.0.0.1 and port 6666"   only the server's traffic (tcpdump's filter syntax)
+  sniff.py -f "ip6 and udp" --ladder           chat over IPv6 (::1), the ladder drawn as it comes
   sniff.py -r chat.pcap --ladder --svg ladder.svg --proxy-log proxy.jsonl
   sniff.py --json --count 20 | jq .type
   sniff.py --wireshark-dissector > chat.lua && tshark -X lua_script:chat.lua -r chat.pcap
 
-filters: --port limits what is captured (and written with -w); --type and --name
+filters: -f and --port limit what is captured (and written with -w); --type and --name
 only choose what is shown: acks are still matched to requests that are not shown.
 """
 
@@ -36,7 +39,7 @@ from tools.cli import (  # noqa: E402  (after the path is set)
     Parser, UserError, dependencies, examples, open_capture, port, positive, prog, reader_may_leave, stdout_gone,
 )
 
-ARPHRD_LOOPBACK = 772  # link type of a loopback interface, in a packet socket's address
+ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772  # link types of an interface, in a packet socket's address
 PACKET_OUTGOING = 4  # packet type of a datagram this host sends, in a packet socket's address
 SO_RCVBUFFORCE = 33  # root may raise the receive buffer past net.core.rmem_max
 CAPTURE_BUFFER = 4 << 20  # bursts must not overflow the socket while a line is printed
@@ -46,12 +49,13 @@ CAPTURE_BUFFER = 4 << 20  # bursts must not overflow the socket while a line is 
 
 
 def udp_datagram(frame, ports: set[int]):
-    """(time in µs, source, destination, payload) of a chat datagram in an IPv4/UDP frame, else None."""
+    """(time in µs, source, destination, payload) of a chat datagram in an IPv4 or IPv6 UDP frame, else None."""
     from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
 
     from proto import is_chat, version_of
 
-    ip = frame.getlayer(IP)
+    ip = frame.getlayer(IP) or frame.getlayer(IPv6)
     udp = ip.payload if ip is not None else None
     if type(udp) is not UDP:  # also skips the UDP header quoted inside an ICMP error
         return None
@@ -65,10 +69,29 @@ def udp_datagram(frame, ports: set[int]):
     return round(frame.time * 1_000_000), (ip.src, udp.sport), (ip.dst, udp.dport), data
 
 
-def open_live_socket(iface: str, ports: list[int] | None = None):
+def capture_filter(text: str | None, ports: list[int], linktype: int):
+    """``-f TEXT`` (and the ``--port``s) compiled for ``linktype``, or None without ``-f``."""
+    from tools.bpf import Expression, FilterError
+
+    if text is None:
+        return None
+    if ports:
+        text = f"({text}) and udp and ({' or '.join(f'port {p}' for p in ports)})"
+    try:
+        return Expression(text, linktype)
+    except FilterError as exc:
+        raise UserError(str(exc)) from None
+
+
+def open_live_socket(iface: str, ports: list[int] | None = None, expression: str | None = None):
     """A packet socket on ``iface`` that drops the outgoing copy of each loopback datagram; with
-    ``ports``, only IPv4 UDP datagrams from or to them reach it (a filter in the kernel)."""
+    ``ports`` or a capture filter ``expression`` (``-f``), only the datagrams they let through
+    reach it (a filter in the kernel)."""
     from scapy.arch.linux import L2ListenSocket, get_last_packet_timestamp
+    from scapy.data import ARPHRD_TO_DLT
+    from scapy.interfaces import resolve_iface
+
+    from tools.bpf import DLT_EN10MB, attach, attach_udp_ports
 
     class OncePerDatagram(L2ListenSocket):
         # By packet type, never by comparing bytes and times: retransmissions are
@@ -83,6 +106,12 @@ def open_live_socket(iface: str, ports: list[int] | None = None):
         socket.if_nametoindex(iface)
     except OSError:
         raise UserError(f"no such interface '{iface}'") from None
+    ports = ports or []
+    # Compiled before the socket opens: a bad filter is the user's mistake, whoever runs it.
+    hardware = resolve_iface(iface).type
+    ethernet = hardware in (ARPHRD_ETHER, ARPHRD_LOOPBACK)  # lo has Ethernet framing in a packet socket
+    linktype = DLT_EN10MB if ethernet else ARPHRD_TO_DLT.get(hardware, DLT_EN10MB)
+    expr = capture_filter(expression, ports, linktype)
     try:
         sock = OncePerDatagram(iface=iface)
     except PermissionError:
@@ -93,9 +122,13 @@ def open_live_socket(iface: str, ports: list[int] | None = None):
         raise UserError(f"cannot capture on '{iface}': {exc.strerror or exc}") from None
     with contextlib.suppress(OSError):
         sock.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER)
-    if ports and 1 <= len(ports) <= 100 and getattr(sock.LL, "__name__", "") == "Ether":
-        from tools.bpf import attach_udp_ports
-
+    if expr is not None:
+        try:
+            attach(sock.ins, expr.program())
+        except OSError as exc:
+            sock.close()
+            raise UserError(f"the kernel refused the capture filter: {exc.strerror or exc}") from None
+    elif 1 <= len(ports) <= 100 and ethernet:
         # Best effort: without it the same datagrams are picked out in Python, only more slowly.
         with contextlib.suppress(OSError):
             attach_udp_ports(sock.ins, ports)
@@ -131,6 +164,9 @@ class Inspector:
                 self.writer = PcapWriter(args.write, sync=True)
             except OSError as exc:
                 raise UserError(f"cannot write {args.write}: {exc.strerror}") from None
+        # --ladder while capturing: drawn as the datagrams come, not only at the end.  Last: it takes
+        # over a terminal until stopped.
+        self.live = LiveLadder(self.tracker, console) if args.ladder and not args.read else None
 
     def frame(self, frame) -> None:
         datagram = udp_datagram(frame, self.ports)
@@ -172,6 +208,8 @@ class Inspector:
 
         if self.args.ladder or self.args.svg:
             self.shown.append(event)
+        if self.live is not None:
+            self.live.add(event)
         if self.args.json:
             self.console.file.write(json_line(record(event)) + "\n")
             self.console.file.flush()
@@ -189,6 +227,8 @@ class Inspector:
 
         if self.writer is not None:
             self.writer.close()
+        if self.live is not None:
+            self.live.stop()
         if self.args.ladder or self.args.svg:
             self.draw_ladder()
         unanswered, waiting = ([ex for ex in found if self.wanted(ex.tries[0])]
@@ -214,11 +254,55 @@ class Inspector:
 
         extra = apply_proxy_log(self.tracker, self.shown, read_proxy_log(self.args.proxy_log)) if self.args.proxy_log else []
         rows = ladder(self.tracker, self.shown + extra)
-        if self.args.ladder:
+        if self.live is not None and self.live.stream is not None:
+            self.console.print(self.live.stream.legend())  # its rows are printed already
+        elif self.args.ladder:
             for row in rows:
                 self.console.print(row)
         if self.args.svg:
             save_svg(rows, self.args.svg, self.args.read or f"live capture on {self.args.iface}")
+
+
+class LiveLadder:
+    """The ladder of a live capture as the datagrams come.  On a terminal, rich's Live redraws the
+    latest arrows that fit the screen, and the whole ladder is printed when the capture ends; on
+    anything else (a pipe, a file), which cannot be redrawn, each arrow is printed as a row when
+    its datagram is captured (traffic_views.LadderStream), and the legend at the end."""
+
+    def __init__(self, tracker, console):
+        from tools.traffic_views import LadderStream
+
+        self.tracker = tracker
+        self.console = console
+        self.events: list = []
+        self.stream = None if console.is_terminal else LadderStream(tracker)
+        self.screen = None
+        if self.stream is None:
+            from rich.live import Live
+
+            # Drawn by Live's own thread a few times a second (__rich__ below), not once per datagram.
+            self.screen = Live(self, console=console, refresh_per_second=8, transient=True)
+            self.screen.start()
+
+    def add(self, event) -> None:
+        self.events.append(event)
+        if self.stream is not None:
+            for row in self.stream.add(event):
+                self.console.print(row)
+            self.console.file.flush()
+
+    def __rich__(self):
+        from rich.console import Group
+
+        from tools.traffic_views import ladder
+
+        room = max(self.console.size.height - 4, 1)  # the names, a blank row and the legend
+        return Group(*ladder(self.tracker, self.events[-room:], settled=False))
+
+    def stop(self) -> None:
+        if self.screen is not None:
+            self.screen.stop()
+            self.screen = None
 
 
 def read_proxy_log(path: str) -> list[dict]:
@@ -324,9 +408,19 @@ def print_stats(console, stats) -> None:
 # -- sources -------------------------------------------------------------------------------------
 
 
-def read_capture(path: str, inspector: Inspector) -> None:
+def read_capture(path: str, inspector: Inspector, expression: str | None = None) -> None:
+    from tools.bpf import DLT_EN10MB
+
+    expr = None
     with open_capture(path) as reader:
         for frame in reader:
+            if expression is not None:
+                if expr is None:  # a pcapng file says its link type with its first frame
+                    interfaces = getattr(reader, "interfaces", None)
+                    linktype = getattr(reader, "linktype", None) or (interfaces[0][0] if interfaces else DLT_EN10MB)
+                    expr = capture_filter(expression, [], linktype)
+                if not expr.matches(bytes(frame)):
+                    continue
             inspector.frame(frame)
             if inspector.done:
                 break
@@ -336,7 +430,7 @@ def capture_live(args: argparse.Namespace, inspector: Inspector) -> None:
     from scapy.layers import inet  # noqa: F401  (IPv4 and UDP dissection)
     from scapy.sendrecv import AsyncSniffer
 
-    sock = open_live_socket(args.iface, sorted(set(args.port)))
+    sock = open_live_socket(args.iface, sorted(set(args.port)), args.filter)
     failure: list[BaseException] = []
 
     def each(frame) -> None:
@@ -381,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-i", dest="iface", default="lo", metavar="IFACE", help="capture live on IFACE (default lo; needs root)")
     source.add_argument("-r", dest="read", metavar="FILE.pcap", help="read a capture (pcap or pcapng, e.g. from -w or tcpdump)")
     parser.add_argument("-w", dest="write", metavar="FILE.pcap", help="also write the chat datagrams to a pcap file")
+    parser.add_argument("-f", dest="filter", metavar="FILTER",
+                        help='capture filter, as in tcpdump and tshark (pcap-filter(7); e.g. "host 127.0.0.1 and port 6666", "ip6")')
     parser.add_argument("--type", action="append", default=[], choices=types, metavar="T", help="show only this message type (repeatable)")
     parser.add_argument("--name", action="append", default=[], metavar="N", help="show only datagrams from or to this node (repeatable)")
     parser.add_argument("--port", action="append", default=[], type=port, metavar="P", help="capture only datagrams from or to this UDP port (repeatable)")
@@ -388,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=positive(float), metavar="S", help="stop after S seconds (of capture time with -r)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per datagram, with every decoded field")
-    output.add_argument("--ladder", action="store_true", help="draw a ladder diagram (at the end of the capture)")
+    output.add_argument("--ladder", action="store_true", help="draw a ladder diagram (as the datagrams come, while capturing)")
     parser.add_argument("--svg", metavar="FILE", help="save the ladder diagram as an SVG image")
     parser.add_argument("--proxy-log", metavar="FILE", help="the lossy proxy's --log: draw its drops as arrows ending in a cross")
     parser.add_argument("--stats", action="store_true", help="at the end: packets per type and node, retransmissions, RTTs")
@@ -417,11 +513,15 @@ def main(argv: list[str] | None = None) -> int:
         inspector = Inspector(args, console)
         try:
             if args.read:
-                read_capture(args.read, inspector)
+                read_capture(args.read, inspector, args.filter)
             else:
                 capture_live(args, inspector)
         except KeyboardInterrupt:
             pass  # Ctrl+C while reading a file: report what was read
+        except BaseException:
+            if inspector.live is not None:
+                inspector.live.stop()  # gives the terminal back before the error is shown
+            raise
         inspector.finish()
     except UserError as exc:
         print(f"{prog()}: {exc}", file=sys.stderr)

@@ -106,7 +106,7 @@ class Event:
 
 
 def endpoint(addr: Address) -> str:
-    return f"{addr[0]}:{addr[1]}"
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"  # IPv6 in brackets, as in URLs
 
 
 class Tracker:

@@ -223,7 +223,8 @@ def unanswered_record(tracker: Tracker, exchange: Exchange, waiting: bool = Fals
 # -- ladder diagram -------------------------------------------------------------------------------
 
 
-def ladder_label(event: Event) -> str:
+def ladder_label(event: Event, settled: bool = True) -> str:
+    """An arrow's label; ``settled``: the capture is over, so a request still without an answer has none."""
     if event.kind in ANSWERS:
         status = STATUSES.get(event.pkt.payload.status, "?") if event.pkt is not None else ""
         label = f"{event.kind} {status}".strip()
@@ -238,64 +239,51 @@ def ladder_label(event: Event) -> str:
     if event.retry:
         label += f" (retry {event.retry})"
     label += claim(event)
-    if event.is_request and event.exchange is not None and not event.answered and event is event.exchange.tries[-1]:
+    if settled and _without_answer(event):
         label += " no answer"
     if event.dropped:
         label += " dropped"
     return label
 
 
-def ladder(tracker: Tracker, events: list[Event]) -> list[Text]:
-    """A message-sequence diagram: one column per node, one arrow per datagram, in time order.
+def _without_answer(event: Event) -> bool:
+    """The latest try of a request that got no answer."""
+    return event.is_request and event.exchange is not None and not event.answered and event is event.exchange.tries[-1]
 
-    Names are the tracker's final ones: a node first seen as ip:port gets its name.
-    """
-    events = sorted(events, key=lambda e: (e.time, e.seq))
 
-    def ends(event: Event) -> tuple[str, str]:
-        if event.src is None:
-            return event.src_name, event.dst_name
-        return tracker.name(event.src), tracker.name(event.dst)
+MARGIN = 10  # columns before the first lifeline: the time of each arrow
 
-    columns: list[str] = []
-    for event in events:
-        for name in ends(event):
-            if name not in columns:
-                columns.append(name)
-    if SERVER in columns:  # the hub in the middle of the picture reads best
-        columns.remove(SERVER)
-        columns.insert(len(columns) // 2, SERVER)
-    labels = [ladder_label(e) for e in events]
-    widest_name = max((len(c) for c in columns), default=0)
-    # Wide enough that most labels fit their arrow (an arrow over k gaps has k times the room).
-    needs = []
-    for event, label in zip(events, labels):
-        src, dst = ends(event)
-        span = abs(columns.index(src) - columns.index(dst)) or 1
-        needs.append(-(-(len(label) + 8) // span))
-    gap = max(widest_name + 4, min(max(needs, default=24), 46), 24)
-    margin = 10
-    first = margin + max(widest_name // 2 + 1, 2)
-    xs = {name: first + i * gap for i, name in enumerate(columns)}
-    width = (xs[columns[-1]] if columns else first) + widest_name // 2 + 2
 
-    def blank() -> list[str]:
-        row = [" "] * width
-        for x in xs.values():
+class _Layout:
+    """Where the lifelines of ``columns`` (node names) stand, ``gap`` characters apart, and how
+    one arrow between two of them is drawn."""
+
+    def __init__(self, columns: list[str], gap: int):
+        self.columns = columns
+        widest_name = max((len(c) for c in columns), default=0)
+        first = MARGIN + max(widest_name // 2 + 1, 2)
+        self.xs = {name: first + i * gap for i, name in enumerate(columns)}
+        self.width = (self.xs[columns[-1]] if columns else first) + widest_name // 2 + 2
+
+    def _blank(self) -> list[str]:
+        row = [" "] * self.width
+        for x in self.xs.values():
             row[x] = "│"
         return row
 
-    header = [" "] * width
-    for name, x in xs.items():
-        start = x - len(name) // 2
-        header[start:start + len(name)] = name
-    out = [Text("".join(header).rstrip(), style="bold"), Text("".join(blank()).rstrip(), style="dim")]
-    for event, label in zip(events, labels):
-        src, dst = ends(event)
-        row = blank()
+    def header(self) -> list[Text]:
+        """The names above their lifelines, and an empty row of lifelines."""
+        names = [" "] * self.width
+        for name, x in self.xs.items():
+            start = x - len(name) // 2
+            names[start:start + len(name)] = name
+        return [Text("".join(names).rstrip(), style="bold"), Text("".join(self._blank()).rstrip(), style="dim")]
+
+    def arrow(self, event: Event, label: str, src: str, dst: str, style: str) -> Text:
+        row = self._blank()
+        width = self.width
         text = Text(f"{seconds(event.rel):>9} ", style="dim")
-        style = _arrow_style(event)
-        a, b = xs[src], xs[dst]
+        a, b = self.xs[src], self.xs[dst]
         if a == b:
             body = f"↺ {label}"
             row[a + 1:a + 1 + len(body)] = body[: width - a - 1]
@@ -318,12 +306,80 @@ def ladder(tracker: Tracker, events: list[Event]) -> list[Text]:
         drawn = "".join(row)
         lo = min(a, b) + 1
         hi = max(a, b) if a != b else width
-        text.append(drawn[margin:lo], style="dim")
+        text.append(drawn[MARGIN:lo], style="dim")
         text.append(drawn[lo:hi], style=style)
         text.append(drawn[hi:].rstrip(), style="dim")
-        out.append(text)
-    out.append(_legend(events))
+        return text
+
+
+def ladder(tracker: Tracker, events: list[Event], settled: bool = True) -> list[Text]:
+    """A message-sequence diagram: one column per node, one arrow per datagram, in time order.
+
+    Names are the tracker's final ones: a node first seen as ip:port gets its name.  ``settled``:
+    the capture is over (while it runs, a request without an answer yet is not marked unanswered).
+    """
+    events = sorted(events, key=lambda e: (e.time, e.seq))
+
+    def ends(event: Event) -> tuple[str, str]:
+        if event.src is None:
+            return event.src_name, event.dst_name
+        return tracker.name(event.src), tracker.name(event.dst)
+
+    columns: list[str] = []
+    for event in events:
+        for name in ends(event):
+            if name not in columns:
+                columns.append(name)
+    if SERVER in columns:  # the hub in the middle of the picture reads best
+        columns.remove(SERVER)
+        columns.insert(len(columns) // 2, SERVER)
+    labels = [ladder_label(e, settled) for e in events]
+    widest_name = max((len(c) for c in columns), default=0)
+    # Wide enough that most labels fit their arrow (an arrow over k gaps has k times the room).
+    needs = []
+    for event, label in zip(events, labels):
+        src, dst = ends(event)
+        span = abs(columns.index(src) - columns.index(dst)) or 1
+        needs.append(-(-(len(label) + 8) // span))
+    layout = _Layout(columns, max(widest_name + 4, min(max(needs, default=24), 46), 24))
+    out = layout.header()
+    out += [layout.arrow(event, label, *ends(event), _arrow_style(event, settled)) for event, label in zip(events, labels)]
+    out.append(_legend(events, settled))
     return out
+
+
+# The room between lifelines while the ladder is drawn as the datagrams come: the labels are not
+# known in advance, so one width that fits most of them.
+STREAM_GAP = 34
+
+
+class LadderStream:
+    """The ladder drawn as the datagrams come, for an output that cannot be redrawn (a pipe): each
+    datagram's arrow is a row as soon as it is captured.  Columns are the nodes' names when their
+    first datagram passes, in the order they appear; a new node prints the names row again.  A row
+    is never changed afterwards, so no request is marked unanswered: the report at the end says so."""
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+        self.columns: list[str] = []
+        self.events: list[Event] = []
+        self.layout = _Layout([], STREAM_GAP)
+
+    def add(self, event: Event) -> list[Text]:
+        """The rows ``event`` adds: its arrow, after the names row if it brings a new node."""
+        ends = (self.tracker.name(event.src), self.tracker.name(event.dst))
+        rows = []
+        new = [name for name in dict.fromkeys(ends) if name not in self.columns]
+        if new:
+            self.columns += new
+            self.layout = _Layout(self.columns, max(STREAM_GAP, max(map(len, self.columns)) + 4))
+            rows += self.layout.header()
+        self.events.append(event)
+        rows.append(self.layout.arrow(event, ladder_label(event, settled=False), *ends, _arrow_style(event, settled=False)))
+        return rows
+
+    def legend(self) -> Text:
+        return _legend(self.events, settled=False)
 
 
 # Arrows on one page of a saved ladder: a page a screen shows at a readable size.
@@ -337,7 +393,7 @@ def ladder_pages(rows: list[Text], arrows: int = PAGE_ARROWS) -> list[list[Text]
     return [head + body[start:start + arrows] + legend for start in range(0, max(len(body), 1), arrows)]
 
 
-def _legend(events: list[Event]) -> Text:
+def _legend(events: list[Event], settled: bool = True) -> Text:
     """What the marks mean, for those the diagram uses."""
     legend = Text("          ", style="dim")
     entries = [("─▶ datagram", "", True),
@@ -345,7 +401,7 @@ def _legend(events: list[Event]) -> Text:
                ("✕ dropped by the proxy", "bold red", any(e.dropped for e in events)),
                ("retry", "bold yellow", any(e.retry for e in events)),
                ("(claims N): sent in the name of another address", "bold magenta", any(e.claimed for e in events)),
-               ("no answer", "bold red", any(e.is_request and not e.answered and e.src for e in events))]
+               ("no answer", "bold red", settled and any(e.is_request and not e.answered and e.src for e in events))]
     for label, style, used in entries:
         if used:
             legend.append(label, style=style)
@@ -354,12 +410,12 @@ def _legend(events: list[Event]) -> Text:
     return legend
 
 
-def _arrow_style(event: Event) -> str:
+def _arrow_style(event: Event, settled: bool = True) -> str:
     if event.dropped or event.kind in UNREAD:
         return "bold red"
     if event.claimed is not None:
         return "bold magenta"
-    if event.is_request and not event.answered:
+    if settled and event.is_request and not event.answered:
         return "bold red"
     if event.retry:
         return "bold yellow"

@@ -385,7 +385,7 @@ def test_a_live_capture_whose_reader_left_stops_when_it_writes_no_file():
 
 def test_help_names_every_option():
     out = run_tool(SNIFF, "--help").stdout
-    for option in ("-i IFACE", "-r FILE.pcap", "-w FILE.pcap", "--type", "--name", "--count", "--timeout",
+    for option in ("-i IFACE", "-r FILE.pcap", "-w FILE.pcap", "-f FILTER", "--type", "--name", "--count", "--timeout",
                    "--json", "--ladder", "--svg", "--stats", "--proxy-log", "--hexdump", "--wireshark-dissector"):
         assert option in out
 

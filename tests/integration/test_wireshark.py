@@ -3,8 +3,10 @@ and decodes every field of every captured chat datagram to the layer's values.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import shutil
 import subprocess
 
@@ -19,8 +21,12 @@ from proto import (
     MsgId, Name, PriMsg, RegAck, SendGroup, Table, decode
 )
 from proto.fields import Kind, layer_spec
-from tests.captures import SNIFF, run_tool
+from tests.captures import SNIFF, Processes, needs_root, run_tool
+from tests.procs import HOST, ProxyProcess, free_port
 
+# Not the layer's: generated from what the dissector finds across frames (an answer's request...).
+EXCHANGE_FIELDS = ("chat.response_in", "chat.response_to", "chat.also_response_to", "chat.time", "chat.retry",
+                   "chat.retransmission_of", "chat.duplicate_of")
 SEPARATOR = "\x1f"  # between the values of a field that occurs more than once (list items)
 
 pytestmark = pytest.mark.e2e  # sniff.py and tshark as processes
@@ -134,7 +140,7 @@ def check(frames: list[dict[str, list[str]]], packets: list) -> None:
 def test_the_dissector_is_generated_from_the_layer(dissector):
     script = open(dissector, encoding="utf-8").read()
     abbrevs = re.findall(r'ProtoField\.\w+\("([^"]+)"', script)
-    assert sorted(abbrevs) == sorted(kinds())
+    assert sorted(abbrevs) == sorted([*kinds(), *EXCHANGE_FIELDS])  # the layer's fields, and what links the frames
     assert "register_heuristic" in script
 
 
@@ -192,3 +198,175 @@ def test_tshark_decodes_a_capture_made_by_sniff(tshark, dissector, direct):
         capture_output=True, text=True, timeout=120,
     )
     assert re.search(r"CHAT .* pri_msg #\d+ from Ann", done.stdout), done.stdout
+
+
+# -- requests and answers, retransmissions, duplicate acks, conversations -------------------------------
+
+
+def tshark_json(tshark: str, dissector: str, pcap: str) -> dict[int, dict]:
+    """frame number -> the chat layer of ``tshark -2 -T json`` (two passes: a request learns its answer;
+    the subtrees, all called _ws.lua.text, as a list rather than the last of them)."""
+    done = subprocess.run([tshark, "-X", f"lua_script:{dissector}", "-r", pcap, "-2", "-o", "udp.try_heuristic_first:TRUE",
+                           "-T", "json", "--no-duplicate-keys"], capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0 and "Lua" not in done.stderr, done.stderr
+    frames = {}
+    for packet in json.loads(done.stdout):
+        layers = packet["_source"]["layers"]
+        frames[int(layers["frame"]["frame.number"])] = layers.get("chat", {})
+    return frames
+
+
+def flat(tree: dict) -> dict[str, str]:
+    """Every chat.* field of a layer of ``tshark -T json``, from its subtrees too (the first of each)."""
+    found = {}
+    for key, value in tree.items():
+        for sub in value if isinstance(value, list) else [value]:
+            if isinstance(sub, dict):
+                found = flat(sub) | found
+            elif key.startswith("chat.") and key not in found:
+                found[key] = sub
+    return found
+
+
+def experts(chat: dict) -> dict[str, str]:
+    """The chat layer's expert infos: their field name -> their message."""
+    found = chat.get("_ws.expert", [])
+    found = found if isinstance(found, list) else [found]
+    return {name: item["_ws.expert.message"] for item in found for name in item if name.startswith("chat.")}
+
+
+def conversations(tshark: str, dissector: str, pcap: str) -> dict[str, dict[str, str]]:
+    """``tshark -z chat,conv``: conversation -> column -> value."""
+    done = subprocess.run([tshark, "-X", f"lua_script:{dissector}", "-r", pcap, "-q", "-o", "udp.try_heuristic_first:TRUE",
+                           "-z", "chat,conv"], capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0 and "Lua" not in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    start = lines.index("ChatApp conversations")
+    columns = lines[start + 1].split("\t")
+    return {cells[0]: dict(zip(columns, cells)) for cells in (row.split("\t") for row in lines[start + 2:] if row)}
+
+
+ANN, SRV, BOB = ("127.0.0.1", 41001), ("127.0.0.1", 46666), ("127.0.0.1", 41002)
+
+
+@pytest.fixture(scope="module")
+def exchanges_pcap(tmp_path_factory) -> str:
+    """Ann's reg, sent again 0.5 s later, answered twice (the second answer a duplicate ack); two
+    private messages to Bob answered by one ack (ack_id and also); a join_group never answered."""
+    def frame(at, src, dst, pkt):
+        made = Ether() / IP(src=src[0], dst=dst[0]) / UDP(sport=src[1], dport=dst[1]) / Raw(bytes(pkt))
+        made.time = 1_700_000_000 + at
+        return made
+
+    def head(kind, msg_id, sender, port):
+        return ChatHeader(type=kind, msg_id=msg_id, sender=sender, port=port)
+
+    frames = [
+        frame(0.0, ANN, SRV, head("reg", 10, "Ann", ANN[1])),  # 1
+        frame(0.5, ANN, SRV, head("reg", 10, "Ann", ANN[1])),  # 2: retransmission of 1
+        frame(0.502, SRV, ANN, head("reg_ack", 90, "server", SRV[1]) / RegAck(ack_id=10)),  # 3: answers 2
+        frame(0.503, SRV, ANN, head("reg_ack", 90, "server", SRV[1]) / RegAck(ack_id=10)),  # 4: duplicate ack
+        frame(1.0, ANN, BOB, head("pri_msg", 11, "Ann", ANN[1]) / PriMsg(text="one")),  # 5
+        frame(1.1, ANN, BOB, head("pri_msg", 12, "Ann", ANN[1]) / PriMsg(text="two")),  # 6
+        frame(1.25, BOB, ANN, head("ack", 70, "Bob", BOB[1]) / Ack(ack_id=12, also=[MsgId(id=11)])),  # 7: answers 6 and 5
+        frame(2.0, ANN, SRV, head("join_group", 13, "Ann", ANN[1]) / JoinGroup(group="g1")),  # 8: no answer
+        frame(3.0, BOB, ANN, head("ack", 71, "Bob", BOB[1]) / Ack(ack_id=99)),  # 9: answers nothing seen
+    ]
+    pcap = str(tmp_path_factory.mktemp("exchanges") / "exchanges.pcap")
+    wrpcap(pcap, frames)
+    return pcap
+
+
+def test_tshark_links_requests_and_answers_and_flags_retransmissions_and_duplicate_acks(tshark, dissector, exchanges_pcap):
+    chat = tshark_json(tshark, dissector, exchanges_pcap)
+    assert chat[1]["chat.response_in"] == "3" and chat[2]["chat.response_in"] == "3"  # both tries, as DNS does
+    assert chat[2]["chat.retransmission_of"] == "1" and chat[2]["chat.retry"] == "1"
+    assert experts(chat[2]) == {"chat.retransmission": "Retransmission 1 of the request in frame 1"}
+    assert chat[3]["chat.response_to"] == "2" and float(chat[3]["chat.time"]) == pytest.approx(0.002, abs=1e-6)
+    assert "chat.duplicate_of" not in chat[3] and experts(chat[3]) == {}
+    assert chat[4]["chat.response_to"] == "2" and chat[4]["chat.duplicate_of"] == "3"
+    assert experts(chat[4]) == {"chat.duplicate_ack": "Duplicate ack: the request in frame 2 was answered already in frame 3"}
+    assert chat[5]["chat.response_in"] == "7" and chat[6]["chat.response_in"] == "7"
+    assert chat[7]["chat.response_to"] == "6" and chat[7]["chat.also_response_to"] == "5"
+    assert float(chat[7]["chat.time"]) == pytest.approx(0.15, abs=1e-6)
+    assert "chat.response_in" not in chat[8] and experts(chat[8]) == {}
+    assert "chat.response_to" not in chat[9] and experts(chat[9]) == {"chat.request_not_seen": "Answer to a request not in the capture"}
+    for n in (1, 5, 6, 8):
+        assert "chat.retransmission_of" not in chat[n] and "chat.response_to" not in chat[n]
+    # The links are fields: display filters find the retransmissions and the duplicate acks.
+    done = subprocess.run([tshark, "-X", f"lua_script:{dissector}", "-r", exchanges_pcap, "-o", "udp.try_heuristic_first:TRUE",
+                           "-Y", "chat.retransmission_of or chat.duplicate_of", "-T", "fields", "-e", "frame.number",
+                           "-e", "_ws.col.Info"], capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert done.stdout.splitlines() == ["2\treg #10 from Ann [retransmission]", "4\treg_ack #90 from server [duplicate ack]"], done
+
+
+def test_tshark_conversation_statistics_count_each_pair_of_endpoints(tshark, dissector, exchanges_pcap):
+    table = conversations(tshark, dissector, exchanges_pcap)
+    ann_srv, ann_bob = "127.0.0.1:41001 <-> 127.0.0.1:46666", "127.0.0.1:41001 <-> 127.0.0.1:41002"
+    assert set(table) == {ann_srv, ann_bob}
+    assert table[ann_srv] == {"Conversation": ann_srv, "Frames": "5", "Bytes": str(sum_bytes(exchanges_pcap, [1, 2, 3, 4, 8])),
+                              "Requests": "3", "Answers": "2", "Retransmissions": "1", "Duplicate acks": "1",
+                              "Unanswered": "1", "Mean RTT (ms)": "2.000"}
+    assert table[ann_bob] | {"Bytes": ""} == {"Conversation": ann_bob, "Frames": "4", "Bytes": "", "Requests": "2",
+                                               "Answers": "2", "Retransmissions": "0", "Duplicate acks": "0",
+                                               "Unanswered": "0", "Mean RTT (ms)": "150.000"}
+
+
+def answered(fields: dict[str, str]) -> str:
+    """The message id an answer (ack or reg_ack) answers."""
+    return fields.get("chat.ack.ack_id") or fields["chat.regack.ack_id"]
+
+
+def sum_bytes(pcap: str, frames: list[int]) -> int:
+    from scapy.utils import rdpcap
+
+    packets = rdpcap(pcap)
+    return sum(len(packets[n - 1]) for n in frames)
+
+
+@needs_root
+def test_tshark_flags_the_retransmission_and_duplicate_acks_the_real_proxy_caused(tshark, dissector, tmp_path):
+    """The real proxy (a process) drops Ann's first private message and then sends her retry to Bob
+    twice; real clients retry and answer.  On the sniffer's capture tshark links each ack to its
+    request, flags Ann's retry as a retransmission and Bob's second ack as a duplicate ack."""
+    pcap = tmp_path / "proxy.pcap"
+    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
+    procs = Processes()
+    proxy = None
+    try:
+        procs.server(ports["server"])
+        proxy = ProxyProcess((HOST, ports["server"]), "--rule", "drop first=1 type=pri_msg",
+                             "--rule", "duplicate 1 type=pri_msg")
+        ports["proxy"] = proxy.address[1]
+        sniff = procs.sniffer(pcap, list(ports.values()))
+        ann = procs.client("Ann", ports["proxy"], ports["Ann"])
+        procs.client("Bob", ports["proxy"], ports["Bob"])
+        ann.wait_for(r"^\s*Bob\s")
+        ann.type("send Bob hello")
+        ann.wait_for(r"^>>> Message received by Bob\.")
+        acks = sniff.wait_for(r"Bob → Ann +ack .*↩ pri_msg .*\(answered again, 2x\)")
+        sniff.wait_for(r"Bob → Ann +ack .*↩ pri_msg .*\(answered again, 2x\)", after=acks + 1)  # on both hops
+        assert sniff.finish(signal.SIGINT) == 0, sniff.dump()
+    finally:
+        procs.stop_all()
+        if proxy is not None:
+            proxy.stop()
+    chat = tshark_json(tshark, dissector, str(pcap))
+    fields = {n: flat(c) for n, c in chat.items()}
+    kinds_of = {n: MSG_TYPES[int(f["chat.type"])] for n, f in fields.items() if "chat.type" in f}
+    # A loaded machine may retry more (a late ack): every flag must still be right, and these must be there.
+    retransmissions = [n for n, c in chat.items() if "chat.retransmission" in experts(c)]
+    assert "pri_msg" in {kinds_of[n] for n in retransmissions}, chat
+    for n in retransmissions:
+        first = int(chat[n]["chat.retransmission_of"])
+        assert first < n and (kinds_of[first], fields[first]["chat.msg_id"]) == (kinds_of[n], fields[n]["chat.msg_id"])
+    duplicates = [n for n, c in chat.items() if "chat.duplicate_ack" in experts(c)]
+    assert len(duplicates) >= 2, chat  # Bob's second ack into the proxy, and out of it to Ann
+    for n in duplicates:
+        earlier = int(chat[n]["chat.duplicate_of"])
+        assert earlier < n and kinds_of[earlier] == kinds_of[n] and answered(fields[earlier]) == answered(fields[n])
+    assert "pri_msg" in {kinds_of[int(chat[n]["chat.response_to"])] for n in duplicates}
+    table = conversations(tshark, dissector, str(pcap))
+    assert sum(int(row["Duplicate acks"]) for row in table.values()) == len(duplicates)
+    assert sum(int(row["Retransmissions"]) for row in table.values()) == len(retransmissions)
+    assert sum(int(row["Frames"]) for row in table.values()) == len(kinds_of)
