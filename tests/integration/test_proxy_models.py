@@ -156,35 +156,36 @@ def test_delays_come_from_the_seeded_distribution_and_the_log_says_each(tmp_path
 
 
 def test_a_rate_limit_delays_a_burst_drops_past_its_limit_and_counts_the_drops(tmp_path, server, ann):
-    """500 bytes/s and 100-byte datagrams: each holds the link 0.2 s, so a burst of 12 sent at once
-    fills the 4 places and the rest are dropped, unless the proxy paused for 0.2 s and more between
-    two of them (then fewer drops, never none unless it paused 1.6 s).  The other direction has a
-    link of its own, empty."""
+    """250 bytes/s and 100-byte datagrams: each holds the link 0.4 s, so a burst of 12 sent at once
+    fills the 4 places and the rest are dropped, unless the proxy paused for 0.4 s and more between
+    two of them (then fewer drops, never none unless it paused 3.2 s).  The other direction has a
+    link of its own, empty.  (What the proxy's clock did is read from its log, not assumed.)"""
     log = tmp_path / "proxy.jsonl"
-    proxy = ProxyProcess(server.sock.getsockname(), "--rule", "rate 500bps limit=4 type=pri_msg", "--log", str(log), "--stats")
+    proxy = ProxyProcess(server.sock.getsockname(), "--rule", "rate 250bps limit=4 type=pri_msg", "--log", str(log), "--stats")
     text = "x" * (100 - len(ann.datagram("pri_msg", text="")))  # a text that makes 100-byte datagrams
     try:
         mirror = registered(proxy, server, ann)
         burst = [ann.send(proxy.address, "pri_msg", text=text) for _ in range(12)]
         back = [server.send(mirror, "pri_msg", text=text) for _ in range(3)]
         assert len(burst[0]) == 100
+        # The sentinel is not rate-limited: once it is in, the proxy has decided the whole burst.
         ahead = server.recv_until(ann.send(proxy.address, "ack", ack_id=0))
-        assert ahead == []  # the sentinel, not rate-limited, overtook the whole burst waiting on the link
         decided = [r for r in log_rows(log) if r["type"] == "pri_msg" and r["from"] == "Ann"]
         queued = [r for r in decided if r["action"] == "rate"]
         assert len(decided) == 12 and 4 <= len(queued) < 12
         assert [r["action"] for r in decided[:4]] == ["rate"] * 4  # an empty link takes the first 4
-        assert queued[0]["delay"] == 0.2  # on an empty link, only its own 100 bytes at 500 bytes/s
+        assert queued[0]["delay"] == 0.4  # on an empty link, only its own 100 bytes at 250 bytes/s
         leaving = [r["time"] + r["delay"] for r in queued]  # each goes out after the one before it has
-        assert all(b - a > 0.2 - 0.005 for a, b in zip(leaving, leaving[1:])), leaving  # (the log's clock: ±ms)
-        assert [decode(server.recv()[0]).msg_id for _ in queued] == [r["id"] for r in queued]  # in order, after their wait
+        assert all(b - a > 0.4 - 0.005 for a, b in zip(leaving, leaving[1:])), leaving  # (the log's clock: ±ms)
+        out = ahead + [server.recv()[0] for _ in range(len(queued) - len(ahead))]
+        assert [decode(d).msg_id for d in out] == [r["id"] for r in queued]  # in order, after their wait
         assert {decode(d).msg_id for d in burst} >= {r["id"] for r in queued}
         assert [ann.recv()[0] for _ in back] == back  # server -> Ann: its own link, all 3 in
     finally:
         assert proxy.stop() == 0
     dropped = 12 - len(queued)
     table = [[cell.strip() for cell in line.split("│")[1:-1]] for line in proxy.stderr.splitlines() if line.startswith("│")]
-    assert table == [["1", "rate 500bps limit=4 type=pri_msg", "15", "15", str(dropped)]], proxy.stderr
+    assert table == [["1", "rate 250bps limit=4 type=pri_msg", "15", "15", str(dropped)]], proxy.stderr
     assert f"drop {dropped}" in proxy.stderr and "rate " + str(15 - dropped) in proxy.stderr
 
 
