@@ -379,6 +379,19 @@ class Proc:
     def send(self, text: str) -> None:
         self.child.send(text.encode("utf-8"))
 
+    def paste(self, text: str) -> None:
+        """As a terminal sends pasted text (bracketed paste), so that it arrives as one input; into
+        a prompt that is reading keys.  (Typed while the client is between two prompts, a line goes
+        through the terminal's own line discipline, which cuts it at 4095 bytes, end of paste
+        included: the prompt would then wait for that end forever.)"""
+        self.wait_until(self.reading_keys, "the prompt reading keys")
+        self.send("\x1b[200~" + text + "\x1b[201~")
+
+    def reading_keys(self) -> bool:
+        """prompt_toolkit has the terminal in raw mode: it turns bracketed paste on when it draws
+        a prompt, and off when the prompt ends."""
+        return self.raw.rfind("\x1b[?2004h") > self.raw.rfind("\x1b[?2004l")
+
     def sendline(self, text: str) -> None:
         self.send(text + "\r")
 

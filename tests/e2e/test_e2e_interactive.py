@@ -21,11 +21,6 @@ def pair(cluster):
     return server, ann, bob
 
 
-def paste(proc, text: str) -> None:
-    """As a terminal sends pasted text (bracketed paste), so that it arrives as one input."""
-    proc.send("\x1b[200~" + text + "\x1b[201~")
-
-
 def test_incoming_message_does_not_garble_typing(pair):
     _, ann, bob = pair
     ann.send("send Bob half a")
@@ -59,7 +54,7 @@ def test_prompt_shows_the_group(pair):
 def test_longest_message_arrives_whole(pair):
     _, ann, bob = pair
     text = "x" * (LIMIT - 3) + "end"
-    paste(ann, f"send Bob {text}")
+    ann.paste(f"send Bob {text}")
     ann.send("\r")
     ann.expect_line(">>> Message received by Bob.")
     bob.expect_line(f">>> Ann: {text}")
@@ -70,7 +65,7 @@ def test_too_long_message_refused(pair, text):
     _, ann, bob = pair
     assert len(text.encode("utf-8")) == LIMIT + 1
     mark = bob.mark()
-    paste(ann, f"send Bob {text}")
+    ann.paste(f"send Bob {text}")
     ann.send("\r")
     match = ann.expect(r"^>>> .*too long.*\n", flags=re.MULTILINE)
     assert str(LIMIT) in match.group(0), match.group(0)

@@ -413,21 +413,17 @@ def test_overlong_messages_are_refused_by_the_sender(cluster):
         proc.sendline("join_group g")
         proc.expect_line(">>> Entered group g successfully")
     fits = "é" * (MAX_TEXT_BYTES // 2)  # exactly the limit, in two-byte characters
-    _paste_line(ann, f"send_group {fits}")
+    ann.paste(f"send_group {fits}")
+    ann.send("\r")
     ann.expect_line(">>> (g) Message received by Server.")
     bob.expect_line(f">>> (g) Group_Message Ann: {fits}")
-    _paste_line(ann, f"send_group {fits}!")
+    ann.paste(f"send_group {fits}!")
+    ann.send("\r")
     ann.expect(rf"^>>> (\(g\) )?Message too long \({MAX_TEXT_BYTES + 1} bytes of UTF-8; the limit is {MAX_TEXT_BYTES}\), "
                r"not sent\n", flags=re.MULTILINE)
     ann.sendline("send_group short")
     bob.expect_line(">>> (g) Group_Message Ann: short")
     assert bob.text.count(fits) == 1 and f"{fits}!" not in bob.text
-
-
-def _paste_line(proc, text: str) -> None:
-    """Text as a terminal sends a paste (bracketed), then Enter."""
-    proc.send("\x1b[200~" + text + "\x1b[201~")
-    proc.send("\r")
 
 
 def test_server_refuses_overlong_fields_from_a_hand_made_client(cluster, peers):
