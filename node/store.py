@@ -126,7 +126,7 @@ class SqliteStore(MemoryStore):
                 else:
                     db.execute(_INSERT[table], (*key, *row))
             db.execute("COMMIT")
-        except (sqlite3.Error, OverflowError) as exc:
+        except (sqlite3.Error, OverflowError, UnicodeError) as exc:
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
@@ -213,7 +213,3 @@ def _open(path: str) -> sqlite3.Connection:
         raise StoreError(f"cannot set up the state file {path}: {exc}") from None
     return db
 
-
-def open_store(path: str | None) -> MemoryStore:
-    """The store for ``--state FILE``, or state in memory without it."""
-    return MemoryStore() if path is None else SqliteStore(path)

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from node.store import APPLICATION_ID, SCHEMA_VERSION, MemoryStore, SqliteStore, StoreError, open_store
+from node.store import APPLICATION_ID, SCHEMA_VERSION, MemoryStore, SqliteStore, StoreError
 from tests.procs import ROOT
 
 TOKEN = (7).to_bytes(8, "big")
@@ -164,7 +164,3 @@ def test_a_failed_write_raises_and_leaves_the_last_commit_whole(tmp_path):
     again = SqliteStore(path)
     assert [key for key, _ in again.rows("clients")] == [("Ann",)]  # Bob's row went with the failed batch
     again.close()
-
-
-def test_without_a_file_the_state_is_in_memory():
-    assert type(open_store(None)) is MemoryStore
