@@ -65,8 +65,8 @@ def test_a_journaled_group_message_is_delivered_once_after_the_restart(cluster, 
         bob.expect_line(">>> (room) Group_Message Ann: journaled hello")
         again = restarted(cluster, server, path, *SLOW, *NO_IDLE)
         proxy.clear_rules()
-        again.expect(r">>> Resumed from the state file: 3 clients .*, 1 groups, 1 group messages to deliver")
         cat.expect_line(">>> (room) Group_Message Ann: journaled hello")
+        again.expect(r">>> Resumed from the state file: 3 clients .*, 1 groups, 1 group messages to deliver")
         ann.sendline("send_group second")
         for member in (bob, cat):
             member.expect_line(">>> (room) Group_Message Ann: second")
