@@ -227,18 +227,23 @@ def order_violations(sim: SimNet) -> list[str]:
 ORDER_NETWORK = ["drop p=0.3 type=grp_msg", "reorder type=grp_msg p=0.4", "delay 120ms±110ms type=grp_msg"]
 
 
+def five_in_a_room(sim: SimNet) -> tuple[Script, list[str], dict]:
+    """Five clients, all in group "room"; what goes wrong is left to violations() to report, with the seed."""
+    sim.tolerate_errors = True
+    names = ["Ann", "Bob", "Cat", "Dan", "Eve"]
+    clients = {name: sim.client(name) for name in names}
+    sim.run(3)
+    sim.in_group(list(clients.values()), "room")
+    return Script(), names, clients
+
+
 def ordered_group(seed: int) -> tuple[SimNet, Script]:
     """Three senders and two more members of one group send group messages close together
     through a network that reorders, delays and drops them (the e2e test's rules, and
     duplicates): every pair of members must show them in one order."""
     rng = random.Random(seed)
     sim = SimNet(seed=seed, tick=rng.choice([0.0, 0.001, 0.005]))
-    sim.tolerate_errors = True  # violations() reports them, with the seed
-    script = Script()
-    names = ["Ann", "Bob", "Cat", "Dan", "Eve"]
-    clients = {name: sim.client(name) for name in names}
-    sim.run(3)
-    sim.in_group(list(clients.values()), "room")
+    script, names, clients = five_in_a_room(sim)
     rules = ORDER_NETWORK + (["duplicate 1 type=grp_msg p=0.2"] if rng.random() < 0.5 else [])
     sim.plan = FaultPlan(rules, seed)
     for serial in range(rng.randint(6, 15)):
@@ -298,12 +303,7 @@ def server_crashes(seed: int) -> tuple[SimNet, Script]:
     # Eight tries: a crash costs a request two of them, and loss must not take all the others
     # (a client that gives up is a failure of the network, not of what the server kept).
     sim = SimNet(RetryPolicy(0.25, tries=8), seed=seed, tick=rng.choice([0.0, 0.001]), store=MemoryStore())
-    sim.tolerate_errors = True  # violations() reports them, with the seed
-    script = Script()
-    names = ["Ann", "Bob", "Cat", "Dan", "Eve"]
-    clients = {name: sim.client(name) for name in names}
-    sim.run(3)
-    sim.in_group(list(clients.values()), "room")
+    script, names, clients = five_in_a_room(sim)
     sim.plan = FaultPlan([f"drop p={rng.choice([0.0, 0.02, 0.05])}", "delay 20ms±20ms p=0.3"], seed)
     crash_at = sim.now + rng.uniform(0.0, 2.0)
     for serial in range(rng.randint(15, 30)):
@@ -320,8 +320,6 @@ def server_crashes(seed: int) -> tuple[SimNet, Script]:
             crash_at = sim.now + sim.policy.window + rng.uniform(0.0, 1.0)
         sim.run(rng.uniform(0.0, 0.4))
     sim.run(10)
-    for name in names:  # what each sender was told it sent, for crash_violations
-        script.crashed.discard(name)
     wind_down(sim, clients, names, script)
     return sim, script
 
