@@ -366,6 +366,7 @@ def test_a_server_that_crashes_and_restarts_from_its_store_loses_nothing_acknowl
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)  # thousands of runs: minutes, more on a busy machine
 def test_thousands_of_runs_with_server_crashes_lose_nothing_acknowledged():
     crash_runs(SOAK_CRASH_RUNS)
 
