@@ -3,10 +3,16 @@ standing in for the state file: the rows the server writes, and a server rebuilt
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections import Counter
+
+from node.effects import Send
 from node.events import ClientMarkedOffline, GroupMessage, GroupMessageRelayed, ServerForgotUs, StateResumed
 from node.reliable import ID_BLOCK, is_newer
 from node.server import ServerLogic
-from node.store import MemoryStore
+from node.runtime import STATE_LOST, Node
+from node.store import MemoryStore, StoreError
 from tests.simnet import SERVER, SimNet, dropping, kind
 
 
@@ -200,3 +206,69 @@ def test_a_crash_before_the_commit_loses_what_the_batch_did_and_its_answer():
     assert server.groups == {}, "not committed: gone with the crash"
     sim.run(3)
     assert "room" in server.groups and "Ann" not in sim.exits, "the retransmitted request was done then"
+
+
+# -- the shell: one commit per batch, before the batch's datagrams go --------------------------
+
+
+class OneBatch:
+    """A logic whose one drain is an answer to send: what the shell does with it is the test."""
+
+    def __init__(self):
+        self.drops = Counter()
+
+    def receive(self, data, addr, now):
+        pass
+
+    def get_timer(self):
+        return None
+
+    def handle_timer(self, now):
+        pass
+
+    def drain(self, now):
+        return [Send(b"an answer", ("127.0.0.1", 9))]
+
+
+class Recording(MemoryStore):
+    def __init__(self, log: list, fail: bool = False):
+        super().__init__()
+        self.log, self.fail = log, fail
+
+    def commit(self):
+        self.log.append("commit")
+        if self.fail:
+            raise StoreError("cannot write the state file chat.db: disk I/O error")
+
+
+def pump_once(store: Recording, log: list):
+    """One pump of a real ``Node`` (on a local socket pair: nothing leaves the process)."""
+
+    async def run():
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        done = asyncio.get_running_loop().create_future()
+        node = Node(OneBatch(), lambda event: None, done, mine, store)
+        node._send = lambda data, addr: log.append("send")
+        try:
+            node.pump()
+            node.pump()  # a second turn: after a failure, nothing goes either
+            return done.result() if done.done() else None
+        finally:
+            node.close()
+            other.close()
+
+    return asyncio.run(run())
+
+
+def test_the_shell_commits_each_batch_before_it_sends_anything_of_it():
+    log = []
+    assert pump_once(Recording(log), log) is None
+    assert log == ["commit", "send", "commit", "send"]
+
+
+def test_a_failed_commit_sends_nothing_and_ends_the_server_with_one_line(capsys):
+    log = []
+    assert pump_once(Recording(log, fail=True), log) == STATE_LOST
+    assert log == ["commit"], "the answer of the batch that could not be kept never goes, nor anything after"
+    err = capsys.readouterr().err
+    assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
