@@ -4,8 +4,8 @@
 what it did.  ``Kept`` writes each change to the store as the server makes it (the store collects
 them; the shell commits once a batch, before sending what the batch produced):
 
-- ``clients``: name -> address, session number, token, online flag, and the ids of its latest
-  registrations (against replays);
+- ``clients``: name -> address, session number, token, online flag, the ids of its latest
+  registrations (against replays), and the table version in which its row last changed;
 - ``groups``: name -> its creator's IP address (for the per-address quota) and its next number;
 - ``members``: (group, name), in joining order;
 - ``journal``: each group message not yet acknowledged by every member it was sent to, with
@@ -78,7 +78,7 @@ class Kept(Unkept):
     def client(self, record) -> None:
         self._put("clients", (record.name,), (
             record.addr[0], record.addr[1], record.session, record.token.to_bytes(TOKEN_BYTES, "big"),
-            int(record.online), " ".join(map(str, record.reg_ids)),
+            int(record.online), " ".join(map(str, record.reg_ids)), record.changed,
         ))
 
     def group(self, name: str, creator_ip: str, next_seq: int) -> None:
@@ -132,7 +132,7 @@ class Restored(NamedTuple):
     """The rows of a store, as the server rebuilds itself from them."""
 
     meta: dict[str, int]
-    clients: list[tuple[str, Address, int, int, bool, tuple[int, ...]]]  # name, addr, session, token, online, reg_ids
+    clients: list[tuple[str, Address, int, int, bool, tuple[int, ...], int]]  # name, addr, session, token, online, reg_ids, changed
     groups: list[tuple[str, str, int]]  # name, creator IP, next number
     members: list[tuple[str, str]]  # (group, name), in joining order
     journal: list[tuple[int, str, int, str, str, tuple[str, ...]]]  # msg id, group, seq, origin, text, waiting names
@@ -144,8 +144,8 @@ def read(store: MemoryStore) -> Restored:
     return Restored(
         {key: value for (key,), (value,) in rows("meta")},
         [
-            (name, (ip, port), session, int.from_bytes(token, "big"), bool(online), tuple(map(int, reg_ids.split())))
-            for (name,), (ip, port, session, token, online, reg_ids) in rows("clients")
+            (name, (ip, port), session, int.from_bytes(token, "big"), bool(online), tuple(map(int, reg_ids.split())), changed)
+            for (name,), (ip, port, session, token, online, reg_ids, changed) in rows("clients")
         ],
         [(name, creator_ip, next_seq) for (name,), (creator_ip, next_seq) in rows("groups")],
         [key for key, _ in rows("members")],
