@@ -18,7 +18,7 @@ them; the shell commits once a batch, before sending what the batch produced):
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from .effects import Address
 from .reliable import Endpoint
@@ -38,10 +38,11 @@ class Journaled(NamedTuple):
 
 
 class Unkept:
-    """No store: nothing is written (the server keeps its state in memory only)."""
+    """No store: nothing is written (the server keeps its state in memory only).  The server calls
+    the rest of ``Kept`` (the journal, the answers, ``flush``) only when it has a store: those are
+    on its busiest paths."""
 
     store: MemoryStore | None = None
-    on_ack: Callable[[int], None] | None = None  # none: the endpoint calls nothing per ack
 
     def client(self, record) -> None:
         pass
@@ -52,16 +53,7 @@ class Unkept:
     def member(self, group: str, name: str, first: int | None) -> None:
         pass
 
-    def journal(self, msg_id: int, message: Journaled) -> None:
-        pass
-
     def settled(self, msg_id: int) -> None:
-        pass
-
-    def answer(self, name: str, msg_id: int, data: bytes) -> None:
-        pass
-
-    def flush(self, table_version: int) -> None:
         pass
 
 
