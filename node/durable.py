@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from .effects import Address
 from .reliable import Endpoint
-from .store import MemoryStore
+from .store import MemoryStore, StoreError
 
 TOKEN_BYTES = 8  # tokens are 64 bits: SQLite's integers are signed, so they are kept as bytes
 
@@ -131,7 +131,25 @@ class Restored(NamedTuple):
     answers: list[tuple[str, int, bytes]]  # name, msg id, answer
 
 
+# The types of each table's values as the server writes them (node/store.py names the columns).
+TYPES = {
+    "meta": (int,),
+    "clients": (str, int, int, bytes, int, str, int),
+    "groups": (str, int),
+    "members": (int,),
+    "journal": (int, str, str, str),
+    "answers": (int, bytes),
+}
+
+
 def read(store: MemoryStore) -> Restored:
+    """The rows, as the server rebuilds itself from them; ``StoreError`` if one is not what the server
+    writes (a file edited by hand): one clear line, not a traceback at start-up."""
+    for table, types in TYPES.items():
+        for key, row in store.rows(table):
+            if len(row) != len(types) or not all(isinstance(value, kind) for value, kind in zip(row, types)):
+                where = getattr(store, "path", "the state store")
+                raise StoreError(f"{where} holds a {table} row this ChatApp cannot read: {key!r}")
     rows = store.rows
     return Restored(
         {key: value for (key,), (value,) in rows("meta")},

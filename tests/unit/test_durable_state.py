@@ -7,6 +7,8 @@ import asyncio
 import socket
 from collections import Counter
 
+import pytest
+
 from node.effects import Send
 from node.events import ClientMarkedOffline, GroupMessage, GroupMessageRelayed, ServerForgotUs, StateResumed
 from node.reliable import ID_BLOCK, is_newer
@@ -296,3 +298,11 @@ def test_a_failed_commit_sends_nothing_and_ends_the_server_with_one_line(capsys)
     assert log == ["commit"], "the answer of the batch that could not be kept never goes, nor anything after"
     err = capsys.readouterr().err
     assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
+
+
+def test_a_row_the_server_did_not_write_is_refused_with_a_clear_error():
+    store = MemoryStore()
+    store.put("clients", ("Ann",), ("127.0.0.1", "not a port", 5, b"12345678", 1, "", 1))  # edited by hand
+    store.commit()
+    with pytest.raises(StoreError, match=r"the state store holds a clients row this ChatApp cannot read: \('Ann',\)"):
+        ServerLogic(store=store)
