@@ -30,7 +30,7 @@ from typing import Iterable
 if not __package__:  # run as a script: make the checkout's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.cli import Parser, UserError, counted, dependencies, host_port, prog, reader_may_leave  # noqa: E402  (after the path is set)
+from tools.cli import Parser, UserError, counted, dependencies, host_port, positive, prog, reader_may_leave  # noqa: E402  (after the path is set)
 
 with dependencies():
     from tools import faults, layers
@@ -43,6 +43,9 @@ with dependencies():
 
 Address = tuple[str, int]
 NON_CHAT = "non_chat"  # the counter of datagrams the layer did not decode
+REFUSED = "refused"  # the counter of datagrams from new endpoints with no room for their mirror
+MAX_ENDPOINTS = 4096  # mirrors (sockets) at most; --max-endpoints
+READ_BATCH = 64  # datagrams read from one socket before the loop does anything else
 MAP_DELAY = 0.02  # seconds from a change of the mirrors to its write to --map FILE
 
 
@@ -72,8 +75,10 @@ class LossyProxy:
         max_hold: float = 1.0,
         layer=None,
         map_path: str | None = None,
+        max_endpoints: int = MAX_ENDPOINTS,
     ):
         self.server = server
+        self.max_endpoints = max_endpoints  # mirrors at most: a socket each, so a bound on open files
         self.layer = layer or layers.ChatLayer()  # what decodes each datagram: tools/layers.py
         self.listen = listen
         self.plan = FaultPlan(rules, seed)
@@ -207,7 +212,9 @@ class LossyProxy:
         return mirror
 
     def _readable(self, mirror: _Mirror) -> None:
-        while True:
+        # A batch, then back to the loop (it calls again while there is more): a flood on one
+        # socket must not starve the others, the timers of delayed copies or the control API.
+        for _ in range(READ_BATCH):
             try:
                 data, src = mirror.sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
@@ -218,7 +225,9 @@ class LossyProxy:
 
     def _forward(self, to_mirror: _Mirror, data: bytes, src: Address) -> None:
         dst = to_mirror.real
-        from_mirror = self._mirrors.get(src) or self._open_mirror(src)
+        from_mirror = self._mirrors.get(src) or self._new_endpoint(src)
+        if from_mirror is None:
+            return
         msg = self.layer.decode(data)
         if msg is None:  # not of the layer: only the rules' address, size and bytes keys can match it
             kind, shown, msg_id = None, None, None
@@ -255,6 +264,17 @@ class LossyProxy:
     def _expire(self, flow: tuple[Address, Address], held: tuple[_Mirror, bytes]) -> None:
         if self.holds.expire(flow, held):
             self._send(held[0], held[1], flow[1])
+
+    def _new_endpoint(self, src: Address) -> _Mirror | None:
+        """A mirror for a new source, or None (counted) when there is no room for one: past
+        max_endpoints, or the system refused another socket.  The endpoints there are keep theirs."""
+        if len(self._mirrors) < self.max_endpoints:
+            try:
+                return self._open_mirror(src)
+            except OSError:
+                pass  # out of files or ports: as full
+        self.counters[REFUSED] += 1
+        return None
 
     def _send(self, mirror: _Mirror, data: bytes, dst: Address) -> None:
         if mirror.sock.fileno() < 0:
@@ -306,7 +326,7 @@ def totals(counters: Counter[str], layer: str = "chat") -> str:
     took any, the others, datagrams out."""
     actions = {action: counters[action] for action in ACTIONS if counters[action]}
     chat, other = sum(actions.values()), counters[NON_CHAT]
-    if not chat + other:
+    if not chat + other + counters[REFUSED]:
         return "no traffic"
     fates = ": " + ", ".join(f"{action} {n}" for action, n in actions.items()) if chat else ""
     others = ""
@@ -314,7 +334,8 @@ def totals(counters: Counter[str], layer: str = "chat") -> str:
         taken = {action: counters[NON_CHAT + action] for action in ACTIONS}
         taken["pass"] = other - sum(n for action, n in taken.items() if action != "pass")  # taken by no rule too
         others = ": " + ", ".join(f"{action} {n}" for action, n in taken.items() if n)
-    return f"{counted(chat + other, 'datagram')} in ({chat} {layer}{fates}; {other} not {layer}{others}), {counters['forwarded']} out"
+    refused = f"; {counters[REFUSED]} from new endpoints refused (no room for their mirrors)" if counters[REFUSED] else ""
+    return f"{counted(chat + other, 'datagram')} in ({chat} {layer}{fates}; {other} not {layer}{others}{refused}), {counters['forwarded']} out"
 
 
 def check_fields(rules: list[Rule], layer) -> None:
@@ -380,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="decode datagrams with this Scapy layer instead of the chat layer, for field.NAME= matches and the log "
                              "(e.g. scapy.layers.dns:DNS, scapy.contrib.coap:CoAP)")
     parser.add_argument("--max-hold", type=float, default=1.0, metavar="S", help="longest a 'hold' keeps a datagram (default 1)")
+    parser.add_argument("--max-endpoints", type=positive(int), default=MAX_ENDPOINTS, metavar="N",
+                        help=f"endpoints (mirror ports) at most; datagrams from more are dropped and counted (default {MAX_ENDPOINTS})")
     parser.add_argument("--control", type=host_port, metavar="HOST:PORT",
                         help="serve the control API here (HOST empty: 127.0.0.1; port 0: any, said on stderr)")
     parser.add_argument("--map", metavar="FILE", help="keep the mirror ports in FILE, and open them again at start")
@@ -396,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     async def serve() -> None:
-        proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold, layer, args.map)
+        proxy = LossyProxy(args.server, args.listen, rules, args.seed, args.log, args.max_hold, layer, args.map,
+                           args.max_endpoints)
         for problem in proxy.start():
             print(f"{prog()}: {problem}", file=sys.stderr)
         if scenario is not None:

@@ -326,9 +326,10 @@ def apply_proxy_log(tracker: Tracker, events: list[Event], rows: list[dict], sla
             key = (tracker.name(event.src), event.kind, event.msg_id)
             candidates.setdefault(key, []).append(event)
     unseen = []
+    chat_types = set(MSG_TYPES.values())
     for row in rows:
-        if row.get("action") != "drop":
-            continue
+        if row.get("action") != "drop" or row.get("type") not in chat_types:
+            continue  # a datagram of another protocol (--layer, or not decoded) is not on the chat's ladder
         when = int(round(float(row["time"]) * 1e6))
         # The log holds names as sent; the tracker's are escaped, and so are what the ladder shows.
         src, dst, kind = (escaped(str(row[key])) for key in ("from", "to", "type"))

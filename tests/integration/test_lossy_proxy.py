@@ -18,12 +18,14 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from contextlib import contextmanager
 
 import pytest
 
 from proto import PAYLOADS, ChatHeader, decode
 from tests.procs import PROXY, ProxyProcess, ProxyThread, free_port
+from tools.lossy_proxy import LossyProxy, totals
 
 from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
 HOST = "127.0.0.1"
@@ -573,3 +575,48 @@ def test_the_command_line_stops_cleanly_on_sigint_and_sigterm():
             assert proxy.stderr == ""
     finally:
         server.close()
+
+
+# -- bounds: endpoints, and a flood on one socket -------------------------------------------------
+
+
+def test_past_its_endpoints_new_sources_are_refused_and_counted_and_the_others_go_on():
+    """Every source gets a mirror socket: a flood from ever new ports (spoofed, or many clients)
+    would open files until the system says no.  Past --max-endpoints (here the server, A and B),
+    a new source's datagrams are dropped and counted; the endpoints there are go on."""
+    with network(max_endpoints=3) as (proxy, server, a, b):
+        intruders = [Node(f"X{i}") for i in range(5)]
+        try:
+            for node in intruders:
+                node.send(node.chat("reg"), proxy.address)
+            sent = pri_msgs(a, b, 1)
+            assert b.recv_until(sentinel(a, b)) == sent
+            assert proxy.counters()["refused"] == 5
+            assert "5 from new endpoints refused" in proxy.call(lambda: totals(proxy.proxy.counters))
+        finally:
+            for node in intruders:
+                node.close()
+
+
+class EndlessSocket:
+    """A socket that always has one more datagram."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def recvfrom(self, size: int):
+        self.reads += 1
+        if self.reads > 100_000:
+            raise AssertionError("read on and on: the flood held the loop")
+        return b"x", ("127.0.0.1", 9)
+
+
+def test_a_flood_on_one_socket_gives_the_loop_back_after_a_batch():
+    """The loop calls again while the socket has more; meanwhile timers (delayed copies), the other
+    sockets and the control API get their turn."""
+    proxy = LossyProxy(("127.0.0.1", 9))
+    forwarded = []
+    proxy._forward = lambda mirror, data, src: forwarded.append(data)
+    sock = EndlessSocket()
+    proxy._readable(types.SimpleNamespace(sock=sock))
+    assert 0 < len(forwarded) == sock.reads <= 1000

@@ -97,6 +97,9 @@ def test_proxy_log_marks_drops_and_adds_unseen_ones():
         {"time": 1.0002, "from": "Ann", "to": "Bob", "type": "pri_msg", "id": 5, "action": "drop"},
         {"time": 1.5002, "from": "Ann", "to": "Bob", "type": "pri_msg", "id": 5, "action": "pass"},
         {"time": 2.0, "from": "Bob", "to": "Ann", "type": "ack", "id": 8, "action": "drop"},
+        # what the proxy dropped of other protocols: nothing of the chat's to draw
+        {"time": 2.1, "from": "127.0.0.1:5353", "to": "server", "type": None, "id": None, "action": "drop"},
+        {"time": 2.2, "from": "127.0.0.1:5353", "to": "server", "type": "DNS", "id": None, "action": "drop"},
     ]
     unseen = traffic.apply_proxy_log(t, events, rows)
     assert [e.dropped for e in events] == [True, False]
