@@ -3,7 +3,7 @@ what answers it.
 
 The layer's ``type`` enum (``MSG_TYPES`` in proto/chat.py) and ``ListMore``'s ``list`` enum are
 made from this table, and so are the nodes' and tools' rules about who may send what and the
-README's list of exchanges (``python3 -m proto.reference``).  A new message type is one row here
+list of exchanges in docs/protocol.md (``python -m proto.reference``).  A new message type is one row here
 and, if it carries anything, one payload layer in proto/chat.py; tests/unit/test_messages.py checks
 the two agree.
 """

@@ -300,7 +300,7 @@ def test_a_member_that_acks_late_stays_and_sees_each_message_once(network):
 
 
 def test_group_messages_duplicated_reordered_and_late_crash_nobody(network):
-    """Issue 11, README "Fault injection" recipe 7 with three members on terminals and a sender
+    """Issue 11, docs/lossy-proxy.md recipe 7 with three members on terminals and a sender
     typing group messages 0.3 s apart: acks wait in batches while retransmissions, delayed and
     overtaking messages arrive together.  No member crashes (no traceback, no "Unhandled exception", no
     prompt_toolkit "Press ENTER"), each shows each message once, and each leaves on Ctrl+C."""
@@ -403,7 +403,7 @@ def test_members_agree_on_the_order_of_group_messages(network):
 
 
 def test_since_black_holes_a_client_from_the_first_kick_on(network):
-    """README recipe 9's trigger with real clients: A's message to B is lost and A reports B; from
+    """docs/lossy-proxy.md recipe 9's trigger with real clients: A's message to B is lost and A reports B; from
     that kick on everything to B is dropped, so the server's probe of B fails too and B is marked
     offline (without the trigger, B answers the probe and stays online: recipe 2)."""
     net = network(*QUICK)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -214,7 +215,7 @@ def grp_msgs(server: Node, member: Node, count: int) -> list[bytes]:
 
 
 def test_plain_reorder_on_every_group_message_changes_their_arrival_order():
-    """The rule of the README's recipe: a quarter of the group messages go at once and overtake
+    """The rule of recipe 7 in docs/lossy-proxy.md: a quarter of the group messages go at once and overtake
     the others, which wait 100 ms (each arrives once)."""
     with network(["reorder type=grp_msg"], seed=5) as (proxy, server, a, b):
         sent = texts(grp_msgs(server, a, 30))
@@ -376,6 +377,30 @@ def test_a_bad_rule_is_one_line_on_stderr_and_status_2(args, message):
     assert done.returncode == 2
     assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+GUIDE = ROOT / "docs" / "lossy-proxy.md"
+
+
+def test_every_rule_the_guide_shows_parses():
+    """The rules quoted in docs/lossy-proxy.md (``--rule '...'`` and the rules file of recipe 8) are
+    rules the proxy accepts, as written."""
+    from tools.faults import Rule
+
+    guide = GUIDE.read_text(encoding="utf-8")
+    quoted = re.findall(r"--rule\s+'([^']+)'", guide)
+    rules_file = re.search(r"```text\n\s*(# a bad day.*?)```", guide, re.S).group(1)
+    quoted += [line.split("#")[0].strip() for line in rules_file.splitlines() if line.split("#")[0].strip()]
+    assert len(quoted) >= 12, quoted
+    for rule in quoted:
+        Rule.parse(rule)
+
+
+def test_the_guide_shows_the_error_a_bad_rule_really_gets():
+    shown = re.search(r"```text\n(chatapp-proxy: bad word .*?)\n```", GUIDE.read_text(encoding="utf-8")).group(1)
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "chatapp-proxy"), "--listen", f"{HOST}:0", "--server", f"{HOST}:9",
+                           "--rule", "drop tipe=ack"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 2 and done.stderr == shown + "\n", done.stderr
 
 
 def test_a_bad_line_in_a_rules_file(tmp_path):

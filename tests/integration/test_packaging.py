@@ -113,26 +113,36 @@ def test_the_dissector_without_the_dependencies_is_an_error_not_an_empty_file(tm
     _says_how_to_set_up(done, "sniff.py")
 
 
-def _readme_commands() -> list[list[str]]:
-    """The command lines in the README's code blocks: the words of each, without a prompt or sudo."""
-    commands, inside = [], False
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
-        if line.startswith("```"):
+DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+
+
+def _documented_commands(document: str) -> list[list[str]]:
+    """The command lines in a document's shell code blocks (```sh, or no language; ```text is output):
+    the words of each, without a prompt or sudo."""
+    commands, inside, shell = [], False, False
+    for line in (ROOT / document).read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):
             inside = not inside
+            shell = inside and line.strip().removeprefix("```") in ("", "sh", "shell", "console")
             continue
         words = line.split()
         while inside and words and words[0] in ("$", "sudo"):
             words = words[1:]
-        if inside and words and ("/" in words[0] or words[0].startswith("python")):
+        if shell and words and ("/" in words[0] or words[0].startswith("python")):
             commands.append(words)
     return commands
 
 
-def test_every_command_the_readme_shows_runs_in_what_dev_sets_up():
+def test_the_readme_shows_commands_of_both_kinds():
+    commands = _documented_commands("README.md")
+    assert any(words[0] == "./dev" for words in commands) and any(words[0].startswith(".venv/bin/") for words in commands)
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_command_a_document_shows_runs_in_what_dev_sets_up(document):
     # ./dev builds .venv with the dependencies and the console scripts; a bare python3 has neither.
     scripts = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
-    commands = _readme_commands()
-    assert any(words[0] == "./dev" for words in commands) and any(words[0].startswith(".venv/bin/") for words in commands)
+    commands = _documented_commands(document)
     for words in commands:
         program = words[0]
         assert program == "./dev" or program.removeprefix(".venv/bin/") in scripts | {"python"}, " ".join(words)

@@ -223,7 +223,7 @@ def test_the_documented_ladder_is_drawn_from_the_demo_capture():
     assert out.count("✕") >= 2 and "(retry 2)" in out
     svg = ET.parse(docs / "ladder.svg").getroot()
     drawn = "".join(svg.itertext()).replace("\xa0", " ")
-    assert "".join(out.split()) in "".join(drawn.split()), "docs/ladder.svg is out of date: see README, Ladder diagrams"
+    assert "".join(out.split()) in "".join(drawn.split()), "docs/ladder.svg is out of date: see docs/sniffer.md, Ladder diagrams"
 
 
 def _svg_ladder(tmp_path) -> Path:

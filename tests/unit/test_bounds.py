@@ -1,5 +1,5 @@
 """The structures an outsider can grow from the network, each driven past its bound (the
-README's table of bounds, row by row).  The queue of private messages and the per-IP
+table of bounds in docs/threat-model.md, row by row).  The queue of private messages and the per-IP
 quotas have their own tests in test_client_logic.py, test_server_logic.py and
 test_e2e_bounds.py."""
 

@@ -1,5 +1,5 @@
 """The table of message types (proto/messages.py) against the layer, and what is made of it:
-the README's list of exchanges, kept up to date like the protocol reference."""
+the list of exchanges in docs/protocol.md, kept up to date like the protocol reference."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from proto import MSG_TYPES, PAYLOADS, ChatHeader, ListMore
 from proto.chat import _Answer
 from proto.fields import layer_spec
 from proto.messages import ANSWERS, ANY, BY_NAME, CLIENT, FAMILIES, IN_PARTS, MESSAGES, OPENS_SESSION, SERVER, received_by, requests
-from proto.reference import EXCHANGES_BEGIN, EXCHANGES_END, exchanges, extract, main
+from proto.reference import DOCUMENT, EXCHANGES_BEGIN, EXCHANGES_END, REGENERATE, exchanges, extract, main
 from tests.procs import ROOT
 
-README = ROOT / "README.md"
+PROTOCOL = ROOT / DOCUMENT
 
 
 def test_every_type_of_the_layer_has_one_row():
@@ -44,10 +44,10 @@ def test_the_requests_answered_in_parts_are_the_ones_list_more_continues():
     assert "list_more" in requests(CLIENT, SERVER)
 
 
-def test_readme_exchanges_match_the_table():
-    readme = README.read_text(encoding="utf-8")
-    assert readme.count(EXCHANGES_BEGIN) == 1 and readme.count(EXCHANGES_END) == 1
-    assert extract(readme, EXCHANGES_BEGIN, EXCHANGES_END) == exchanges(), "regenerate: python -m proto.reference --update README.md"
+def test_documented_exchanges_match_the_table():
+    document = PROTOCOL.read_text(encoding="utf-8")
+    assert document.count(EXCHANGES_BEGIN) == 1 and document.count(EXCHANGES_END) == 1
+    assert extract(document, EXCHANGES_BEGIN, EXCHANGES_END) == exchanges(), f"regenerate: {REGENERATE}"
 
 
 def test_the_exchanges_name_every_request_once_on_its_path():
@@ -62,14 +62,26 @@ def test_the_exchanges_name_every_request_once_on_its_path():
 
 
 def test_check_fails_on_a_stale_exchanges_block_and_update_mends_it(tmp_path, capsys):
-    stale = README.read_text(encoding="utf-8").replace(exchanges().rstrip("\n"), "```text\nclient -> server   reg\n```")
-    copy = tmp_path / "README.md"
+    stale = PROTOCOL.read_text(encoding="utf-8").replace(exchanges().rstrip("\n"), "```text\nclient -> server   reg\n```")
+    copy = tmp_path / "protocol.md"
     copy.write_text(stale, encoding="utf-8")
     assert main(["--check", str(copy)]) == 1
     assert "exchanges out of date" in capsys.readouterr().err
     assert main(["--update", str(copy)]) == 0
     assert main(["--check", str(copy)]) == 0
-    assert copy.read_text(encoding="utf-8") == README.read_text(encoding="utf-8")
+    assert copy.read_text(encoding="utf-8") == PROTOCOL.read_text(encoding="utf-8")
+
+
+def test_check_and_update_without_a_file_mean_docs_protocol_md(tmp_path, monkeypatch, capsys):
+    """``python -m proto.reference --check`` from the checkout checks docs/protocol.md; the markers
+    name the command that regenerates it."""
+    assert DOCUMENT == "docs/protocol.md" and REGENERATE.endswith(f"--update {DOCUMENT}") and REGENERATE in EXCHANGES_BEGIN
+    monkeypatch.chdir(ROOT)
+    assert main(["--check"]) == 0
+    (tmp_path / "docs").mkdir()
+    (tmp_path / DOCUMENT).write_text("no markers\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--update"]) == 1 and "docs/protocol.md: markers not found" in capsys.readouterr().err
 
 
 def test_each_logic_handles_every_request_its_role_receives():

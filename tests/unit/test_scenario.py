@@ -1,6 +1,6 @@
 """tools/scenario.py: scenario files parsed into the proxy's own rules with time windows (or refused
 with the file and line), their phases, and a scripted partition then heal run on the simulator's
-fake clock (tests/simnet.py) with the client kicked and recovering as the README says."""
+fake clock (tests/simnet.py) with the client kicked and recovering as docs/scenarios.md says."""
 
 from __future__ import annotations
 

@@ -136,7 +136,7 @@ def wind_down(sim: SimNet, clients: dict, members: list[str], script: Script) ->
 
 
 BURST_NETWORKS = [
-    # README "Fault injection" recipe 7, as issue 11 reproduced it
+    # docs/lossy-proxy.md, recipe 7, as issue 11 reproduced it
     ["duplicate 3 type=pri_msg", "reorder type=grp_msg", "delay 200ms±150ms"],
     ["duplicate 3 type=pri_msg", "duplicate 1 type=grp_msg p=0.3", "reorder type=grp_msg p=0.5", "delay 200ms±150ms p=0.5"],
     ["duplicate 2 type=grp_msg p=0.2", "replay 300ms type=grp_msg p=0.2", "hold p=0.3", "delay 20ms±20ms p=0.5"],

@@ -3,7 +3,7 @@ bytes of one fully specified datagram of each type, written out literally here.
 
 Nodes of different versions of this code talk to each other, and Wireshark's dissector
 and saved captures read these numbers: swapping two codes, reordering or resizing a field
-changes the wire, and must fail here, not only in a README comparison.  A deliberate change
+changes the wire, and must fail here, not only in the comparison with docs/protocol.md.  A deliberate change
 of the wire format updates this file (and ``VERSION``)."""
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ async def runtime_latency(server, echo, count: int, progress) -> dict[str, list[
 
 # Typing pace: a person reads one answer before typing the next command.  (Output that
 # follows other output within 0.2 s is held back by prompt_toolkit, which bundles writes
-# above the prompt: see README, Performance.)
+# above the prompt: see docs/performance.md.)
 PAUSE = 0.3
 CPR = "\x1b[6n"  # prompt_toolkit asks the terminal where the cursor is, and waits for the answer
 
