@@ -27,6 +27,7 @@ TINY = {
     "fanout": ["--members", "3", "--messages", "2", "--duration", "0.2"],
     "scale": ["--clients", "20", "40", "--timeout", "60"],
     "abuse": ["--groups", "30", "--count", "6", "--rounds", "2"],
+    "liveness": ["--clients", "20", "--idle-probe", "1"],
 }
 
 
@@ -69,6 +70,11 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
     if scenario == "abuse":  # the quiet bystander, then one figure per kind of flood, which was served
         assert [f["name"].rsplit(" ", 2)[-2] for f in figures[1:]] == ["churn", "list"]
         assert all(f["also"]["abuser_answered"] > 0 and f["baseline"] == figures[0]["also"]["p99"] for f in figures[1:])
+    if scenario == "liveness":  # probes counted with --idle-probe, none without; beside 2N/S
+        probing, never = figures
+        assert probing["baseline"] == pytest.approx(2 * 20 / 1) and probing["also"]["probes"] > 0
+        assert never["baseline"] is None and never["also"]["probes"] == 0
+        assert probing["also"]["exited"] == never["also"]["exited"] == 0
     if scenario == "codec":
         assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
 
@@ -89,7 +95,7 @@ def test_the_command_takes_quick():
 def test_help_names_every_scenario():
     result = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0
-    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "all"):
+    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "liveness", "all"):
         assert scenario in result.stdout
 
 

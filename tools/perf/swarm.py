@@ -56,6 +56,7 @@ class Swarm:
         self.peers = PeerRows()  # equal rows of the clients' tables, held once
         self.on_receive: Callable[[Node, bytes, float], None] | None = None
         self.from_server = [0, 0, 0]  # datagrams, bytes, largest
+        self.to_server = 0  # datagrams
         self.send_errors = 0
 
     def add(self, name: str, start: bool = True) -> Node:
@@ -83,6 +84,8 @@ class Swarm:
         for effect in node.logic.drain(now):
             kind = type(effect)
             if kind is Send:
+                if effect.addr == self.server:
+                    self.to_server += 1
                 try:
                     node.sock.sendto(effect.data, effect.addr)
                 except OSError:
