@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="server: probe a client not heard from for S seconds, and mark it offline if it does not answer; 0: never (default 30)",
     )
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="server: keep clients, groups and undelivered group messages in FILE (SQLite), and resume them "
+        "when started again on it (default: in memory only)",
+    )
     limits = parser.add_argument_group("server limits")
     limits.add_argument("--max-clients", type=int, default=Limits.max_clients, metavar="N", help=f"registered names at most (default {Limits.max_clients})")
     limits.add_argument("--max-groups", type=int, default=Limits.max_groups, metavar="N", help=f"groups at most (default {Limits.max_groups})")
@@ -130,16 +136,26 @@ def run(args: argparse.Namespace) -> int:
     if args.server is not None:
         from node.runtime import run_server
         from node.server import ServerLogic
+        from node.store import SqliteStore, StoreError
 
         port = parse_port(args.server, "server")
+        try:
+            store = SqliteStore(args.state) if args.state is not None else None
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
 
         async def serve() -> int:
+            logic = ServerLogic(port, policy, limits=limits, idle_probe=args.idle_probe, store=store)
             try:
-                return await run_server(ServerLogic(port, policy, limits=limits, idle_probe=args.idle_probe), (args.bind, port), terminal.show)
+                return await run_server(logic, (args.bind, port), terminal.show, store)
             except OSError as exc:
                 raise _in_use(exc, "Server", port) from None
 
-        return asyncio.run(serve())
+        try:
+            return asyncio.run(serve())
+        finally:
+            if store is not None:
+                store.close()
 
     from node.client import ClientLogic
     from node.names import valid_username

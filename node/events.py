@@ -281,6 +281,17 @@ class ServerOnline:
 
 
 @event
+class StateResumed:
+    """A server started on its state file: the sessions, groups and undelivered group messages
+    it resumes (the online clients are probed: those that do not answer go offline)."""
+
+    clients: int
+    online: int
+    groups: int
+    journaled: int
+
+
+@event
 class ClientRegistered:
     """A registration was confirmed: the client's session starts (a new one replaces the old)."""
 

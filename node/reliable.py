@@ -55,6 +55,7 @@ class RetryPolicy:
 # retransmission (delayed by the network) is still recognised.
 REPLY_MEMORY_WINDOWS = 4
 MAX_REMEMBERED_REPLIES = 65536
+ID_BLOCK = 1 << 16  # message ids reserved at a time by a server that keeps its state (``reserve_ids``)
 
 
 # What one message id of an ack did (``Endpoint._acked``); or-ed over the ids of one ack.
@@ -86,6 +87,7 @@ class _Pending:
     on_ack: AckHandler | None  # called once every receiver has acknowledged
     on_fail: EachFailHandler  # called for each receiver that never did
     answer: int  # the type of answer it takes (ANSWER_TYPES); another type is never handed to on_ack
+    on_each: Callable[[int], None] | None = None  # called with its msg id as each receiver acknowledges
 
 
 class _Acks:
@@ -165,6 +167,8 @@ class Endpoint:
         self._ack_delay = policy.ack_delay
         self._alarms: list[tuple[float, int, FailHandler]] = []  # (when, seq, callback)
         self._alarm_seq = 0
+        self._id_limit: int | None = None  # see ``reserve_ids``
+        self._reserve: Callable[[int], None] | None = None
 
     # -- outgoing ---------------------------------------------------------
 
@@ -185,9 +189,31 @@ class Endpoint:
 
     def _encode(self, type_name: str, token: int, payload: dict) -> Outgoing:
         msg_id = self._next_id
+        if msg_id == self._id_limit:
+            self._reserve_ids()
         self._next_id = msg_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
+        return self.build_as(msg_id, type_name, token, payload)
+
+    def build_as(self, msg_id: int, type_name: str, token: int, payload: dict) -> Outgoing:
+        """A datagram with message id ``msg_id``: one sent before (by a server before it restarted),
+        sent again as it was, so that a receiver that has it already recognises it."""
         header = {"msg_id": msg_id, "port": self.port, "token": token, "sender": self.name}
         return Outgoing(msg_id, encode(type_name, header, payload), type_name, token)
+
+    def reserve_ids(self, start: int | None, reserve: Callable[[int], None]) -> None:
+        """Take message ids from ``start`` on (None: where they are), in blocks: ``reserve(limit)``
+        is called before an id of a new block is used, with the first id past it, and must make
+        that limit durable.  A server that restarts from there never reuses an id a client has
+        seen, and its ids stay newer than those (a client refuses an old id as a replay)."""
+        if start is not None:
+            self._next_id = start
+        self._reserve = reserve
+        self._id_limit = self._next_id
+        self._reserve_ids()
+
+    def _reserve_ids(self) -> None:
+        self._id_limit = (self._next_id + ID_BLOCK - 1) % (2**32 - 1) + 1
+        self._reserve(self._id_limit)
 
     def nonce(self) -> int:
         """A fresh 64-bit secret for the header token of a request that has no session token to
@@ -200,20 +226,23 @@ class Endpoint:
         ``tries``: fewer than the policy's, for an answer that must come sooner."""
         return self._track(out.data, None, {addr: out.token}, out, now, on_ack, lambda addr, now: on_fail(now), tries)
 
-    def request_each(self, out: Outgoing, tokens: dict[Address, int], now: float, on_fail: EachFailHandler) -> int:
+    def request_each(self, out: Outgoing, tokens: dict[Address, int], now: float, on_fail: EachFailHandler,
+                     on_each: Callable[[int], None] | None = None) -> int:
         """Send ``out`` to every address of ``tokens`` with that receiver's token written into its
         header, and retransmit it to each until that one acks (echoing its token).
 
         One encoding, one message id and one retransmission timer for all of them (a group
         message to its members): encoding and tracking it once per receiver was most of the
-        server's work per group message.  ``on_fail(addr, now)`` for each that never acks."""
+        server's work per group message.  ``on_fail(addr, now)`` for each that never acks;
+        ``on_each(msg_id)`` as each one acks (for a server that journals who still waits)."""
         data = out.data
-        return self._track(data[:TOKEN_AT], data[TOKEN_END:], dict(tokens), out, now, None, on_fail)
+        return self._track(data[:TOKEN_AT], data[TOKEN_END:], dict(tokens), out, now, None, on_fail, None, on_each)
 
-    def _track(self, data, tail, waiting, out: Outgoing, now: float, on_ack, on_fail, tries: int | None = None) -> int:
+    def _track(self, data, tail, waiting, out: Outgoing, now: float, on_ack, on_fail, tries: int | None = None,
+               on_each: Callable[[int], None] | None = None) -> int:
         due = now + self.policy.timeout
         answer = ANSWER_TYPES.get(out.kind, ACK)
-        pending = _Pending(data, tail, waiting, (tries or self.policy.tries) - 1, due, on_ack, on_fail, answer)
+        pending = _Pending(data, tail, waiting, (tries or self.policy.tries) - 1, due, on_ack, on_fail, answer, on_each)
         self._send(pending)
         self._pending[out.msg_id] = pending
         heapq.heappush(self._timers, (due, out.msg_id))
@@ -274,6 +303,8 @@ class Endpoint:
         if ack.type != pending.answer:
             return _WRONG  # its fields are not the ones the request's handler reads; the request stays
         del pending.waiting[addr]
+        if pending.on_each is not None:
+            pending.on_each(msg_id)
         if not pending.waiting:
             del self._pending[msg_id]
             if pending.on_ack is not None:
@@ -311,9 +342,17 @@ class Endpoint:
         """Send ``reply`` to ``request`` and remember it for retransmissions of the request."""
         send = Send(reply.data, addr)
         self.effects.append(send)
+        self._remember(addr, request.msg_id, send, now)
+
+    def remember(self, addr: Address, msg_id: int, data: bytes, now: float) -> None:
+        """Answer request ``msg_id`` from ``addr`` with ``data`` if it comes again (an answer
+        given before the server restarted)."""
+        self._remember(addr, msg_id, Send(data, addr), now)
+
+    def _remember(self, addr: Address, msg_id: int, send: Send, now: float) -> None:
         if len(self._replies) >= self._max_replies:
             self._replies.popitem(last=False)
-        self._replies[(addr, request.msg_id)] = (now + self._memory, send)
+        self._replies[(addr, msg_id)] = (now + self._memory, send)
 
     def acknowledge(self, request: Fields, addr: Address, now: float) -> None:
         """Acknowledge ``request`` (status ok), if need be together with the requests that follow
@@ -408,6 +447,11 @@ class Endpoint:
     def drain(self) -> list[Effect]:
         effects, self.effects = self.effects, []
         return effects
+
+    def waiting(self, msg_id: int) -> dict[Address, int] | None:
+        """The receivers of request ``msg_id`` that have not acknowledged it, or None once it is over."""
+        pending = self._pending.get(msg_id)
+        return None if pending is None else pending.waiting
 
     @property
     def pending_count(self) -> int:

@@ -90,6 +90,11 @@ NOT_CREATED = {
 }
 
 
+def state_lost(reason: str) -> str:
+    """The line of a server that stops because it could not keep its state."""
+    return f"The server stops: {reason}; nothing more is answered"
+
+
 def prompt(group: str | None) -> str:
     """What a client shows before the line being typed."""
     return escaped(f">>> ({group}) " if group else ">>> ")
@@ -267,6 +272,8 @@ for _quiet in (ev.ClientRegistered, ev.RegistrationRefused, ev.ClientDeregistere
     renders(_quiet)(_nothing)
 
 _words(ev.ServerOnline, lambda e: "Server is online")
+_words(ev.StateResumed, lambda e: f"Resumed from the state file: {e.clients} clients ({e.online} listed online, "
+      f"being probed), {e.groups} groups, {e.journaled} group messages to deliver")
 _words(ev.ClientMarkedOffline, lambda e: f"Client {e.client} did not answer the server's probe, marked offline")
 _words(ev.GroupCreated, lambda e: f"Client {e.client} created group {e.group} successfully")
 _words(ev.GroupExisted, lambda e: f"Client {e.client} creating group {e.group} failed, group already exists")

@@ -19,8 +19,9 @@ from .client import ClientLogic
 from .effects import Address, Exit, Send
 from .events import ServerOnline
 from .limits import drop_report
-from .render import prompt
+from .render import prompt, state_lost
 from .server import ServerLogic
+from .store import MemoryStore, StoreError
 
 Printer = Callable[[object], None]  # prints what the user reads for one event (node/events.py)
 
@@ -39,6 +40,7 @@ MAX_BACKLOG = 65536  # datagrams waiting for a full send buffer to drain; beyond
 RECEIVE_BUFFER = 4 << 20  # bytes: a burst (a registration storm, a group's acks) waits here instead of
 # being dropped by the kernel; Linux caps it at net.core.rmem_max
 INTERNAL_ERROR = "internal error"  # the drop kind that counts unexpected exceptions
+STATE_LOST = 3  # exit status of a server that could not keep its state (a write to its state file failed)
 ERROR_PAUSE = 0.05  # seconds: after a timer call failed, the next waits at least this long (no busy loop)
 
 
@@ -52,8 +54,12 @@ class Node:
     are carried out, so under load one ``drain`` serves a whole burst, and the server
     coalesces the table updates that burst caused into one round."""
 
-    def __init__(self, logic: Logic, show: Printer, done: asyncio.Future, sock: socket.socket):
+    def __init__(self, logic: Logic, show: Printer, done: asyncio.Future, sock: socket.socket,
+                 store: MemoryStore | None = None):
+        """``store``: the server's state store, committed after each drain, before anything is sent."""
         self.logic = logic
+        self._commit = None if store is None else store.commit
+        self._stopped = False
         self.show = show
         self.done = done
         self.sock = sock
@@ -134,11 +140,19 @@ class Node:
 
     def pump(self) -> None:
         """Carry out what the logic asked for, then arm its next timer."""
+        if self._stopped:
+            return  # nothing more goes out after a failed commit
         try:
             effects = self.logic.drain(self.loop.time())
         except Exception:
             self._internal_error("collecting the logic's effects")
             effects = ()
+        if self._commit is not None:
+            try:  # what this batch changed is kept before any of its answers go
+                self._commit()
+            except StoreError as exc:
+                self._stop(exc)
+                return
         effects = iter(effects)  # shared by the tries: after a failure, the rest of the effects
         while True:
             try:  # one try per drain, not one per effect
@@ -169,6 +183,17 @@ class Node:
             self._timer = self.loop.call_at(when, self._on_timer)
             self._timer_when = when
 
+    def _stop(self, exc: StoreError) -> None:
+        """The state could not be kept: answer nothing more (an answer would promise what a
+        restart would not know), say why, and end with STATE_LOST."""
+        try:
+            print(state_lost(str(exc)), file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+        self._stopped = True
+        if not self.done.done():
+            self.done.set_result(STATE_LOST)
+
     def _on_timer(self) -> None:
         self._timer = self._timer_when = None
         now = self.loop.time()
@@ -188,7 +213,8 @@ class Node:
         self.sock.close()
 
 
-async def open_node(logic: Logic, show: Printer, bind: Address) -> tuple[Node, asyncio.Future]:
+async def open_node(logic: Logic, show: Printer, bind: Address,
+                    store: MemoryStore | None = None) -> tuple[Node, asyncio.Future]:
     """A node on a UDP socket bound to ``bind`` (OSError if it cannot be bound)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -199,13 +225,15 @@ async def open_node(logic: Logic, show: Printer, bind: Address) -> tuple[Node, a
         sock.close()
         raise
     done = asyncio.get_running_loop().create_future()
-    return Node(logic, show, done, sock), done
+    return Node(logic, show, done, sock, store), done
 
 
-async def run_server(logic: ServerLogic, bind: Address, show: Printer) -> int:
-    """Serve until SIGINT or SIGTERM; returns the exit status."""
-    node, done = await open_node(logic, show, bind)
+async def run_server(logic: ServerLogic, bind: Address, show: Printer, store: MemoryStore | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit status.  With ``store``, the one the logic
+    was made with, it resumes what the store holds and commits each batch."""
+    node, done = await open_node(logic, show, bind, store)
     show(ServerOnline(node.sock.getsockname()[:2]))
+    node.call("resuming", logic.resume, node.now())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: done.done() or done.set_result(0))

@@ -22,11 +22,13 @@ from proto.messages import OPENS_SESSION, SERVER, received_by
 
 from . import events as ev
 from .console import Console
+from .durable import Journaled, Kept, Restored, Unkept, read
 from .effects import Address
 from .limits import Limits, RateLimiter, SourceQuota
 from .names import SERVER_NAME, text_too_long, valid_group_name, valid_username
 from .ordering import next_seq
 from .reliable import MAX_REMEMBERED_REPLIES, TOKEN_BITS, Endpoint, RetryPolicy, is_newer
+from .store import MemoryStore
 from .sync import TABLE_WINDOW, SyncState, TableSync
 from .tables import TablePrinter, page
 from .versions import OtherVersions
@@ -88,12 +90,15 @@ class ServerLogic:
         randbits: Callable[[int], int] = secrets.randbits,
         max_replies: int = MAX_REMEMBERED_REPLIES,
         idle_probe: float = IDLE_PROBE,
+        store: MemoryStore | None = None,
     ):
         """``rng`` draws message ids and nonces; ``randbits(k)`` draws the session tokens and
         numbers (its default is unpredictable: a token is the proof of a session).  The bounds
         ``table_window`` (node/sync.py) and ``max_replies`` (node/reliable.py) are parameters
         for the tests that drive them past their limit.  ``idle_probe``: seconds of silence
-        after which an online client is probed, and marked offline if it does not answer (0: never)."""
+        after which an online client is probed, and marked offline if it does not answer (0: never).
+        ``store``: where the state is kept (``node/durable.py``), and read back from if it has
+        any; then call ``resume(now)`` before anything else.  None: in memory only."""
         self._rng = rng or random.SystemRandom()
         self._randbits = randbits
         self.net = Endpoint(SERVER_NAME, port, policy, self._rng, max_replies)
@@ -106,6 +111,7 @@ class ServerLogic:
         self.by_addr: dict[Address, str] = {}  # online clients only
         self.groups: dict[str, dict[str, None]] = {}  # group -> members, in joining order
         self._next_seq: dict[str, int] = {}  # group -> the number its next message gets (node/ordering.py)
+        self._creators: dict[str, str] = {}  # group -> its creator's IP address (kept with the group)
         # Rows per source IP address: a name counts against the address of its latest
         # registration (its ``addr``), a group against its creator's; neither is ever removed.
         self._names_held = SourceQuota()
@@ -126,6 +132,8 @@ class ServerLogic:
         self._versions_seen = OtherVersions(self.drops, self._emit)
         # _on_<type> for each request a server receives (proto/messages.py)
         self._handlers = {kind: getattr(self, "_on_" + kind) for kind in received_by(SERVER)}
+        self._kept = Unkept() if store is None else Kept(store, self.net)
+        self._restored = None if store is None else self._restore(store)
 
     # -- driving interface ----------------------------------------------------
 
@@ -181,12 +189,67 @@ class ServerLogic:
         The table updates of what changed since then go out now, one round for a whole batch."""
         self._groups_shown = False
         self._sync.round(now)
+        self._kept.flush(self._sync.version)
         effects = self.net.drain()
         outbox = self._outbox
         if outbox:
             effects += outbox
             outbox.clear()
         return effects
+
+    # -- a restart ------------------------------------------------------------------
+
+    def _restore(self, store: MemoryStore) -> Restored:
+        """Rebuild the sessions, groups and memberships the store holds (an empty one holds none).
+        The table's version goes on from the stored one: every row is a change again, so each
+        client is sent the whole table with a version newer than any it has."""
+        rows = read(store)
+        self.net.reserve_ids(rows.meta.get("next_id"), self._kept.reserve)
+        self._sync.continue_from(rows.meta.get("table_version", 0))
+        clients, groups = self.clients, self.groups
+        for name, addr, session, token, online, reg_ids in rows.clients:
+            record = clients[name] = ClientRecord(name, addr, token, session, reg_ids, online=online)
+            self._names_held.move(addr[0])
+            if online:
+                self.by_addr[addr] = name
+                self._sync.start(record)
+            else:
+                self._sync.changed(record)
+        for name, creator_ip, first in rows.groups:
+            groups[name], self._next_seq[name], self._creators[name] = {}, first, creator_ip
+            self._groups_held.move(creator_ip)
+        # (a file edited by hand may not hang together: what refers to nothing is left out)
+        for group, name in rows.members:
+            if group in groups and name in clients and clients[name].online:
+                groups[group][name] = None
+                clients[name].group = group
+        rows = rows._replace(answers=[row for row in rows.answers if row[0] in clients])
+        for name, msg_id, _ in rows.answers:
+            clients[name].last_id = msg_id
+        return rows
+
+    def resume(self, now: float) -> None:
+        """Start serving what was restored: answers given before are given again to a request
+        that comes again, every client listed online is probed (and goes offline if it does not
+        answer: its name is free then), and the journaled group messages are sent again, each
+        with its message id and number, to the members that had not acknowledged it."""
+        rows, self._restored = self._restored, None
+        if rows is None:
+            return
+        for name, msg_id, data in rows.answers:
+            self.net.remember(self.clients[name].addr, msg_id, data, now)
+        online = [record for record in self.clients.values() if record.online]
+        for record in online:
+            record.heard = now
+            self._probe(record, now)
+            if self._idle_probe > 0:
+                self._watch(record, now + self._idle_probe)
+        for msg_id, group, seq, origin, text, waiting in rows.journal:
+            self._kept.store.delete("journal", (group, seq))  # journaled again below if anyone still waits
+            if group in self.groups:
+                self._send_group_message(group, seq, origin, text, now, (msg_id, waiting))
+        if self.clients or self.groups:  # (a new file: nothing to say)
+            self._emit(ev.StateResumed(len(self.clients), len(online), len(self.groups), len(rows.journal)))
 
     # -- requests ---------------------------------------------------------------
 
@@ -247,12 +310,13 @@ class ServerLogic:
         self._probe(self.clients[pending.name], now, probed, tries)
 
     def _settle(self, confirm: Fields, pending: PendingReg, status: str | None, now: float) -> None:
-        """Answer the confirm: the session starts, or ``status`` says why not."""
-        self._reply(confirm, pending.addr, now, status or "ok")
+        """Answer the confirm: the session starts (before the answer, which is kept with it), or
+        ``status`` says why not."""
         if status is None:
             self._start_session(pending, confirm.msg_id, now)
         else:
             self._emit(ev.RegistrationRefused(pending.name, pending.addr, status))
+        self._reply(confirm, pending.addr, now, status or "ok")
 
     def _refusal(self, name: str, addr: Address, ask_owner: bool = False) -> str | None:
         """Why ``name`` cannot have a session at ``addr`` now, or None.  With ``ask_owner``, an
@@ -298,6 +362,7 @@ class ServerLogic:
         self.clients[name] = record
         self.by_addr[pending.addr] = name
         self._sync.start(record, existing)
+        self._kept.client(record)
         self._emit(ev.ClientRegistered(name, pending.addr))
         if self._idle_probe > 0:
             self._watch(record, now + self._idle_probe)
@@ -324,6 +389,8 @@ class ServerLogic:
             self._groups_held.move(addr[0])
             self.groups[group] = {}
             self._next_seq[group] = 1
+            self._creators[group] = addr[0]
+            self._kept.group(group, addr[0], 1)
             self._event(now, ev.GroupCreated, record.name, group)
             self._show_groups(now)
             self._reply(pkt, addr, now, "ok")
@@ -343,6 +410,7 @@ class ServerLogic:
             self._leave_group(record)
             self.groups[group][record.name] = None
             record.group = group
+            self._kept.member(group, record.name, self._next_seq[group])
         self._event(now, ev.GroupJoined, record.name, group)
         self._show_groups(now)
         self._reply(pkt, addr, now, "ok", seq=self._next_seq[group])  # the first message it receives
@@ -386,6 +454,7 @@ class ServerLogic:
         self._event(now, ev.GroupMessageRelayed, record.name, group, text)
         seq = self._next_seq[group]
         self._next_seq[group] = next_seq(seq)
+        self._kept.group(group, self._creators[group], self._next_seq[group])
         self._reply(pkt, addr, now, "ok", seq=seq)  # the sender passes its own number without waiting
         self._send_group_message(group, seq, record.name, text, now)
 
@@ -400,11 +469,15 @@ class ServerLogic:
 
     # -- server-initiated exchanges ------------------------------------------
 
-    def _send_group_message(self, group: str, seq: int, origin: str, text: str, now: float) -> None:
+    def _send_group_message(self, group: str, seq: int, origin: str, text: str, now: float,
+                            again: tuple[int, tuple[str, ...]] | None = None) -> None:
         """One encoding for every other member, each copy carrying that member's token (which its
-        ack echoes, and without which it refuses the copy); each acks it, or leaves the group."""
-        clients = self.clients
-        tokens = {clients[name].addr: clients[name].token for name in self.groups[group] if name != origin}
+        ack echoes, and without which it refuses the copy); each acks it, or leaves the group.
+        With a state store it is journaled until every member has acked it (or left).  ``again``:
+        (msg id, names) of a journaled message sent again by a restarted server, with its id."""
+        clients, members = self.clients, self.groups[group]
+        names = [name for name in members if name != origin] if again is None else [n for n in again[1] if n in members]
+        tokens = {clients[name].addr: clients[name].token for name in names}
         if not tokens:
             return
 
@@ -415,9 +488,14 @@ class ServerLogic:
                 self._leave_group(member)
                 self._event(now, ev.MemberRemoved, member.name, group)
                 self._show_groups(now)
+            self._kept.settled(pkt.msg_id)
 
-        pkt = self.net.build("grp_msg", group=group, seq=seq, origin=origin, text=text)
-        self.net.request_each(pkt, tokens, now, on_fail=unresponsive)
+        payload = {"group": group, "seq": seq, "origin": origin, "text": text}
+        net = self.net
+        pkt = net.build("grp_msg", **payload) if again is None else net.build_as(again[0], "grp_msg", net.token, payload)
+        net.request_each(pkt, tokens, now, on_fail=unresponsive, on_each=self._kept.on_ack)
+        if self._kept.store is not None:
+            self._kept.journal(pkt.msg_id, Journaled(group, seq, origin, text, {clients[n].addr: n for n in names}))
 
     def _watch(self, record: ClientRecord, when: float) -> None:
         """Check ``record``'s session for silence at ``when``.  Traffic only sets its ``heard``
@@ -474,10 +552,12 @@ class ServerLogic:
             self._leave_group(record)
             self._show_groups(now)
         self._sync.changed(record)
+        self._kept.client(record)
 
     def _leave_group(self, record: ClientRecord) -> None:
         if record.group is not None:
             self.groups[record.group].pop(record.name, None)
+            self._kept.member(record.group, record.name, None)
             record.group = None
 
     # -- helpers --------------------------------------------------------------------
@@ -508,6 +588,10 @@ class ServerLogic:
     def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[bytes] = (), seq: int = 0) -> None:
         answer = self.net.build_answer(pkt, status=STATUS_CODES[status], seq=seq, items=items)
         self.net.answer(pkt, addr, answer, now)
+        if self._kept.store is not None:
+            record = self.clients.get(pkt.sender)
+            if record is not None and record.token == pkt.token:  # the session's own request, not a forgery
+                self._kept.answer(record.name, pkt.msg_id, answer.data)
 
     def _reply_list(self, pkt: Fields, addr: Address, now: float, items: list[str], start: int) -> None:
         """Answer with the items from ``start`` on: all of them, or as many as fit one datagram with

@@ -89,6 +89,10 @@ class TableSync:
 
     # -- what the server tells it -------------------------------------------------------
 
+    def continue_from(self, version: int) -> None:
+        """Count versions on from ``version`` (a restarted server's: its clients have up to that)."""
+        self._versions.version = version
+
     def changed(self, record: Synced) -> None:
         """``record``'s row changed (a session started, or it went offline)."""
         record.row = entry(record.name, record.addr, record.online, record.session)
