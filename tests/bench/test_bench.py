@@ -28,6 +28,7 @@ TINY = {
     "scale": ["--clients", "20", "40", "--timeout", "60"],
     "abuse": ["--groups", "30", "--count", "6", "--rounds", "2"],
     "liveness": ["--clients", "20", "--idle-probe", "1"],
+    "state": ["--rounds", "2", "--duration", "0.2", "--clients", "20", "--timeout", "60"],
 }
 
 
@@ -75,6 +76,12 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
         assert probing["baseline"] == pytest.approx(2 * 20 / 1) and probing["also"]["probes"] > 0
         assert never["baseline"] is None and never["also"]["probes"] == 0
         assert probing["also"]["exited"] == never["also"]["exited"] == 0
+    if scenario == "state":  # both servers measured in turns; the restart's live clients confirmed, the killed ones offline
+        rate, share, online, serving, settled = figures
+        assert len(rate["also"]["with_state"]) == len(rate["also"]["in_memory"]) == 2
+        assert share["unit"] == "%" and share["value"] == pytest.approx(100 * rate["value"] / rate["baseline"])
+        assert online["value"] <= serving["value"] <= settled["value"]
+        assert settled["also"]["probed"] == settled["also"]["live"] == 18 and settled["also"]["offline"] == settled["also"]["dead"] == 2
     if scenario == "codec":
         assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
 
@@ -95,7 +102,7 @@ def test_the_command_takes_quick():
 def test_help_names_every_scenario():
     result = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0
-    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "liveness", "all"):
+    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "liveness", "state", "all"):
         assert scenario in result.stdout
 
 

@@ -10,8 +10,6 @@ the server, what they send it), so other traffic on the machine does not count."
 
 from __future__ import annotations
 
-import time
-
 from proto import TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 
@@ -19,7 +17,6 @@ from .figures import Figure
 from .processes import ChatServer
 from .swarm import Swarm
 
-QUIET = 1.0  # seconds without a datagram from the server: every update is acknowledged
 PROBE = TYPE_CODES["probe"]
 
 
@@ -27,16 +24,9 @@ def idle_clients(size: int, idle: float, window: float, timeout: float, progress
     """Counts over ``window`` seconds of ``size`` idle clients of a server run with ``--idle-probe idle``."""
     label = f"liveness {size:,}, --idle-probe {idle:g}"
     with ChatServer(size, "--idle-probe", f"{idle:g}") as server, Swarm(server.address, seed=size) as swarm:
-        nodes = []
-        for i in range(size):
-            nodes.append(swarm.add(f"i{i}"))
-            if i % 200 == 0:
-                swarm.step(0)  # the first clients are answered while the rest start
-                progress(f"{label}: starting clients", 0.0)
-        if not swarm.run_until(lambda: all(n.logic.registered for n in nodes), timeout):
-            raise RuntimeError(f"{label}: clients did not register")
+        nodes = swarm.register([f"i{i}" for i in range(size)], timeout, lambda done: progress(f"{label}: starting clients", 0.3 * done))
         progress(f"{label}: tables settling", 0.3)
-        settled = quiet(swarm, timeout)
+        settled = swarm.run_until_quiet(timeout)
         probes = [0]
 
         def count_probes(node, data: bytes, now: float) -> None:
@@ -58,19 +48,6 @@ def idle_clients(size: int, idle: float, window: float, timeout: float, progress
             "server_cpu": (server.cpu_seconds() - cpu) / window,
             "exited": sum(1 for n in nodes if n.exit_status is not None),
         }
-
-
-def quiet(swarm: Swarm, timeout: float) -> float:
-    """Run until the server has sent nothing for QUIET seconds; how long that took."""
-    start = time.monotonic()
-    heard, since = swarm.from_server[0], start
-    while time.monotonic() - since < QUIET:
-        if time.monotonic() - start > timeout:
-            raise RuntimeError("liveness: the server did not go quiet")
-        swarm.step(0.05)
-        if swarm.from_server[0] != heard:
-            heard, since = swarm.from_server[0], time.monotonic()
-    return time.monotonic() - start
 
 
 def add_arguments(parser) -> None:

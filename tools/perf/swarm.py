@@ -73,6 +73,32 @@ class Swarm:
             self.pump(node, time.monotonic())
         return node
 
+    def register(self, names: list[str], timeout: float, progress: Callable[[float], None] = lambda done: None) -> list[Node]:
+        """A client for each name, started as fast as they can be created; returns once all are
+        registered (RuntimeError after ``timeout`` seconds)."""
+        nodes = []
+        for i, name in enumerate(names):
+            nodes.append(self.add(name))
+            if i % 200 == 0:
+                self.step(0)  # the first clients are answered while the rest start
+                progress(i / len(names))
+        if not self.run_until(lambda: all(n.logic.registered for n in nodes), timeout):
+            raise RuntimeError(f"{sum(not n.logic.registered for n in nodes)} of {len(nodes)} clients did not register")
+        return nodes
+
+    def run_until_quiet(self, timeout: float, quiet: float = 1.0) -> float:
+        """Run until the server has sent nothing for ``quiet`` seconds (every table update
+        acknowledged); how long that took (RuntimeError after ``timeout`` seconds)."""
+        start = time.monotonic()
+        heard, since = self.from_server[0], start
+        while time.monotonic() - since < quiet:
+            if time.monotonic() - start > timeout:
+                raise RuntimeError("the server did not go quiet")
+            self.step(0.05)
+            if self.from_server[0] != heard:
+                heard, since = self.from_server[0], time.monotonic()
+        return time.monotonic() - start
+
     def ask(self, node: Node, intent: Callable[..., None], *args) -> None:
         """Call one of ``node``'s intent methods (``node.logic.send_group``, ...) now; carry out what follows."""
         now = time.monotonic()
@@ -158,6 +184,12 @@ class Swarm:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.step(min(0.005, end - time.monotonic()))
+
+    def remove(self, node: Node) -> None:
+        """The node is gone, as a client killed with SIGKILL: its socket closed, nothing more from it."""
+        del self.nodes[node.sock.fileno()]
+        self.epoll.unregister(node.sock.fileno())
+        node.sock.close()
 
     def close(self) -> None:
         for node in self.nodes.values():
