@@ -22,18 +22,15 @@ from pathlib import Path
 
 from node.events import ListedGroups
 from node.reliable import RetryPolicy
-from proto import TYPE_CODES, ProtocolError
-from proto.fastpath import parse
-
 from .fanout import Group
 from .figures import Figure, check, median
+from .liveness import PATIENT, is_probe
 from .processes import ChatServer
 from .swarm import Swarm
 
 TARGET_SHARE = ">= 70"  # % of the in-memory rate
 TARGET_SERVING_S = "< 5"
 MEMBERS = 10
-PROBE = TYPE_CODES["probe"]
 OFFLINE = b"did not answer the server's probe, marked offline"
 EAGER = RetryPolicy(timeout=0.05, tries=600)  # the client that asks whether the server serves again
 
@@ -67,12 +64,12 @@ def restart(size: int, gone: float, timeout: float, progress) -> dict:
         path = str(Path(folder) / "chat.db")
         server = ChatServer(size + 1, "--state", path)
         try:
-            with Swarm(server.address, seed=size) as swarm, Swarm(server.address, EAGER) as eager:
+            with Swarm(server.address, PATIENT, seed=size) as swarm, Swarm(server.address, EAGER) as eager:
                 nodes = swarm.register([f"c{i}" for i in range(size)], timeout, lambda done: progress(label, 0.5 + done / 4))
                 asker = eager.register(["asker"], timeout)[0]
                 progress(f"{label}: tables settling", 0.75)
-                swarm.run_until_quiet(timeout)
-                eager.run_until_quiet(timeout)
+                swarm.run_until_quiet(timeout, ignoring=is_probe)
+                eager.run_until_quiet(timeout, ignoring=is_probe)
                 server.kill()
                 server.stop()  # (its output file)
                 dead = nodes[: round(size * gone)]
@@ -82,11 +79,8 @@ def restart(size: int, gone: float, timeout: float, progress) -> dict:
                 probed: set[int] = set()
 
                 def confirmed(node, data: bytes, now: float) -> None:
-                    try:
-                        if parse(data).type == PROBE:
-                            probed.add(node.sock.fileno())  # its logic acks it at once
-                    except ProtocolError:
-                        pass  # the client logic counts it
+                    if is_probe(data):
+                        probed.add(node.sock.fileno())  # its logic acks it at once
 
                 swarm.on_receive = confirmed
                 answered: list[float] = []

@@ -86,17 +86,25 @@ class Swarm:
             raise RuntimeError(f"{sum(not n.logic.registered for n in nodes)} of {len(nodes)} clients did not register")
         return nodes
 
-    def run_until_quiet(self, timeout: float, quiet: float = 1.0) -> float:
-        """Run until the server has sent nothing for ``quiet`` seconds (every table update
-        acknowledged); how long that took (RuntimeError after ``timeout`` seconds)."""
+    def run_until_quiet(self, timeout: float, quiet: float = 1.0, ignoring: Callable[[bytes], bool] | None = None) -> float:
+        """Run until the server has sent nothing (but what ``ignoring`` accepts) for ``quiet``
+        seconds: every table update acknowledged.  How long that took (RuntimeError after
+        ``timeout`` seconds)."""
         start = time.monotonic()
-        heard, since = self.from_server[0], start
-        while time.monotonic() - since < quiet:
-            if time.monotonic() - start > timeout:
-                raise RuntimeError("the server did not go quiet")
-            self.step(0.05)
-            if self.from_server[0] != heard:
-                heard, since = self.from_server[0], time.monotonic()
+        last = [start]
+
+        def heard(node: Node, data: bytes, now: float) -> None:
+            if ignoring is None or not ignoring(data):
+                last[0] = now
+
+        self.on_receive = heard
+        try:
+            while time.monotonic() - last[0] < quiet:
+                if time.monotonic() - start > timeout:
+                    raise RuntimeError("the server did not go quiet")
+                self.step(0.05)
+        finally:
+            self.on_receive = None
         return time.monotonic() - start
 
     def ask(self, node: Node, intent: Callable[..., None], *args) -> None:
