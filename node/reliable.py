@@ -192,7 +192,8 @@ class Endpoint:
         if msg_id == self._id_limit:
             self._reserve_ids()
         self._next_id = msg_id % (2**32 - 1) + 1  # 1 .. 2**32-1, never 0
-        return self.build_as(msg_id, type_name, token, payload)
+        header = {"msg_id": msg_id, "port": self.port, "token": token, "sender": self.name}
+        return Outgoing(msg_id, encode(type_name, header, payload), type_name, token)
 
     def build_as(self, msg_id: int, type_name: str, token: int, payload: dict) -> Outgoing:
         """A datagram with message id ``msg_id``: one sent before (by a server before it restarted),
@@ -342,17 +343,16 @@ class Endpoint:
         """Send ``reply`` to ``request`` and remember it for retransmissions of the request."""
         send = Send(reply.data, addr)
         self.effects.append(send)
-        self._remember(addr, request.msg_id, send, now)
+        if len(self._replies) >= self._max_replies:
+            self._replies.popitem(last=False)
+        self._replies[(addr, request.msg_id)] = (now + self._memory, send)
 
     def remember(self, addr: Address, msg_id: int, data: bytes, now: float) -> None:
         """Answer request ``msg_id`` from ``addr`` with ``data`` if it comes again (an answer
-        given before the server restarted)."""
-        self._remember(addr, msg_id, Send(data, addr), now)
-
-    def _remember(self, addr: Address, msg_id: int, send: Send, now: float) -> None:
+        given before the server restarted; ``answer`` remembers the others)."""
         if len(self._replies) >= self._max_replies:
             self._replies.popitem(last=False)
-        self._replies[(addr, msg_id)] = (now + self._memory, send)
+        self._replies[(addr, msg_id)] = (now + self._memory, Send(data, addr))
 
     def acknowledge(self, request: Fields, addr: Address, now: float) -> None:
         """Acknowledge ``request`` (status ok), if need be together with the requests that follow

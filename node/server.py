@@ -133,6 +133,7 @@ class ServerLogic:
         # _on_<type> for each request a server receives (proto/messages.py)
         self._handlers = {kind: getattr(self, "_on_" + kind) for kind in received_by(SERVER)}
         self._kept = Unkept() if store is None else Kept(store, self.net)
+        self._keeping = store is not None  # tested before the calls on a busy path: without a store they cost nothing
         self._restored = None if store is None else self._restore(store)
 
     # -- driving interface ----------------------------------------------------
@@ -189,7 +190,8 @@ class ServerLogic:
         The table updates of what changed since then go out now, one round for a whole batch."""
         self._groups_shown = False
         self._sync.round(now)
-        self._kept.flush(self._sync.version)
+        if self._keeping:
+            self._kept.flush(self._sync.version)
         effects = self.net.drain()
         outbox = self._outbox
         if outbox:
@@ -454,7 +456,8 @@ class ServerLogic:
         self._event(now, ev.GroupMessageRelayed, record.name, group, text)
         seq = self._next_seq[group]
         self._next_seq[group] = next_seq(seq)
-        self._kept.group(group, self._creators[group], self._next_seq[group])
+        if self._keeping:
+            self._kept.group(group, self._creators[group], self._next_seq[group])
         self._reply(pkt, addr, now, "ok", seq=seq)  # the sender passes its own number without waiting
         self._send_group_message(group, seq, record.name, text, now)
 
@@ -476,8 +479,8 @@ class ServerLogic:
         With a state store it is journaled until every member has acked it (or left).  ``again``:
         (msg id, names) of a journaled message sent again by a restarted server, with its id."""
         clients, members = self.clients, self.groups[group]
-        names = [name for name in members if name != origin] if again is None else [n for n in again[1] if n in members]
-        tokens = {clients[name].addr: clients[name].token for name in names}
+        names = members if again is None else [name for name in again[1] if name in members]
+        tokens = {clients[name].addr: clients[name].token for name in names if name != origin}
         if not tokens:
             return
 
@@ -490,12 +493,17 @@ class ServerLogic:
                 self._show_groups(now)
             self._kept.settled(pkt.msg_id)
 
-        payload = {"group": group, "seq": seq, "origin": origin, "text": text}
         net = self.net
-        pkt = net.build("grp_msg", **payload) if again is None else net.build_as(again[0], "grp_msg", net.token, payload)
+        if again is None:
+            pkt = net.build("grp_msg", group=group, seq=seq, origin=origin, text=text)
+        else:
+            pkt = net.build_as(again[0], "grp_msg", net.token, {"group": group, "seq": seq, "origin": origin, "text": text})
+        if not self._keeping:
+            net.request_each(pkt, tokens, now, on_fail=unresponsive)
+            return
         net.request_each(pkt, tokens, now, on_fail=unresponsive, on_each=self._kept.on_ack)
-        if self._kept.store is not None:
-            self._kept.journal(pkt.msg_id, Journaled(group, seq, origin, text, {clients[n].addr: n for n in names}))
+        names = {clients[name].addr: name for name in names if name != origin}
+        self._kept.journal(pkt.msg_id, Journaled(group, seq, origin, text, names))
 
     def _watch(self, record: ClientRecord, when: float) -> None:
         """Check ``record``'s session for silence at ``when``.  Traffic only sets its ``heard``
@@ -588,7 +596,7 @@ class ServerLogic:
     def _reply(self, pkt: Fields, addr: Address, now: float, status: str, items: list[bytes] = (), seq: int = 0) -> None:
         answer = self.net.build_answer(pkt, status=STATUS_CODES[status], seq=seq, items=items)
         self.net.answer(pkt, addr, answer, now)
-        if self._kept.store is not None:
+        if self._keeping:
             record = self.clients.get(pkt.sender)
             if record is not None and record.token == pkt.token:  # the session's own request, not a forgery
                 self._kept.answer(record.name, pkt.msg_id, answer.data)

@@ -235,11 +235,41 @@ class SimNet:
 
     def restart_server(self) -> ServerLogic:
         """A server process starts (again) on the server's address, knowing nobody; its tokens
-        come from the run's seed too, so a seed replays a run exactly."""
+        come from the run's seed too, so a seed replays a run exactly.
+
+        With a ``store`` (``SimNet(store=MemoryStore())``) it knows what the store holds, as a
+        real one started with ``--state`` does, and each drain is committed before its
+        datagrams go, as the shell does."""
         options = {"randbits": random.Random(self.rng.random()).getrandbits, **self._server_options}
         logic = ServerLogic(SERVER[1], self.policy, random.Random(self.rng.random()), **options)
-        self.server = self.add(SERVER, logic, "server")
+        store = options.get("store")
+        if store is None:
+            self.server = self.add(SERVER, logic, "server")
+            return self.server
+
+        def drain(now: float) -> list:
+            effects = logic.drain(now)
+            store.commit()
+            return effects
+
+        self.server = self.add(SERVER, logic, "server", drain)
+        self._call(logic, logic.resume, self.now)
         return self.server
+
+    def crash_server(self, within: float = 0.0) -> None:
+        """The server's process is killed.  What it had not committed is lost: with ``within``,
+        the datagrams that reach it in the next ``within`` seconds are received (they change
+        its state, uncommitted) but their batch is never drained: the crash comes first."""
+        server = self.server
+        arriving = [entry for entry in self._queue if entry[4] == SERVER and entry[0] <= self.now + within]
+        if arriving:
+            self._queue = [entry for entry in self._queue if not (entry[4] == SERVER and entry[0] <= self.now + within)]
+            heapq.heapify(self._queue)
+            for _, _, data, src, _ in sorted(arriving):
+                self._isolated(server, server.receive, data, src, self.now)
+        self._server_options["store"].abort()
+        server.net.drain()  # what it meant to send dies with it
+        self.crash(server)
 
     def inject(self, data: bytes, src: tuple, dst: tuple) -> None:
         """Deliver raw bytes (not necessarily a chat packet) from ``src`` to ``dst``, bypassing ``fault``."""

@@ -1,0 +1,274 @@
+"""Durable state (issue 13, items 1 and 2), on the simulated network with the in-memory store
+standing in for the state file: the rows the server writes, and a server rebuilt from them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import Counter
+
+from node.effects import Send
+from node.events import ClientMarkedOffline, GroupMessage, GroupMessageRelayed, ServerForgotUs, StateResumed
+from node.reliable import ID_BLOCK, is_newer
+from node.server import ServerLogic
+from node.runtime import STATE_LOST, Node
+from node.store import MemoryStore, StoreError
+from tests.simnet import SERVER, SimNet, dropping, kind
+
+
+def stored(sim: SimNet, table: str) -> dict:
+    return dict(sim.server._kept.store.rows(table))
+
+
+def kept_sim(**options) -> SimNet:
+    return SimNet(store=MemoryStore(), **options)
+
+
+def restart(sim: SimNet, down: float = 0.2) -> ServerLogic:
+    sim.crash_server()
+    sim.run(down)
+    return sim.restart_server()
+
+
+def test_the_server_writes_clients_groups_members_and_its_next_number():
+    sim = kept_sim()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann, bob], "room")
+    sim.type(ann, "send_group hello")
+    sim.run(1)
+    ann_record = sim.server.clients["Ann"]
+    clients = stored(sim, "clients")
+    assert clients[("Ann",)] == (*ann_record.addr, ann_record.session, ann_record.token.to_bytes(8, "big"), 1,
+                                 " ".join(map(str, ann_record.reg_ids)))
+    assert set(clients) == {("Ann",), ("Bob",)}
+    assert stored(sim, "groups") == {("room",): (sim.addr(ann)[0], 2)}, "created by Ann; message 1 sent, 2 next"
+    assert list(stored(sim, "members")) == [("room", "Ann"), ("room", "Bob")], "in joining order"
+    assert stored(sim, "journal") == {}, "Bob acknowledged it: nothing left to deliver"
+    msg_id, answer = stored(sim, "answers")[("Ann",)]
+    assert kind_and_seq(answer) == ("ack", 1), "Ann's last request, send_group, and its answer (number 1)"
+    meta = stored(sim, "meta")
+    assert meta[("table_version",)] == (sim.server.version,)
+    assert is_newer(meta[("next_id",)][0], sim.server.net._next_id - 1), "ids are reserved ahead of use"
+    sim.type(bob, "leave_group")
+    sim.type(ann, "dereg Ann")
+    sim.run(1)
+    assert stored(sim, "members") == {}, "Bob left, Ann went offline (and out of the group)"
+    assert stored(sim, "clients")[("Ann",)][4] == 0, "offline"
+
+
+def kind_and_seq(data: bytes) -> tuple[str, int]:
+    from proto.fastpath import parse
+
+    pkt = parse(data)
+    return kind(pkt), pkt.payload.seq
+
+
+def test_a_group_message_is_journaled_until_every_member_has_acknowledged_it():
+    sim = kept_sim()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann, bob, cat], "room")
+    sim.fault = dropping(lambda pkt, src, dst: kind(pkt) == "ack" and src == sim.addr(cat), first=2)
+    sim.type(ann, "send_group hello")
+    sim.run(0.1)
+    journal = stored(sim, "journal")
+    assert list(journal) == [("room", 1)]
+    msg_id, origin, text, waiting = journal[("room", 1)]
+    assert (origin, text, waiting) == ("Ann", "hello", "Cat"), "Bob acked; Cat's acks were lost so far"
+    sim.run(2)
+    assert stored(sim, "journal") == {}, "gone once Cat acked too"
+
+
+def test_a_restarted_server_resumes_every_session_with_its_token():
+    sim = kept_sim()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann, bob], "room")
+    before = {name: (r.addr, r.session, r.token, r.online, r.group) for name, r in sim.server.clients.items()}
+    version, next_seq = sim.server.version, sim.server._next_seq["room"]
+    server = restart(sim)
+    assert {name: (r.addr, r.session, r.token, r.online, r.group) for name, r in server.clients.items()} == before
+    assert server.groups == {"room": {"Ann": None, "Bob": None}} and server._next_seq["room"] == next_seq
+    assert server.version > version, "the table's versions go on: no client takes the new table for an old one"
+    resumed = [e for e in sim.events["server"] if type(e) is StateResumed]
+    assert resumed == [StateResumed(clients=2, online=2, groups=1, journaled=0)]
+    sim.run(5)
+    assert sim.converged()
+    sim.type(ann, "send_group after the restart")
+    sim.run(1)
+    assert GroupMessage("room", "Ann", "after the restart") in sim.events["Bob"]
+    assert not any(type(e) is ServerForgotUs for name in ("Ann", "Bob") for e in sim.events[name]), "no re-registration"
+    assert sim.exits == {}
+
+
+def test_clients_listed_online_that_do_not_answer_the_restarted_servers_probe_go_offline():
+    sim = kept_sim(idle_probe=0)  # no idle probe: only the restart's probe can find Bob gone
+    ann, bob = sim.online("Ann", "Bob")
+    sim.crash(bob)
+    server = restart(sim)
+    assert server.clients["Bob"].online, "listed online until the probe says otherwise"
+    sim.run(5)
+    assert not server.clients["Bob"].online and ClientMarkedOffline("Bob") in sim.events["server"]
+    assert server.clients["Ann"].online, "Ann answered"
+    bob_again = sim.client("Bob", label="Bob2")  # the name is free again
+    sim.run(2)
+    assert bob_again.registered
+
+
+def test_a_resumed_session_is_watched_for_silence():
+    """The idle watch is rebuilt for each resumed session, not only for new ones."""
+    sim = kept_sim(idle_probe=30.0)
+    ann, bob = sim.online("Ann", "Bob")
+    restart(sim)
+    sim.run(5)  # Bob answered the restart's probe
+    sim.crash(bob)
+    sim.run(40)
+    assert ClientMarkedOffline("Bob") in sim.events["server"]
+
+
+def test_a_request_retransmitted_across_the_restart_is_answered_again_not_done_twice():
+    sim = kept_sim()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann, bob], "room")
+    sim.fault = dropping(lambda pkt, src, dst: kind(pkt) == "ack" and dst == sim.addr(ann), first=1)
+    sim.type(ann, "send_group once")
+    sim.run(0.1)  # processed (and relayed), its answer lost
+    answers = [pkt for _, pkt in sim.sends("ack", src=SERVER, dst=sim.addr(ann))]
+    restart(sim, down=0.2)
+    sim.run(3)
+    relayed = [e for e in sim.events["server"] if type(e) is GroupMessageRelayed]
+    assert len(relayed) == 1, "done once"
+    again = [pkt for _, pkt in sim.sends("ack", src=SERVER, dst=sim.addr(ann))][len(answers):]
+    assert any(pkt.payload.ack_id == answers[-1].payload.ack_id and pkt.payload.seq == 1 for pkt in again), \
+        "answered again by the restarted server, with the same number"
+    assert sim.events["Bob"].count(GroupMessage("room", "Ann", "once")) == 1
+    assert "replayed" not in sim.server.drops
+
+
+def test_a_journaled_message_is_delivered_after_the_restart_with_its_id_and_number_once():
+    sim = kept_sim()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.in_group([ann, bob, cat], "room")
+    to_cat = lambda pkt, src, dst: kind(pkt) == "grp_msg" and dst == sim.addr(cat)  # noqa: E731
+    sim.fault = dropping(to_cat)  # Cat gets nothing until the crash
+    sim.type(ann, "send_group journaled")
+    sim.run(0.3)
+    sent = [pkt for _, pkt in sim.sends("grp_msg", dst=sim.addr(bob))]
+    restart(sim)
+    sim.fault = None
+    sim.run(3)
+    to_cat_after = [pkt for _, pkt in sim.sends("grp_msg", dst=sim.addr(cat))]
+    assert {(p.msg_id, p.payload.seq) for p in to_cat_after} == {(sent[0].msg_id, 1)}, "same id, same number"
+    assert [p for _, p in sim.sends("grp_msg", dst=sim.addr(bob))] == sent, "Bob had acked: not sent again"
+    for member in ("Bob", "Cat"):
+        assert sim.events[member].count(GroupMessage("room", "Ann", "journaled")) == 1
+    assert stored(sim, "journal") == {}
+
+
+def test_a_member_whose_ack_was_not_kept_gets_the_message_again_and_shows_it_once():
+    """Bob acked, but the server crashed before the batch with his ack was committed: the
+    restarted server sends it again (same id), and Bob acks it again without showing it."""
+    sim = kept_sim()
+    ann, bob = sim.online("Ann", "Bob")
+    sim.in_group([ann, bob], "room")
+    sim.type(ann, "send_group acked but not kept")
+    sim.run(0.0011)  # the message reached Bob; his ack is on its way
+    sim.crash_server(within=0.01)  # the server received the ack, never committed it
+    sim.run(0.2)
+    sim.restart_server()
+    sim.run(3)
+    assert len(sim.sends("grp_msg", dst=sim.addr(bob))) >= 2, "sent again after the restart"
+    assert sim.events["Bob"].count(GroupMessage("room", "Ann", "acked but not kept")) == 1
+    assert stored(sim, "journal") == {}
+
+
+def test_message_ids_after_a_restart_are_newer_than_any_before_it():
+    sim = kept_sim()
+    ann, = sim.online("Ann")
+    used = sim.server.net._next_id  # the next id the first server would have used
+    limit = stored(sim, "meta")[("next_id",)][0]
+    before = len(sim.sends(src=SERVER))
+    restart(sim)
+    after = [pkt.msg_id for _, pkt in sim.sends(src=SERVER)[before:]]
+    assert after[0] == limit and 0 < (limit - used) % 2**32 <= ID_BLOCK, "the restart starts past the reservation"
+    assert all(is_newer(msg_id, used - 1) for msg_id in after)
+
+
+def test_a_crash_before_the_commit_loses_what_the_batch_did_and_its_answer():
+    """What a batch changed is committed when it is drained: a crash before that loses the
+    change, and the answer, which was never sent: the client's retransmission does it again."""
+    sim = kept_sim()
+    ann, = sim.online("Ann")
+    sim.type(ann, "create_group room")
+    sim.crash_server(within=0.01)  # the request is received, its batch never drained
+    assert [p for _, p in sim.sends("ack", src=SERVER, dst=sim.addr(ann))
+            if p.payload.ack_id == ann.net._next_id - 1] == []
+    sim.run(0.2)
+    server = sim.restart_server()
+    assert server.groups == {}, "not committed: gone with the crash"
+    sim.run(3)
+    assert "room" in server.groups and "Ann" not in sim.exits, "the retransmitted request was done then"
+
+
+# -- the shell: one commit per batch, before the batch's datagrams go --------------------------
+
+
+class OneBatch:
+    """A logic whose one drain is an answer to send: what the shell does with it is the test."""
+
+    def __init__(self):
+        self.drops = Counter()
+
+    def receive(self, data, addr, now):
+        pass
+
+    def get_timer(self):
+        return None
+
+    def handle_timer(self, now):
+        pass
+
+    def drain(self, now):
+        return [Send(b"an answer", ("127.0.0.1", 9))]
+
+
+class Recording(MemoryStore):
+    def __init__(self, log: list, fail: bool = False):
+        super().__init__()
+        self.log, self.fail = log, fail
+
+    def commit(self):
+        self.log.append("commit")
+        if self.fail:
+            raise StoreError("cannot write the state file chat.db: disk I/O error")
+
+
+def pump_once(store: Recording, log: list):
+    """One pump of a real ``Node`` (on a local socket pair: nothing leaves the process)."""
+
+    async def run():
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        done = asyncio.get_running_loop().create_future()
+        node = Node(OneBatch(), lambda event: None, done, mine, store)
+        node._send = lambda data, addr: log.append("send")
+        try:
+            node.pump()
+            node.pump()  # a second turn: after a failure, nothing goes either
+            return done.result() if done.done() else None
+        finally:
+            node.close()
+            other.close()
+
+    return asyncio.run(run())
+
+
+def test_the_shell_commits_each_batch_before_it_sends_anything_of_it():
+    log = []
+    assert pump_once(Recording(log), log) is None
+    assert log == ["commit", "send", "commit", "send"]
+
+
+def test_a_failed_commit_sends_nothing_and_ends_the_server_with_one_line(capsys):
+    log = []
+    assert pump_once(Recording(log, fail=True), log) == STATE_LOST
+    assert log == ["commit"], "the answer of the batch that could not be kept never goes, nor anything after"
+    err = capsys.readouterr().err
+    assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
