@@ -22,11 +22,12 @@ from pathlib import Path
 
 from node.events import ListedGroups
 from node.reliable import RetryPolicy
+
 from .fanout import Group
 from .figures import Figure, check, median
 from .liveness import PATIENT, is_probe
 from .processes import ChatServer
-from .swarm import Swarm
+from .swarm import Swarm, storm_arguments
 
 TARGET_SHARE = ">= 70"  # % of the in-memory rate
 TARGET_SERVING_S = "< 5"
@@ -111,9 +112,8 @@ def restart(size: int, gone: float, timeout: float, progress) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="measurements of each kind, taken in turns (default 5)")
     parser.add_argument("--duration", type=float, default=2.0, metavar="S", help="seconds of sustained sending per measurement (default 2)")
-    parser.add_argument("--clients", type=int, default=10_000, help="clients in the state file at the restart (default 10000)")
     parser.add_argument("--gone", type=float, default=0.1, metavar="SHARE", help="share of them killed with the server (default 0.1)")
-    parser.add_argument("--timeout", type=float, default=900.0, metavar="S", help="give up registering after S seconds (default 900)")
+    storm_arguments(parser, "clients in the state file at the restart")
 
 
 def run(args, progress) -> list[Figure]:

@@ -20,8 +20,8 @@ from proto import TYPE_CODES, ProtocolError
 from proto.fastpath import parse
 
 from .figures import Figure
-from .processes import ChatServer
-from .swarm import Swarm
+from .processes import ChatServer, crashed
+from .swarm import Swarm, storm_arguments
 
 PROBE = TYPE_CODES["probe"]
 # The clients do not give up on a busy server: registering 10,000 of them is a storm of table updates.
@@ -66,9 +66,7 @@ def idle_clients(size: int, idle: float, window: float, timeout: float, progress
                 settled = swarm.run_until_quiet(timeout, ignoring=is_probe)  # probes go on all the time
                 progress(f"{label}: idle for {window:g} s, --idle-probe {idle:g}", 0.5)
                 probing = idle_window(swarm, server, window) | {"settled_s": settled}
-                server.kill()
-                server.stop()
-                server = ChatServer(size, "--idle-probe", "0", "--state", state, port=server.port)
+                server = crashed(server, size, "--idle-probe", "0", "--state", state)
                 progress(f"{label}: restarted with --idle-probe 0", 0.75)
                 settled = swarm.run_until_quiet(timeout)  # it probes every client once, as any restart does
                 never = idle_window(swarm, server, window) | {"settled_s": settled}
@@ -79,10 +77,9 @@ def idle_clients(size: int, idle: float, window: float, timeout: float, progress
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--clients", type=int, default=10_000, help="idle clients (default 10000)")
+    storm_arguments(parser, "idle clients")
     parser.add_argument("--idle-probe", type=float, default=30.0, metavar="S", help="the server's --idle-probe (default 30)")
     parser.add_argument("--periods", type=float, default=2.0, help="probe periods counted (default 2)")
-    parser.add_argument("--timeout", type=float, default=900.0, metavar="S", help="give up registering after S seconds (default 900)")
 
 
 def run(args, progress) -> list[Figure]:

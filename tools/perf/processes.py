@@ -160,6 +160,13 @@ class ChatServer(Process):
         )
 
 
+def crashed(server: ChatServer, max_clients: int, *extra: str) -> ChatServer:
+    """``server`` killed with SIGKILL (no last word) and a new one started on its port with ``extra``."""
+    server.kill()
+    server.stop()  # (its output file)
+    return ChatServer(max_clients, *extra, port=server.port)
+
+
 class EchoServer(Process):
     """The bare asyncio UDP echo (or relay) server of tools/perf/echo.py."""
 

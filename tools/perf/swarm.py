@@ -211,3 +211,10 @@ class Swarm:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def storm_arguments(parser, clients: str) -> None:
+    """The options of a scenario that registers N clients first: how many (``clients`` says what
+    they are for) and how long their storm may take."""
+    parser.add_argument("--clients", type=int, default=10_000, help=f"{clients} (default 10000)")
+    parser.add_argument("--timeout", type=float, default=900.0, metavar="S", help="give up registering after S seconds (default 900)")
