@@ -91,12 +91,13 @@ def restart(size: int, gone: float, timeout: float, progress) -> dict:
                 server = ChatServer(size + 1, "--state", path, port=server.port)
                 online = time.monotonic() - started  # (to within the 10 ms the start polls its output)
                 log = open(server.output.name, "rb")
-                offline, times = 0, {}
+                offline, times, partial = 0, {}, b""  # (partial: the last line read, if not yet whole)
                 end = started + timeout
                 while time.monotonic() < end and ("confirmed" not in times or "serving" not in times):
                     eager.step(0.0)
                     swarm.step(0.005)
-                    offline += log.read().count(OFFLINE)  # (a line split across two reads is counted later)
+                    whole, _, partial = (partial + log.read()).rpartition(b"\n")
+                    offline += whole.count(OFFLINE)
                     now = time.monotonic() - started
                     if answered and "serving" not in times:
                         times["serving"] = answered[0] - started
