@@ -76,6 +76,7 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
         assert probing["baseline"] == pytest.approx(2 * 20 / 1) and probing["also"]["probes"] > 0
         assert never["baseline"] is None and never["also"]["probes"] == 0
         assert probing["also"]["exited"] == never["also"]["exited"] == 0
+        assert probing["also"]["other"] == never["also"]["other"] == 0, "nothing but probes while the clients idle"
     if scenario == "state":  # both servers measured in turns; the restart's live clients confirmed, the killed ones offline
         rate, share, online, serving, settled = figures
         assert len(rate["also"]["with_state"]) == len(rate["also"]["in_memory"]) == 2

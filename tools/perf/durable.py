@@ -69,7 +69,7 @@ def restart(size: int, gone: float, timeout: float, progress) -> dict:
                 nodes = swarm.register([f"c{i}" for i in range(size)], timeout, lambda done: progress(label, 0.5 + done / 4))
                 asker = eager.register(["asker"], timeout)[0]
                 progress(f"{label}: tables settling", 0.75)
-                swarm.run_until_quiet(timeout, ignoring=is_probe)
+                swarm.run_until_settled(nodes, size + 1, timeout, ignoring=is_probe)
                 eager.run_until_quiet(timeout, ignoring=is_probe)
                 server.kill()
                 server.stop()  # (its output file)

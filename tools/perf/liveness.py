@@ -43,10 +43,12 @@ def idle_window(swarm: Swarm, server: ChatServer, window: float) -> dict:
     cpu = server.cpu_seconds()
     swarm.run_for(window)
     swarm.on_receive = None
+    sent_by_server = swarm.from_server[0] - received
     return {
-        "sent": (swarm.from_server[0] - received) / window,  # by the server
+        "sent": sent_by_server / window,
         "received": (swarm.to_server - sent) / window,
         "probes": probes[0] / window,
+        "other": (sent_by_server - probes[0]) / window,  # anything but probes from the server: should be none
         "server_cpu": (server.cpu_seconds() - cpu) / window,
     }
 
@@ -63,12 +65,13 @@ def idle_clients(size: int, idle: float, window: float, timeout: float, progress
             with Swarm(server.address, PATIENT, seed=size) as swarm:
                 nodes = swarm.register([f"i{i}" for i in range(size)], timeout, lambda done: progress(f"{label}: registering", 0.4 * done))
                 progress(f"{label}: tables settling", 0.4)
-                settled = swarm.run_until_quiet(timeout, ignoring=is_probe)  # probes go on all the time
+                settled = swarm.run_until_settled(nodes, size, timeout, ignoring=is_probe)  # probes go on all the time
                 progress(f"{label}: idle for {window:g} s, --idle-probe {idle:g}", 0.5)
                 probing = idle_window(swarm, server, window) | {"settled_s": settled}
                 server = crashed(server, size, "--idle-probe", "0", "--state", state)
                 progress(f"{label}: restarted with --idle-probe 0", 0.75)
-                settled = swarm.run_until_quiet(timeout)  # it probes every client once, as any restart does
+                # it probes every client once, as any restart does, and sends each the whole table
+                settled = swarm.run_until_settled(nodes, size, timeout)
                 never = idle_window(swarm, server, window) | {"settled_s": settled}
                 exited = sum(1 for n in nodes if n.exit_status is not None)
                 return probing | {"exited": exited}, never | {"exited": exited}
@@ -89,7 +92,7 @@ def run(args, progress) -> list[Figure]:
     results = idle_clients(size, idle, window, args.timeout, progress)
     for probing, r in zip((idle, 0.0), results):
         total = r["sent"] + r["received"]
-        note = (f"sent {r['sent']:,.1f}/s (probes {r['probes']:,.1f}/s), received {r['received']:,.1f}/s; "
+        note = (f"sent {r['sent']:,.1f}/s (probes {r['probes']:,.1f}/s, other {r['other']:,.1f}/s), received {r['received']:,.1f}/s; "
                 f"server CPU {r['server_cpu']:.1%} of a core; {r['exited']} clients exited; "
                 f"{window:g} s counted after {r['settled_s']:.0f} s of settling")
         figures.append(Figure("liveness", f"{size:,} idle clients, --idle-probe {probing:g}: datagrams", total, "/s",

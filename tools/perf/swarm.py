@@ -28,6 +28,7 @@ from .processes import HOST
 
 BATCH = 32  # datagrams read from one socket before moving on to the next
 NO_LIMITS = Limits(rate=0.0)  # simulated clients measure capacity; see ChatServer
+SETTLED = 5.0  # seconds of silence from the server after a storm: its table updates are all acknowledged
 
 
 class Node:
@@ -105,6 +106,25 @@ class Swarm:
                 self.step(0.05)
         finally:
             self.on_receive = None
+        return time.monotonic() - start
+
+    def run_until_settled(self, nodes: list[Node], rows: int, timeout: float, ignoring: Callable[[bytes], bool] | None = None) -> float:
+        """Run until every one of ``nodes`` holds the same table version with ``rows`` rows, and
+        then the server sends nothing (but what ``ignoring`` accepts) for SETTLED seconds; how
+        long that took (RuntimeError after ``timeout`` seconds)."""
+        start = time.monotonic()
+        checked = [start]
+
+        def same_table() -> bool:  # every second: it costs a look at every node
+            if time.monotonic() - checked[0] < 1.0:
+                return False
+            checked[0] = time.monotonic()
+            versions = {n.logic.table_version for n in nodes}
+            return len(versions) == 1 and all(len(n.logic.table) == rows for n in nodes)
+
+        if not self.run_until(same_table, timeout):
+            raise RuntimeError("the clients' tables did not settle")
+        self.run_until_quiet(timeout - (time.monotonic() - start), SETTLED, ignoring)
         return time.monotonic() - start
 
     def ask(self, node: Node, intent: Callable[..., None], *args) -> None:
