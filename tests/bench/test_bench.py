@@ -82,7 +82,7 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
         assert len(rate["also"]["with_state"]) == len(rate["also"]["in_memory"]) == 2
         assert share["unit"] == "%" and share["value"] == pytest.approx(100 * rate["value"] / rate["baseline"])
         assert online["value"] <= serving["value"] <= settled["value"]
-        assert settled["also"]["probed"] == settled["also"]["live"] == 18 and settled["also"]["offline"] == settled["also"]["dead"] == 2
+        assert settled["also"]["probed"] == settled["also"]["live"] == 18 + 1  # and the asker and settled["also"]["offline"] == settled["also"]["dead"] == 2
     if scenario == "codec":
         assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
 

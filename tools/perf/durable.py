@@ -65,18 +65,18 @@ def restart(size: int, gone: float, timeout: float, progress) -> dict:
         path = str(Path(folder) / "chat.db")
         server = ChatServer(size + 1, "--state", path)
         try:
-            with Swarm(server.address, PATIENT, seed=size) as swarm, Swarm(server.address, EAGER) as eager:
+            with Swarm(server.address, PATIENT, seed=size) as swarm:
+                # the asker acks its table updates with the others (or the server would give up on it)
+                asker = swarm.add("asker", policy=EAGER)
                 nodes = swarm.register([f"c{i}" for i in range(size)], timeout, lambda done: progress(label, 0.5 + done / 4))
-                asker = eager.register(["asker"], timeout)[0]
                 progress(f"{label}: tables settling", 0.75)
-                swarm.run_until_settled(nodes, size + 1, timeout, ignoring=is_probe)
-                eager.run_until_quiet(timeout, ignoring=is_probe)
+                swarm.run_until_settled([asker, *nodes], size + 1, timeout, ignoring=is_probe)
                 server.kill()
                 server.stop()  # (its output file)
                 dead = nodes[: round(size * gone)]
                 for node in dead:
                     swarm.remove(node)
-                live = {node.sock.fileno() for node in nodes[len(dead):]}
+                live = {node.sock.fileno() for node in [asker, *nodes[len(dead):]]}
                 probed: set[int] = set()
 
                 def confirmed(node, data: bytes, now: float) -> None:
@@ -85,8 +85,8 @@ def restart(size: int, gone: float, timeout: float, progress) -> dict:
 
                 swarm.on_receive = confirmed
                 answered: list[float] = []
-                eager.on_event = lambda node, event, now: isinstance(event, ListedGroups) and answered.append(now)
-                eager.ask(asker, asker.logic.list_groups)  # on its way again every 50 ms until answered
+                swarm.on_event = lambda node, event, now: node is asker and isinstance(event, ListedGroups) and answered.append(now)
+                swarm.ask(asker, asker.logic.list_groups)  # on its way again every 50 ms until answered
                 started = time.monotonic()
                 server = ChatServer(size + 1, "--state", path, port=server.port)
                 online = time.monotonic() - started  # (to within the 10 ms the start polls its output)
@@ -95,7 +95,6 @@ def restart(size: int, gone: float, timeout: float, progress) -> dict:
                 checked = 0.0
                 end = started + timeout
                 while time.monotonic() < end and ("confirmed" not in times or "serving" not in times):
-                    eager.step(0.0)
                     swarm.step(0.005)
                     now = time.monotonic()
                     if answered and "serving" not in times:

@@ -60,12 +60,13 @@ class Swarm:
         self.to_server = 0  # datagrams
         self.send_errors = 0
 
-    def add(self, name: str, start: bool = True) -> Node:
+    def add(self, name: str, start: bool = True, policy: RetryPolicy | None = None) -> Node:
+        """A client on a socket of its own; ``policy``: its own retries instead of the swarm's."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((HOST, 0))
         sock.setblocking(False)
         port = sock.getsockname()[1]
-        logic = ClientLogic(name, self.server, port, self.policy, random.Random(self.rng.random()), NO_LIMITS, self.peers)
+        logic = ClientLogic(name, self.server, port, policy or self.policy, random.Random(self.rng.random()), NO_LIMITS, self.peers)
         node = Node(logic, sock)
         self.nodes[sock.fileno()] = node
         self.epoll.register(sock.fileno(), select.EPOLLIN)
