@@ -23,6 +23,7 @@ from pathlib import Path
 
 from node.events import ListedGroups
 from node.reliable import RetryPolicy
+from node.session import State
 
 from .fanout import Group
 from .figures import Figure, check, median
@@ -48,7 +49,14 @@ def cost(rounds: int, duration: float, progress) -> tuple[list[float], list[floa
             for r in range(rounds):
                 for kept in (False, True) if r % 2 == 0 else (True, False):
                     progress(f"state: round {r + 1}, {'--state' if kept else 'in memory'}", r / rounds / 2)
-                    rates[kept].append(groups[kept].sustained(duration, lean=True))
+                    group = groups[kept]
+                    rates[kept].append(group.sustained(duration, lean=True))
+                    # Leave nothing under way while the other group is measured and this swarm
+                    # stands still: an ack left in a member's timer would come too late, and the
+                    # server would remove that member from the group.
+                    group.swarm.run_until(lambda: group.sender.logic.state is State.IDLE
+                                          and not any(m.logic.net.acks_waiting for m in group.members), 10)
+                    group.swarm.run_for(0.2)
             size = file_bytes(path)
     return rates[False], rates[True], size
 
