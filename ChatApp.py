@@ -145,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
 
         async def serve() -> int:
-            logic = ServerLogic(port, policy, limits=limits, idle_probe=args.idle_probe, store=store)
+            try:
+                logic = ServerLogic(port, policy, limits=limits, idle_probe=args.idle_probe, store=store)
+            except StoreError as exc:  # its rows cannot be read back
+                raise UserError(str(exc)) from None
             try:
                 return await run_server(logic, (args.bind, port), terminal.show, store)
             except OSError as exc:

@@ -4,8 +4,8 @@
 what it did.  ``Kept`` writes each change to the store as the server makes it (the store collects
 them; the shell commits once a batch, before sending what the batch produced):
 
-- ``clients``: name -> address, session number, token, online flag, and the ids of its latest
-  registrations (against replays);
+- ``clients``: name -> address, session number, token, online flag, the ids of its latest
+  registrations (against replays), and the table version in which its row last changed;
 - ``groups``: name -> its creator's IP address (for the per-address quota) and its next number;
 - ``members``: (group, name), in joining order;
 - ``journal``: each group message not yet acknowledged by every member it was sent to, with
@@ -18,11 +18,11 @@ them; the shell commits once a batch, before sending what the batch produced):
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from .effects import Address
 from .reliable import Endpoint
-from .store import MemoryStore
+from .store import MemoryStore, StoreError
 
 TOKEN_BYTES = 8  # tokens are 64 bits: SQLite's integers are signed, so they are kept as bytes
 
@@ -38,10 +38,11 @@ class Journaled(NamedTuple):
 
 
 class Unkept:
-    """No store: nothing is written (the server keeps its state in memory only)."""
+    """No store: nothing is written (the server keeps its state in memory only).  The server calls
+    the rest of ``Kept`` (the journal, the answers, ``flush``) only when it has a store: those are
+    on its busiest paths."""
 
     store: MemoryStore | None = None
-    on_ack: Callable[[int], None] | None = None  # none: the endpoint calls nothing per ack
 
     def client(self, record) -> None:
         pass
@@ -52,16 +53,7 @@ class Unkept:
     def member(self, group: str, name: str, first: int | None) -> None:
         pass
 
-    def journal(self, msg_id: int, message: Journaled) -> None:
-        pass
-
     def settled(self, msg_id: int) -> None:
-        pass
-
-    def answer(self, name: str, msg_id: int, data: bytes) -> None:
-        pass
-
-    def flush(self, table_version: int) -> None:
         pass
 
 
@@ -78,7 +70,7 @@ class Kept(Unkept):
     def client(self, record) -> None:
         self._put("clients", (record.name,), (
             record.addr[0], record.addr[1], record.session, record.token.to_bytes(TOKEN_BYTES, "big"),
-            int(record.online), " ".join(map(str, record.reg_ids)),
+            int(record.online), " ".join(map(str, record.reg_ids)), record.changed,
         ))
 
     def group(self, name: str, creator_ip: str, next_seq: int) -> None:
@@ -132,20 +124,38 @@ class Restored(NamedTuple):
     """The rows of a store, as the server rebuilds itself from them."""
 
     meta: dict[str, int]
-    clients: list[tuple[str, Address, int, int, bool, tuple[int, ...]]]  # name, addr, session, token, online, reg_ids
+    clients: list[tuple[str, Address, int, int, bool, tuple[int, ...], int]]  # name, addr, session, token, online, reg_ids, changed
     groups: list[tuple[str, str, int]]  # name, creator IP, next number
     members: list[tuple[str, str]]  # (group, name), in joining order
     journal: list[tuple[int, str, int, str, str, tuple[str, ...]]]  # msg id, group, seq, origin, text, waiting names
     answers: list[tuple[str, int, bytes]]  # name, msg id, answer
 
 
+# The types of each table's values as the server writes them (node/store.py names the columns).
+TYPES = {
+    "meta": (int,),
+    "clients": (str, int, int, bytes, int, str, int),
+    "groups": (str, int),
+    "members": (int,),
+    "journal": (int, str, str, str),
+    "answers": (int, bytes),
+}
+
+
 def read(store: MemoryStore) -> Restored:
+    """The rows, as the server rebuilds itself from them; ``StoreError`` if one is not what the server
+    writes (a file edited by hand): one clear line, not a traceback at start-up."""
+    for table, types in TYPES.items():
+        for key, row in store.rows(table):
+            if len(row) != len(types) or not all(isinstance(value, kind) for value, kind in zip(row, types)):
+                where = getattr(store, "path", "the state store")
+                raise StoreError(f"{where} holds a {table} row this ChatApp cannot read: {key!r}")
     rows = store.rows
     return Restored(
         {key: value for (key,), (value,) in rows("meta")},
         [
-            (name, (ip, port), session, int.from_bytes(token, "big"), bool(online), tuple(map(int, reg_ids.split())))
-            for (name,), (ip, port, session, token, online, reg_ids) in rows("clients")
+            (name, (ip, port), session, int.from_bytes(token, "big"), bool(online), tuple(map(int, reg_ids.split())), changed)
+            for (name,), (ip, port, session, token, online, reg_ids, changed) in rows("clients")
         ],
         [(name, creator_ip, next_seq) for (name,), (creator_ip, next_seq) in rows("groups")],
         [key for key, _ in rows("members")],

@@ -203,20 +203,17 @@ class ServerLogic:
 
     def _restore(self, store: MemoryStore) -> Restored:
         """Rebuild the sessions, groups and memberships the store holds (an empty one holds none).
-        The table's version goes on from the stored one: every row is a change again, so each
-        client is sent the whole table with a version newer than any it has."""
+        The client table goes on at the stored version, each row with the version it changed in:
+        a client that holds it needs nothing (``resume`` checks), and later deltas are exact."""
         rows = read(store)
         self.net.reserve_ids(rows.meta.get("next_id"), self._kept.reserve)
-        self._sync.continue_from(rows.meta.get("table_version", 0))
         clients, groups = self.clients, self.groups
-        for name, addr, session, token, online, reg_ids in rows.clients:
-            record = clients[name] = ClientRecord(name, addr, token, session, reg_ids, online=online)
+        for name, addr, session, token, online, reg_ids, changed in rows.clients:
+            clients[name] = ClientRecord(name, addr, token, session, reg_ids, online=online, changed=changed)
             self._names_held.move(addr[0])
             if online:
                 self.by_addr[addr] = name
-                self._sync.start(record)
-            else:
-                self._sync.changed(record)
+        self._sync.restore(rows.meta.get("table_version", 0))
         for name, creator_ip, first in rows.groups:
             groups[name], self._next_seq[name], self._creators[name] = {}, first, creator_ip
             self._groups_held.move(creator_ip)
@@ -244,6 +241,7 @@ class ServerLogic:
         for record in online:
             record.heard = now
             self._probe(record, now)
+            self._sync.check(record, now)
             if self._idle_probe > 0:
                 self._watch(record, now + self._idle_probe)
         for msg_id, group, seq, origin, text, waiting in rows.journal:

@@ -35,7 +35,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 # does not fit (a 64-bit token) is stored by the server as bytes.
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "meta": (("key",), ("value",)),
-    "clients": (("name",), ("ip", "port", "session", "token", "online", "reg_ids")),
+    "clients": (("name",), ("ip", "port", "session", "token", "online", "reg_ids", "changed")),
     "groups": (("name",), ("creator_ip", "next_seq")),
     "members": (("grp", "name"), ("first",)),
     "journal": (("grp", "seq"), ("msg_id", "origin", "text", "waiting")),

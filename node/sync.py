@@ -89,9 +89,22 @@ class TableSync:
 
     # -- what the server tells it -------------------------------------------------------
 
-    def continue_from(self, version: int) -> None:
-        """Count versions on from ``version`` (a restarted server's: its clients have up to that)."""
-        self._versions.version = version
+    def restore(self, version: int) -> None:
+        """A restarted server's table: the client records hold their rows' ``changed`` versions as
+        they were, and the table was at ``version``.  Every online client is taken to hold it: a
+        client that had missed a part is found out by ``check`` (it answers ``resync``)."""
+        self._versions.restore(version)
+        self._changed = True  # printed at the first round, as the server starts
+        for record in self._clients.values():
+            record.row = entry(record.name, record.addr, record.online, record.session)
+            if record.online:
+                record.synced = version
+                self._set(record, IDLE)
+
+    def check(self, record: Synced, now: float) -> None:
+        """Send ``record`` an empty part at the current version: a client that holds it only acks,
+        one that is behind answers ``resync`` and gets the whole table."""
+        self._send(record, now)
 
     def changed(self, record: Synced) -> None:
         """``record``'s row changed (a session started, or it went offline)."""

@@ -64,6 +64,11 @@ class TableVersions:
         if len(self._log) > 2 * len(self.rows) + 64:  # mostly stale: keep one entry per row
             self._log = sorted((r.changed, r.name) for r in self.rows.values() if r.changed)
 
+    def restore(self, version: int) -> None:
+        """The rows were restored with the versions they changed in (a restarted server's): go on from ``version``."""
+        self.version = version
+        self._log = sorted((r.changed, r.name) for r in self.rows.values() if r.changed)
+
     def delta(self, base: int, room: int = TABLE_ROOM) -> tuple[int, list[bytes]]:
         """(version, rows): the rows changed since ``base`` that fit in ``room`` bytes, oldest change
         first, and the version a copy at ``base`` is at once it has them."""

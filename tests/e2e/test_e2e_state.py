@@ -15,6 +15,7 @@ from node.store import APPLICATION_ID, SCHEMA_VERSION
 from tests.procs import HOST, PYTHON, ROOT, ProxyThread, free_port, in_group, join_via, registered
 
 SLOW = ("--ack-timeout", "0.5", "--retries", "10")  # a retry window (5 s) longer than a restart takes
+SLOWER = ("--ack-timeout", "1", "--retries", "10")  # 10 s: a request's tries span a restart on a busy machine
 NO_IDLE = ("--idle-probe", "0")
 FORGOTTEN = ">>> The server no longer knows this client (it may have restarted): registering again"
 
@@ -62,9 +63,9 @@ def test_a_journaled_group_message_is_delivered_once_after_the_restart(cluster, 
         proxy.add_rule("drop type=grp_msg")
         ann.sendline("send_group journaled hello")
         ann.expect_line(">>> (room) Message received by Server.")  # acknowledged to its sender
-        bob.expect_line(">>> (room) Group_Message Ann: journaled hello")
-        again = restarted(cluster, server, path, *SLOW, *NO_IDLE)
+        again = restarted(cluster, server, path, *SLOW, *NO_IDLE)  # at once: before Cat's retries run out
         proxy.clear_rules()
+        bob.expect_line(">>> (room) Group_Message Ann: journaled hello")
         cat.expect_line(">>> (room) Group_Message Ann: journaled hello")
         again.expect(r">>> Resumed from the state file: 3 clients .*, 1 groups, 1 group messages to deliver")
         ann.sendline("send_group second")
@@ -88,14 +89,14 @@ def test_a_request_retransmitted_across_the_restart_is_answered_again(cluster, t
     """Ann's create_group is done and kept, its answer lost; the server is killed.  Ann's
     retransmission reaches the restarted server, which answers it again (not: group exists)."""
     path = str(tmp_path / "chat.db")
-    server = cluster.server("--state", path, *SLOW, *NO_IDLE)
+    server = cluster.server("--state", path, *SLOWER, *NO_IDLE)
     with ProxyThread(server=(HOST, server.port)) as proxy:
-        ann = join_via(cluster, "Ann", proxy.address[1], *SLOW)
+        ann = join_via(cluster, "Ann", proxy.address[1], *SLOWER)
         assert registered(ann), "its port was taken meanwhile: run again"
         proxy.add_rule("drop type=ack from=server")
         ann.sendline("create_group room")
         server.expect_line(">>> Client Ann created group room successfully")  # printed once committed
-        again = restarted(cluster, server, path, *SLOW, *NO_IDLE)
+        again = restarted(cluster, server, path, *SLOWER, *NO_IDLE)
         proxy.clear_rules()
         ann.expect_line(">>> Group room created by Server.")
         ann.sendline("list_groups")

@@ -20,7 +20,7 @@ TOKEN = (7).to_bytes(8, "big")
 
 
 def client(name: str, online: int = 1) -> tuple:
-    return ("127.0.0.1", 7000, 5, TOKEN, online, "")
+    return ("127.0.0.1", 7000, 5, TOKEN, online, "", 1)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

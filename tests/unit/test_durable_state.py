@@ -7,6 +7,8 @@ import asyncio
 import socket
 from collections import Counter
 
+import pytest
+
 from node.effects import Send
 from node.events import ClientMarkedOffline, GroupMessage, GroupMessageRelayed, ServerForgotUs, StateResumed
 from node.reliable import ID_BLOCK, is_newer
@@ -39,7 +41,7 @@ def test_the_server_writes_clients_groups_members_and_its_next_number():
     ann_record = sim.server.clients["Ann"]
     clients = stored(sim, "clients")
     assert clients[("Ann",)] == (*ann_record.addr, ann_record.session, ann_record.token.to_bytes(8, "big"), 1,
-                                 " ".join(map(str, ann_record.reg_ids)))
+                                 " ".join(map(str, ann_record.reg_ids)), ann_record.changed)
     assert set(clients) == {("Ann",), ("Bob",)}
     assert stored(sim, "groups") == {("room",): (sim.addr(ann)[0], 2)}, "created by Ann; message 1 sent, 2 next"
     assert list(stored(sim, "members")) == [("room", "Ann"), ("room", "Bob")], "in joining order"
@@ -82,12 +84,14 @@ def test_a_restarted_server_resumes_every_session_with_its_token():
     sim = kept_sim()
     ann, bob = sim.online("Ann", "Bob")
     sim.in_group([ann, bob], "room")
-    before = {name: (r.addr, r.session, r.token, r.online, r.group) for name, r in sim.server.clients.items()}
+    old = sim.server.clients
+    before = {name: (r.addr, r.session, r.token, r.online, r.group) for name, r in old.items()}
     version, next_seq = sim.server.version, sim.server._next_seq["room"]
     server = restart(sim)
     assert {name: (r.addr, r.session, r.token, r.online, r.group) for name, r in server.clients.items()} == before
     assert server.groups == {"room": {"Ann": None, "Bob": None}} and server._next_seq["room"] == next_seq
-    assert server.version > version, "the table's versions go on: no client takes the new table for an old one"
+    assert server.version == version, "the table goes on where it was"
+    assert {name: r.changed for name, r in server.clients.items()} == {name: r.changed for name, r in old.items()}
     resumed = [e for e in sim.events["server"] if type(e) is StateResumed]
     assert resumed == [StateResumed(clients=2, online=2, groups=1, journaled=0)]
     sim.run(5)
@@ -97,6 +101,28 @@ def test_a_restarted_server_resumes_every_session_with_its_token():
     assert GroupMessage("room", "Ann", "after the restart") in sim.events["Bob"]
     assert not any(type(e) is ServerForgotUs for name in ("Ann", "Bob") for e in sim.events[name]), "no re-registration"
     assert sim.exits == {}
+
+
+def test_a_restart_sends_each_client_an_empty_table_part_and_the_whole_table_only_to_one_behind():
+    sim = kept_sim()
+    ann, bob, cat = sim.online("Ann", "Bob", "Cat")
+    sim.run(5)
+    to_cat = lambda pkt, src, dst: kind(pkt) == "table" and dst == sim.addr(cat)  # noqa: E731
+    sim.fault = dropping(to_cat)
+    sim.type(ann, "dereg Ann")  # a change Cat misses
+    sim.run(0.3)
+    assert cat.table["Ann"].online and not bob.table["Ann"].online
+    sent = len(sim.sent)
+    sim.fault = None
+    restart(sim)
+    sim.run(5)
+    tables = [s for s in sim.sent[sent:] if kind(s.pkt) == "table"]
+    to_bob = [s.pkt.payload for s in tables if s.dst == sim.addr(bob)]
+    assert [(t.base, t.version, len(t.entries)) for t in to_bob] == [(sim.server.version,) * 2 + (0,)], \
+        "Bob held the table: one empty part, answered ok"
+    to_cat = [s.pkt.payload for s in tables if s.dst == sim.addr(cat)]
+    assert [t.base for t in to_cat] == [sim.server.version, 0], "Cat was behind: it answered resync, got it all"
+    assert not cat.table["Ann"].online and sim.converged()
 
 
 def test_clients_listed_online_that_do_not_answer_the_restarted_servers_probe_go_offline():
@@ -272,3 +298,11 @@ def test_a_failed_commit_sends_nothing_and_ends_the_server_with_one_line(capsys)
     assert log == ["commit"], "the answer of the batch that could not be kept never goes, nor anything after"
     err = capsys.readouterr().err
     assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
+
+
+def test_a_row_the_server_did_not_write_is_refused_with_a_clear_error():
+    store = MemoryStore()
+    store.put("clients", ("Ann",), ("127.0.0.1", "not a port", 5, b"12345678", 1, "", 1))  # edited by hand
+    store.commit()
+    with pytest.raises(StoreError, match=r"the state store holds a clients row this ChatApp cannot read: \('Ann',\)"):
+        ServerLogic(store=store)
