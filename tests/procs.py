@@ -561,6 +561,7 @@ class Piped:
         )
         self.pid = self.popen.pid
         self.out: list[str] = []
+        self.out_at: list[float] = []  # when each line of ``out`` came (time.monotonic); never shorter than ``out``
         self.err: list[str] = []
         self._changed = threading.Condition()
         self._readers = [
@@ -573,6 +574,8 @@ class Piped:
     def _collect(self, stream, lines: list[str]) -> None:
         for text in stream:
             with self._changed:
+                if lines is self.out:
+                    self.out_at.append(time.monotonic())
                 lines.append(text.rstrip("\n"))
                 self._changed.notify_all()
         with self._changed:

@@ -9,6 +9,8 @@ baseline measured in the same run (so ratios hold on a noisy machine).
     python3 tools/bench.py scale        registration storm: convergence, bytes, largest datagram, RSS
     python3 tools/bench.py abuse        a bystander's command latency while one client floods the server
     python3 tools/bench.py proxy        datagrams/s through the lossy proxy (no rules, ten) vs a bare asyncio relay
+    python3 tools/bench.py state        --state: group messages/s beside in memory; a restart with 10,000 clients
+    python3 tools/bench.py liveness     10,000 idle clients: the idle probe's datagrams/s, --idle-probe 30 vs 0
     python3 tools/bench.py all          everything above
 
 The server under test is a real ``ChatApp.py -s PORT`` process (with the per-source
@@ -35,12 +37,12 @@ from tools.cli import Parser, dependencies, prog, reader_may_leave  # noqa: E402
 
 with dependencies():
     from node.grids import rich_grid
-    from tools.perf import abuse, codec, fanout, latency, proxy, scale, throughput
+    from tools.perf import abuse, codec, durable, fanout, latency, liveness, proxy, scale, throughput
     from tools.perf.figures import Figure
     from tools.perf.processes import STARTED
 
 SCENARIOS = {"codec": codec, "latency": latency, "throughput": throughput, "fanout": fanout, "scale": scale, "abuse": abuse,
-             "proxy": proxy}
+             "proxy": proxy, "state": durable, "liveness": liveness}
 # --quick: sizes for a first look, each scenario well under a minute; options given after them still win.
 QUICK = {
     "codec": ["--repeat", "3", "--budget", "0.005"],
@@ -50,6 +52,8 @@ QUICK = {
     "scale": ["--clients", "200", "1000", "--timeout", "50"],
     "abuse": ["--groups", "200", "--count", "50", "--rounds", "2"],
     "proxy": ["--clients", "8", "--duration", "0.5", "--rounds", "1"],
+    "state": ["--rounds", "3", "--duration", "0.5", "--clients", "300", "--timeout", "120"],
+    "liveness": ["--clients", "300", "--idle-probe", "2", "--timeout", "120"],
 }
 
 

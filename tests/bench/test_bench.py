@@ -28,6 +28,8 @@ TINY = {
     "scale": ["--clients", "20", "40", "--timeout", "60"],
     "abuse": ["--groups", "30", "--count", "6", "--rounds", "2"],
     "proxy": ["--clients", "2", "--duration", "0.2", "--rounds", "1"],
+    "liveness": ["--clients", "20", "--idle-probe", "1"],
+    "state": ["--rounds", "2", "--duration", "0.2", "--clients", "20", "--timeout", "60"],
 }
 
 
@@ -74,6 +76,18 @@ def test_each_scenario_prints_sane_json_and_leaves_nothing_running(scenario):
         assert [f["name"] for f in figures] == ["bare asyncio relay", "forwarded, no rules", "forwarded, 10 rules"]
         assert all(f["value"] > 0 and f["also"]["runs"] and f["also"]["cpu_us"] > 0 for f in figures)
         assert all(f["baseline"] == figures[0]["value"] and f["target"] == ">= 50% of relay" for f in figures[1:])
+    if scenario == "liveness":  # probes counted with --idle-probe, none without; beside 2N/S
+        probing, never = figures
+        assert probing["baseline"] == pytest.approx(2 * 20 / 1) and probing["also"]["probes"] > 0
+        assert never["baseline"] is None and never["also"]["probes"] == 0
+        assert probing["also"]["exited"] == never["also"]["exited"] == 0
+        assert probing["also"]["other"] == never["also"]["other"] == 0, "nothing but probes while the clients idle"
+    if scenario == "state":  # both servers measured in turns; the restart's live clients confirmed, the killed ones offline
+        rate, share, online, serving, settled = figures
+        assert len(rate["also"]["with_state"]) == len(rate["also"]["in_memory"]) == 2
+        assert share["unit"] == "%" and share["value"] == pytest.approx(100 * rate["value"] / rate["baseline"])
+        assert online["value"] <= serving["value"] <= settled["value"]
+        assert settled["also"]["probed"] == settled["also"]["live"] == 18 + 1  # and the asker and settled["also"]["offline"] == settled["also"]["dead"] == 2
     if scenario == "codec":
         assert any(f["name"].startswith("pri_msg build + dissect") for f in figures)
 
@@ -94,7 +108,7 @@ def test_the_command_takes_quick():
 def test_help_names_every_scenario():
     result = subprocess.run([sys.executable, BENCH, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0
-    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "proxy", "all"):
+    for scenario in ("codec", "latency", "throughput", "fanout", "scale", "abuse", "proxy", "liveness", "state", "all"):
         assert scenario in result.stdout
 
 

@@ -44,11 +44,13 @@ class Process:
     comes: the child prints as it would in a terminal window (tables drawn with rich),
     and pays what that costs."""
 
-    def __init__(self, argv_for_port, ready: str, terminal: bool = False, apart: bool = True, attempts: int = 5):
+    def __init__(self, argv_for_port, ready: str, terminal: bool = False, apart: bool = True, attempts: int = 5,
+                 port: int | None = None):
+        """``port``: this one (a restart on the port of a process before it), tried once."""
         self.reader: subprocess.Popen | None = None
-        for _ in range(attempts):
+        for _ in range(attempts if port is None else 1):
             self.output = tempfile.NamedTemporaryFile("w+b", prefix="bench-", suffix=".log", delete=False)
-            self.port = free_port()
+            self.port = port or free_port()
             stdout = self._terminal() if terminal else self.output.fileno()
             self.proc = subprocess.Popen(
                 argv_for_port(self.port),
@@ -109,6 +111,11 @@ class Process:
         fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: the process has no last word."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
@@ -139,7 +146,8 @@ class ChatServer(Process):
     limit exists to share it fairly among many sources), unless ``limited``: then with the rate
     limit, as users run it."""
 
-    def __init__(self, max_clients: int = 10_000, *extra: str, limited: bool = False, terminal: bool = False):
+    def __init__(self, max_clients: int = 10_000, *extra: str, limited: bool = False, terminal: bool = False,
+                 port: int | None = None):
         no_limit = ["--max-names-per-ip", "0", "--max-groups-per-ip", "0"] + ([] if limited else ["--rate-limit", "0"])
         super().__init__(
             lambda port: [
@@ -148,7 +156,15 @@ class ChatServer(Process):
             ],
             "Server is online",
             terminal,
+            port=port,
         )
+
+
+def crashed(server: ChatServer, max_clients: int, *extra: str) -> ChatServer:
+    """``server`` killed with SIGKILL (no last word) and a new one started on its port with ``extra``."""
+    server.kill()
+    server.stop()  # (its output file)
+    return ChatServer(max_clients, *extra, port=server.port)
 
 
 class EchoServer(Process):

@@ -28,6 +28,7 @@ from .processes import HOST
 
 BATCH = 32  # datagrams read from one socket before moving on to the next
 NO_LIMITS = Limits(rate=0.0)  # simulated clients measure capacity; see ChatServer
+SETTLED = 5.0  # seconds of silence from the server after a storm: its table updates are all acknowledged
 
 
 class Node:
@@ -56,14 +57,16 @@ class Swarm:
         self.peers = PeerRows()  # equal rows of the clients' tables, held once
         self.on_receive: Callable[[Node, bytes, float], None] | None = None
         self.from_server = [0, 0, 0]  # datagrams, bytes, largest
+        self.to_server = 0  # datagrams
         self.send_errors = 0
 
-    def add(self, name: str, start: bool = True) -> Node:
+    def add(self, name: str, start: bool = True, policy: RetryPolicy | None = None) -> Node:
+        """A client on a socket of its own; ``policy``: its own retries instead of the swarm's."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((HOST, 0))
         sock.setblocking(False)
         port = sock.getsockname()[1]
-        logic = ClientLogic(name, self.server, port, self.policy, random.Random(self.rng.random()), NO_LIMITS, self.peers)
+        logic = ClientLogic(name, self.server, port, policy or self.policy, random.Random(self.rng.random()), NO_LIMITS, self.peers)
         node = Node(logic, sock)
         self.nodes[sock.fileno()] = node
         self.epoll.register(sock.fileno(), select.EPOLLIN)
@@ -71,6 +74,59 @@ class Swarm:
             logic.start(time.monotonic())
             self.pump(node, time.monotonic())
         return node
+
+    def register(self, names: list[str], timeout: float, progress: Callable[[float], None] = lambda done: None) -> list[Node]:
+        """A client for each name, started as fast as they can be created; returns once all are
+        registered (RuntimeError after ``timeout`` seconds)."""
+        nodes = []
+        for i, name in enumerate(names):
+            nodes.append(self.add(name))
+            if i % 200 == 0:
+                self.step(0)  # the first clients are answered while the rest start
+                progress(i / len(names))
+        if not self.run_until(lambda: all(n.logic.registered for n in nodes), timeout):
+            raise RuntimeError(f"{sum(not n.logic.registered for n in nodes)} of {len(nodes)} clients did not register")
+        return nodes
+
+    def run_until_quiet(self, timeout: float, quiet: float = 1.0, ignoring: Callable[[bytes], bool] | None = None) -> float:
+        """Run until the server has sent nothing (but what ``ignoring`` accepts) for ``quiet``
+        seconds: every table update acknowledged.  How long that took (RuntimeError after
+        ``timeout`` seconds)."""
+        start = time.monotonic()
+        last = [start]
+
+        def heard(node: Node, data: bytes, now: float) -> None:
+            if ignoring is None or not ignoring(data):
+                last[0] = now
+
+        self.on_receive = heard
+        try:
+            while time.monotonic() - last[0] < quiet:
+                if time.monotonic() - start > timeout:
+                    raise RuntimeError("the server did not go quiet")
+                self.step(0.05)
+        finally:
+            self.on_receive = None
+        return time.monotonic() - start
+
+    def run_until_settled(self, nodes: list[Node], rows: int, timeout: float, ignoring: Callable[[bytes], bool] | None = None) -> float:
+        """Run until every one of ``nodes`` holds the same table version with ``rows`` rows, and
+        then the server sends nothing (but what ``ignoring`` accepts) for SETTLED seconds; how
+        long that took (RuntimeError after ``timeout`` seconds)."""
+        start = time.monotonic()
+        checked = [start]
+
+        def same_table() -> bool:  # every second: it costs a look at every node
+            if time.monotonic() - checked[0] < 1.0:
+                return False
+            checked[0] = time.monotonic()
+            versions = {n.logic.table_version for n in nodes}
+            return len(versions) == 1 and all(len(n.logic.table) == rows for n in nodes)
+
+        if not self.run_until(same_table, timeout):
+            raise RuntimeError("the clients' tables did not settle")
+        self.run_until_quiet(timeout - (time.monotonic() - start), SETTLED, ignoring)
+        return time.monotonic() - start
 
     def ask(self, node: Node, intent: Callable[..., None], *args) -> None:
         """Call one of ``node``'s intent methods (``node.logic.send_group``, ...) now; carry out what follows."""
@@ -83,6 +139,8 @@ class Swarm:
         for effect in node.logic.drain(now):
             kind = type(effect)
             if kind is Send:
+                if effect.addr == self.server:
+                    self.to_server += 1
                 try:
                     node.sock.sendto(effect.data, effect.addr)
                 except OSError:
@@ -156,6 +214,12 @@ class Swarm:
         while time.monotonic() < end:
             self.step(min(0.005, end - time.monotonic()))
 
+    def remove(self, node: Node) -> None:
+        """The node is gone, as a client killed with SIGKILL: its socket closed, nothing more from it."""
+        del self.nodes[node.sock.fileno()]
+        self.epoll.unregister(node.sock.fileno())
+        node.sock.close()
+
     def close(self) -> None:
         for node in self.nodes.values():
             self.epoll.unregister(node.sock.fileno())
@@ -168,3 +232,10 @@ class Swarm:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def storm_arguments(parser, clients: str) -> None:
+    """The options of a scenario that registers N clients first: how many (``clients`` says what
+    they are for) and how long their storm may take."""
+    parser.add_argument("--clients", type=int, default=10_000, help=f"{clients} (default 10000)")
+    parser.add_argument("--timeout", type=float, default=900.0, metavar="S", help="give up registering after S seconds (default 900)")
