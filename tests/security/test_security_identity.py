@@ -153,15 +153,19 @@ def test_a_forged_reg_from_a_live_clients_address_leaves_its_session(cluster, pe
     assert "Mallory" not in server.text
 
 
-def _received_bytes(sock) -> tuple[int, list[str]]:
-    """Bytes and message types of every datagram waiting on ``sock``, without waiting."""
+def _received_bytes(sock, source) -> tuple[int, list[str]]:
+    """Bytes and message types of every datagram from ``source`` waiting on ``sock``, without waiting.
+    (Only the server's: 2,000 ports taken at random may include one that a process of another test,
+    run at the same time, still sends to.)"""
     total, kinds = 0, []
     sock.setblocking(False)
     while True:
         try:
-            data = sock.recv(65536)
+            data, sender = sock.recvfrom(65536)
         except BlockingIOError:
             return total, kinds
+        if sender[:2] != source:
+            continue
         total += len(data)
         kinds.append(MSG_TYPES.get(data[3], "?") if len(data) > 3 else "?")
 
@@ -192,7 +196,7 @@ def test_reg_floods_forged_from_victims_amplify_nothing_and_stall_no_one(cluster
         # Sent after the flood, so answered after every forged reg was handled and answered.
         sync = peers()
         assert status(sync.request(sync.header("list_groups", sender="Sync"), addr(server))) == "not_registered"
-        received = {victim.getsockname(): _received_bytes(victim) for victim in victims}
+        received = {victim.getsockname(): _received_bytes(victim, addr(server)) for victim in victims}
     finally:
         for victim in victims:  # closed before more terminals are opened (pexpect's select() stops at 1024)
             victim.close()
