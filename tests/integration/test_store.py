@@ -72,6 +72,58 @@ def test_a_reopened_file_has_what_was_committed_in_order(tmp_path):
     again.close()
 
 
+def test_a_row_written_and_deleted_between_two_commits_never_reaches_the_file(tmp_path):
+    """A group message acknowledged by all before the next commit costs its journal nothing."""
+    store = SqliteStore(str(tmp_path / "state.db"))
+    store.put("journal", ("g", 1), (5, "Ann", "committed", "Bob"))
+    store.commit()
+    statements = []
+    store._db.set_trace_callback(statements.append)
+    store.put("journal", ("g", 2), (6, "Ann", "acked by all at once", "Bob"))
+    store.delete("journal", ("g", 2))
+    store.delete("journal", ("g", 1))
+    store.commit()
+    assert statements == ["BEGIN IMMEDIATE", "DELETE FROM journal WHERE grp = 'g' AND seq = 1", "COMMIT"]
+    store.close()
+    again = SqliteStore(str(tmp_path / "state.db"))
+    assert list(again.rows("journal")) == []
+    again.close()
+
+
+def test_a_file_of_state_format_1_is_read_as_it_is(tmp_path):
+    """Format 1 kept every table with a rowid (and 4 KiB pages); format 2 only changed how the
+    keyed tables are stored, so a file of format 1 is read, and written, without a conversion."""
+    path = str(tmp_path / "state.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for table, columns in {
+        "meta": "key, value, PRIMARY KEY (key)",
+        "clients": "name, ip, port, session, token, online, reg_ids, changed, PRIMARY KEY (name)",
+        "groups": "name, creator_ip, next_seq, PRIMARY KEY (name)",
+        "members": "grp, name, first, PRIMARY KEY (grp, name)",
+        "journal": "grp, seq, msg_id, origin, text, waiting, PRIMARY KEY (grp, seq)",
+        "answers": "name, msg_id, answer, PRIMARY KEY (name)",
+    }.items():
+        db.execute(f"CREATE TABLE {table} ({columns})")
+    db.execute("INSERT INTO clients VALUES ('Ann', '127.0.0.1', 7000, 5, ?, 1, '', 1)", (TOKEN,))
+    db.execute("INSERT INTO journal VALUES ('g', 2, 6, 'Ann', 'second', 'Bob')")
+    db.execute("INSERT INTO journal VALUES ('g', 1, 5, 'Ann', 'first', 'Bob')")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    store = SqliteStore(path)
+    assert list(store.rows("clients")) == [(("Ann",), client("Ann"))]
+    assert [key for key, _ in store.rows("journal")] == [("g", 1), ("g", 2)]
+    store.delete("journal", ("g", 1))
+    store.put("answers", ("Ann",), (9, b"an answer"))
+    store.commit()
+    store.close()
+    again = SqliteStore(path)
+    assert [key for key, _ in again.rows("journal")] == [("g", 2)]
+    assert list(again.rows("answers")) == [(("Ann",), (9, b"an answer"))]
+    again.close()
+
+
 @pytest.mark.e2e  # starts a process
 def test_a_killed_process_loses_nothing_it_committed(tmp_path):
     path = str(tmp_path / "state.db")
@@ -111,6 +163,10 @@ def test_the_file_is_marked_as_ours_and_versioned(tmp_path):
     assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA page_size").fetchone()[0] == 1024
+    without_rowid = {name for name, sql in db.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'")
+                     if sql.endswith("WITHOUT ROWID")}
+    assert without_rowid == {"journal", "answers"}
     db.close()
 
 
