@@ -21,7 +21,7 @@ from .events import ServerOnline
 from .limits import drop_report
 from .render import prompt, state_lost
 from .server import ServerLogic
-from .store import MemoryStore, StoreError
+from .store import COMMIT_WITHIN, MemoryStore, StoreError
 
 Printer = Callable[[object], None]  # prints what the user reads for one event (node/events.py)
 
@@ -56,9 +56,11 @@ class Node:
 
     def __init__(self, logic: Logic, show: Printer, done: asyncio.Future, sock: socket.socket,
                  store: MemoryStore | None = None):
-        """``store``: the server's state store, committed after each drain, before anything is sent."""
+        """``store``: the server's state store, committed after each drain, before anything is sent
+        (a drain with nothing to send may wait, see ``COMMIT_WITHIN``)."""
         self.logic = logic
-        self._commit = None if store is None else store.commit
+        self._store = store
+        self._commit_timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self.show = show
         self.done = done
@@ -147,12 +149,12 @@ class Node:
         except Exception:
             self._internal_error("collecting the logic's effects")
             effects = ()
-        if self._commit is not None:
-            try:  # what this batch changed is kept before any of its answers go
-                self._commit()
-            except StoreError as exc:
-                self._stop(exc)
-                return
+        if self._store is not None:
+            if effects:
+                if not self._keep():  # what this batch changed is kept before any of its answers go
+                    return
+            elif self._commit_timer is None and self._store.dirty:
+                self._commit_timer = self.loop.call_later(COMMIT_WITHIN, self._commit_late)
         effects = iter(effects)  # shared by the tries: after a failure, the rest of the effects
         while True:
             try:  # one try per drain, not one per effect
@@ -183,6 +185,21 @@ class Node:
             self._timer = self.loop.call_at(when, self._on_timer)
             self._timer_when = when
 
+    def _keep(self) -> bool:
+        """Commit what the logic changed; False if that failed (the server has stopped)."""
+        if self._stopped:
+            return False
+        try:
+            self._store.commit()
+        except StoreError as exc:
+            self._stop(exc)
+            return False
+        return True
+
+    def _commit_late(self) -> None:
+        self._commit_timer = None
+        self._keep()
+
     def _stop(self, exc: StoreError) -> None:
         """The state could not be kept: answer nothing more (an answer would promise what a
         restart would not know), say why, and end with STATE_LOST."""
@@ -207,6 +224,9 @@ class Node:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._keep()  # what was waiting for a commit, at a stop
         self.loop.remove_reader(self.sock.fileno())
         if self._backlog:
             self.loop.remove_writer(self.sock.fileno())

@@ -30,6 +30,11 @@ Key = tuple
 SCHEMA_VERSION = 2  # 2: the keyed tables are WITHOUT ROWID; a file of version 1 is read as it is
 APPLICATION_ID = 0x43684174  # "ChAt": PRAGMA application_id marks a state file as ours
 SQLITE_MAGIC = b"SQLite format 3\x00"
+# seconds: changes of a batch that sends nothing (members' acks) may wait this long for a
+# commit, so that the next batch's commit (the next group message's) carries them, instead
+# of a commit of their own.  They promise nothing: a crash before it costs retransmissions
+# that their receivers recognise, never a message.
+COMMIT_WITHIN = 0.1
 
 # table: (key columns, other columns).  Integers are SQLite's signed 64 bits: a value that
 # does not fit (a 64-bit token) is stored by the server as bytes.

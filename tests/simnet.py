@@ -56,6 +56,7 @@ from node.peers import PeerRows
 from node.reliable import RetryPolicy
 from node.runtime import BATCH, INTERNAL_ERROR
 from node.server import ServerLogic
+from node.store import COMMIT_WITHIN
 from tests.shown import shown
 from tools.faults import FaultPlan, ReorderHold
 
@@ -251,7 +252,7 @@ class SimNet:
 
         With a ``store`` (``SimNet(store=MemoryStore())``) it knows what the store holds, as a
         real one started with ``--state`` does, and each drain is committed before its
-        datagrams go, as the shell does."""
+        datagrams go, as the shell does (one that sends nothing within ``COMMIT_WITHIN``)."""
         options = {"randbits": random.Random(self.rng.random()).getrandbits, **self._server_options}
         logic = ServerLogic(SERVER[1], self.policy, random.Random(self.rng.random()), **options)
         store = options.get("store")
@@ -259,9 +260,22 @@ class SimNet:
             self.server = self.add(SERVER, logic, "server")
             return self.server
 
+        late = False  # a commit is set for later: a drain that sent nothing left changes
+
+        def commit_late(now: float) -> None:
+            nonlocal late
+            late = False
+            if self.nodes.get(SERVER) is logic:  # (not after a crash)
+                store.commit()
+
         def drain(now: float) -> list:
+            nonlocal late
             effects = logic.drain(now)
-            store.commit()
+            if effects:
+                store.commit()
+            elif store.dirty and not late:
+                late = True
+                self.call_at(now + COMMIT_WITHIN, commit_late)
             return effects
 
         self.server = self.add(SERVER, logic, "server", drain)

@@ -14,7 +14,7 @@ from node.events import ClientMarkedOffline, GroupMessage, GroupMessageRelayed, 
 from node.reliable import ID_BLOCK, is_newer
 from node.server import ServerLogic
 from node.runtime import STATE_LOST, Node
-from node.store import MemoryStore, StoreError
+from node.store import COMMIT_WITHIN, MemoryStore, StoreError
 from tests.simnet import SERVER, SimNet, dropping, kind
 
 
@@ -71,7 +71,7 @@ def test_a_group_message_is_journaled_until_every_member_has_acknowledged_it():
     sim.in_group([ann, bob, cat], "room")
     sim.fault = dropping(lambda pkt, src, dst: kind(pkt) == "ack" and src == sim.addr(cat), first=2)
     sim.type(ann, "send_group hello")
-    sim.run(0.1)
+    sim.run(0.1 + COMMIT_WITHIN)  # (Bob's ack sends nothing: its commit may wait that long)
     journal = stored(sim, "journal")
     assert list(journal) == [("room", 1)]
     msg_id, origin, text, waiting = journal[("room", 1)]
@@ -265,6 +265,7 @@ class Recording(MemoryStore):
         self.log.append("commit")
         if self.fail:
             raise StoreError("cannot write the state file chat.db: disk I/O error")
+        super().commit()
 
 
 def pump_once(store: Recording, log: list):
@@ -290,6 +291,56 @@ def test_the_shell_commits_each_batch_before_it_sends_anything_of_it():
     log = []
     assert pump_once(Recording(log), log) is None
     assert log == ["commit", "send", "commit", "send"]
+
+
+class Scripted(OneBatch):
+    """A logic that changes a row of its store in each drain and returns the effects it is given."""
+
+    def __init__(self, store: MemoryStore, drains: list[list]):
+        super().__init__()
+        self.store, self.drains, self.batches = store, drains, 0
+
+    def drain(self, now):
+        self.batches += 1
+        self.store.put("meta", ("batches",), (self.batches,))
+        return self.drains.pop(0)
+
+
+def test_a_batch_that_sends_nothing_waits_for_the_next_commit_but_not_longer_than_commit_within():
+    log = []
+    store = Recording(log)
+    answer = Send(b"an answer", ("127.0.0.1", 9))
+
+    async def committed_within(deadline: float) -> bool:
+        end = asyncio.get_running_loop().time() + deadline
+        while store.dirty and asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(0.005)
+        return not store.dirty
+
+    async def run():
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        done = asyncio.get_running_loop().create_future()
+        node = Node(Scripted(store, [[], [answer], [], []]), lambda event: None, done, mine, store)
+        node._send = lambda data, addr: log.append("send")
+        try:
+            node.pump()  # members' acks, say: nothing to send, so no commit of their own
+            assert log == [] and store.dirty
+            node.pump()  # an answer: what both batches changed is kept before it goes
+            assert log == ["commit", "send"] and not store.dirty
+            assert dict(store.rows("meta")) == {("batches",): (2,)}
+            node.pump()  # nothing to send, and no batch after it: a timer commits it
+            assert store.dirty
+            assert await committed_within(5.0), "committed without another batch"
+            assert dict(store.rows("meta")) == {("batches",): (3,)}
+            node.pump()  # nothing to send, then the server stops before the timer
+            assert store.dirty
+        finally:
+            node.close()
+            other.close()
+        assert not store.dirty and dict(store.rows("meta")) == {("batches",): (4,)}, "a stop commits what waited"
+        assert "send" not in log[2:]
+
+    asyncio.run(run())
 
 
 def test_a_failed_commit_sends_nothing_and_ends_the_server_with_one_line(capsys):
