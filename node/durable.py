@@ -2,7 +2,8 @@
 
 ``Unkept`` is the server without ``--state``: every call does nothing, so state in memory costs
 what it did.  ``Kept`` writes each change to the store as the server makes it (the store collects
-them; the shell commits once a batch, before sending what the batch produced):
+them; the shell commits once a batch, before sending what the batch produced, or with the
+next batch when it produced nothing to send):
 
 - ``clients``: name -> address, session number, token, online flag, the ids of its latest
   registrations (against replays), and the table version in which its row last changed;

@@ -3,7 +3,8 @@ SQLite file (``--state FILE``) that survives the server process.
 
 The logic records each change as it makes it (``put``/``delete`` of one row); the shell
 calls ``commit()`` once per batch of datagrams, before any datagram of that batch is sent,
-so nothing is acknowledged that a crash could lose, and a burst costs one transaction.
+so nothing is acknowledged that a crash could lose, and a burst costs one transaction (a
+batch that sends nothing may wait for the next one's, ``COMMIT_WITHIN``).
 A failed commit raises ``StoreError``: the server must stop answering rather than answer
 for state it did not keep.
 
