@@ -343,6 +343,30 @@ def test_a_batch_that_sends_nothing_waits_for_the_next_commit_but_not_longer_tha
     asyncio.run(run())
 
 
+def test_a_failed_commit_of_a_batch_that_sent_nothing_ends_the_server_too(capsys):
+    log = []
+    store = Recording(log, fail=True)
+
+    async def run():
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        done = asyncio.get_running_loop().create_future()
+        node = Node(Scripted(store, [[], [Send(b"an answer", ("127.0.0.1", 9))]]), lambda event: None, done, mine, store)
+        node._send = lambda data, addr: log.append("send")
+        try:
+            node.pump()  # nothing to send: its commit waits, then fails
+            status = await asyncio.wait_for(done, 5.0)
+            node.pump()  # the next batch's answer never goes
+            return status
+        finally:
+            node.close()
+            other.close()
+
+    assert asyncio.run(run()) == STATE_LOST
+    assert log == ["commit"], "one commit tried (by the timer); nothing sent, nothing tried at the stop"
+    err = capsys.readouterr().err
+    assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
+
+
 def test_a_failed_commit_sends_nothing_and_ends_the_server_with_one_line(capsys):
     log = []
     assert pump_once(Recording(log, fail=True), log) == STATE_LOST
