@@ -48,6 +48,9 @@ STATUS_NOT_IN_GROUP = STATUS_CODES["not_in_group"]
 
 # Datagrams that only the server may send to a client.
 FROM_SERVER_ONLY = sent_only_by(SERVER)
+# A registration the server forgot before its confirm came (it restarted; or the registration
+# expired, or a flood of others pushed it out) is started again, this many times at most.
+FORGOTTEN_REGISTRATIONS = 3
 LIST_END = 1 << layer_spec(ListMore).field("start").bits  # list_more's start is below this
 
 
@@ -66,6 +69,7 @@ class ClientLogic:
         self.server = server
         self.net = Endpoint(name, port, policy, rng or random.SystemRandom())
         self._session = Session()
+        self._registrations_forgotten = 0  # since the last welcome
         self.exit_status: int | None = None
         self.group: str | None = None
         self.table: dict[str, Peer] = {}
@@ -466,8 +470,14 @@ class ClientLogic:
 
     def _on_confirmed(self, ack: Fields, now: float) -> None:
         """Our session has started (and the server broadcasts it): welcome."""
+        if STATUSES.get(ack.payload.status) == "not_registered" and self._registrations_forgotten < FORGOTTEN_REGISTRATIONS:
+            self._registrations_forgotten += 1
+            self.net.token = 0
+            self._register(now)
+            return
         if self._refused_registration(ack):
             return
+        self._registrations_forgotten = 0
         self._session.to(Trigger.WELCOMED)
         self._emit(ev.Registered())
         if self.table_version:

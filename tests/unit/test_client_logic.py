@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from node.client import ClientLogic
+from node.client import FORGOTTEN_REGISTRATIONS, ClientLogic
 from node.effects import Exit, Send
 from node.events import PeersChanged, InvalidCommand, PrivateMessage
 from node.ordering import next_seq
@@ -77,18 +77,46 @@ def test_a_client_confirms_its_registration_at_once_and_is_welcomed_when_that_is
     assert client.registered and client.session == 4
 
 
-@pytest.mark.parametrize("status, line", [
-    ("name_taken", ">>> Someone has already used this name. Try another one."),
-    ("not_registered", ">>> The server did not keep the registration (it expired). Try again."),
-])
-def test_a_refused_confirm_exits_1(status, line):
+def sent(effects: list) -> list:
+    return [decode(e.data) for e in effects if isinstance(e, Send)]
+
+
+def answer_registration(client: ClientLogic, reg, status: str, now: float, server_id: int) -> list:
+    """``reg`` is answered; then the client's confirm, with ``status``: what the client does then."""
+    client.receive(bytes(ChatHeader(type="reg_ack", msg_id=server_id, token=reg.token, sender="server")
+                         / RegAck(ack_id=reg.msg_id, token=9)), SERVER, now)
+    (confirm,) = sent(client.drain(now))
+    assert kind(confirm) == "confirm"
+    client.receive(bytes(ChatHeader(type="ack", msg_id=server_id + 1, token=confirm.token, sender="server")
+                         / Ack(ack_id=confirm.msg_id, status=status)), SERVER, now + 0.1)
+    return client.drain(now + 0.1)
+
+
+def test_a_confirm_refused_with_name_taken_exits_1():
     client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
     client.start(0.0)
-    (reg,) = [decode(e.data) for e in client.drain(0.0) if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="reg_ack", msg_id=1, token=reg.token, sender="server") / RegAck(ack_id=reg.msg_id, token=9)), SERVER, 0.1)
-    (confirm,) = [decode(e.data) for e in client.drain(0.1) if isinstance(e, Send)]
-    client.receive(bytes(ChatHeader(type="ack", msg_id=2, token=confirm.token, sender="server") / Ack(ack_id=confirm.msg_id, status=status)), SERVER, 0.2)
-    assert shown(client.drain(0.2)) == [line]
+    (reg,) = sent(client.drain(0.0))
+    assert shown(answer_registration(client, reg, "name_taken", 0.1, 1)) == [
+        ">>> Someone has already used this name. Try another one."]
+    assert client.exit_status == 1 and not client.registered
+
+
+def test_a_registration_the_server_forgot_before_its_confirm_is_started_again_a_few_times():
+    """The server restarted between the reg and the confirm (or the registration expired, or a
+    flood of others pushed it out): the client registers again, silently, FORGOTTEN_REGISTRATIONS
+    times; then it gives up with the refusal's line."""
+    client = ClientLogic("Ann", SERVER, 7001, RetryPolicy(), random.Random(1))
+    client.start(0.0)
+    (reg,) = sent(client.drain(0.0))
+    nonces = {reg.token}
+    for attempt in range(FORGOTTEN_REGISTRATIONS):
+        effects = answer_registration(client, reg, "not_registered", 1.0 + attempt, 10 * attempt + 1)
+        assert shown(effects) == [] and client.exit_status is None, "nothing to tell the user yet"
+        (reg,) = sent(effects)
+        assert kind(reg) == "reg" and reg.token not in nonces, "a new registration, with a new nonce"
+        nonces.add(reg.token)
+    effects = answer_registration(client, reg, "not_registered", 9.0, 100)
+    assert shown(effects) == [">>> The server did not keep the registration (it expired). Try again."]
     assert client.exit_status == 1 and not client.registered
 
 

@@ -15,6 +15,7 @@ from node.reliable import ID_BLOCK, is_newer
 from node.server import ServerLogic
 from node.runtime import STATE_LOST, Node
 from node.store import COMMIT_WITHIN, MemoryStore, StoreError
+from proto import STATUSES
 from tests.simnet import SERVER, SimNet, dropping, kind
 
 
@@ -232,6 +233,25 @@ def test_a_crash_before_the_commit_loses_what_the_batch_did_and_its_answer():
     assert server.groups == {}, "not committed: gone with the crash"
     sim.run(3)
     assert "room" in server.groups and "Ann" not in sim.exits, "the retransmitted request was done then"
+
+
+def test_a_client_registering_when_the_server_restarts_registers_again_and_is_welcomed():
+    """Registrations waiting for their confirm are not kept (anyone can send a reg: a flood of
+    them must not reach the file); the client whose confirm the new server does not know starts
+    its registration again."""
+    sim = kept_sim()
+    sim.fault = dropping(lambda pkt, src, dst: kind(pkt) == "confirm", first=1)
+    ann = sim.client("Ann")
+    sim.run(0.1)  # reg answered; the confirm lost
+    assert not ann.registered and sim.sends("reg_ack")
+    restart(sim)  # before the confirm is sent again
+    sim.run(3)
+    refused = [p for _, p in sim.sends("ack", src=SERVER, dst=sim.addr(ann))
+               if STATUSES[p.payload.status] == "not_registered"]
+    assert len(refused) == 1, "the new server did not know the registration"
+    assert ann.registered and "Ann" not in sim.exits and sim.server.clients["Ann"].online
+    assert sim.lines["Ann"].count(">>> Welcome, You are registered.") == 1
+    assert stored(sim, "clients")[("Ann",)][4] == 1, "kept: online"
 
 
 # -- the shell: one commit per batch, before the batch's datagrams go --------------------------

@@ -314,6 +314,22 @@ def test_pending_registrations_are_bounded():
     assert h.server.drops["unconfirmed reg"] == 10 + 49, "49 replaced"
 
 
+def test_a_client_whose_registration_a_flood_pushed_out_registers_again_and_is_welcomed():
+    sim = SimNet()
+    sim.fault = dropping(lambda pkt, src, dst: kind(pkt) == "confirm", first=1)
+    ann = sim.client("Ann")
+    sim.run(0.1)  # reg answered; the confirm lost
+    assert not ann.registered and sim.server._pending
+    for i in range(MAX_PENDING):  # before Ann's confirm is sent again: hers is the oldest, pushed out
+        reg_only(Fake(sim, f"N{i}", (f"10.{i // 250}.{i % 250}.1", 7000)))
+    sim.run(3)
+    refused = [p for _, p in sim.sends("ack", src=SERVER, dst=sim.addr(ann))
+               if STATUSES[p.payload.status] == "not_registered"]
+    assert len(refused) == 1, "the retransmitted confirm came too late"
+    assert ann.registered and "Ann" not in sim.exits and sim.server.clients["Ann"].online
+    assert sim.lines["Ann"].count(">>> Welcome, You are registered.") == 1
+
+
 def test_an_unproven_address_gets_at_most_three_times_the_bytes_it_sent():
     """QUIC's anti-amplification rule: whatever arrives from an address that has not confirmed a
     registration (reg floods in new names, retransmitted regs, refused ones, requests of no
