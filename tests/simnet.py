@@ -48,7 +48,7 @@ import traceback
 from collections import defaultdict
 from typing import Callable, NamedTuple
 
-from proto import MSG_TYPES
+from proto import MSG_TYPES, STATUSES
 from proto.fastpath import parse
 from node.client import ClientLogic
 from node.effects import Exit, Send
@@ -86,6 +86,26 @@ def dropping(match: Match, first: int | None = None) -> Fault:
         return [0.0]
 
     return fault
+
+
+def registering_with_confirm_lost(sim: "SimNet", name: str) -> ClientLogic:
+    """A client whose reg has been answered and whose first confirm was lost: the server waits for
+    it (until ``sim.run`` lets the client send it again)."""
+    sim.fault = dropping(lambda pkt, src, dst: kind(pkt) == "confirm", first=1)
+    client = sim.client(name)
+    sim.run(0.1)
+    assert not client.registered and sim.sends("reg_ack", dst=sim.addr(client))
+    return client
+
+
+def assert_registered_again(sim: "SimNet", client: ClientLogic) -> None:
+    """The server answered ``client``'s confirm ``not_registered`` once (it had forgotten the
+    registration), and the client registered again and was welcomed, without exiting."""
+    refused = [p for _, p in sim.sends("ack", src=SERVER, dst=sim.addr(client))
+               if STATUSES[p.payload.status] == "not_registered"]
+    assert len(refused) == 1, "the server did not know the registration any more"
+    assert client.registered and client.name not in sim.exits and sim.server.clients[client.name].online
+    assert sim.lines[client.name].count(">>> Welcome, You are registered.") == 1
 
 
 class Sent(NamedTuple):

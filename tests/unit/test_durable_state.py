@@ -15,8 +15,7 @@ from node.reliable import ID_BLOCK, is_newer
 from node.server import ServerLogic
 from node.runtime import STATE_LOST, Node
 from node.store import COMMIT_WITHIN, MemoryStore, StoreError
-from proto import STATUSES
-from tests.simnet import SERVER, SimNet, dropping, kind
+from tests.simnet import SERVER, SimNet, assert_registered_again, dropping, kind, registering_with_confirm_lost
 
 
 def stored(sim: SimNet, table: str) -> dict:
@@ -240,17 +239,10 @@ def test_a_client_registering_when_the_server_restarts_registers_again_and_is_we
     them must not reach the file); the client whose confirm the new server does not know starts
     its registration again."""
     sim = kept_sim()
-    sim.fault = dropping(lambda pkt, src, dst: kind(pkt) == "confirm", first=1)
-    ann = sim.client("Ann")
-    sim.run(0.1)  # reg answered; the confirm lost
-    assert not ann.registered and sim.sends("reg_ack")
+    ann = registering_with_confirm_lost(sim, "Ann")
     restart(sim)  # before the confirm is sent again
     sim.run(3)
-    refused = [p for _, p in sim.sends("ack", src=SERVER, dst=sim.addr(ann))
-               if STATUSES[p.payload.status] == "not_registered"]
-    assert len(refused) == 1, "the new server did not know the registration"
-    assert ann.registered and "Ann" not in sim.exits and sim.server.clients["Ann"].online
-    assert sim.lines["Ann"].count(">>> Welcome, You are registered.") == 1
+    assert_registered_again(sim, ann)
     assert stored(sim, "clients")[("Ann",)][4] == 1, "kept: online"
 
 

@@ -29,7 +29,7 @@ from proto import (
 )
 from proto.codec import HEADER_MIN
 from proto.fastpath import encode
-from tests.simnet import SERVER, Raw, SimNet, dropping, kind
+from tests.simnet import SERVER, Raw, SimNet, assert_registered_again, dropping, kind, registering_with_confirm_lost
 from tests.packets import PAYLOAD_STRATEGIES
 
 # -- a server fed by hand ------------------------------------------------------------
@@ -316,18 +316,11 @@ def test_pending_registrations_are_bounded():
 
 def test_a_client_whose_registration_a_flood_pushed_out_registers_again_and_is_welcomed():
     sim = SimNet()
-    sim.fault = dropping(lambda pkt, src, dst: kind(pkt) == "confirm", first=1)
-    ann = sim.client("Ann")
-    sim.run(0.1)  # reg answered; the confirm lost
-    assert not ann.registered and sim.server._pending
+    ann = registering_with_confirm_lost(sim, "Ann")
     for i in range(MAX_PENDING):  # before Ann's confirm is sent again: hers is the oldest, pushed out
         reg_only(Fake(sim, f"N{i}", (f"10.{i // 250}.{i % 250}.1", 7000)))
     sim.run(3)
-    refused = [p for _, p in sim.sends("ack", src=SERVER, dst=sim.addr(ann))
-               if STATUSES[p.payload.status] == "not_registered"]
-    assert len(refused) == 1, "the retransmitted confirm came too late"
-    assert ann.registered and "Ann" not in sim.exits and sim.server.clients["Ann"].online
-    assert sim.lines["Ann"].count(">>> Welcome, You are registered.") == 1
+    assert_registered_again(sim, ann)
 
 
 def test_an_unproven_address_gets_at_most_three_times_the_bytes_it_sent():
