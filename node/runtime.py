@@ -185,6 +185,11 @@ class Node:
             self._timer = self.loop.call_at(when, self._on_timer)
             self._timer_when = when
 
+    @property
+    def state_lost(self) -> bool:
+        """A commit failed: the server stopped keeping its state (and answering)."""
+        return self._stopped
+
     def _keep(self) -> bool:
         """Commit what the logic changed; False if that failed (the server has stopped)."""
         if self._stopped:
@@ -258,11 +263,12 @@ async def run_server(logic: ServerLogic, bind: Address, show: Printer, store: Me
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: done.done() or done.set_result(0))
     try:
-        return await done
+        status = await done
     finally:
-        node.close()
+        node.close()  # (it commits what waited for a commit)
         if report := drop_report(logic.drops):
             show(report)
+    return STATE_LOST if node.state_lost else status
 
 
 async def run_client(logic: ClientLogic, bind: Address, terminal) -> int:

@@ -379,6 +379,27 @@ def test_a_failed_commit_of_a_batch_that_sent_nothing_ends_the_server_too(capsys
     assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
 
 
+def test_a_failed_commit_at_a_stop_is_said_and_counts_as_state_lost(capsys):
+    log = []
+    store = Recording(log, fail=True)
+
+    async def run():
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        done = asyncio.get_running_loop().create_future()
+        node = Node(Scripted(store, [[]]), lambda event: None, done, mine, store)
+        node.pump()  # nothing to send: its commit waits; then the server is stopped
+        assert not node.state_lost
+        done.set_result(0)
+        node.close()
+        other.close()
+        return node.state_lost
+
+    assert asyncio.run(run()), "run_server then ends with STATE_LOST, not 0"
+    assert log == ["commit"]
+    err = capsys.readouterr().err
+    assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
+
+
 def test_a_failed_commit_sends_nothing_and_ends_the_server_with_one_line(capsys):
     log = []
     assert pump_once(Recording(log, fail=True), log) == STATE_LOST
