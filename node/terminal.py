@@ -91,9 +91,16 @@ class Terminal:
 
     async def _read_interactive(self, typed, ended, interrupted, prompt) -> None:
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.output import create_output
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        self._session = PromptSession(key_bindings=_leaving_keys())
+        output = create_output()
+        # No cursor position requests: before each line it prints above the prompt,
+        # prompt_toolkit waits up to 1 s for the terminal's answer, and an answer later than
+        # that (a slow link, a busy machine) is echoed among the lines as "^[[25;1R".  A
+        # one-line prompt without menus does not need to know the cursor's row.
+        output.enable_cpr = False
+        self._session = PromptSession(key_bindings=_leaving_keys(), output=output)
         with patch_stdout(raw=True):
             while True:
                 try:

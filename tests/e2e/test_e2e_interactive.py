@@ -36,6 +36,17 @@ def test_incoming_message_does_not_garble_typing(pair):
     bob.expect_line(">>> Ann: half a sentence")
 
 
+def test_lines_printed_above_the_prompt_never_ask_the_terminal_for_the_cursor(pair):
+    """A cursor position request makes each printed line wait for the terminal's answer, and an
+    answer that comes late is echoed among the lines ("^[[25;1R"): the client sends none."""
+    _, ann, bob = pair
+    for i in range(5):
+        bob.sendline(f"send Ann line {i}")
+        bob.expect_line(">>> Message received by Ann.")
+    ann.wait_screen(lambda lines: ">>> Bob: line 4" in lines and lines[-1] == ">>>", "the lines and the prompt")
+    assert "\x1b[6n" not in ann.raw
+
+
 def test_prompt_shows_the_group(pair):
     _, ann, _ = pair
     ann.sendline("create_group g")
