@@ -470,6 +470,9 @@ def test_a_scenario_partitions_a_client_then_heals(network, tmp_path):
     a.sendline("list_groups")
     a.expect_line(">>> The server no longer knows this client (it may have restarted): registering again")
     a.expect_line(">>> Welcome, You are registered.")
+    # B sends to the session its table holds: wait for the one A's new registration started
+    b.expect_clients({"A": "offline"})
+    b.expect_clients({"A": "online"})
     b.sendline("send A welcome back")
     b.expect_line(">>> Message received by A.")
     a.expect_line(">>> B: welcome back")
