@@ -472,7 +472,7 @@ class ClientLogic:
         """Our session has started (and the server broadcasts it): welcome."""
         if STATUSES.get(ack.payload.status) == "not_registered" and self._registrations_forgotten < FORGOTTEN_REGISTRATIONS:
             self._registrations_forgotten += 1
-            self.net.token = 0
+            self.net.token = 0  # the forgotten registration's: nothing carrying it is for us any more
             self._register(now)
             return
         if self._refused_registration(ack):
