@@ -4,8 +4,10 @@ standing in for the state file: the rows the server writes, and a server rebuilt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import Counter
+from typing import Iterator
 
 import pytest
 
@@ -265,7 +267,7 @@ class OneBatch:
         pass
 
     def drain(self, now):
-        return [Send(b"an answer", ("127.0.0.1", 9))]
+        return [ANSWER]
 
 
 class Recording(MemoryStore):
@@ -280,21 +282,31 @@ class Recording(MemoryStore):
         super().commit()
 
 
+STOPPED = "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
+ANSWER = Send(b"an answer", ("127.0.0.1", 9))
+
+
+@contextlib.contextmanager
+def shell(logic, store: Recording, log: list) -> Iterator[Node]:
+    """A real ``Node`` (on a local socket pair: nothing leaves the process) whose sends are logged."""
+    mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    node = Node(logic, lambda event: None, asyncio.get_running_loop().create_future(), mine, store)
+    node._send = lambda data, addr: log.append("send")
+    try:
+        yield node
+    finally:
+        node.close()
+        other.close()
+
+
 def pump_once(store: Recording, log: list):
-    """One pump of a real ``Node`` (on a local socket pair: nothing leaves the process)."""
+    """One pump of a real ``Node``, then a second turn (after a failure, nothing goes either)."""
 
     async def run():
-        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        done = asyncio.get_running_loop().create_future()
-        node = Node(OneBatch(), lambda event: None, done, mine, store)
-        node._send = lambda data, addr: log.append("send")
-        try:
+        with shell(OneBatch(), store, log) as node:
             node.pump()
-            node.pump()  # a second turn: after a failure, nothing goes either
-            return done.result() if done.done() else None
-        finally:
-            node.close()
-            other.close()
+            node.pump()
+            return node.done.result() if node.done.done() else None
 
     return asyncio.run(run())
 
@@ -321,7 +333,6 @@ class Scripted(OneBatch):
 def test_a_batch_that_sends_nothing_waits_for_the_next_commit_but_not_longer_than_commit_within():
     log = []
     store = Recording(log)
-    answer = Send(b"an answer", ("127.0.0.1", 9))
 
     async def committed_within(deadline: float) -> bool:
         end = asyncio.get_running_loop().time() + deadline
@@ -330,11 +341,7 @@ def test_a_batch_that_sends_nothing_waits_for_the_next_commit_but_not_longer_tha
         return not store.dirty
 
     async def run():
-        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        done = asyncio.get_running_loop().create_future()
-        node = Node(Scripted(store, [[], [answer], [], []]), lambda event: None, done, mine, store)
-        node._send = lambda data, addr: log.append("send")
-        try:
+        with shell(Scripted(store, [[], [ANSWER], [], []]), store, log) as node:
             node.pump()  # members' acks, say: nothing to send, so no commit of their own
             assert log == [] and store.dirty
             node.pump()  # an answer: what both batches changed is kept before it goes
@@ -346,9 +353,6 @@ def test_a_batch_that_sends_nothing_waits_for_the_next_commit_but_not_longer_tha
             assert dict(store.rows("meta")) == {("batches",): (3,)}
             node.pump()  # nothing to send, then the server stops before the timer
             assert store.dirty
-        finally:
-            node.close()
-            other.close()
         assert not store.dirty and dict(store.rows("meta")) == {("batches",): (4,)}, "a stop commits what waited"
         assert "send" not in log[2:]
 
@@ -360,23 +364,15 @@ def test_a_failed_commit_of_a_batch_that_sent_nothing_ends_the_server_too(capsys
     store = Recording(log, fail=True)
 
     async def run():
-        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        done = asyncio.get_running_loop().create_future()
-        node = Node(Scripted(store, [[], [Send(b"an answer", ("127.0.0.1", 9))]]), lambda event: None, done, mine, store)
-        node._send = lambda data, addr: log.append("send")
-        try:
+        with shell(Scripted(store, [[], [ANSWER]]), store, log) as node:
             node.pump()  # nothing to send: its commit waits, then fails
-            status = await asyncio.wait_for(done, 5.0)
+            status = await asyncio.wait_for(node.done, 5.0)
             node.pump()  # the next batch's answer never goes
             return status
-        finally:
-            node.close()
-            other.close()
 
     assert asyncio.run(run()) == STATE_LOST
     assert log == ["commit"], "one commit tried (by the timer); nothing sent, nothing tried at the stop"
-    err = capsys.readouterr().err
-    assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
+    assert capsys.readouterr().err == STOPPED
 
 
 def test_a_failed_commit_at_a_stop_is_said_and_counts_as_state_lost(capsys):
@@ -384,28 +380,22 @@ def test_a_failed_commit_at_a_stop_is_said_and_counts_as_state_lost(capsys):
     store = Recording(log, fail=True)
 
     async def run():
-        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        done = asyncio.get_running_loop().create_future()
-        node = Node(Scripted(store, [[]]), lambda event: None, done, mine, store)
-        node.pump()  # nothing to send: its commit waits; then the server is stopped
-        assert not node.state_lost
-        done.set_result(0)
-        node.close()
-        other.close()
+        with shell(Scripted(store, [[]]), store, log) as node:
+            node.pump()  # nothing to send: its commit waits; then the server is stopped
+            assert not node.state_lost
+            node.done.set_result(0)
         return node.state_lost
 
     assert asyncio.run(run()), "run_server then ends with STATE_LOST, not 0"
     assert log == ["commit"]
-    err = capsys.readouterr().err
-    assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
+    assert capsys.readouterr().err == STOPPED
 
 
 def test_a_failed_commit_sends_nothing_and_ends_the_server_with_one_line(capsys):
     log = []
     assert pump_once(Recording(log, fail=True), log) == STATE_LOST
     assert log == ["commit"], "the answer of the batch that could not be kept never goes, nor anything after"
-    err = capsys.readouterr().err
-    assert err == "The server stops: cannot write the state file chat.db: disk I/O error; nothing more is answered\n"
+    assert capsys.readouterr().err == STOPPED
 
 
 def test_a_row_the_server_did_not_write_is_refused_with_a_clear_error():
