@@ -5,9 +5,11 @@ drawn with rich on a terminal or as aligned text elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import sys
+import termios
 import threading
 from typing import Callable
 
@@ -101,7 +103,7 @@ class Terminal:
         # one-line prompt without menus does not need to know the cursor's row.
         output.enable_cpr = False
         self._session = PromptSession(key_bindings=_leaving_keys(), output=output)
-        with patch_stdout(raw=True):
+        with _control_keys_not_echoed(sys.stdin), patch_stdout(raw=True):
             while True:
                 try:
                     line = await self._prompt(prompt)
@@ -157,6 +159,31 @@ class Terminal:
         threading.Thread(target=pump_stdin, name="stdin", daemon=True).start()
         while (line := await lines.get()) is not None:
             typed(line)
+
+
+@contextlib.contextmanager
+def _control_keys_not_echoed(stdin):
+    """The terminal's ECHOCTL off while the prompt runs, as it was again after.  To print a line
+    above the prompt, prompt_toolkit puts the terminal in cooked mode for a moment, and a Ctrl+C
+    typed then is the terminal's: a SIGINT (which the client handles as it handles the key) and an
+    echoed "^C" where the prompt is about to be redrawn, so that the client's last line would read
+    "^C>>> You are Offline. Bye.".  Without ECHOCTL the echo is the bare control byte, which a
+    terminal does not show."""
+    try:
+        before = termios.tcgetattr(stdin.fileno())
+    except (termios.error, OSError, ValueError):
+        yield  # not a terminal termios can change: nothing to turn off
+        return
+    quiet = list(before)
+    quiet[3] &= ~getattr(termios, "ECHOCTL", 0)  # lflag
+    termios.tcsetattr(stdin.fileno(), termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        try:
+            termios.tcsetattr(stdin.fileno(), termios.TCSANOW, before)
+        except (termios.error, OSError, ValueError):
+            pass  # the terminal hung up meanwhile: there is nothing left to restore
 
 
 ENDED = "\x04"  # what the prompt returns for Ctrl+D on an empty line; never a typed line (it ends it)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import termios
 
 import pytest
 
@@ -45,6 +46,24 @@ def test_lines_printed_above_the_prompt_never_ask_the_terminal_for_the_cursor(pa
         bob.expect_line(">>> Message received by Ann.")
     ann.wait_screen(lambda lines: ">>> Bob: line 4" in lines and lines[-1] == ">>>", "the lines and the prompt")
     assert "\x1b[6n" not in ann.raw
+
+
+def test_a_ctrl_c_typed_while_a_line_is_printed_above_the_prompt_is_not_echoed_among_the_lines(pair):
+    """To print above the prompt, prompt_toolkit puts the terminal in cooked mode for a moment; a
+    Ctrl+C typed then is the terminal's, which sends SIGINT and echoes it.  The test opens that
+    moment itself (the pty's modes, set from its master side, are the client's) and types Ctrl+C
+    in it: the client leaves as for the key, and no "^C" lands in front of its last line."""
+    server, ann, bob = pair
+    fd = ann.child.child_fd
+    modes = termios.tcgetattr(fd)
+    modes[3] |= termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG  # what prompt_toolkit sets
+    termios.tcsetattr(fd, termios.TCSANOW, modes)
+    ann.send("\x03")
+    assert ann.wait_exit() == 0
+    lines = ann.screen.lines()
+    assert lines[-1] == ">>> You are Offline. Bye." and not any("^C" in line for line in lines), lines[-6:]
+    server.expect_clients({"Ann": "offline"})
+    bob.expect_clients({"Ann": "offline"})
 
 
 def test_prompt_shows_the_group(pair):
@@ -102,6 +121,7 @@ def test_ctrl_d_at_the_prompt(pair):
     ann.send("\x04")
     ann.expect_line(">>> You are Offline. Bye.")
     assert ann.wait_exit() == 0
+    assert termios.tcgetattr(ann.child.child_fd)[3] & termios.ECHOCTL  # the terminal's echo as it was
     server.expect_clients({"Ann": "offline"})
     bob.expect_clients({"Ann": "offline"})
 
