@@ -69,6 +69,21 @@ def proxies():
         proxy.proc.stop()
 
 
+def mapped_ports(watcher, path, names: list[str]) -> dict[str, int]:
+    """The mirror ports that the proxy's --map file gives the named clients, once it lists them all:
+    the proxy writes the file MAP_DELAY after a mirror opens, which may be after the client's
+    registration went through it."""
+
+    def ports():
+        try:
+            found = {m["name"]: m["port"] for m in json.loads(path.read_text())["mirrors"]}
+        except FileNotFoundError:
+            return None
+        return found if set(names) <= set(found) else None
+
+    return watcher.wait_until(ports, f"{path.name} listing {', '.join(names)}", output=False)
+
+
 def welcomed_once(*clients) -> bool:
     return all(c.text.count(">>> Welcome, You are registered.") == 1 and "registering again" not in c.text
                for c in clients)
@@ -140,9 +155,8 @@ def test_a_proxy_killed_and_restarted_with_its_map_keeps_every_session(proxies, 
     first = proxies(server.port, "--map", str(mirrors))
     a, b = start_clients(cluster, ["A", "B"], first.port, *QUICK)
     table = server.expect_clients({"A": "online", "B": "online"}, since=0)
-    mapped = json.loads(mirrors.read_text())
-    assert mapped["listen"] == first.port
-    assert {m["name"]: m["port"] for m in mapped["mirrors"]} == {"A": table["A"][1], "B": table["B"][1]}
+    assert mapped_ports(server, mirrors, ["A", "B"]) == {"A": table["A"][1], "B": table["B"][1]}
+    assert json.loads(mirrors.read_text())["listen"] == first.port
     first.kill()
     second = proxies(server.port, "--map", str(mirrors))  # --listen port 0: the map's port again
     assert second.port == first.port
@@ -164,7 +178,7 @@ def test_a_mapped_port_taken_at_restart_is_said_and_the_other_sessions_go_on(pro
     mirrors = tmp_path / "mirrors.json"
     first = proxies(server.port, "--map", str(mirrors))
     a, b = start_clients(cluster, ["A", "B"], first.port, *QUICK)
-    ports = {m["name"]: m["port"] for m in json.loads(mirrors.read_text())["mirrors"]}
+    ports = mapped_ports(server, mirrors, ["A", "B"])
     first.kill()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
         squatter.bind((HOST, ports["B"]))
