@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Iterable
 
@@ -96,6 +96,7 @@ class LossyProxy:
         self._map_path = map_path  # --map: the mirror ports, kept across restarts
         self._map_failed = False
         self._map_due = False  # a write of the map is scheduled
+        self._phases: deque[tuple[float, scenarios.Phase]] = deque()  # a scenario's, not announced yet, by time
 
     # control, also from tests (call on the proxy's loop, or through tests/procs.py's ProxyThread)
     def add_rule(self, rule: str | Rule) -> None:
@@ -115,9 +116,18 @@ class LossyProxy:
         """Add the scenario's rules, its times counted from now, and announce each phase as it begins."""
         for rule in scenario.rules():
             self.plan.add(rule)
-        self.rules_changed()
+        start = self._loop.time()  # one start for the rules' windows and the phases' timers
+        self.plan.activate(start)
         for phase in scenario.phases():
-            self._loop.call_later(phase.at, self._announce, phase)
+            self._phases.append((start + phase.at, phase))
+            self._loop.call_at(start + phase.at, self._announce_due, start + phase.at)
+
+    def _announce_due(self, now: float) -> None:
+        """Announce the phases that have begun by ``now``.  The timers do, and so does each datagram
+        before its fate is decided: its I/O can run in the same turn of the loop as the timer, or
+        before it, and a row decided under a phase must come after that phase's row in the log."""
+        while self._phases and self._phases[0][0] <= now:
+            self._announce(self._phases.popleft()[1])
 
     def _announce(self, phase: "scenarios.Phase") -> None:
         print(f"lossy proxy: scenario {phase.describe()}", file=sys.stderr, flush=True)
@@ -236,7 +246,10 @@ class LossyProxy:
             if sender is not None:
                 self.names.setdefault(src, sender)
         src_name, dst_name = self._name(src), self._name(dst)
-        decision = self.plan.decide(data, kind, src_name, dst_name, now=self._loop.time(),
+        now = self._loop.time()
+        if self._phases:
+            self._announce_due(now)
+        decision = self.plan.decide(data, kind, src_name, dst_name, now=now,
                                     datagram=Datagram(data, src, dst, msg, self.layer))
         if msg is None:
             self.counters[NON_CHAT] += 1

@@ -9,6 +9,7 @@ receiver gets before the sentinel is all it will ever get of what came earlier.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 
 from proto import PAYLOADS, ChatHeader, decode
 from tests.procs import PROXY, ProxyProcess, ProxyThread, free_port
+from tools import scenario as scenarios
 from tools.lossy_proxy import LossyProxy, totals
 
 from tests.procs import ROOT  # the checkout, wherever in tests/ this file sits
@@ -425,6 +427,39 @@ def test_a_bad_scenario_is_one_line_on_stderr_naming_the_line_and_status_2(tmp_p
     done = run_cli("--listen", f"{HOST}:0", "--server", f"{HOST}:9", "--scenario", str(scenario))
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_datagram_decided_as_a_phase_begins_comes_after_that_phase_in_the_log(tmp_path):
+    """A phase's timer and a datagram can fall due in the same turn of the loop, and the loop runs
+    the datagram's I/O first.  The clock is moved to the end of the outage before the datagram
+    arrives, so that both fall due together: the datagram passes (the window is over), and its row
+    comes after the row of the phase that let it through."""
+    log = tmp_path / "proxy.jsonl"
+    server, a = Node("server"), Node("A")
+
+    async def play() -> None:
+        proxy = LossyProxy(server.address, log_path=str(log))
+        proxy.start()
+        loop = asyncio.get_running_loop()
+        real = loop.time
+        try:
+            proxy.play(scenarios.parse("at 0s for 3s: drop type=pri_msg\nat 3s: clear\n"))
+            loop.time = lambda: real() + 3.0
+            a.send(a.chat("pri_msg", text="after the outage"), proxy.address)
+            while not select.select([server.sock], [], [], 0)[0]:
+                await asyncio.sleep(0.01)
+        finally:
+            loop.time = real
+            proxy.stop()
+
+    try:
+        asyncio.run(play())
+        server.recv()
+    finally:
+        server.close()
+        a.close()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r.get("phase", r.get("action")) for r in rows] == [0.0, 3.0, "pass"], rows
 
 
 def test_the_command_line_plays_a_scenario_and_logs_its_phases(tmp_path):
