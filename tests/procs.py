@@ -479,15 +479,16 @@ class Cluster:
     def client(
         self,
         name: str,
-        server: Proc,
+        server: Proc | int,
         *flags: str,
         port: int | None = None,
         interactive: bool = False,
         register: bool = True,
         stderr: str | None = None,
     ) -> Proc:
-        """A client of ``server`` on 127.0.0.1; with ``register``, wait until it
-        is welcomed and its table shows it online."""
+        """A client of ``server`` (a server process, or the port of whatever stands in for one: a
+        proxy, a scripted server) on 127.0.0.1; with ``register``, wait until it is welcomed and its
+        table shows it online."""
         for _ in range(5 if port is None else 1):
             proc = self._start_client(name, server, flags, port, interactive, stderr)
             if register:
@@ -515,7 +516,8 @@ class Cluster:
 
     def _start_client(self, name, server, flags, port=None, interactive=False, stderr=None) -> Proc:
         port = port or free_port()
-        args = ["-c", name, HOST, str(server.port), str(port), "--bind", HOST, *flags]
+        server_port = server if isinstance(server, int) else server.port
+        args = ["-c", name, HOST, str(server_port), str(port), "--bind", HOST, *flags]
         proc = self.spawn(args, f"{name}:{port}", interactive, stderr)
         proc.port = port
         proc.name = name

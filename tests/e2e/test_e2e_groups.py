@@ -10,7 +10,7 @@ import pytest
 from node.reliable import Endpoint, RetryPolicy
 from proto import MSG_TYPES, STATUS_CODES
 from proto.fastpath import parse
-from tests.procs import FAST, HOST, WAIT, free_port
+from tests.procs import FAST, HOST, WAIT
 from tests.scripted import ScriptedServer
 
 
@@ -187,8 +187,7 @@ def test_private_messages_queued_until_dereg(trio):
 def test_a_burst_of_group_messages_is_acknowledged_in_a_few_datagrams(cluster):
     fake = ScriptedServer()
     try:
-        port = free_port()
-        bob = cluster.spawn(["-c", "Bob", HOST, str(fake.port), str(port), "--bind", HOST, *FAST], f"Bob:{port}")
+        bob = cluster.client("Bob", fake.port, *FAST, register=False)
         addr = fake.register("Bob", token=77)
         ok = STATUS_CODES["ok"]
         bob.expect_line(">>> Welcome, You are registered.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from tests.procs import HOST, ProxyProcess, free_port
+from tests.procs import HOST, ProxyProcess
 
 NAME_TAKEN = ">>> Someone has already used this name. Try another one."
 ADDR_TAKEN = ">>> Someone has already used this (IP, port) combination. Try another one."
@@ -95,8 +95,7 @@ def test_lost_reg_acks_and_confirms_are_retransmitted_and_register_once(cluster,
     proxy = ProxyProcess((HOST, server.port), "--log", str(log),
                          "--rule", "drop type=reg_ack first=1", "--rule", "drop type=confirm first=2")
     try:
-        port = free_port()
-        bob = cluster.spawn(["-c", "Bob", HOST, str(proxy.address[1]), str(port), "--bind", HOST], f"Bob:{port}")
+        bob = cluster.client("Bob", proxy.address[1], register=False)
         bob.expect_line(">>> Welcome, You are registered.")
         bob.expect_clients({"Bob": "online", "Ann": "online"})
         ann.expect_clients({"Bob": "online"})
