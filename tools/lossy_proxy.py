@@ -150,7 +150,11 @@ class LossyProxy:
         mapped = mirror_map.load(self._map_path) if self._map_path else mirror_map.MirrorMap()
         listen = self.listen if self.listen[1] or mapped.listen is None else (self.listen[0], mapped.listen)
         self.rules_changed()
-        self._open_mirror(self.server, listen)
+        try:
+            self._open_mirror(self.server, listen)
+        except OSError as exc:  # named as tried: with a map, --listen's port 0 stands for the map's port
+            kept = f" (the port kept in {self._map_path})" if listen is not self.listen else ""
+            raise UserError(f"cannot listen on {listen[0]}:{listen[1]}{kept}: {exc.strerror}") from None
         return self._reopen(mapped) + self._save_map()
 
     def _reopen(self, mapped: mirror_map.MirrorMap) -> list[str]:

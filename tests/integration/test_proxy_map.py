@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import select
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from proto import ChatHeader
-from tests.procs import HOST, WAIT, ProxyThread
+from tests.procs import HOST, PROXY, ROOT, WAIT, ProxyThread
 from tools import mirror_map
 
 pytestmark = pytest.mark.e2e  # real sockets
@@ -44,3 +46,16 @@ def test_a_burst_of_new_endpoints_is_written_in_a_few_writes_and_all_of_it_kept(
     finally:
         for sock in [server, *senders]:
             sock.close()
+
+
+def test_a_kept_listening_port_taken_meanwhile_is_named_with_the_map_it_came_from(tmp_path):
+    """--listen's port 0 with a map means the map's port: the error names the port it tried."""
+    path = tmp_path / "map.json"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind((HOST, 0))
+        taken = holder.getsockname()[1]
+        mirror_map.save(str(path), taken, [])
+        done = subprocess.run([sys.executable, PROXY, "--listen", f"{HOST}:0", "--server", f"{HOST}:9", "--map", str(path)],
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert done.returncode == 1, done
+    assert done.stderr == f"lossy_proxy.py: cannot listen on {HOST}:{taken} (the port kept in {path}): Address already in use\n"
