@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.procs import CHATAPP, HOST, WAIT, Piped, ProxyProcess, free_port
+from tests.procs import CHATAPP, HOST, WAIT, Piped, ProxyProcess, free_port, quiet_port
 
 # The clients outlast a restart: 40 tries 0.5 s apart (a restart on a busy machine takes seconds).
 PATIENT = ("--ack-timeout", "0.5", "--retries", "40")
@@ -134,7 +134,7 @@ class CrashRun:
         self.seed = seed
         self.proxy: ProxyProcess | None = None
         self.report = CrashReport()
-        self.port = free_port()
+        self.port = quiet_port()  # the server is restarted on it, again and again
         self.server: Piped | None = None
         self.clients: list[Client] = []
         self.members = [f"M{i}" for i in range(members)]

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
+import random
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -60,6 +62,25 @@ def base_env(interactive: bool) -> dict[str, str]:
     else:
         env["TERM"] = "dumb"  # plain line input: no prompt_toolkit redraws in the output
     return env
+
+
+def quiet_port() -> int:
+    """A free UDP port below the kernel's range for port 0 (free_port's otherwise).  No process is
+    handed such a port unasked, so it stays free between the kill of a process that held it and the
+    start of the next one on it: a port of that range was taken meanwhile by another suite's process
+    on a busy machine."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    for port in random.sample(range(max(1024, low - 8192), low), min(64, max(0, low - 1024))):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def run_plain(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -464,10 +485,11 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def server(self, *flags: str) -> Proc:
-        """A server on a free port of 127.0.0.1, up and listening."""
+    def server(self, *flags: str, restartable: bool = False) -> Proc:
+        """A server on a free port of 127.0.0.1, up and listening; ``restartable``: on a port that
+        stays free when it is killed, for a test that starts a server on that port again."""
         for _ in range(5):
-            port = free_port()
+            port = quiet_port() if restartable else free_port()
             proc = self.spawn(["-s", str(port), "--bind", HOST, *flags], f"server:{port}")
             match = proc.expect(r">>> Server is online\n|already in use")
             if match.group(0).startswith(">>>"):

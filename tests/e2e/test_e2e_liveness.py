@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.procs import FAST, HOST, ProxyProcess, join_via, registered, start_clients
+from tests.procs import FAST, HOST, ProxyProcess, join_via, quiet_port, registered, start_clients
 
 QUICK = ("--ack-timeout", "0.2")  # 5 tries: a claim's probe (4) fits the claimant's wait
 IDLE = ("--idle-probe", "1")  # short, so the test waits little; the rule is the same at 30 s
@@ -49,7 +49,7 @@ WELCOME = ">>> Welcome, You are registered."
 
 
 def test_clients_of_a_server_killed_and_restarted_on_its_port_register_again_and_go_on(cluster):
-    server = cluster.server(*FAST)
+    server = cluster.server(*FAST, restartable=True)
     ann, bob = cluster.clients(["Ann", "Bob"], server, *FAST)
     server.signal(signal.SIGKILL)
     server.wait_exit()
@@ -76,7 +76,7 @@ def test_clients_cut_off_by_a_proxy_restarted_on_its_port_register_again_and_go_
     and lists their old addresses online; each client registers again, the server probes the old
     address before giving it the name back, and the chat goes on."""
     server = cluster.server(*QUICK, "--idle-probe", "0")  # only the claims probe here
-    proxy = ProxyProcess((HOST, server.port))
+    proxy = ProxyProcess((HOST, server.port), "--listen", f"{HOST}:{quiet_port()}")  # the last --listen wins
     try:
         port = proxy.address[1]
         ann, bob = start_clients(cluster, ["Ann", "Bob"], port, *QUICK)

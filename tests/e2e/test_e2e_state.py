@@ -32,7 +32,7 @@ def restarted(cluster, server, path: str, *flags: str):
 
 def test_clients_go_on_without_registering_again_after_a_sigkill_and_restart(cluster, tmp_path):
     path = str(tmp_path / "chat.db")
-    server = cluster.server("--state", path, *SLOW)
+    server = cluster.server("--state", path, *SLOW, restartable=True)
     ann, bob = cluster.clients(["Ann", "Bob"], server, *SLOW)
     in_group([ann, bob], server, "room")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, "it holds tokens: its owner's only"
@@ -54,7 +54,7 @@ def test_a_journaled_group_message_is_delivered_once_after_the_restart(cluster, 
     """Cat's copy is lost on the way (the proxy drops it) when the server is killed: the restarted
     server sends it again from its journal, and Cat shows it once."""
     path = str(tmp_path / "chat.db")
-    server = cluster.server("--state", path, *SLOW, *NO_IDLE)
+    server = cluster.server("--state", path, *SLOW, *NO_IDLE, restartable=True)
     with ProxyThread(server=(HOST, server.port)) as proxy:
         ann, bob = cluster.clients(["Ann", "Bob"], server, *SLOW)
         cat = join_via(cluster, "Cat", proxy.address[1], *SLOW)
@@ -89,7 +89,7 @@ def test_a_request_retransmitted_across_the_restart_is_answered_again(cluster, t
     """Ann's create_group is done and kept, its answer lost; the server is killed.  Ann's
     retransmission reaches the restarted server, which answers it again (not: group exists)."""
     path = str(tmp_path / "chat.db")
-    server = cluster.server("--state", path, *SLOWER, *NO_IDLE)
+    server = cluster.server("--state", path, *SLOWER, *NO_IDLE, restartable=True)
     with ProxyThread(server=(HOST, server.port)) as proxy:
         ann = join_via(cluster, "Ann", proxy.address[1], *SLOWER)
         assert registered(ann), "its port was taken meanwhile: run again"

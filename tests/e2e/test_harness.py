@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+import pytest
 
 import tests.procs as procs
 from tests.procs import HOST
@@ -21,3 +24,14 @@ def test_a_client_whose_port_was_taken_before_it_bound_it_is_started_again(clust
         dan = cluster.client("Dan", server, register=False)
         assert not taken and dan.port != squatter.getsockname()[1]
         dan.expect_line(">>> Welcome, You are registered.")
+
+
+def test_a_port_for_a_process_started_again_on_it_is_below_the_range_for_port_0():
+    """quiet_port: no other process is handed it between a kill and the restart on it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    if low <= 2048:
+        pytest.skip("this host leaves no room below its range for port 0")
+    port = procs.quiet_port()
+    assert 1024 <= port < low
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, port))  # and it is free

@@ -11,16 +11,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import random
 import re
 import signal
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.procs import HOST, PROXY, PYTHON, ROOT, WAIT, Piped, start_clients
+from tests.procs import HOST, PROXY, PYTHON, ROOT, WAIT, Piped, quiet_port, start_clients
 from tools.ctl import ControlClient
 
 QUICK = ("--ack-timeout", "0.2")  # five tries in about a second
@@ -69,21 +67,6 @@ def proxies():
     yield start
     for proxy in started:
         proxy.proc.stop()
-
-
-def quiet_port() -> int:
-    """A free UDP port below the kernel's range for port 0, or 0 if there is no room below it.  No
-    process is handed it unasked, so it stays free between a proxy's kill and its restart on it (a
-    port of that range was once taken meanwhile by another suite's process on a busy machine)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in random.sample(range(max(1024, low - 8192), low), min(64, max(0, low - 1024))):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    return 0
 
 
 def mapped_ports(watcher, path, names: list[str]) -> dict[str, int]:
@@ -193,7 +176,7 @@ def test_a_proxy_killed_and_restarted_with_its_map_keeps_every_session(proxies, 
 def test_a_mapped_port_taken_at_restart_is_said_and_the_other_sessions_go_on(proxies, cluster, tmp_path):
     server = cluster.server()
     mirrors = tmp_path / "mirrors.json"
-    first = proxies(server.port, "--map", str(mirrors))
+    first = proxies(server.port, "--map", str(mirrors), "--listen", f"{HOST}:{quiet_port()}")
     a, b = start_clients(cluster, ["A", "B"], first.port, *QUICK)
     ports = mapped_ports(server, mirrors, ["A", "B"])
     first.kill()
