@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import CHATAPP, HOST, PYTHON, ROOT, Piped, ProxyThread, free_port
+from tests.procs import CHATAPP, HOST, PYTHON, ROOT, Piped, ProxyThread, quiet_port
 
 SNIFF = str(ROOT / "tools" / "sniff.py")
 
@@ -89,7 +89,7 @@ class Capture:
 def record_direct(tmp_path_factory) -> Capture:
     """Ann and Bob chat through a server; sniff.py watches lo and writes a pcap."""
     pcap = tmp_path_factory.mktemp("direct") / "chat.pcap"
-    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
+    ports = {"server": quiet_port(), "Ann": quiet_port(), "Bob": quiet_port()}
     slow = ("--ack-timeout", "2")  # a loaded machine must not cause retransmissions here
     procs = Processes()
     try:
@@ -126,7 +126,7 @@ def record_proxied(tmp_path_factory) -> Capture:
 
     folder = tmp_path_factory.mktemp("proxied")
     pcap, log = folder / "chat.pcap", folder / "proxy.jsonl"
-    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
+    ports = {"server": quiet_port(), "Ann": quiet_port(), "Bob": quiet_port()}
     procs = Processes()
     try:
         procs.server(ports["server"])

@@ -66,9 +66,9 @@ def base_env(interactive: bool) -> dict[str, str]:
 
 def quiet_port() -> int:
     """A free UDP port below the kernel's range for port 0 (free_port's otherwise).  No process is
-    handed such a port unasked, so it stays free between the kill of a process that held it and the
-    start of the next one on it: a port of that range was taken meanwhile by another suite's process
-    on a busy machine."""
+    handed such a port unasked, so it stays free until the process meant for it binds it: one that
+    a capture filter names before it starts, or one started again on it after a kill.  (Ports of
+    that range were taken meanwhile by other suites' processes on a busy machine.)"""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):

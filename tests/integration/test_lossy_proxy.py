@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import pytest
 
 from proto import PAYLOADS, ChatHeader, decode
-from tests.procs import PROXY, ProxyProcess, ProxyThread, free_port
+from tests.procs import PROXY, ProxyProcess, ProxyThread, quiet_port
 from tools import scenario as scenarios
 from tools.lossy_proxy import LossyProxy, totals
 
@@ -575,7 +575,7 @@ def test_stats_of_a_proxy_nothing_went_through():
 def test_a_closed_stdout_does_not_stop_the_proxy_or_its_log(tmp_path):
     """`lossy_proxy.py ... | head -0`: the reader leaves before the first line; the proxy still
     forwards, writes its --log, and stops cleanly."""
-    log, listen = tmp_path / "proxy.jsonl", free_port()
+    log, listen = tmp_path / "proxy.jsonl", quiet_port()
     server, a = Node("server"), Node("A")
     read, write = os.pipe()
     os.close(read)

@@ -15,7 +15,7 @@ from scapy.utils import rdpcap, wrpcap
 
 from proto import MSG_TYPES, Ack, ChatHeader, PriMsg, ProtocolError, RegAck, decode
 from tests.captures import SNIFF, Processes, needs_root, run_into_closed_pipe, run_tool
-from tests.procs import HOST, free_port
+from tests.procs import HOST, free_port, quiet_port
 
 REPLAY = SNIFF.replace("sniff.py", "replay.py")
 
@@ -143,7 +143,7 @@ def test_replaying_a_live_capture_to_a_server_sends_the_same_datagrams(direct, t
     reads), so no table goes out."""
     registrations = [bytes(f[UDP].payload) for f in rdpcap(str(direct.pcap)) if decode(bytes(f[UDP].payload)).type == 1]
     assert len(registrations) == 2
-    port = free_port()
+    port = quiet_port()
     procs = Processes()
     try:
         procs.server(port)

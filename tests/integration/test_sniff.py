@@ -29,7 +29,7 @@ import pytest
 from proto import MSG_TYPES, VERSION, Ack, ChatHeader, PriMsg, RegAck, Table, decode
 from tests.captures import SNIFF, Capture, Processes, needs_root, run_into_closed_pipe, run_tool
 from tests.png import read_png
-from tests.procs import CHATAPP, HOST, PYTHON, ROOT, ProxyThread, free_port
+from tests.procs import CHATAPP, HOST, PYTHON, ROOT, ProxyThread, free_port, quiet_port
 
 pytestmark = pytest.mark.e2e  # sniff.py as a process, on made-up and live captures
 
@@ -68,7 +68,7 @@ def test_a_second_client_claiming_a_registered_name_is_shown_by_its_address(tmp_
     """Ann registers; a second real client, also called Ann, tries from another port and is refused.
     Every view names the second one by its address and shows the name it claimed as a claim."""
     pcap = tmp_path / "claim.pcap"
-    ports = {"server": free_port(), "Ann": free_port(), "other": free_port()}
+    ports = {"server": quiet_port(), "Ann": quiet_port(), "other": quiet_port()}
     procs = Processes()
     try:
         sniff = procs.sniffer(pcap, list(ports.values()))
@@ -472,7 +472,7 @@ def hostile(tmp_path_factory):
         pytest.skip("live capture on lo needs root (a raw packet socket)")
     folder = tmp_path_factory.mktemp("hostile")
     pcap, log = folder / "chat.pcap", folder / "proxy.jsonl"
-    ports = {"server": free_port(), SLASH: free_port(), LINKED: free_port()}
+    ports = {"server": quiet_port(), SLASH: quiet_port(), LINKED: quiet_port()}
     procs = Processes()
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:

@@ -178,9 +178,9 @@ def test_a_bad_capture_filter_is_one_clear_line(tmp_path, expression, reason):
 def test_a_live_ladder_to_a_pipe_prints_each_arrow_while_the_capture_runs():
     """Ann, then Bob register with a real server; sniff.py --ladder writes into a pipe.  Each arrow is
     a row before the capture ends, a new node prints the names again, and nothing is an escape code."""
-    from tests.procs import free_port
+    from tests.procs import quiet_port
 
-    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
+    ports = {"server": quiet_port(), "Ann": quiet_port(), "Bob": quiet_port()}
     procs = Processes()
     try:
         sniff = start_sniffer(procs, "--ladder", *(arg for port in ports.values() for arg in ("--port", str(port))))

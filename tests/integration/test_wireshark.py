@@ -22,7 +22,7 @@ from proto import (
 )
 from proto.fields import Kind, layer_spec
 from tests.captures import SNIFF, Processes, needs_root, run_tool
-from tests.procs import HOST, ProxyProcess, free_port
+from tests.procs import HOST, ProxyProcess, quiet_port
 
 # Not the layer's: generated from what the dissector finds across frames (an answer's request...).
 EXCHANGE_FIELDS = ("chat.response_in", "chat.response_to", "chat.also_response_to", "chat.time", "chat.retry",
@@ -330,7 +330,7 @@ def test_tshark_flags_the_retransmission_and_duplicate_acks_the_real_proxy_cause
     twice; real clients retry and answer.  On the sniffer's capture tshark links each ack to its
     request, flags Ann's retry as a retransmission and Bob's second ack as a duplicate ack."""
     pcap = tmp_path / "proxy.pcap"
-    ports = {"server": free_port(), "Ann": free_port(), "Bob": free_port()}
+    ports = {"server": quiet_port(), "Ann": quiet_port(), "Bob": quiet_port()}
     procs = Processes()
     proxy = None
     try:

@@ -19,7 +19,7 @@ from proto import MSG_TYPES
 from proto.fastpath import parse
 from proto.messages import CLIENT, SERVER, requests
 from node.reliable import REPLY_MEMORY_WINDOWS, RetryPolicy
-from tests.procs import HOST, WAIT, free_port, in_group
+from tests.procs import HOST, WAIT, in_group, quiet_port
 from tests.security_tools import drain, finish, needs_root, spoof
 
 SHORT_MEMORY = ("--ack-timeout", "0.25", "--retries", "4")  # a 1 s retry window: answers remembered 4 s
@@ -69,7 +69,7 @@ def record_session(cluster, tools, folder: Path, *client_flags: str):
 
 def record_once(cluster, tools, pcap: Path, client_flags: tuple[str, ...]):
     server = cluster.server()
-    ann_port, bob_port = free_port(), free_port()
+    ann_port, bob_port = quiet_port(), quiet_port()
     sniff = tools("sniff.py", "-w", str(pcap), *[arg for port in (server.port, ann_port, bob_port)
                                                   for arg in ("--port", str(port))])
     sniff.wait_for(r"capturing on lo", stream="err")  # printed once the socket is open: nothing is missed

@@ -13,7 +13,6 @@ from node.limits import drop_report
 from node.reliable import RetryPolicy
 from proto import MSG_TYPES
 from proto.fastpath import encode, parse
-from tests.procs import HOST, free_port
 from tests.scripted import OK, ScriptedServer
 
 SERVER = ("10.9.0.1", 9000)
@@ -82,8 +81,7 @@ def test_a_reg_ack_answering_a_command_is_dropped_and_the_commands_go_on():
 def test_a_real_client_drops_a_reg_ack_answering_a_command_and_goes_on(cluster):
     fake = ScriptedServer()
     try:
-        port = free_port()
-        ann = cluster.spawn(["-c", "Ann", HOST, str(fake.port), str(port), "--bind", HOST], f"Ann:{port}")  # 2.5 s of tries
+        ann = cluster.client("Ann", fake.port, register=False)  # 2.5 s of tries
         addr = fake.register("Ann")
         ann.expect_line(">>> Welcome, You are registered.")
         ann.sendline("list_groups")
