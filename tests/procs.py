@@ -64,6 +64,9 @@ def base_env(interactive: bool) -> dict[str, str]:
     return env
 
 
+_PORT_DRAW = random.SystemRandom()
+
+
 def quiet_port() -> int:
     """A free UDP port below the kernel's range for port 0 (free_port's otherwise).  No process is
     handed such a port unasked, so it stays free until the process meant for it binds it: one that
@@ -73,7 +76,9 @@ def quiet_port() -> int:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return free_port()
-    for port in random.sample(range(max(1024, low - 8192), low), min(64, max(0, low - 1024))):
+    # Drawn from the OS, not from the random module: a test that seeds that one (Scapy's fuzz) would
+    # make the same worker of two suites running side by side draw the same ports.
+    for port in _PORT_DRAW.sample(range(max(1024, low - 8192), low), min(64, max(0, low - 1024))):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             try:
                 sock.bind((HOST, port))

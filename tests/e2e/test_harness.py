@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 
@@ -35,3 +36,13 @@ def test_a_port_for_a_process_started_again_on_it_is_below_the_range_for_port_0(
     assert 1024 <= port < low
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((HOST, port))  # and it is free
+
+
+def test_quiet_ports_do_not_follow_the_random_module_s_seed():
+    """A test that seeds the random module (Scapy's fuzz draws from it) must not make the same worker
+    of two suites side by side draw the same ports, one after the other."""
+    draws = []
+    for _ in range(3):
+        random.seed(20240505)
+        draws.append(procs.quiet_port())
+    assert len(set(draws)) > 1, draws
