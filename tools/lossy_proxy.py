@@ -148,13 +148,14 @@ class LossyProxy:
         call from a running loop.  What of the map could not be done, a line each (MapError: no map)."""
         self._loop = asyncio.get_running_loop()
         mapped = mirror_map.load(self._map_path) if self._map_path else mirror_map.MirrorMap()
-        listen = self.listen if self.listen[1] or mapped.listen is None else (self.listen[0], mapped.listen)
+        kept = not self.listen[1] and mapped.listen is not None  # --listen's port 0: the map's port
+        listen = (self.listen[0], mapped.listen) if kept else self.listen
         self.rules_changed()
         try:
             self._open_mirror(self.server, listen)
-        except OSError as exc:  # named as tried: with a map, --listen's port 0 stands for the map's port
-            kept = f" (the port kept in {self._map_path})" if listen is not self.listen else ""
-            raise UserError(f"cannot listen on {listen[0]}:{listen[1]}{kept}: {exc.strerror}") from None
+        except OSError as exc:  # named as tried
+            where = f" (the port kept in {self._map_path})" if kept else ""
+            raise UserError(f"cannot listen on {listen[0]}:{listen[1]}{where}: {exc.strerror}") from None
         return self._reopen(mapped) + self._save_map()
 
     def _reopen(self, mapped: mirror_map.MirrorMap) -> list[str]:
